@@ -1,0 +1,48 @@
+# Two commands do all set-up on a fresh Debian machine (as root): `make run` and `make test`.
+SHELL := /bin/bash
+PY := .venv/bin/python
+FLEET_DIR := .fleet
+APT_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics chromium chromium-driver
+STAMP_APT := $(FLEET_DIR)/.apt-installed
+STAMP_VENV := .venv/.installed
+STAMP_MODELS := $(FLEET_DIR)/.models-prepared
+
+.PHONY: run test setup lint clean-fleet
+
+setup: $(STAMP_APT) $(STAMP_VENV) $(STAMP_MODELS)
+
+$(STAMP_APT):
+	@mkdir -p $(FLEET_DIR)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@# The Debian packages start system services we do not use: the fleet runs its own on loopback.
+	@-systemctl disable --now mosquitto influxdb victoria-metrics >/dev/null 2>&1 || true
+	@touch $@
+
+$(STAMP_VENV): requirements.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+$(STAMP_MODELS): $(STAMP_VENV)
+	@if $(PY) -c 'import models.cli' 2>/dev/null; then $(PY) -m models prepare; fi
+	@touch $@
+
+run: setup
+	$(PY) -m fleet_center.local_fleet
+
+lint: $(STAMP_VENV)
+	$(PY) -m ruff check .
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+clean-fleet:
+	rm -rf $(FLEET_DIR)

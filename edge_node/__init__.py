@@ -1,0 +1,1 @@
+"""edgefleet edge_node."""
