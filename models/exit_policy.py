@@ -1,0 +1,124 @@
+"""Exit-or-continue decisions for early-exit heads: pure logic over plain numbers (no torch).
+
+At each exit layer the edge computes `ExitFeatures` from that head's probabilities (and the
+previous head's); the policy scores them with a per-exit logistic model fitted on the calibration
+split and exits when the score reaches that exit's threshold. With weights (1, 0, 0, 0, 0) and
+bias 0 the score is the plain top probability, i.e. a classic confidence threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ExitFeatures:
+    top_prob: float  # highest next-token probability of this head
+    margin: float  # top minus second probability
+    entropy: float  # nats
+    agrees_with_previous: float  # 1.0 if argmax equals the previous exit head's argmax, else 0.0
+    previous_top_prob: float  # previous exit head's top probability (0.0 at the first exit)
+
+    @staticmethod
+    def names() -> tuple[str, ...]:
+        return tuple(f.name for f in fields(ExitFeatures))
+
+    def as_tuple(self) -> tuple[float, ...]:
+        return tuple(getattr(self, name) for name in self.names())
+
+
+@dataclass(frozen=True, slots=True)
+class ExitRule:
+    exit_layer: int  # decoder layers run before this head
+    weights: tuple[float, ...]  # one per ExitFeatures field
+    bias: float
+    threshold: float  # exit when score >= threshold; > 1 disables this exit
+
+    def __post_init__(self) -> None:
+        if len(self.weights) != len(ExitFeatures.names()):
+            raise ValueError(f"exit {self.exit_layer}: {len(self.weights)} weights, want {len(ExitFeatures.names())}")
+
+    def score(self, features: ExitFeatures | tuple[float, ...]) -> float:
+        """Logistic score in (0, 1); with the identity rule it is `top_prob` itself."""
+        values = features.as_tuple() if isinstance(features, ExitFeatures) else features
+        if self.is_identity():
+            return values[0]
+        z = self.bias + sum(w * v for w, v in zip(self.weights, values, strict=True))
+        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+
+    def is_identity(self) -> bool:
+        return self.bias == 0.0 and self.weights == (1.0,) + (0.0,) * (len(self.weights) - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class ExitPolicy:
+    rules: tuple[ExitRule, ...]  # ascending exit layers
+
+    def __post_init__(self) -> None:
+        layers = [rule.exit_layer for rule in self.rules]
+        if layers != sorted(set(layers)):
+            raise ValueError(f"exit layers must be unique and ascending: {layers}")
+
+    @property
+    def exit_layers(self) -> tuple[int, ...]:
+        return tuple(rule.exit_layer for rule in self.rules)
+
+    def rule(self, exit_layer: int) -> ExitRule:
+        """Raises KeyError if the policy has no rule for `exit_layer`."""
+        for rule in self.rules:
+            if rule.exit_layer == exit_layer:
+                return rule
+        raise KeyError(f"no exit rule for layer {exit_layer}; have {self.exit_layers}")
+
+    def should_exit(self, exit_layer: int, features: ExitFeatures | tuple[float, ...]) -> bool:
+        """True to emit this head's argmax token now, False to continue to deeper layers."""
+        rule = self.rule(exit_layer)
+        return rule.score(features) >= rule.threshold
+
+    def with_thresholds(self, thresholds: dict[int, float]) -> ExitPolicy:
+        return ExitPolicy(tuple(
+            ExitRule(r.exit_layer, r.weights, r.bias, thresholds.get(r.exit_layer, r.threshold)) for r in self.rules
+        ))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(ExitFeatures.names()), "rules": [asdict(rule) for rule in self.rules]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExitPolicy:
+        """Raises ValueError if the data names other features or malformed rules."""
+        if tuple(data.get("features", ())) != ExitFeatures.names():
+            raise ValueError(f"policy features {data.get('features')} differ from {ExitFeatures.names()}")
+        try:
+            rules = tuple(ExitRule(int(r["exit_layer"]), tuple(float(w) for w in r["weights"]),
+                                   float(r["bias"]), float(r["threshold"])) for r in data["rules"])
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"malformed exit policy: {error}") from error
+        return cls(rules)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExitPolicy:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def top_probability(cls, thresholds: dict[int, float]) -> ExitPolicy:
+        """The classic policy: exit when the head's top probability >= threshold."""
+        identity = (1.0,) + (0.0,) * (len(ExitFeatures.names()) - 1)
+        return cls(tuple(ExitRule(layer, identity, 0.0, thresholds[layer]) for layer in sorted(thresholds)))
+
+
+def first_exit(policy: ExitPolicy, features_by_layer: dict[int, ExitFeatures]) -> int | None:
+    """The first exit layer (ascending) whose rule says exit, or None to run the full model."""
+    for rule in policy.rules:
+        features = features_by_layer.get(rule.exit_layer)
+        if features is not None and policy.should_exit(rule.exit_layer, features):
+            return rule.exit_layer
+    return None

@@ -1,0 +1,162 @@
+"""Model slices: embedding, decoder layers [start, end) with their own KV cache, and the head.
+
+Chaining `EmbeddingSlice` -> `DecoderSlice(0, k)` -> `DecoderSlice(k, L)` -> `HeadSlice`
+reproduces the full model; each decoder slice can live in a different process (edge / cloud).
+The decoder layers and rotary embedding are transformers' Llama modules, shared (not copied)
+with the loaded model, so slices cost no extra weight memory.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+class SliceKVCache:
+    """Keys/values of layers [start, end), duck-typed as a transformers `Cache` for LlamaAttention.
+
+    LlamaAttention calls `update(key_states, value_states, layer_idx)` and attends over the
+    returned tensors; layer_idx is the global layer index, so we offset by `start`.
+    """
+
+    def __init__(self, start: int, end: int) -> None:
+        assert 0 <= start < end, f"bad layer range [{start}, {end})"
+        self.start = start
+        self.end = end
+        self.keys: list[torch.Tensor | None] = [None] * (end - start)
+        self.values: list[torch.Tensor | None] = [None] * (end - start)
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        slot = layer_idx - self.start
+        assert 0 <= slot < len(self.keys), f"layer {layer_idx} outside cache [{self.start}, {self.end})"
+        old_keys, old_values = self.keys[slot], self.values[slot]
+        # (B, n_kv_heads, T, head_dim): append along T
+        keys = key_states if old_keys is None else torch.cat([old_keys, key_states], dim=2)
+        values = value_states if old_values is None else torch.cat([old_values, value_states], dim=2)
+        self.keys[slot], self.values[slot] = keys, values
+        return keys, values
+
+    def length(self) -> int:
+        """Positions cached (same for every layer after a complete forward)."""
+        first = self.keys[0]
+        return 0 if first is None else int(first.shape[2])
+
+    def truncate(self, length: int) -> None:
+        """Keep only the first `length` positions (speculative rollback)."""
+        assert 0 <= length <= self.length(), f"cannot truncate cache of {self.length()} to {length}"
+        for slot, (keys, values) in enumerate(zip(self.keys, self.values, strict=True)):
+            if keys is not None and values is not None:
+                self.keys[slot], self.values[slot] = keys[:, :, :length], values[:, :, :length]
+
+    def reset(self) -> None:
+        self.keys = [None] * len(self.keys)
+        self.values = [None] * len(self.values)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values) if t is not None)
+
+
+def causal_mask(query_length: int, offset: int) -> torch.Tensor | None:
+    """Boolean mask (1, 1, T, offset + T), True where query i may attend key j; None for T == 1."""
+    if query_length == 1:
+        return None  # a single new query attends to every cached key and itself
+    query_positions = torch.arange(query_length).unsqueeze(1) + offset  # (T, 1)
+    key_positions = torch.arange(offset + query_length).unsqueeze(0)  # (1, S)
+    return (key_positions <= query_positions)[None, None]  # (1, 1, T, S)
+
+
+class EmbeddingSlice(nn.Module):
+    """Token ids (B, T) -> hidden states (B, T, C)."""
+
+    def __init__(self, embed_tokens: nn.Module) -> None:
+        super().__init__()
+        self.embed_tokens = embed_tokens
+
+    @torch.no_grad()
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        assert input_ids.dim() == 2, f"input_ids must be (B, T), got {tuple(input_ids.shape)}"
+        return self.embed_tokens(input_ids)  # (B, T, C)
+
+
+class DecoderSlice(nn.Module):
+    """Decoder layers [start, end) with their own KV cache.
+
+    `forward(hidden_states)` continues at position `self.length` (the cache length) unless a
+    `position` is given, in which case the cache is first truncated to it. Positions drive the
+    rotary embedding, so a slice started at any offset computes exactly what the full model does.
+    """
+
+    def __init__(self, layers: nn.ModuleList, rotary_emb: nn.Module, start: int, end: int) -> None:
+        super().__init__()
+        assert 0 <= start < end <= len(layers), f"bad slice [{start}, {end}) of {len(layers)} layers"
+        self.start = start
+        self.end = end
+        self.layers = nn.ModuleList(layers[start:end])
+        self.rotary_emb = rotary_emb
+        self.cache = SliceKVCache(start, end)
+
+    @property
+    def length(self) -> int:
+        """Number of positions in this slice's KV cache."""
+        return self.cache.length()
+
+    @torch.no_grad()
+    def forward(self, hidden_states: torch.Tensor, position: int | None = None) -> torch.Tensor:
+        """Run the layers on (B, T, C) hidden states for positions [position, position + T).
+
+        `position` defaults to the cache length; a smaller value truncates the cache first.
+        """
+        assert hidden_states.dim() == 3, f"hidden_states must be (B, T, C), got {tuple(hidden_states.shape)}"
+        offset = self.length if position is None else position
+        if offset < self.length:
+            self.cache.truncate(offset)
+        assert offset == self.length, f"position {offset} skips ahead of cache length {self.length}"
+        query_length = hidden_states.shape[1]
+        position_ids = torch.arange(offset, offset + query_length).unsqueeze(0)  # (1, T)
+        position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)  # cos, sin (1, T, hd)
+        mask = causal_mask(query_length, offset)
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states,
+                attention_mask=mask,
+                position_ids=position_ids,
+                past_key_values=self.cache,
+                use_cache=True,
+                position_embeddings=position_embeddings,
+            )  # (B, T, C)
+        return hidden_states
+
+    def truncate(self, length: int) -> None:
+        """Drop cached positions >= `length` (speculative rollback)."""
+        self.cache.truncate(length)
+
+    def reset(self) -> None:
+        """Forget every cached position."""
+        self.cache.reset()
+
+
+class HeadSlice(nn.Module):
+    """Hidden states (B, T, C) -> logits (B, T, V) in float32: [adapter], final norm, LM head.
+
+    The optional adapter is an exit head's residual linear map h + W h, used when the slice's
+    input comes from a layer before the last one (depth-truncated edge variants).
+    """
+
+    def __init__(self, norm: nn.Module, lm_head: nn.Module, adapter: nn.Module | None = None) -> None:
+        super().__init__()
+        self.norm = norm
+        self.lm_head = lm_head
+        self.adapter = adapter
+
+    @torch.no_grad()
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        assert hidden_states.dim() == 3, f"hidden_states must be (B, T, C), got {tuple(hidden_states.shape)}"
+        if self.adapter is not None:
+            hidden_states = self.adapter(hidden_states)
+        return self.lm_head(self.norm(hidden_states)).float()  # (B, T, V)
