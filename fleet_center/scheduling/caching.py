@@ -1,0 +1,239 @@
+"""Model caching: which models each edge holds for the next rounds, counting deployment cost.
+
+The decision is priced with the offloading cost model itself, on a *representative round*: the
+recent demand per task type (tasks per round, mean tokens) becomes that many identical tasks. A
+placement's cost is `horizon_rounds x` the optimal summed latency of that round under the placement,
+plus `deploy_weight x` the load seconds of every model an edge must fetch (keeping one is free,
+evicting one is free). Both solvers return plans priced by the same evaluator.
+
+Exact: one MILP over y[e, m] (edge e holds model m) and x[t, e, m, k] (a task of type t runs on e
+with m at position k from the end), with memory knapsacks per edge. Tasks of one type are identical,
+so variables are per type, not per task, which removes their symmetry.
+
+Fast: the same model's LP relaxation, rounded per edge by fractional value per byte under memory,
+then a local search that swaps one model at a time on the edges where that helps most.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import csr_matrix
+
+from fleet_center.scheduling.costs import FleetArrays, cached_mask, fleet_arrays, position_bound
+from fleet_center.scheduling.offloading_exact import SolverError
+from fleet_center.scheduling.offloading_fast import solve_offloading_fast
+from fleet_center.scheduling.problem import (
+    CachingPlan,
+    CachingProblem,
+    OffloadingProblem,
+    Placement,
+    TaskSpec,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def representative_tasks(problem: CachingProblem) -> tuple[TaskSpec, ...]:
+    """The demand as one round of identical tasks per type (mean tokens rounded, at least 1)."""
+    return tuple(
+        TaskSpec(f"demand-{item.task_type}-{index}", item.task_type, max(1, round(item.mean_tokens)))
+        for item in problem.demand
+        for index in range(item.tasks_per_round)
+    )
+
+
+def _deploy_cost(problem: CachingProblem, arrays: FleetArrays, held: np.ndarray) -> np.ndarray:
+    """(E, M) seconds charged if edge e holds model m next: 0 for models it already has."""
+    return np.where(cached_mask(arrays, problem.current), 0.0, arrays.load_time_s) * held
+
+
+def price_placement(problem: CachingProblem, placement: Placement, solver: str) -> CachingPlan:
+    """Price `placement` for `problem`: representative round latency plus deployment.
+
+    Raises ProblemError if the placement overfills an edge or names unknown models.
+    """
+    fleet = problem.fleet
+    fleet.check_placement(placement, "placement")
+    round_plan = solve_offloading_fast(OffloadingProblem(fleet, representative_tasks(problem), placement))
+    deployments, evictions = [], []
+    deploy_s = 0.0
+    for edge in fleet.edges:
+        now, nxt = problem.current.models_on(edge.edge_id), placement.models_on(edge.edge_id)
+        for model_id in sorted(nxt - now):
+            deployments.append((edge.edge_id, model_id))
+            deploy_s += edge.load_time_s.get(model_id, 0.0)
+        evictions.extend((edge.edge_id, model_id) for model_id in sorted(now - nxt))
+    return CachingPlan(
+        placement=placement,
+        deployments=tuple(deployments),
+        evictions=tuple(evictions),
+        round_latency_s=round_plan.total_latency_s,
+        deploy_cost_s=deploy_s,
+        objective_s=problem.horizon_rounds * round_plan.total_latency_s + problem.deploy_weight * deploy_s,
+        solver=solver,
+    )
+
+
+@dataclass(frozen=True)
+class _CachingModel:
+    """The caching MILP in scipy's matrix form; y variables come first."""
+
+    cost: np.ndarray
+    matrix: csr_matrix
+    lower: np.ndarray
+    upper: np.ndarray
+    integrality: np.ndarray
+    variable_upper: np.ndarray  # 1 for y and x, the type's demand for its cloud count
+    num_edges: int
+    num_models: int
+
+
+def _build_model(problem: CachingProblem, arrays: FleetArrays) -> _CachingModel:
+    """Variables: y (E*M), x per (type, edge, model, position), then w (cloud tasks per type)."""
+    num_edges, num_models = arrays.token_time_s.shape
+    demand = [item for item in problem.demand if item.tasks_per_round > 0]
+    horizon = float(problem.horizon_rounds)
+    num_y = num_edges * num_models
+    x_type, x_edge, x_model, x_pos, x_cost = [], [], [], [], []
+    for item in demand:
+        tokens = max(1, round(item.mean_tokens))
+        cloud = arrays.cloud_latency_s + tokens * arrays.cloud_token_time_s
+        processing = tokens * arrays.token_time_s  # (E, M), inf where the model cannot run
+        bound = position_bound(cloud, arrays.edge_const_s[:, None], processing)
+        bound = np.minimum(bound, item.tasks_per_round) * arrays.allowed[item.task_type][None, :]
+        edges, models = np.nonzero(bound)
+        counts = bound[edges, models]
+        position = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + 1
+        edges, models = np.repeat(edges, counts), np.repeat(models, counts)
+        x_type.append(np.full(edges.size, len(x_type)))
+        x_edge.append(edges)
+        x_model.append(models)
+        x_pos.append(position)
+        x_cost.append(horizon * (arrays.edge_const_s[edges] + position * processing[edges, models]))
+    cat = (lambda parts: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64))
+    x_type, x_edge, x_model, x_pos = cat(x_type), cat(x_edge), cat(x_model), cat(x_pos)
+    x_cost = np.concatenate(x_cost) if x_cost else np.zeros(0)
+    num_x, num_types = x_type.size, len(demand)
+    x_index = num_y + np.arange(num_x)
+    w_index = num_y + num_x + np.arange(num_types)
+
+    rows, cols, vals, lower, upper = [], [], [], [], []
+    row = 0
+
+    def add(row_cols: np.ndarray, row_ids: np.ndarray, values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        nonlocal row
+        rows.append(row + row_ids)
+        cols.append(row_cols)
+        vals.append(values)
+        lower.append(lo)
+        upper.append(hi)
+        row += lo.size
+
+    # Every task of the representative round runs somewhere: sum_x + w = D_t.
+    counts = np.array([item.tasks_per_round for item in demand], dtype=float)
+    add(np.concatenate([x_index, w_index]), np.concatenate([x_type, np.arange(num_types)]),
+        np.ones(num_x + num_types), counts, counts)
+    # Each (edge, position) slot holds at most one task.
+    max_pos = int(x_pos.max()) + 1 if num_x else 1
+    _, slot = np.unique(x_edge * max_pos + x_pos, return_inverse=True)
+    num_slots = int(slot.max()) + 1 if num_x else 0
+    add(x_index, slot, np.ones(num_x), np.zeros(num_slots), np.ones(num_slots))
+    # A slot may use model m on e only if e holds m: sum_t x[t,e,m,k] - y[e,m] <= 0.
+    _, link = np.unique((x_edge * num_models + x_model) * max_pos + x_pos, return_inverse=True)
+    num_links = int(link.max()) + 1 if num_x else 0
+    link_y = np.zeros(num_links, dtype=np.int64)
+    link_y[link] = x_edge * num_models + x_model
+    add(np.concatenate([x_index, link_y]), np.concatenate([link, np.arange(num_links)]),
+        np.concatenate([np.ones(num_x), -np.ones(num_links)]), np.full(num_links, -np.inf), np.zeros(num_links))
+    # Memory knapsack per edge.
+    y_edge = np.repeat(np.arange(num_edges), num_models)
+    add(np.arange(num_y), y_edge, np.tile(arrays.model_bytes, num_edges).astype(float),
+        np.full(num_edges, -np.inf), arrays.memory_bytes.astype(float))
+
+    deploy = problem.deploy_weight * _deploy_cost(problem, arrays, np.ones((num_edges, num_models))).ravel()
+    cloud_cost = np.array([
+        horizon * (arrays.cloud_latency_s + max(1, round(item.mean_tokens)) * arrays.cloud_token_time_s)
+        for item in demand
+    ])
+    num_vars = num_y + num_x + num_types
+    matrix = csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(row, num_vars))
+    return _CachingModel(
+        cost=np.concatenate([deploy, x_cost, cloud_cost]),
+        matrix=matrix,
+        lower=np.concatenate(lower),
+        upper=np.concatenate(upper),
+        integrality=np.ones(num_vars),
+        variable_upper=np.concatenate([np.ones(num_y + num_x), np.maximum(counts, 1.0)]),
+        num_edges=num_edges,
+        num_models=num_models,
+    )
+
+
+def _placement_from_y(arrays: FleetArrays, held: np.ndarray) -> Placement:
+    return Placement({
+        edge_id: frozenset(arrays.model_ids[m] for m in np.flatnonzero(held[row]))
+        for row, edge_id in enumerate(arrays.edge_ids)
+    })
+
+
+def _solve(model: _CachingModel, integral: bool, time_limit_s: float) -> np.ndarray:
+    result = milp(
+        c=model.cost,
+        constraints=LinearConstraint(model.matrix, model.lower, model.upper),
+        integrality=model.integrality if integral else np.zeros(model.cost.size),
+        bounds=Bounds(0, model.variable_upper),
+        options={"time_limit": time_limit_s},
+    )
+    if result.status != 0 or result.x is None:
+        raise SolverError(f"caching {'MILP' if integral else 'LP'}: {result.message} (status {result.status})")
+    return result.x
+
+
+def solve_caching_exact(problem: CachingProblem, time_limit_s: float = 30.0) -> CachingPlan:
+    """Optimal placement for the representative round and deployment cost.
+
+    Raises SolverError if HiGHS does not prove optimality within `time_limit_s`.
+    """
+    arrays = fleet_arrays(problem.fleet)
+    model = _build_model(problem, arrays)
+    solution = _solve(model, integral=True, time_limit_s=time_limit_s)
+    held = solution[: model.num_edges * model.num_models].reshape(model.num_edges, model.num_models) > 0.5
+    return price_placement(problem, _placement_from_y(arrays, held), solver="milp")
+
+
+def _round_per_edge(arrays: FleetArrays, fractional: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """(E, M) bool placement from the LP's fractional y, one knapsack pass per edge.
+
+    Models are taken by fractional value, largest first, while they fit; then models the edge
+    already holds fill what memory is left, since keeping them is free and only adds options.
+    """
+    held = np.zeros_like(current)
+    for row in range(fractional.shape[0]):
+        free = int(arrays.memory_bytes[row])
+        order = np.lexsort((~current[row], -fractional[row]))
+        for model in order:
+            if fractional[row, model] > 1e-6 and arrays.model_bytes[model] <= free:
+                held[row, model] = True
+                free -= int(arrays.model_bytes[model])
+        for model in np.flatnonzero(current[row] & ~held[row]):
+            if arrays.model_bytes[model] <= free:
+                held[row, model] = True
+                free -= int(arrays.model_bytes[model])
+    return held
+
+
+def solve_caching_fast(problem: CachingProblem, time_limit_s: float = 30.0) -> CachingPlan:
+    """Placement from the caching LP relaxation, rounded per edge.
+
+    Raises SolverError if the LP does not solve within `time_limit_s`.
+    """
+    arrays = fleet_arrays(problem.fleet)
+    model = _build_model(problem, arrays)
+    solution = _solve(model, integral=False, time_limit_s=time_limit_s)
+    fractional = solution[: model.num_edges * model.num_models].reshape(model.num_edges, model.num_models)
+    held = _round_per_edge(arrays, fractional, cached_mask(arrays, problem.current))
+    return price_placement(problem, _placement_from_y(arrays, held), solver="fast")
