@@ -92,14 +92,15 @@ class _CachingModel:
     num_models: int
 
 
-def _build_model(problem: CachingProblem, arrays: FleetArrays) -> _CachingModel:
-    """Variables: y (E*M), x per (type, edge, model, position), then w (cloud tasks per type)."""
-    num_edges, num_models = arrays.token_time_s.shape
+def _concat_int(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _slot_variables(problem: CachingProblem, arrays: FleetArrays) -> dict[str, np.ndarray]:
+    """x variables: one per (demand type, edge, model, position) that can appear in an optimum."""
     demand = [item for item in problem.demand if item.tasks_per_round > 0]
-    horizon = float(problem.horizon_rounds)
-    num_y = num_edges * num_models
-    x_type, x_edge, x_model, x_pos, x_cost = [], [], [], [], []
-    for item in demand:
+    parts: dict[str, list[np.ndarray]] = {"type": [], "edge": [], "model": [], "position": [], "cost": []}
+    for type_row, item in enumerate(demand):
         tokens = max(1, round(item.mean_tokens))
         cloud = arrays.cloud_latency_s + tokens * arrays.cloud_token_time_s
         processing = tokens * arrays.token_time_s  # (E, M), inf where the model cannot run
@@ -109,14 +110,25 @@ def _build_model(problem: CachingProblem, arrays: FleetArrays) -> _CachingModel:
         counts = bound[edges, models]
         position = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + 1
         edges, models = np.repeat(edges, counts), np.repeat(models, counts)
-        x_type.append(np.full(edges.size, len(x_type)))
-        x_edge.append(edges)
-        x_model.append(models)
-        x_pos.append(position)
-        x_cost.append(horizon * (arrays.edge_const_s[edges] + position * processing[edges, models]))
-    cat = (lambda parts: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64))
-    x_type, x_edge, x_model, x_pos = cat(x_type), cat(x_edge), cat(x_model), cat(x_pos)
-    x_cost = np.concatenate(x_cost) if x_cost else np.zeros(0)
+        parts["type"].append(np.full(edges.size, type_row))
+        parts["edge"].append(edges)
+        parts["model"].append(models)
+        parts["position"].append(position)
+        parts["cost"].append(arrays.edge_const_s[edges] + position * processing[edges, models])
+    columns = {key: _concat_int(value) for key, value in parts.items() if key != "cost"}
+    columns["cost"] = np.concatenate(parts["cost"]) if parts["cost"] else np.zeros(0)
+    return columns
+
+
+def _build_model(problem: CachingProblem, arrays: FleetArrays) -> _CachingModel:
+    """Variables: y (E*M), x per (type, edge, model, position), then w (cloud tasks per type)."""
+    num_edges, num_models = arrays.token_time_s.shape
+    demand = [item for item in problem.demand if item.tasks_per_round > 0]
+    horizon = float(problem.horizon_rounds)
+    num_y = num_edges * num_models
+    columns = _slot_variables(problem, arrays)
+    x_type, x_edge, x_model, x_pos = columns["type"], columns["edge"], columns["model"], columns["position"]
+    x_cost = horizon * columns["cost"]
     num_x, num_types = x_type.size, len(demand)
     x_index = num_y + np.arange(num_x)
     w_index = num_y + num_x + np.arange(num_types)
@@ -124,7 +136,9 @@ def _build_model(problem: CachingProblem, arrays: FleetArrays) -> _CachingModel:
     rows, cols, vals, lower, upper = [], [], [], [], []
     row = 0
 
-    def add(row_cols: np.ndarray, row_ids: np.ndarray, values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+    def add(
+        row_cols: np.ndarray, row_ids: np.ndarray, values: np.ndarray, lo: np.ndarray, hi: np.ndarray
+    ) -> None:
         nonlocal row
         rows.append(row + row_ids)
         cols.append(row_cols)
@@ -135,8 +149,13 @@ def _build_model(problem: CachingProblem, arrays: FleetArrays) -> _CachingModel:
 
     # Every task of the representative round runs somewhere: sum_x + w = D_t.
     counts = np.array([item.tasks_per_round for item in demand], dtype=float)
-    add(np.concatenate([x_index, w_index]), np.concatenate([x_type, np.arange(num_types)]),
-        np.ones(num_x + num_types), counts, counts)
+    add(
+        np.concatenate([x_index, w_index]),
+        np.concatenate([x_type, np.arange(num_types)]),
+        np.ones(num_x + num_types),
+        counts,
+        counts,
+    )
     # Each (edge, position) slot holds at most one task.
     max_pos = int(x_pos.max()) + 1 if num_x else 1
     _, slot = np.unique(x_edge * max_pos + x_pos, return_inverse=True)
@@ -147,20 +166,34 @@ def _build_model(problem: CachingProblem, arrays: FleetArrays) -> _CachingModel:
     num_links = int(link.max()) + 1 if num_x else 0
     link_y = np.zeros(num_links, dtype=np.int64)
     link_y[link] = x_edge * num_models + x_model
-    add(np.concatenate([x_index, link_y]), np.concatenate([link, np.arange(num_links)]),
-        np.concatenate([np.ones(num_x), -np.ones(num_links)]), np.full(num_links, -np.inf), np.zeros(num_links))
+    add(
+        np.concatenate([x_index, link_y]),
+        np.concatenate([link, np.arange(num_links)]),
+        np.concatenate([np.ones(num_x), -np.ones(num_links)]),
+        np.full(num_links, -np.inf),
+        np.zeros(num_links),
+    )
     # Memory knapsack per edge.
     y_edge = np.repeat(np.arange(num_edges), num_models)
-    add(np.arange(num_y), y_edge, np.tile(arrays.model_bytes, num_edges).astype(float),
-        np.full(num_edges, -np.inf), arrays.memory_bytes.astype(float))
+    add(
+        np.arange(num_y),
+        y_edge,
+        np.tile(arrays.model_bytes, num_edges).astype(float),
+        np.full(num_edges, -np.inf),
+        arrays.memory_bytes.astype(float),
+    )
 
     deploy = problem.deploy_weight * _deploy_cost(problem, arrays, np.ones((num_edges, num_models))).ravel()
-    cloud_cost = np.array([
-        horizon * (arrays.cloud_latency_s + max(1, round(item.mean_tokens)) * arrays.cloud_token_time_s)
-        for item in demand
-    ])
+    cloud_cost = np.array(
+        [
+            horizon * (arrays.cloud_latency_s + max(1, round(item.mean_tokens)) * arrays.cloud_token_time_s)
+            for item in demand
+        ]
+    )
     num_vars = num_y + num_x + num_types
-    matrix = csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(row, num_vars))
+    matrix = csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(row, num_vars)
+    )
     return _CachingModel(
         cost=np.concatenate([deploy, x_cost, cloud_cost]),
         matrix=matrix,
@@ -174,10 +207,12 @@ def _build_model(problem: CachingProblem, arrays: FleetArrays) -> _CachingModel:
 
 
 def _placement_from_y(arrays: FleetArrays, held: np.ndarray) -> Placement:
-    return Placement({
-        edge_id: frozenset(arrays.model_ids[m] for m in np.flatnonzero(held[row]))
-        for row, edge_id in enumerate(arrays.edge_ids)
-    })
+    return Placement(
+        {
+            edge_id: frozenset(arrays.model_ids[m] for m in np.flatnonzero(held[row]))
+            for row, edge_id in enumerate(arrays.edge_ids)
+        }
+    )
 
 
 def _solve(model: _CachingModel, integral: bool, time_limit_s: float) -> np.ndarray:
@@ -189,7 +224,9 @@ def _solve(model: _CachingModel, integral: bool, time_limit_s: float) -> np.ndar
         options={"time_limit": time_limit_s},
     )
     if result.status != 0 or result.x is None:
-        raise SolverError(f"caching {'MILP' if integral else 'LP'}: {result.message} (status {result.status})")
+        raise SolverError(
+            f"caching {'MILP' if integral else 'LP'}: {result.message} (status {result.status})"
+        )
     return result.x
 
 

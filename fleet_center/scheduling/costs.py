@@ -61,7 +61,9 @@ def fleet_arrays(fleet: Fleet) -> FleetArrays:
             token_time[row, column[model_id]] = seconds
         for model_id, seconds in edge.load_time_s.items():
             load_time[row, column[model_id]] = seconds
-    quality = np.array([fleet.quality[model_id] for model_id in model_ids]).reshape(num_models, NUM_TASK_TYPES)
+    quality = np.array([fleet.quality[model_id] for model_id in model_ids]).reshape(
+        num_models, NUM_TASK_TYPES
+    )
     floor = np.asarray(fleet.quality_floor)
     return FleetArrays(
         edge_ids=tuple(edge.edge_id for edge in fleet.edges),

@@ -76,7 +76,9 @@ def solve_offloading_exact(problem: OffloadingProblem, time_limit_s: float = 30.
     num_vars = num_slot_vars + num_tasks  # slot variables, then one cloud variable per task
     cost = np.concatenate([columns["cost"], columns["cloud"]])
     rows = np.concatenate([task, np.arange(num_tasks), num_tasks + slot_id])
-    cols = np.concatenate([np.arange(num_slot_vars), num_slot_vars + np.arange(num_tasks), np.arange(num_slot_vars)])
+    cols = np.concatenate(
+        [np.arange(num_slot_vars), num_slot_vars + np.arange(num_tasks), np.arange(num_slot_vars)]
+    )
     matrix = csr_matrix((np.ones(rows.size), (rows, cols)), shape=(num_tasks + num_slots, num_vars))
     lower = np.concatenate([np.ones(num_tasks), np.zeros(num_slots)])
     upper = np.ones(num_tasks + num_slots)

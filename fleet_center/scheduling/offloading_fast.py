@@ -58,8 +58,9 @@ def greedy_loads(cloud_s: np.ndarray, const_s: np.ndarray, processing_s: np.ndar
     return edge_of_task
 
 
-def _candidates(cloud_s: np.ndarray, const_s: np.ndarray, processing_s: np.ndarray, bound: np.ndarray,
-                config: FastConfig) -> np.ndarray:
+def _candidates(
+    cloud_s: np.ndarray, const_s: np.ndarray, processing_s: np.ndarray, bound: np.ndarray, config: FastConfig
+) -> np.ndarray:
     """(n, E) bool mask of (task, edge) pairs kept in the graph."""
     usable = bound > 0
     if int(bound.sum()) <= config.max_arcs:
@@ -118,6 +119,11 @@ def solve_offloading_fast(problem: OffloadingProblem, config: FastConfig | None 
     chosen_tasks = matched_rows[on_slot]
     edge_of_task[chosen_tasks] = slot_edge[matched_cols[on_slot]]
     model_of_task[chosen_tasks] = tasks.model_index[chosen_tasks, edge_of_task[chosen_tasks]]
-    logger.debug("fast offloading: %d tasks, %d slots, %d arcs, %d on edges",
-                 num_tasks, num_slots, arc_task.size, int(on_slot.sum()))
+    logger.debug(
+        "fast offloading: %d tasks, %d slots, %d arcs, %d on edges",
+        num_tasks,
+        num_slots,
+        arc_task.size,
+        int(on_slot.sum()),
+    )
     return plan_from_slots(problem, arrays, edge_of_task, model_of_task, solver="fast")

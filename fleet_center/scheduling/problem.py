@@ -46,7 +46,9 @@ class EdgeSpec:
     edge_id: str
     memory_bytes: int  # memory available for cached models, bytes
     token_time_s: Mapping[str, float]  # model id -> seconds per token here; a model absent cannot run here
-    load_time_s: Mapping[str, float] = field(default_factory=dict)  # model id -> deploy (fetch + load) seconds
+    load_time_s: Mapping[str, float] = field(
+        default_factory=dict
+    )  # model id -> deploy (fetch + load) seconds
     queue_delay_s: float = 0.0  # work already queued (queue depth x mean task time), seconds
     link_latency_s: float = 0.0  # center <-> edge round trip for dispatch and result, seconds
 

@@ -49,17 +49,23 @@ def random_fleet(num_edges: int, num_models: int, rng: np.random.Generator) -> F
     edges = []
     for index in range(num_edges):
         slowness = rng.uniform(1.0, 8.0)
-        token_time = {m.model_id: float(slowness * (0.004 + 0.03 * relative[i])) for i, m in enumerate(models)}
+        token_time = {
+            m.model_id: float(slowness * (0.004 + 0.03 * relative[i])) for i, m in enumerate(models)
+        }
         load_time = {m.model_id: float(m.size_bytes / 40e6 * rng.uniform(0.8, 1.5)) for m in models}
-        edges.append(EdgeSpec(
-            edge_id=f"e{index}",
-            memory_bytes=int(rng.uniform(1e9, 4e9)),
-            token_time_s=token_time,
-            load_time_s=load_time,
-            queue_delay_s=float(rng.exponential(0.5)),
-            link_latency_s=float(rng.uniform(0.005, 0.05)),
-        ))
-    cloud = CloudOption(quality=(0.98,) * NUM_TASK_TYPES, token_time_s=0.03, latency_s=float(rng.uniform(3.0, 6.0)))
+        edges.append(
+            EdgeSpec(
+                edge_id=f"e{index}",
+                memory_bytes=int(rng.uniform(1e9, 4e9)),
+                token_time_s=token_time,
+                load_time_s=load_time,
+                queue_delay_s=float(rng.exponential(0.5)),
+                link_latency_s=float(rng.uniform(0.005, 0.05)),
+            )
+        )
+    cloud = CloudOption(
+        quality=(0.98,) * NUM_TASK_TYPES, token_time_s=0.03, latency_s=float(rng.uniform(3.0, 6.0))
+    )
     return Fleet(edges=tuple(edges), models=models, quality=quality, cloud=cloud, quality_floor=floor)
 
 
@@ -89,7 +95,9 @@ def random_offloading(num_edges: int, num_tasks: int, num_models: int, seed: int
     """A seeded random offloading round."""
     rng = np.random.default_rng(seed)
     fleet = random_fleet(num_edges, num_models, rng)
-    return OffloadingProblem(fleet=fleet, tasks=random_tasks(num_tasks, rng), placement=random_placement(fleet, rng))
+    return OffloadingProblem(
+        fleet=fleet, tasks=random_tasks(num_tasks, rng), placement=random_placement(fleet, rng)
+    )
 
 
 def random_caching(num_edges: int, tasks_per_round: int, num_models: int, seed: int) -> CachingProblem:
