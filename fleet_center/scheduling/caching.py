@@ -24,7 +24,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import csr_matrix
 
 from fleet_center.scheduling.costs import FleetArrays, cached_mask, fleet_arrays, position_bound
-from fleet_center.scheduling.offloading_exact import SolverError
+from fleet_center.scheduling.offloading_exact import MIP_REL_GAP, SolverError
 from fleet_center.scheduling.offloading_fast import solve_offloading_fast
 from fleet_center.scheduling.problem import (
     CachingPlan,
@@ -99,13 +99,15 @@ def _concat_int(parts: list[np.ndarray]) -> np.ndarray:
 def _slot_variables(problem: CachingProblem, arrays: FleetArrays) -> dict[str, np.ndarray]:
     """x variables: one per (demand type, edge, model, position) that can appear in an optimum."""
     demand = [item for item in problem.demand if item.tasks_per_round > 0]
+    # A position counts every task behind it on the edge, of any type, so the cap is the whole round.
+    total_tasks = sum(item.tasks_per_round for item in demand)
     parts: dict[str, list[np.ndarray]] = {"type": [], "edge": [], "model": [], "position": [], "cost": []}
     for type_row, item in enumerate(demand):
         tokens = max(1, round(item.mean_tokens))
         cloud = arrays.cloud_latency_s + tokens * arrays.cloud_token_time_s
         processing = tokens * arrays.token_time_s  # (E, M), inf where the model cannot run
         bound = position_bound(cloud, arrays.edge_const_s[:, None], processing)
-        bound = np.minimum(bound, item.tasks_per_round) * arrays.allowed[item.task_type][None, :]
+        bound = np.minimum(bound, total_tasks) * arrays.allowed[item.task_type][None, :]
         edges, models = np.nonzero(bound)
         counts = bound[edges, models]
         position = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + 1
@@ -221,7 +223,7 @@ def _solve(model: _CachingModel, integral: bool, time_limit_s: float) -> np.ndar
         constraints=LinearConstraint(model.matrix, model.lower, model.upper),
         integrality=model.integrality if integral else np.zeros(model.cost.size),
         bounds=Bounds(0, model.variable_upper),
-        options={"time_limit": time_limit_s},
+        options={"time_limit": time_limit_s, "mip_rel_gap": MIP_REL_GAP},
     )
     if result.status != 0 or result.x is None:
         raise SolverError(
