@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from fleet_center.scheduling import ExactScheduler, FastScheduler, SolverError
+from fleet_center.scheduling import ExactScheduler, FastConfig, FastScheduler, SolverError
 from fleet_center.scheduling.random_instances import random_caching, random_offloading
 
 logger = logging.getLogger(__name__)
@@ -37,10 +37,14 @@ def _gap_pct(fast: float, optimum: float) -> float:
     return 100.0 * (fast - optimum) / optimum if optimum > 0 else 0.0
 
 
-def offloading_gaps(num_instances: int, say: Callable[[str], None]) -> tuple[list[float], list[float]]:
-    """Gap (%) of the fast offloading plan and MILP wall time (ms) per instance the MILP solved."""
+def offloading_gaps(
+    num_instances: int, say: Callable[[str], None]
+) -> tuple[list[float], list[float], list[float]]:
+    """Per instance the MILP solved: gap (%) of the fast plan, of the fast plan with candidate
+    pruning forced on (the path real sizes take), and the MILP wall time (ms)."""
     exact, fast = ExactScheduler(MILP_TIME_LIMIT_S), FastScheduler()
-    gaps, milp_ms = [], []
+    pruned = FastScheduler(offloading=FastConfig(max_arcs=0))
+    gaps, pruned_gaps, milp_ms = [], [], []
     for seed in range(num_instances):
         num_edges, num_tasks = GAP_SIZES[seed % len(GAP_SIZES)]
         problem = random_offloading(num_edges, num_tasks, NUM_MODELS, seed)
@@ -51,9 +55,13 @@ def offloading_gaps(num_instances: int, say: Callable[[str], None]) -> tuple[lis
             continue
         plan = fast.offload(problem)
         gaps.append(_gap_pct(plan.total_latency_s, optimum.total_latency_s))
+        pruned_gaps.append(_gap_pct(pruned.offload(problem).total_latency_s, optimum.total_latency_s))
         milp_ms.append(elapsed_ms)
-        say(f"offloading {num_edges}x{num_tasks} seed {seed}: gap {gaps[-1]:.4f}% milp {elapsed_ms:.0f} ms")
-    return gaps, milp_ms
+        say(
+            f"offloading {num_edges}x{num_tasks} seed {seed}: gap {gaps[-1]:.4f}% "
+            f"(pruned {pruned_gaps[-1]:.4f}%) milp {elapsed_ms:.0f} ms"
+        )
+    return gaps, pruned_gaps, milp_ms
 
 
 def caching_gaps(num_instances: int, say: Callable[[str], None]) -> list[float]:
@@ -80,6 +88,14 @@ def fast_offloading_ms(num_edges: int, num_tasks: int, repeats: int) -> float:
     return statistics.median(_timed_ms(lambda: fast.offload(problem))[1] for _ in range(repeats))
 
 
+def pruned_gap_at_scale(num_edges: int, num_tasks: int) -> float:
+    """Gap (%) of the pruned fast solver against the unpruned one, which is exact (see offloading_fast)."""
+    problem = random_offloading(num_edges, num_tasks, NUM_MODELS, seed=7)
+    exact = FastScheduler(offloading=FastConfig(max_arcs=10**9)).offload(problem)
+    pruned = FastScheduler(offloading=FastConfig(max_arcs=0)).offload(problem)
+    return _gap_pct(pruned.total_latency_s, exact.total_latency_s)
+
+
 def fast_caching_ms(num_edges: int, tasks_per_round: int) -> float:
     problem = random_caching(num_edges, tasks_per_round, NUM_MODELS, seed=7)
     return _timed_ms(lambda: FastScheduler().cache(problem))[1]
@@ -96,11 +112,13 @@ def main(argv: list[str] | None = None) -> int:
             print(line, flush=True)
 
     started = time.perf_counter()
-    gaps, milp_ms = offloading_gaps(args.instances, say)
+    gaps, pruned_gaps, milp_ms = offloading_gaps(args.instances, say)
     caching = caching_gaps(args.instances, say)
     result = {
         "gap_pct_max": round(max(gaps), 4),
         "gap_instances": len(gaps),
+        "pruned_gap_pct_max": round(max(pruned_gaps), 4),
+        "pruned_gap_pct_100x1000": round(pruned_gap_at_scale(100, 1000), 4),
         "fast_ms_100x1000": round(fast_offloading_ms(100, 1000, repeats=5), 1),
         "fast_ms_1000x10000": round(fast_offloading_ms(1000, 10000, repeats=3), 1),
         "milp_ms_median": round(statistics.median(milp_ms), 1),
