@@ -275,7 +275,7 @@ def parse_emotion(answer: str) -> str | None:
     markers = list(_EMOTION_MARKER.finditer(text))
     segments = [text[markers[-1].end() :], text] if markers else [text]
     for segment in segments:
-        words = re.findall(r"[a-z']+", segment)
+        words = re.findall(r"[a-z]+(?:'[a-z]+)?", segment)
         for index, word in enumerate(words):
             label = _EMOTION_WORDS.get(word) or next(
                 (e for st, e in _EMOTION_STEMS if word.startswith(st)), None
