@@ -152,7 +152,8 @@ CHAT_MAX_NEW_TOKENS = 256  # plain chat turns (task types outside the five)
 
 
 def build_prompt(task_type: TaskType | int | str, text: str, *, context: str | None = None) -> ChatPrompt:
-    """The chat prompt for `text` (the sentence, question, Chinese text or document; for QA the question).
+    """The chat prompt for `text` (the sentence, Chinese text or document; for QA the question, or
+    the dataset's "Context: ...\\nQuestion: ..." text when `context` is not given).
 
     Raises UnknownTaskTypeError (see resolve_task_type) and ValueError if `text` is blank.
     """
@@ -162,12 +163,28 @@ def build_prompt(task_type: TaskType | int | str, text: str, *, context: str | N
     if task is None:
         return ChatPrompt(None, None, (), text.strip(), CHAT_MAX_NEW_TOKENS)
     spec = _TASK_PROMPTS[task]
+    text = text.strip()
     if task is TaskType.QA and not (context and context.strip()):
-        user = f"Question: {text.strip()}\nAnswer:"  # the question may carry its own context
+        context, text = split_qa(text)
+    if task is TaskType.QA and not context:
+        user = f"Question: {text}\nAnswer:"
     else:
-        user = spec.user.format(text=text.strip(), context=(context or "").strip())
+        user = spec.user.format(text=text, context=(context or "").strip())
     examples = () if spec.example is None else (spec.example,)
     return ChatPrompt(task, spec.system, examples, user, spec.max_new_tokens)
+
+
+_QA_TOKEN = re.compile(
+    r"^\s*context\s*[:：]\s*(?P<context>.*?)\s*question\s*[:：]\s*(?P<question>.*?)\s*$", re.I | re.S
+)
+
+
+def split_qa(task_text: str) -> tuple[str | None, str]:
+    """(context, question) from a QA task text "Context: ...\\nQuestion: ..."; (None, text) otherwise."""
+    match = _QA_TOKEN.match(task_text)
+    if match is None or not match["question"]:
+        return None, task_text.strip()
+    return match["context"] or None, match["question"]
 
 
 def build_messages(

@@ -27,6 +27,7 @@ from models.prompts import (
     parse_summary,
     parse_translation,
     resolve_task_type,
+    split_qa,
 )
 
 # ---- task types ------------------------------------------------------------------------------------
@@ -352,3 +353,20 @@ def test_parse_answer_returns_tags_and_entities_for_ner() -> None:
 def test_parse_answer_returns_text_for_generative_tasks(task_type: str, task: TaskType | None) -> None:
     parsed = parse_answer(task_type, "Answer text")
     assert isinstance(parsed, TextAnswer) and parsed.task is task and parsed.text
+
+
+def test_dataset_qa_text_is_split_into_context_and_question() -> None:
+    text = "Context: The lighthouse was built in 1872.\nIt was automated in 1961.\nQuestion: When was it automated?"
+    assert split_qa(text) == (
+        "The lighthouse was built in 1872.\nIt was automated in 1961.",
+        "When was it automated?",
+    )
+
+
+def test_qa_text_without_markers_is_all_question() -> None:
+    assert split_qa("When was it automated?") == (None, "When was it automated?")
+
+
+def test_dataset_qa_text_is_not_wrapped_as_a_question_twice() -> None:
+    user = build_prompt(2, "Context: Built in 1872.\nQuestion: When was it built?").user
+    assert user == "Context: Built in 1872.\nQuestion: When was it built?\nAnswer:"
