@@ -277,6 +277,10 @@ _EMOTION_STEMS: tuple[tuple[str, str], ...] = (
     ("terrif", "scared"),
     ("surpris", "surprise"),
     ("amaz", "surprise"),
+    ("laugh", "happy"),
+    ("disappoint", "sad"),
+    ("frustrat", "angry"),
+    ("displeas", "angry"),
 )
 _NEGATIONS = frozenset({"not", "no", "never", "isn't", "isnt", "without"})
 _EMOTION_MARKER = re.compile(r"(?:emotion|label|answer|category)\s*(?:is)?\s*[:：]", re.IGNORECASE)
@@ -382,16 +386,22 @@ def _token_key(token: str) -> str:
     return re.sub(r"['’]s$", "", key) or token.casefold()
 
 
+_LEADING_WORDS = re.compile(
+    r"^(?:(?:the|a|an|mr|mrs|ms|dr|prof|sir|president|minister|king|queen)\.?\s+)+(?=\S)", re.IGNORECASE
+)
+
+
 def entities_to_bio(sentence: str, entities: list[Entity]) -> list[str]:
     """BIO tags aligned to `sentence.split()`: every occurrence of each entity is tagged.
 
-    Longer entities are placed first so "New York" wins over "York"; entities not found in the
-    sentence (hallucinated or reworded) are ignored.
+    Leading articles and titles ("The Danube", "Dr. Achebe") are left outside the entity, as the
+    CoNLL references tag them. Longer entities are placed first so "New York" wins over "York";
+    entities not found in the sentence (hallucinated or reworded) are ignored.
     """
     tokens = [_token_key(token) for token in sentence.split()]
     tags = ["O"] * len(tokens)
     for entity in sorted(entities, key=lambda e: -len(e.text.split())):
-        words = [_token_key(word) for word in entity.text.split()]
+        words = [_token_key(word) for word in _LEADING_WORDS.sub("", entity.text).split()]
         for start in range(len(tokens) - len(words) + 1):
             span = range(start, start + len(words))
             if words and tokens[start : start + len(words)] == words and all(tags[i] == "O" for i in span):

@@ -131,6 +131,9 @@ def test_blank_text_is_rejected() -> None:
         ("The emotion expressed in this text is fear.", "scared"),
         ("I think the answer is: Surprise!", "surprise"),
         ("'angry'", "angry"),
+        ("frustration<|im_end|>", "angry"),  # seen
+        ("laughs<|im_end|>", "happy"),  # seen
+        ("disappointed<|im_end|>", "sad"),  # seen
     ],
 )
 def test_emotion_label_is_found_in_messy_answers(answer: str, label: str) -> None:
@@ -234,6 +237,14 @@ def test_alignment_ignores_case_attached_punctuation_and_possessives() -> None:
         [Entity("Obama", "PER"), Entity("Paris", "LOC"), Entity("France", "LOC")],
     )
     assert tags == ["B-PER", "O", "O", "B-LOC", "B-LOC"]
+
+
+def test_leading_article_and_title_stay_outside_the_entity() -> None:
+    # seen: "The Danube | LOC" and "Dr. Samuel Achebe | PER"; the references tag neither "The" nor "Dr."
+    tags = parse_ner(
+        "The Danube | LOC\nDr. Samuel Achebe | PER", "The Danube rose as Dr. Samuel Achebe spoke"
+    )
+    assert tags == ["O", "B-LOC", "O", "O", "O", "B-PER", "I-PER", "O"]
 
 
 def test_entity_not_in_the_sentence_is_ignored() -> None:
