@@ -1,0 +1,151 @@
+"""Runs a local Mosquitto from the project's `mosquitto.conf` with generated passwords and ACLs."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from broker.acl import acl_text
+from broker.credentials import (
+    load_or_create_secret,
+    node_password,
+    write_node_password_files,
+    write_password_file,
+)
+from broker.errors import BusError
+from broker.settings import FLEET_DIR, REPO_ROOT, check
+
+logger = logging.getLogger(__name__)
+
+BASE_CONFIG = REPO_ROOT / "mosquitto.conf"
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """A local broker: where it listens, who may connect, where it keeps its state."""
+
+    bind: str = "127.0.0.1"  # listen address; 0.0.0.0 to let Pis on the LAN connect
+    port: int = 1883  # MQTT TCP port
+    state_dir: str = str(FLEET_DIR / "broker")  # generated config, password file, ACL, persistence
+    secrets_dir: str = str(FLEET_DIR / "secrets")  # fleet secret and one <node>.password per node
+    center_user: str = "center"
+    cloud_users: tuple[str, ...] = ("cloud-1",)
+    edge_users: tuple[str, ...] = ("pi-01", "pi-02", "pi-03")
+    allow_anonymous: bool = False  # only for throwaway benchmarks
+    mosquitto_binary: str = "mosquitto"
+    start_timeout_s: float = 10.0  # wait this long for the port to accept connections
+
+    def __post_init__(self) -> None:
+        check(0 < self.port < 65536, "broker.port", f"{self.port} is not a TCP port")
+        check(bool(self.center_user), "broker.center_user", "must not be empty")
+
+
+@dataclass
+class LocalBroker:
+    """A Mosquitto child process; `start()`, `stop()`, `restart()` (tests restart it to test reconnects)."""
+
+    config: BrokerConfig
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def users(self) -> list[str]:
+        return [self.config.center_user, *self.config.cloud_users, *self.config.edge_users]
+
+    def passwords(self) -> dict[str, str]:
+        secret = load_or_create_secret(Path(self.config.secrets_dir) / "fleet.key")
+        return {user: node_password(secret, user) for user in self.users}
+
+    def write_files(self) -> Path:
+        """Generate password file, ACL and the runtime config; returns the runtime config path."""
+        state = Path(self.config.state_dir)
+        (state / "data").mkdir(parents=True, exist_ok=True)
+        passwords = self.passwords()
+        write_password_file(state / "passwords", passwords)
+        write_node_password_files(Path(self.config.secrets_dir), passwords)
+        (state / "acl").write_text(acl_text(self.config.center_user, self.config.cloud_users, self.config.edge_users))
+        runtime = BASE_CONFIG.read_text() + "\n".join(
+            [
+                "",
+                "# ---- appended by broker/launcher.py ----",
+                # Run as whoever started us: as root, Mosquitto would otherwise switch to user `mosquitto`,
+                # which cannot read the mode-600 password file this launcher just wrote.
+                f"user {getpass.getuser()}",
+                f"listener {self.config.port} {self.config.bind}",
+                f"allow_anonymous {'true' if self.config.allow_anonymous else 'false'}",
+                f"password_file {state / 'passwords'}",
+                f"acl_file {state / 'acl'}",
+                f"persistence_location {state / 'data'}/",
+                "",
+            ]
+        )
+        path = state / "mosquitto.conf"
+        path.write_text(runtime)
+        return path
+
+    def start(self, stdout: int | None = None) -> LocalBroker:
+        """Start Mosquitto and wait until it accepts connections. Raises BusError."""
+        binary = shutil.which(self.config.mosquitto_binary) or shutil.which(
+            self.config.mosquitto_binary, path="/usr/sbin:/usr/local/sbin"
+        )
+        if binary is None:
+            raise BusError("mosquitto is not installed (Debian package `mosquitto`; `make run` installs it)")
+        config_path = self.write_files()
+        self.process = subprocess.Popen([binary, "-c", str(config_path)], stdout=stdout, stderr=stdout)
+        deadline = time.monotonic() + self.config.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BusError(f"mosquitto exited with code {self.process.returncode} (config {config_path})")
+            if _port_open(self.config.bind, self.config.port):
+                logger.info("mosquitto listening on %s:%d", self.config.bind, self.config.port)
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise BusError(f"mosquitto did not listen on port {self.config.port} within {self.config.start_timeout_s} s")
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """Abrupt stop (no persistence flush), as a crash would be."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> LocalBroker:
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> LocalBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _port_open(host: str, port: int) -> bool:
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    try:
+        with socket.create_connection((target, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (tests and benchmarks start brokers on one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

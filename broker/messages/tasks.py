@@ -1,0 +1,115 @@
+"""Task messages: the center's dispatch batches, the nodes' results, and model deployment status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from broker.messages.codec import Message, require
+from broker.messages.membership import valid_node_id
+
+TaskStatus = Literal["ok", "error", "expired", "refused"]
+TokenSource = Literal["edge", "cloud"]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec(Message):
+    """One unit of LLM work. `task_type` is one of TC/NER/QA/TS/SG, or any other name for a plain chat turn."""
+
+    TAG = "task"
+    MAX_BYTES = 64 * 1024
+    task_id: str
+    task_type: str
+    prompt: str
+    model_id: str
+    round_id: int = -1  # -1: not part of a round (HTTP callers)
+    priority: int = 0  # higher runs first
+    deadline: float = 0.0  # unix seconds; 0 = none
+    max_new_tokens: int = 64
+    keep_alive_s: float | None = None  # per-request model keep-alive override
+    mode: str = "standalone"  # standalone | collaborative | cloud_only | naive_split
+
+    def __post_init__(self) -> None:
+        require(0 < len(self.task_id) <= 128, "task_id must be 1-128 chars")
+        require(0 < len(self.task_type) <= 64, "task_type must be 1-64 chars")
+        require(0 < len(self.model_id) <= 128, "model_id must be 1-128 chars")
+        require(1 <= self.max_new_tokens <= 4096, "max_new_tokens must be 1-4096")
+        require(-1000 <= self.priority <= 1000, "priority must be -1000..1000")
+        require(self.deadline >= 0, "deadline must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDispatch(Message):
+    """Center → node on `tasks/{node}/dispatch`: a batch of one round's tasks."""
+
+    TAG = "task_dispatch"
+    MAX_BYTES = 4 * 1024 * 1024
+    round_id: int
+    tasks: tuple[TaskSpec, ...]
+    sent_at: float
+
+    def __post_init__(self) -> None:
+        require(len(self.tasks) <= 10_000, "at most 10,000 tasks per dispatch")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord(Message):
+    """How one generated token was decided."""
+
+    TAG = "token_record"
+    position: int
+    token_id: int
+    latency_ms: float
+    source: TokenSource = "edge"
+    exit_layer: int = -1  # layer whose exit head emitted it; -1 = full depth (cloud or last layer)
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult(Message):
+    """Node → center on `tasks/{node}/result` (also the HTTP API's result body)."""
+
+    TAG = "task_result"
+    MAX_BYTES = 4 * 1024 * 1024
+    task_id: str
+    node_id: str
+    status: TaskStatus
+    model_id: str = ""
+    task_type: str = ""
+    round_id: int = -1
+    answer: str = ""
+    parsed: dict[str, Any] = field(default_factory=dict)  # structured result from the prompt parser
+    error: str = ""
+    queue_wait_s: float = 0.0
+    load_time_s: float = 0.0
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+    tokens: tuple[TokenRecord, ...] = ()
+    finished_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(valid_node_id(self.node_id), f"invalid node id {self.node_id!r}")
+        require(self.status == "ok" or bool(self.error), "a failed result must carry an error")
+
+
+ModelState = Literal["downloading", "verifying", "ready", "failed", "unloaded"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus(Message):
+    """Node → center on `models/{node}/status`: deployment progress of one model."""
+
+    TAG = "model_status"
+    node_id: str
+    model_id: str
+    state: ModelState
+    command_id: str = ""
+    progress: float = 0.0  # 0..1 of the bytes
+    reason: str = ""
+    timestamp: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(valid_node_id(self.node_id), f"invalid node id {self.node_id!r}")
+        require(0.0 <= self.progress <= 1.0, "progress must be within 0..1")
+        require(self.state != "failed" or bool(self.reason), "a failed deployment must carry a reason")
