@@ -10,7 +10,7 @@ LAPJVsp (scipy's `min_weight_full_bipartite_matching`) on a pruned graph:
 3. only when the graph would exceed `max_arcs` (1,000 edges x 10,000 tasks), a greedy list
    schedule prices each edge's congestion, and each task keeps its `edges_per_task` cheapest edges
    at that congestion plus its greedy edge. Step 3 is the only place optimality can be lost; the
-   greedy plan stays in the graph, so the result is never worse than the greedy.
+   greedy's own choices stay in the graph, so the matching starts from at least that plan.
 
 Every task also gets a private cloud column, so a full matching always exists.
 """
@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class FastConfig:
+    """Tuning of the fast offloading solver; the defaults are exact up to a few hundred edges."""
+
     max_arcs: int = 2_000_000  # graph size above which candidate pairs are pruned, arcs
     edges_per_task: int = 12  # cheapest edges (at greedy congestion) each task keeps when pruning
 
