@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "caching_gap_pct_max": round(max(caching), 4),
         "caching_gap_instances": len(caching),
         "caching_fast_ms_100x1000": round(fast_caching_ms(100, 1000), 1),
+        "caching_fast_ms_1000x10000": round(fast_caching_ms(1000, 10000), 1),
         "models": NUM_MODELS,
         "total_s": 0.0,
     }
