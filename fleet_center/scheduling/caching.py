@@ -122,85 +122,92 @@ def _slot_variables(problem: CachingProblem, arrays: FleetArrays) -> dict[str, n
     return columns
 
 
+class _Rows:
+    """Constraint rows collected block by block, in scipy's sparse (row, column, value) form."""
+
+    def __init__(self) -> None:
+        self.rows: list[np.ndarray] = []
+        self.cols: list[np.ndarray] = []
+        self.vals: list[np.ndarray] = []
+        self.lower: list[np.ndarray] = []
+        self.upper: list[np.ndarray] = []
+        self.count = 0
+
+    def add(
+        self, row_ids: np.ndarray, cols: np.ndarray, vals: np.ndarray, lower: np.ndarray, upper: np.ndarray
+    ) -> None:
+        """A block of `lower.size` rows; `row_ids` number them from 0 within the block."""
+        self.rows.append(self.count + row_ids)
+        self.cols.append(cols)
+        self.vals.append(vals)
+        self.lower.append(lower)
+        self.upper.append(upper)
+        self.count += lower.size
+
+    def matrix(self, num_vars: int) -> csr_matrix:
+        triplets = (np.concatenate(self.vals), (np.concatenate(self.rows), np.concatenate(self.cols)))
+        return csr_matrix(triplets, shape=(self.count, num_vars))
+
+
+def _add_slot_rows(rows: _Rows, x: dict[str, np.ndarray], x_index: np.ndarray, num_models: int) -> None:
+    """Each (edge, position) holds at most one task, and only with a model the edge holds."""
+    num_x = x_index.size
+    max_pos = int(x["position"].max()) + 1 if num_x else 1
+    _, slot = np.unique(x["edge"] * max_pos + x["position"], return_inverse=True)
+    num_slots = int(slot.max()) + 1 if num_x else 0
+    rows.add(slot, x_index, np.ones(num_x), np.zeros(num_slots), np.ones(num_slots))
+    # sum_t x[t, e, m, k] - y[e, m] <= 0: one row per (edge, model, position).
+    y_of_x = x["edge"] * num_models + x["model"]
+    _, link = np.unique(y_of_x * max_pos + x["position"], return_inverse=True)
+    num_links = int(link.max()) + 1 if num_x else 0
+    link_y = np.zeros(num_links, dtype=np.int64)
+    link_y[link] = y_of_x
+    rows.add(
+        np.concatenate([link, np.arange(num_links)]),
+        np.concatenate([x_index, link_y]),
+        np.concatenate([np.ones(num_x), -np.ones(num_links)]),
+        np.full(num_links, -np.inf),
+        np.zeros(num_links),
+    )
+
+
 def _build_model(problem: CachingProblem, arrays: FleetArrays) -> _CachingModel:
     """Variables: y (E*M), x per (type, edge, model, position), then w (cloud tasks per type)."""
     num_edges, num_models = arrays.token_time_s.shape
     demand = [item for item in problem.demand if item.tasks_per_round > 0]
     horizon = float(problem.horizon_rounds)
-    num_y = num_edges * num_models
-    columns = _slot_variables(problem, arrays)
-    x_type, x_edge, x_model, x_pos = columns["type"], columns["edge"], columns["model"], columns["position"]
-    x_cost = horizon * columns["cost"]
-    num_x, num_types = x_type.size, len(demand)
+    x = _slot_variables(problem, arrays)
+    num_y, num_x, num_types = num_edges * num_models, x["type"].size, len(demand)
     x_index = num_y + np.arange(num_x)
     w_index = num_y + num_x + np.arange(num_types)
-
-    rows, cols, vals, lower, upper = [], [], [], [], []
-    row = 0
-
-    def add(
-        row_cols: np.ndarray, row_ids: np.ndarray, values: np.ndarray, lo: np.ndarray, hi: np.ndarray
-    ) -> None:
-        nonlocal row
-        rows.append(row + row_ids)
-        cols.append(row_cols)
-        vals.append(values)
-        lower.append(lo)
-        upper.append(hi)
-        row += lo.size
-
+    rows = _Rows()
     # Every task of the representative round runs somewhere: sum_x + w = D_t.
     counts = np.array([item.tasks_per_round for item in demand], dtype=float)
-    add(
+    rows.add(
+        np.concatenate([x["type"], np.arange(num_types)]),
         np.concatenate([x_index, w_index]),
-        np.concatenate([x_type, np.arange(num_types)]),
         np.ones(num_x + num_types),
         counts,
         counts,
     )
-    # Each (edge, position) slot holds at most one task.
-    max_pos = int(x_pos.max()) + 1 if num_x else 1
-    _, slot = np.unique(x_edge * max_pos + x_pos, return_inverse=True)
-    num_slots = int(slot.max()) + 1 if num_x else 0
-    add(x_index, slot, np.ones(num_x), np.zeros(num_slots), np.ones(num_slots))
-    # A slot may use model m on e only if e holds m: sum_t x[t,e,m,k] - y[e,m] <= 0.
-    _, link = np.unique((x_edge * num_models + x_model) * max_pos + x_pos, return_inverse=True)
-    num_links = int(link.max()) + 1 if num_x else 0
-    link_y = np.zeros(num_links, dtype=np.int64)
-    link_y[link] = x_edge * num_models + x_model
-    add(
-        np.concatenate([x_index, link_y]),
-        np.concatenate([link, np.arange(num_links)]),
-        np.concatenate([np.ones(num_x), -np.ones(num_links)]),
-        np.full(num_links, -np.inf),
-        np.zeros(num_links),
-    )
+    _add_slot_rows(rows, x, x_index, num_models)
     # Memory knapsack per edge.
-    y_edge = np.repeat(np.arange(num_edges), num_models)
-    add(
+    rows.add(
+        np.repeat(np.arange(num_edges), num_models),
         np.arange(num_y),
-        y_edge,
         np.tile(arrays.model_bytes, num_edges).astype(float),
         np.full(num_edges, -np.inf),
         arrays.memory_bytes.astype(float),
     )
-
     deploy = problem.deploy_weight * _deploy_cost(problem, arrays, np.ones((num_edges, num_models))).ravel()
-    cloud_cost = np.array(
-        [
-            horizon * (arrays.cloud_latency_s + max(1, round(item.mean_tokens)) * arrays.cloud_token_time_s)
-            for item in demand
-        ]
-    )
+    tokens = np.array([max(1, round(item.mean_tokens)) for item in demand], dtype=float)
+    cloud_cost = horizon * (arrays.cloud_latency_s + tokens * arrays.cloud_token_time_s)
     num_vars = num_y + num_x + num_types
-    matrix = csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(row, num_vars)
-    )
     return _CachingModel(
-        cost=np.concatenate([deploy, x_cost, cloud_cost]),
-        matrix=matrix,
-        lower=np.concatenate(lower),
-        upper=np.concatenate(upper),
+        cost=np.concatenate([deploy, horizon * x["cost"], cloud_cost]),
+        matrix=rows.matrix(num_vars),
+        lower=np.concatenate(rows.lower),
+        upper=np.concatenate(rows.upper),
         integrality=np.ones(num_vars),
         variable_upper=np.concatenate([np.ones(num_y + num_x), np.maximum(counts, 1.0)]),
         num_edges=num_edges,
