@@ -19,6 +19,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -85,15 +86,24 @@ class BusStats:
 class BusClient:
     """One MQTT 5 connection of a node. Use as a context manager or call connect()/close()."""
 
-    def __init__(self, client_id: str, config: BusConfig, will: Will | None = None) -> None:
+    def __init__(
+        self,
+        client_id: str,
+        config: BusConfig,
+        will: Will | None = None,
+        will_factory: Callable[[], Will] | None = None,
+    ) -> None:
+        """`will_factory`, if given, is asked for a fresh Will before every (re)connection (new bdSeq)."""
         self.client_id = client_id
         self.config = config
         self.stats = BusStats()
-        self._will = will
+        self._will_factory = will_factory
+        self._will = will_factory() if will_factory is not None else will
         self._subscriptions: list[_Subscription] = []
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._closing = False
+        self._refused = ""  # reason of the last refused CONNACK
         self._pending: dict[bytes, Future[Envelope]] = {}
         self._inbox: queue.SimpleQueue[tuple[str, bytes, Properties | None] | None] = queue.SimpleQueue()
         self._reply_topic = topics.REPLY.topic(client=client_id)
@@ -122,12 +132,24 @@ class BusClient:
         except (OSError, ValueError) as error:
             raise BusError(f"{self.client_id}: cannot connect to {self.config.host}:{self.config.port}: {error}") from error
         self._mqtt.loop_start()
-        if not self._connected.wait(timeout_s):
+        refused = self._wait_first_connection(timeout_s)
+        if refused:
+            self.close()
+            raise BusError(f"{self.client_id}: broker {self.config.host}:{self.config.port} refused the connection: {refused}")
+        if not self._connected.is_set():
             self.close()
             raise BusTimeoutError(
                 f"{self.client_id}: no connection to {self.config.host}:{self.config.port} within {timeout_s:.1f} s"
             )
         return self
+
+    def _wait_first_connection(self, timeout_s: float) -> str:
+        """Wait for CONNACK; returns the refusal reason if the broker said no (bad credentials)."""
+        deadline = time.monotonic() + timeout_s
+        while not self._connected.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
+            if self._refused or time.monotonic() >= deadline:
+                return self._refused
+        return ""
 
     def close(self, send_will: bool = False, timeout_s: float = 5.0) -> None:
         """Disconnect cleanly (optionally asking the broker to publish our Will) and stop the threads."""
@@ -279,8 +301,9 @@ class BusClient:
         )
         if self.config.username:
             client.username_pw_set(self.config.username, self.config.password or None)
+        self._mqtt = client
         if self._will is not None:
-            client.will_set(self._will.topic, self._will.message.to_bytes(), qos=self._will.qos, retain=self._will.retain)
+            self._set_will(self._will)
         client.reconnect_delay_set(self.config.reconnect_min_s, self.config.reconnect_max_s)
         client.max_inflight_messages_set(self.config.max_inflight)
         client.max_queued_messages_set(0)  # unbounded: QoS 1 messages wait for a reconnect, never dropped
@@ -289,6 +312,10 @@ class BusClient:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
+
+    def _set_will(self, will: Will) -> None:
+        self._will = will
+        self._mqtt.will_set(will.topic, will.message.to_bytes(), qos=will.qos, retain=will.retain)
 
     @staticmethod
     def _on_socket_open(client: paho.Client, userdata: object, sock: socket.socket) -> None:
@@ -299,8 +326,10 @@ class BusClient:
 
     def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode, properties: object) -> None:
         if reason.is_failure:
+            self._refused = str(reason)
             logger.warning("%s: connection refused: %s", self.client_id, reason)
             return
+        self._refused = ""
         with self._lock:
             filters = {s.filter: s.qos for s in self._subscriptions}
         filters[topics.REPLY.filter(client=self.client_id)] = 1
@@ -315,6 +344,8 @@ class BusClient:
 
     def _on_disconnect(self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode, properties: object) -> None:
         self._connected.clear()
+        if self._will_factory is not None and not self._closing:
+            self._set_will(self._will_factory())
         if not self._closing:
             self.stats.add("disconnects")
             logger.warning("%s: disconnected (%s); reconnecting", self.client_id, reason)

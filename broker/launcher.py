@@ -96,7 +96,10 @@ class LocalBroker:
         if binary is None:
             raise BusError("mosquitto is not installed (Debian package `mosquitto`; `make run` installs it)")
         config_path = self.write_files()
-        self.process = subprocess.Popen([binary, "-c", str(config_path)], stdout=stdout, stderr=stdout)
+        # Own session: a Ctrl-C in the terminal must not kill the broker before the nodes said goodbye.
+        self.process = subprocess.Popen(
+            [binary, "-c", str(config_path)], stdout=stdout, stderr=stdout, start_new_session=True
+        )
         deadline = time.monotonic() + self.config.start_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

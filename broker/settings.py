@@ -43,7 +43,7 @@ class BusConfig:
     port: int = 1883  # broker TCP port
     username: str = ""  # defaults to the node id when a password is set
     password: str = ""  # empty: read from password_file, if it exists
-    password_file: str = ""  # file holding this node's password (the local fleet writes .fleet/secrets/<id>)
+    password_file: str = str(FLEET_DIR / "secrets" / "{node}.password")  # used if it exists; {node} = node id
     keepalive_s: int = 5  # MQTT keep-alive; the broker declares us dead after 1.5x this
     connect_timeout_s: float = 15.0  # first connection must succeed within this
     reconnect_min_s: float = 0.2  # first reconnect delay; doubles up to reconnect_max_s
@@ -66,9 +66,10 @@ class BusConfig:
         password = self.password
         if not password and self.password_file:
             path = Path(self.password_file.replace("{node}", node_id))
-            if not path.exists():
-                raise ConfigError(f"bus.password_file: {path} does not exist")
-            password = path.read_text().strip()
+            if path.exists():
+                password = path.read_text().strip()
+            else:
+                logger.warning("bus.password_file %s does not exist: connecting without a password", path)
         if not password:
             return self
         return dataclasses.replace(self, username=self.username or node_id, password=password)
@@ -112,6 +113,7 @@ def load(
 def _env_key(cls: type, dotted: str) -> str | None:
     """Map `bus_port` to `bus.port` when `bus` is a nested section of cls; None if cls has no such key."""
     hints = typing.get_type_hints(cls)
+    dotted = dotted.replace(".", "_")
     for name, hint in hints.items():
         if isinstance(hint, type) and dataclasses.is_dataclass(hint) and dotted.startswith(name + "_"):
             rest = dotted[len(name) + 1 :]

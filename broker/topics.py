@@ -65,7 +65,8 @@ class TopicSpec:
 
 CENTER_STATE = TopicSpec("state/center", CenterState, qos=1, retain=True)
 NODE_BIRTH = TopicSpec("nodes/{node}/birth", NodeBirth, qos=1, retain=True)
-NODE_DEATH = TopicSpec("nodes/{node}/death", NodeDeath, qos=1)
+# Retained (DESIGN.md said not): a center that starts late must see deaths too; bdSeq orders them.
+NODE_DEATH = TopicSpec("nodes/{node}/death", NodeDeath, qos=1, retain=True)
 NODE_HEARTBEAT = TopicSpec("nodes/{node}/heartbeat", Heartbeat, qos=0)
 NODE_COMMAND = TopicSpec("nodes/{node}/cmd", NodeCommand, qos=1)
 TASK_DISPATCH = TopicSpec("tasks/{node}/dispatch", TaskDispatch, qos=1)

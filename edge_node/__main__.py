@@ -1,0 +1,41 @@
+"""`python -m edge_node --node-id pi-01`: an edge node (what runs on each Pi)."""
+
+import argparse
+import logging
+import sys
+
+from broker.errors import BusError, ConfigError
+from broker.roles import run_service
+from broker.settings import load
+from edge_node.config import EdgeConfig
+from edge_node.service import EdgeService
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edge_node", description=__doc__)
+    parser.add_argument("--config", help="TOML file; settings under [edge]")
+    parser.add_argument("--node-id", help="this node's id (default from config)")
+    parser.add_argument("--broker", help="broker host[:port], e.g. center.local:1883")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    args = parser.parse_args(argv)
+    overrides = list(args.set)
+    if args.node_id:
+        overrides.append(f"node_id={args.node_id}")
+    if args.broker:
+        host, _, port = args.broker.partition(":")
+        overrides += [f"bus.host={host}"] + ([f"bus.port={port}"] if port else [])
+    try:
+        config = load(EdgeConfig, args.config, overrides=overrides, section="edge")
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {config.node_id} %(name)s %(levelname)s %(message)s")
+    try:
+        return run_service(EdgeService(config))
+    except BusError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""`make run`: the whole fleet on this machine: Mosquitto, center, one cloud node, three edge nodes.
+
+Each process's log lines go to this terminal with the process name in front; Ctrl-C (or SIGTERM)
+stops the nodes first, then the center, then the broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+
+from broker.launcher import BrokerConfig, LocalBroker
+from broker.settings import REPO_ROOT
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[str]
+
+
+def _pump(name: str, stream: object) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        sys.stdout.write(f"{name:>9} | {line}")
+        sys.stdout.flush()
+
+
+def _spawn(name: str, args: list[str], env: dict[str, str]) -> Child:
+    process = subprocess.Popen(
+        [sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    assert process.stdout is not None
+    threading.Thread(target=_pump, args=(name, process.stdout), daemon=True).start()
+    return Child(name, process)
+
+
+def _stop(children: list[Child], timeout_s: float = 10.0) -> None:
+    for child in children:
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            logger.warning("%s did not stop in %.0f s; killing it", child.name, timeout_s)
+            child.process.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fleet_center.local_fleet", description=__doc__)
+    parser.add_argument("--edges", type=int, default=3, help="number of edge nodes")
+    parser.add_argument("--port", type=int, default=1883, help="broker port")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s    fleet | %(message)s")
+    edge_ids = tuple(f"pi-{i:02d}" for i in range(1, args.edges + 1))
+    broker = LocalBroker(BrokerConfig(port=args.port, edge_users=edge_ids))
+    broker.start(stdout=subprocess.DEVNULL if os.environ.get("EDGEFLEET_QUIET_BROKER") else None)
+    env = {**os.environ, "EDGEFLEET_BUS_PORT": str(args.port), "PYTHONUNBUFFERED": "1"}
+    nodes: list[Child] = []
+    center = _spawn("center", ["fleet_center"], env)
+    nodes.append(_spawn("cloud-1", ["cloud_node", "--node-id", "cloud-1"], env))
+    nodes += [_spawn(node_id, ["edge_node", "--node-id", node_id], env) for node_id in edge_ids]
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    logger.info("fleet running: broker on 127.0.0.1:%d, center, cloud-1, %s; Ctrl-C stops it", args.port, ", ".join(edge_ids))
+    try:
+        while not stop.wait(1.0):
+            for child in [center, *nodes]:
+                if child.process.poll() is not None:
+                    logger.error("%s exited with code %s; stopping the fleet", child.name, child.process.returncode)
+                    stop.set()
+    finally:
+        _stop(nodes)
+        _stop([center])
+        broker.stop()
+        logger.info("fleet stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
