@@ -97,10 +97,11 @@ class ModelRecord:
     pinned: bool
     in_use: int  # requests holding it (or waiting on its load)
     loading: bool
+    unloading: bool = False  # deregistered, memory not yet released; counts against the budget
 
     @property
     def evictable(self) -> bool:
-        return not (self.pinned or self.loading or self.in_use > 0)
+        return not (self.pinned or self.loading or self.unloading or self.in_use > 0)
 
 
 def choose_victims(
@@ -174,6 +175,8 @@ class ModelCache(Generic[T]):
         self.budget_bytes = self.config.memory_budget_bytes or default_memory_budget_bytes()
         self._entries: dict[str, _Entry[T]] = {}
         self._pinned: set[str] = set()
+        # Deregistered models whose unload has not finished still occupy memory: the policy counts them.
+        self._unloading: dict[int, _Entry[T]] = {}
         self._waiting = 0
         # One condition for every state change: loads finishing, releases, unpins, unloads.
         self._condition = threading.Condition()
@@ -262,9 +265,8 @@ class ModelCache(Generic[T]):
             nonlocal victims
             if model_id in self._entries:
                 return True
-            victims = choose_victims(
-                self._records(), needed_bytes, self.budget_bytes, self.config.max_loaded_models
-            )
+            records = self._records() + self._unloading_records()
+            victims = choose_victims(records, needed_bytes, self.budget_bytes, self.config.max_loaded_models)
             return victims is not None
 
         if not ready():
@@ -285,7 +287,7 @@ class ModelCache(Generic[T]):
                 f"max {self.config.max_loaded_models} models, nothing evictable "
                 f"within {self.config.wait_timeout_s}s",
             )
-        evicted = [self._entries.pop(victim_id) for victim_id in victims]
+        evicted = [self._deregister(self._entries[victim_id]) for victim_id in victims]
         entry: _Entry[T] = _Entry(
             model_id, needed_bytes, last_used_at=self._clock(), keep_alive_s=keep_alive_s
         )
@@ -340,7 +342,7 @@ class ModelCache(Generic[T]):
                 and self._entries.get(entry.model_id) is entry
             )
             if unload_now:
-                del self._entries[entry.model_id]
+                self._deregister(entry)
             else:
                 entry.expires_at = self._expiry(entry, now)
             self._condition.notify_all()
@@ -377,7 +379,7 @@ class ModelCache(Generic[T]):
             now = self._clock()
             expired = [e for e in self._entries.values() if e.expires_at is not None and e.expires_at <= now]
             for entry in expired:
-                del self._entries[entry.model_id]
+                self._deregister(entry)
             if expired:
                 self._condition.notify_all()
         self._unload_entries(expired, reason="keep-alive passed")
@@ -395,7 +397,7 @@ class ModelCache(Generic[T]):
             idle = [e for e in self._entries.values() if not e.loading and e.in_use == 0]
             idle = [e for e in idle if e.model_id not in self._pinned]
             for entry in idle:
-                del self._entries[entry.model_id]
+                self._deregister(entry)
             if idle:
                 self._condition.notify_all()
         self._unload_entries(idle, reason="unload requested")
@@ -411,7 +413,7 @@ class ModelCache(Generic[T]):
             entry.keep_alive_s = 0
             if entry.loading or entry.in_use > 0:
                 return False
-            del self._entries[model_id]
+            self._deregister(entry)
             self._condition.notify_all()
         self._unload_entries([entry], reason="evict requested")
         return True
@@ -443,12 +445,30 @@ class ModelCache(Generic[T]):
             for e in self._entries.values()
         ]
 
+    def _deregister(self, entry: _Entry[T]) -> _Entry[T]:
+        """Under the lock: remove a loaded model from service; it counts as unloading until released."""
+        del self._entries[entry.model_id]
+        self._unloading[id(entry)] = entry
+        return entry
+
+    def _unloading_records(self) -> list[ModelRecord]:
+        return [
+            ModelRecord(e.model_id, e.size_bytes, e.loaded_at, e.last_used_at, None, False, 0, False, True)
+            for e in self._unloading.values()
+        ]
+
     def _unload_entries(self, entries: Sequence[_Entry[T]], reason: str) -> None:
-        """Outside the lock: call `unload` on deregistered models; a failing unload is logged, not raised."""
+        """Outside the lock: call `unload` on deregistered models, then release their budget.
+
+        A failing unload is logged, not raised; its memory is then assumed released.
+        """
         for entry in entries:
             if self._unload is not None and entry.model is not None:
                 try:
                     self._unload(entry.model)
                 except Exception:
                     logger.exception("unloading model %s failed (%s)", entry.model_id, reason)
+            with self._condition:
+                self._unloading.pop(id(entry), None)
+                self._condition.notify_all()
             logger.info("unloaded model %s (%s)", entry.model_id, reason)

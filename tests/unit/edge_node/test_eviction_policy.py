@@ -13,6 +13,7 @@ def record(
     pinned: bool = False,
     in_use: int = 0,
     loading: bool = False,
+    unloading: bool = False,
 ) -> ModelRecord:
     return ModelRecord(
         model_id=model_id,
@@ -23,6 +24,7 @@ def record(
         pinned=pinned,
         in_use=in_use,
         loading=loading,
+        unloading=unloading,
     )
 
 
@@ -73,3 +75,8 @@ def test_model_count_limit_forces_an_eviction_even_with_free_bytes() -> None:
 def test_ties_in_last_use_are_broken_by_id_for_a_deterministic_choice() -> None:
     records = [record("b", 50, 1.0), record("a", 50, 1.0)]
     assert choose_victims(records, needed_bytes=50, budget_bytes=100, max_models=3) == ("a",)
+
+
+def test_model_still_unloading_counts_against_the_budget_and_is_not_a_victim() -> None:
+    records = [record("going", 60, 1.0, unloading=True), record("idle", 30, 2.0)]
+    assert choose_victims(records, needed_bytes=40, budget_bytes=100, max_models=5) == ("idle",)

@@ -418,3 +418,67 @@ def test_loading_model_appears_in_status_as_loading(clock: FakeClock) -> None:
 def test_config_rejects_a_zero_model_limit() -> None:
     with pytest.raises(ValueError, match="max_loaded_models"):
         CacheConfig(max_loaded_models=0)
+
+
+def test_model_is_released_when_the_block_raises(clock: FakeClock) -> None:
+    cache = make_cache(FakeStore({"a": 10 * MB}), clock)
+    with pytest.raises(RuntimeError), cache.use("a"):
+        raise RuntimeError("inference failed")
+    assert cache.status()[0].in_use == 0
+
+
+def test_victim_is_unloaded_before_the_newcomer_loads(clock: FakeClock) -> None:
+    events: list[str] = []
+    store = FakeStore({"old": 60 * MB, "new": 60 * MB})
+    cache = ModelCache(
+        lambda model_id: events.append(f"load {model_id}") or store.load(model_id),
+        lambda model: model.size_bytes,
+        lambda model: events.append(f"unload {model.model_id}"),
+        clock,
+        CacheConfig(memory_budget_bytes=100 * MB),
+        estimate_bytes=store.estimate,
+    )
+    use_once(cache, "old")
+    use_once(cache, "new")
+    assert events == ["load old", "unload old", "load new"]
+
+
+def test_budget_is_never_exceeded_under_concurrent_use(clock: FakeClock) -> None:
+    sizes = {f"m{i}": (20 + 10 * (i % 4)) * MB for i in range(6)}
+    store = FakeStore(sizes)
+    resident: dict[str, int] = {}
+    peaks: list[int] = []
+    guard = threading.Lock()
+
+    def load(model_id: str) -> FakeModel:
+        with guard:
+            resident[model_id] = sizes[model_id]
+            peaks.append(sum(resident.values()))
+        return store.load(model_id)
+
+    def unload(model: FakeModel) -> None:
+        with guard:
+            del resident[model.model_id]
+
+    cache = ModelCache(
+        load,
+        lambda m: m.size_bytes,
+        unload,
+        clock,
+        CacheConfig(memory_budget_bytes=100 * MB, max_loaded_models=3, wait_timeout_s=THREAD_TIMEOUT_S),
+        estimate_bytes=store.estimate,
+    )
+
+    def worker(offset: int) -> None:
+        for step in range(40):
+            with cache.use(f"m{(offset + step * 7) % 6}"):
+                pass
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(THREAD_TIMEOUT_S * 4)
+    assert not any(thread.is_alive() for thread in threads), "a worker deadlocked"
+    assert max(peaks) <= 100 * MB
+    assert all(record.in_use == 0 for record in cache.status())
