@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
 
 import numpy as np
 
@@ -54,7 +54,9 @@ class Task:
         return self.reference_value
 
 
-def _check_reference(record: dict, task_type: int, fail) -> tuple[str | tuple[str, ...] | None, str | None]:
+def _check_reference(
+    record: dict, task_type: int, fail: Callable[[str, str], NoReturn]
+) -> tuple[str | tuple[str, ...] | None, str | None]:
     enum_types, value_types = (TC, NER), (QA, TS, SG)
     expected, other = (
         ("reference_enum", "reference_value")
@@ -82,6 +84,10 @@ def _check_reference(record: dict, task_type: int, fail) -> tuple[str | tuple[st
         num_tokens = len(record["task_token"].split())
         if len(reference) != num_tokens:
             fail("reference_enum", f"{len(reference)} tags for {num_tokens} whitespace tokens")
+        for position, (before, tag) in enumerate(zip(["O", *reference], reference, strict=False)):
+            # An inside tag must continue an entity of the same type, or the spans are ambiguous.
+            if tag.startswith("I-") and before[2:] != tag[2:]:
+                fail("reference_enum", f"tag {position} {tag} does not continue an entity (after {before})")
         return tuple(reference), None
     assert task_type in value_types
     if not isinstance(reference, str) or not reference.strip():
@@ -92,7 +98,7 @@ def _check_reference(record: dict, task_type: int, fail) -> tuple[str | tuple[st
 def parse_task(record: object, path: Path | str = "<record>", line: int = 0) -> Task:
     """Validate one decoded JSON line. Raises TaskSetError naming the line and field."""
 
-    def fail(field: str, problem: str):
+    def fail(field: str, problem: str) -> NoReturn:
         raise TaskSetError(path, line, field, problem)
 
     if not isinstance(record, dict):

@@ -70,6 +70,7 @@ def test_valid_lines_load_with_their_references(tmp_path):
     [
         ({**GOOD_NER, "reference_enum": ["B-PER", "O"]}, "reference_enum"),  # 2 tags, 3 tokens
         ({**GOOD_NER, "reference_enum": ["B-PER", "O", "B-DATE"]}, "reference_enum"),
+        ({**GOOD_NER, "reference_enum": ["B-PER", "I-LOC", "O"]}, "reference_enum"),  # I- after another type
         ({**GOOD_TC, "reference_enum": "bored"}, "reference_enum"),
         ({**GOOD_TC, "task_type": 7}, "task_type"),
         ({**GOOD_TC, "task_id": True}, "task_id"),
