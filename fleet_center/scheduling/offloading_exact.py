@@ -36,7 +36,7 @@ class SolverError(RuntimeError):
     """The exact solver found no optimal solution within its time limit."""
 
 
-def _slot_columns(problem: OffloadingProblem, arrays: FleetArrays) -> dict[str, np.ndarray]:
+def _slot_columns(problem: OffloadingProblem, arrays: FleetArrays, prune: bool) -> dict[str, np.ndarray]:
     """One entry per usable (task, edge, model, position): their indices and objective costs."""
     types = np.array([task.task_type for task in problem.tasks], dtype=np.int64)
     tokens = np.array([task.expected_tokens for task in problem.tasks], dtype=float)
@@ -46,8 +46,9 @@ def _slot_columns(problem: OffloadingProblem, arrays: FleetArrays) -> dict[str, 
     for edge, model in zip(*np.nonzero(cached), strict=True):
         tasks = np.flatnonzero(arrays.allowed[types, model] & np.isfinite(arrays.token_time_s[edge, model]))
         processing = tokens[tasks] * arrays.token_time_s[edge, model]
-        bound = position_bound(cloud[tasks], arrays.edge_const_s[edge], processing)
-        bound = np.minimum(bound, len(problem.tasks))
+        bound = np.full(tasks.size, len(problem.tasks), dtype=np.int64)
+        if prune:
+            bound = np.minimum(position_bound(cloud[tasks], arrays.edge_const_s[edge], processing), bound)
         task_rep = np.repeat(tasks, bound)
         # Positions 1..bound for each task, flattened.
         position = np.arange(task_rep.size) - np.repeat(np.cumsum(bound) - bound, bound) + 1
@@ -61,14 +62,19 @@ def _slot_columns(problem: OffloadingProblem, arrays: FleetArrays) -> dict[str, 
     return columns
 
 
-def solve_offloading_exact(problem: OffloadingProblem, time_limit_s: float = 30.0) -> OffloadingPlan:
+def solve_offloading_exact(
+    problem: OffloadingProblem, time_limit_s: float = 30.0, prune_positions: bool = True
+) -> OffloadingPlan:
     """Optimal offloading plan (minimum summed latency under the quality floors).
+
+    `prune_positions=False` keeps every position up to the task count, so tests can check that
+    `position_bound` never cuts off the optimum.
 
     Raises SolverError if HiGHS does not prove optimality within `time_limit_s`.
     """
     arrays = fleet_arrays(problem.fleet)
     num_tasks = len(problem.tasks)
-    columns = _slot_columns(problem, arrays)
+    columns = _slot_columns(problem, arrays, prune_positions)
     task = columns["task"].astype(np.int64)
     num_slot_vars = task.size
     # Slot ids: (edge, position) pairs that appear at all, numbered densely.

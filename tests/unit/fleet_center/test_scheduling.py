@@ -27,6 +27,7 @@ from fleet_center.scheduling import (
 )
 from fleet_center.scheduling.caching import price_placement
 from fleet_center.scheduling.costs import fleet_arrays, plan_from_slots, task_arrays
+from fleet_center.scheduling.offloading_exact import solve_offloading_exact
 from fleet_center.scheduling.offloading_fast import greedy_loads
 from fleet_center.scheduling.random_instances import random_caching, random_offloading
 
@@ -91,6 +92,13 @@ def test_fast_offloading_matches_milp_optimum(seed):
     problem = random_offloading(num_edges=2 + seed % 4, num_tasks=10 + 5 * seed, num_models=4, seed=seed)
     exact, fast = ExactScheduler().offload(problem), FastScheduler().offload(problem)
     assert fast.total_latency_s == pytest.approx(exact.total_latency_s, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_position_bound_never_cuts_off_the_optimum(seed):
+    problem = random_offloading(num_edges=2, num_tasks=12, num_models=3, seed=100 + seed)
+    full = solve_offloading_exact(problem, prune_positions=False)
+    assert solve_offloading_exact(problem).total_latency_s == pytest.approx(full.total_latency_s, rel=1e-9)
 
 
 def test_pruned_fast_offloading_stays_within_three_percent_and_beats_greedy():
