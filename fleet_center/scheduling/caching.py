@@ -10,8 +10,8 @@ Exact: one MILP over y[e, m] (edge e holds model m) and x[t, e, m, k] (a task of
 with m at position k from the end), with memory knapsacks per edge. Tasks of one type are identical,
 so variables are per type, not per task, which removes their symmetry.
 
-Fast: the same model's LP relaxation, rounded per edge by fractional value per byte under memory,
-then a local search that swaps one model at a time on the edges where that helps most.
+Fast: the same model's LP relaxation, rounded per edge by fractional value under memory, with the
+models an edge already holds filling what memory is left (they are free and only add options).
 """
 
 from __future__ import annotations
@@ -46,13 +46,16 @@ def representative_tasks(problem: CachingProblem) -> tuple[TaskSpec, ...]:
     )
 
 
-def _deploy_cost(problem: CachingProblem, arrays: FleetArrays, held: np.ndarray) -> np.ndarray:
+def _deploy_cost(problem: CachingProblem, arrays: FleetArrays) -> np.ndarray:
     """(E, M) seconds charged if edge e holds model m next: 0 for models it already has."""
-    return np.where(cached_mask(arrays, problem.current), 0.0, arrays.load_time_s) * held
+    return np.where(cached_mask(arrays, problem.current), 0.0, arrays.load_time_s)
 
 
 def price_placement(problem: CachingProblem, placement: Placement, solver: str) -> CachingPlan:
     """Price `placement` for `problem`: representative round latency plus deployment.
+
+    The round is solved by the fast offloading solver, which is exact while the round's graph
+    stays under `FastConfig.max_arcs` (every MILP-sized instance).
 
     Raises ProblemError if the placement overfills an edge or names unknown models.
     """
@@ -199,7 +202,7 @@ def _build_model(problem: CachingProblem, arrays: FleetArrays) -> _CachingModel:
         np.full(num_edges, -np.inf),
         arrays.memory_bytes.astype(float),
     )
-    deploy = problem.deploy_weight * _deploy_cost(problem, arrays, np.ones((num_edges, num_models))).ravel()
+    deploy = problem.deploy_weight * _deploy_cost(problem, arrays).ravel()
     tokens = np.array([max(1, round(item.mean_tokens)) for item in demand], dtype=float)
     cloud_cost = horizon * (arrays.cloud_latency_s + tokens * arrays.cloud_token_time_s)
     num_vars = num_y + num_x + num_types
