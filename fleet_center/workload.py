@@ -54,42 +54,39 @@ class Task:
         return self.reference_value
 
 
+def _check_ner_tags(reference: object, token: str, fail: Callable[[str, str], NoReturn]) -> tuple[str, ...]:
+    if not isinstance(reference, list) or not all(isinstance(tag, str) for tag in reference):
+        fail("reference_enum", "NER tags must be a list of strings")
+    unknown = sorted(set(reference) - NER_TAGS)
+    if unknown:
+        fail("reference_enum", f"unknown tags {unknown}")
+    num_tokens = len(token.split())
+    if len(reference) != num_tokens:
+        fail("reference_enum", f"{len(reference)} tags for {num_tokens} whitespace tokens")
+    for position, (before, tag) in enumerate(zip(["O", *reference], reference, strict=False)):
+        # An inside tag must continue an entity of the same type, or the spans are ambiguous.
+        if tag.startswith("I-") and before[2:] != tag[2:]:
+            fail("reference_enum", f"tag {position} {tag} does not continue an entity (after {before})")
+    return tuple(reference)
+
+
 def _check_reference(
     record: dict, task_type: int, fail: Callable[[str, str], NoReturn]
 ) -> tuple[str | tuple[str, ...] | None, str | None]:
-    enum_types, value_types = (TC, NER), (QA, TS, SG)
-    expected, other = (
-        ("reference_enum", "reference_value")
-        if task_type in enum_types
-        else (
-            "reference_value",
-            "reference_enum",
-        )
-    )
+    """(reference_enum, reference_value) of a record whose id, type and token are already valid."""
+    expected = "reference_enum" if task_type in (TC, NER) else "reference_value"
+    other = "reference_value" if expected == "reference_enum" else "reference_enum"
     if other in record:
         fail(other, f"not used by task type {TASK_TYPE_NAMES[task_type]} (expected {expected})")
     if expected not in record:
         fail(expected, "missing")
     reference = record[expected]
     if task_type == TC:
-        if reference not in TC_LABELS:
+        if not isinstance(reference, str) or reference not in TC_LABELS:
             fail("reference_enum", f"{reference!r} is not one of {', '.join(TC_LABELS)}")
         return reference, None
     if task_type == NER:
-        if not isinstance(reference, list) or not all(isinstance(tag, str) for tag in reference):
-            fail("reference_enum", "NER tags must be a list of strings")
-        unknown = sorted(set(reference) - NER_TAGS)
-        if unknown:
-            fail("reference_enum", f"unknown tags {unknown}")
-        num_tokens = len(record["task_token"].split())
-        if len(reference) != num_tokens:
-            fail("reference_enum", f"{len(reference)} tags for {num_tokens} whitespace tokens")
-        for position, (before, tag) in enumerate(zip(["O", *reference], reference, strict=False)):
-            # An inside tag must continue an entity of the same type, or the spans are ambiguous.
-            if tag.startswith("I-") and before[2:] != tag[2:]:
-                fail("reference_enum", f"tag {position} {tag} does not continue an entity (after {before})")
-        return tuple(reference), None
-    assert task_type in value_types
+        return _check_ner_tags(reference, record["task_token"], fail), None
     if not isinstance(reference, str) or not reference.strip():
         fail("reference_value", "must be a non-empty string")
     return None, reference
