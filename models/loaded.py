@@ -51,7 +51,8 @@ class LoadedModel:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.model.embed_tokens.weight.dtype
+        """dtype of hidden states flowing between slices (float32 for int8 models)."""
+        return self.model.model.norm.weight.dtype
 
     @property
     def eos_token_id(self) -> int:

@@ -86,3 +86,16 @@ def module_bytes(model: nn.Module) -> int:
             seen.add(key)
             total += tensor.untyped_storage().nbytes()
     return total
+
+
+class Int8Embedding(nn.Module):
+    """Embedding lookup from int8 rows + float32 per-row scales (dequantizes only the rows used)."""
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        assert qweight.dtype == torch.int8 and scale.shape == (qweight.shape[0],), "bad int8 embedding"
+        self.register_buffer("qweight", qweight)  # (V, C) int8
+        self.register_buffer("scale", scale.float())  # (V,)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.qweight[input_ids].float() * self.scale[input_ids].unsqueeze(-1)  # (B, T, C)

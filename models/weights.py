@@ -17,7 +17,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models.errors import ManifestError
-from models.quantize import dequantize_rows, quantize_state_dict, replace_linears
+from models.quantize import (
+    QWEIGHT_SUFFIX,
+    SCALE_SUFFIX,
+    Int8Embedding,
+    quantize_state_dict,
+    replace_linears,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub from model code
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -59,15 +65,13 @@ def save_weights(
 ) -> None:
     """Write config.json + model.safetensors for `model` stored as `storage_dtype`.
 
-    int8 storage unties the LM head (it is quantized separately from the embedding lookup).
+    int8 keeps one copy of a tied embedding: the lookup dequantizes it, the LM head runs it as int8.
     """
     assert storage_dtype in STORAGE_DTYPES, f"unknown storage dtype {storage_dtype!r}"
     config = clean_config(model.config, num_layers)
     state = storage_state_dict(model, num_layers)
     if storage_dtype == "int8":
-        if config.tie_word_embeddings:
-            state["lm_head.weight"] = state["model.embed_tokens.weight"]
-        state = quantize_state_dict(state)
+        state = quantize_state_dict(state)  # a tied LM head reuses the int8 embedding at load time
     else:
         state = {name: t.to(STORAGE_DTYPES[storage_dtype]).contiguous() for name, t in state.items()}
     config_data = config.to_dict()
@@ -93,17 +97,23 @@ def load_llama(directory: Path) -> LlamaForCausalLM:
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
     if storage_dtype == "int8":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # torch deprecates qint8 tensor creation
-            consumed = replace_linears(model, stored)
         embed = "model.embed_tokens.weight"
-        state = {name: t for name, t in stored.items() if name not in consumed and not name.startswith(embed)}
-        state[embed] = dequantize_rows(stored[embed + ".qweight"], stored[embed + ".scale"])
+        if config.tie_word_embeddings:
+            stored["lm_head.weight" + QWEIGHT_SUFFIX] = stored[embed + QWEIGHT_SUFFIX]
+            stored["lm_head.weight" + SCALE_SUFFIX] = stored[embed + SCALE_SUFFIX]
+        state = {name: t for name, t in stored.items() if not name.endswith((QWEIGHT_SUFFIX, SCALE_SUFFIX))}
+        model.model.embed_tokens = Int8Embedding(stored[embed + QWEIGHT_SUFFIX], stored[embed + SCALE_SUFFIX])
         model.config.tie_word_embeddings = False
     else:
         state = stored
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    missing = [name for name in missing if name != "lm_head.weight"]
+    if storage_dtype == "int8":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch deprecates qint8 tensor creation
+            consumed = replace_linears(model, stored)
+        missing = [name for name in missing if name + QWEIGHT_SUFFIX not in consumed]
+    int8_embedding = storage_dtype == "int8" and ("model.embed_tokens.qweight", "model.embed_tokens.scale")
+    missing = [name for name in missing if name != "lm_head.weight" and not (int8_embedding and name in int8_embedding)]
     assert not missing and not unexpected, f"weights mismatch: missing {missing}, unexpected {unexpected}"
     if config.tie_word_embeddings and storage_dtype != "int8":
         model.lm_head.weight = model.model.embed_tokens.weight

@@ -1,0 +1,77 @@
+"""Human-readable training report and the exit curve plot for trained exit heads."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def plot_curve(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for key, label in (("curve_learned", "learned exit score"), ("curve_top_probability", "top probability")):
+        points = report[key]
+        axis.plot([p["agreement"] for p in points], [p["exit_fraction"] for p in points], marker="o", label=label)
+    axis.axvline(0.90, color="grey", linestyle="--", linewidth=0.8)
+    axis.axhline(0.25, color="grey", linestyle=":", linewidth=0.8)
+    axis.set_xlabel("agreement with full model (held-out)")
+    axis.set_ylabel("exit fraction at layer <= 20 (held-out)")
+    axis.set_title("SmolLM2-135M exit heads 10/15/20: policy fitted on calibration")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def curve_table(report: dict[str, Any]) -> str:
+    lines = ["| policy | target (calibration) | exit fraction (held-out) | agreement (held-out) |",
+             "|---|---|---|---|"]
+    for key, label in (("curve_learned", "learned"), ("curve_top_probability", "top prob")):
+        for p in report[key]:
+            lines.append(f"| {label} | {p['target_agreement']:.2f} | {p['exit_fraction']:.3f} | {p['agreement']:.3f} |")
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> None:
+    """Write training_report.md and exit_curve.png next to the heads."""
+    plot_curve(report, out_dir / "exit_curve.png")
+    history = "\n".join(f"| {h['epoch']} | {h['kl_sum_per_position']:.3f} | "
+                        + " | ".join(f"{v:.3f}" for k, v in h.items() if k.startswith("train_agreement"))
+                        + f" | {h['seconds']:.0f} |" for h in report["history"])
+    layers = [k.removeprefix("train_agreement_") for k in report["history"][0] if k.startswith("train_agreement")]
+    per_layer = "\n".join(f"| {layer} | {v['exit_fraction']:.3f} | {v['agreement']:.3f} | "
+                          f"{report['head_agreement_held_out'][layer]:.3f} |"
+                          for layer, v in report["held_out"]["per_layer"].items())
+    text = f"""# Exit heads: training report
+
+Reproduce with `python -m models train-exits` (needs `python -m models prepare --base-only`).
+Positions: {report['positions']} (generated: {report['generated_positions']}).
+Time: data {report['seconds']['data']} s, training {report['seconds']['training']} s.
+
+## Training (train split, KL summed over exits)
+| epoch | KL | {' | '.join(f'agree@{layer}' for layer in layers)} | s |
+|---|---|{'---|' * len(layers)}---|
+{history}
+
+## Policy (fitted on calibration at agreement >= {report['config']['target_agreement']}), measured on held-out
+exit fraction {report['held_out']['exit_fraction']:.3f}, agreement {report['held_out']['agreement']:.3f}
+(calibration: {report['calibration']['exit_fraction']:.3f} / {report['calibration']['agreement']:.3f}).
+
+| exit layer | exit fraction | agreement of exits | head argmax agreement (all positions) |
+|---|---|---|---|
+{per_layer}
+
+## Curve (held-out)
+![exit curve](exit_curve.png)
+
+{curve_table(report)}
+"""
+    (out_dir / "training_report.md").write_text(text)

@@ -1,0 +1,176 @@
+"""`python -m models train-exits`: self-distil exit heads from the full model, then calibrate the policy.
+
+Heads are trained on the train split with full-vocabulary KL(teacher || head) in bfloat16 matmuls;
+the exit policy (logistic scores + thresholds) is fitted on the calibration split; the report
+figures come from the held-out split, which neither step sees.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.exit_calibration import OperatingPoint, calibrate, evaluate
+from models.exit_corpus import CorpusPrompt, split
+from models.exit_data import ExitData, collect
+from models.exit_heads import EXIT_HEADS_NAME, ExitHeads, exit_features
+from models.loaded import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+CURVE_TARGETS = (0.80, 0.83, 0.86, 0.88, 0.90, 0.92, 0.94, 0.96, 0.98)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingConfig:
+    exit_layers: tuple[int, ...] = (10, 15, 20)  # decoder layers before each head
+    max_new_tokens: int = 64  # continuation length per prompt
+    sampled_per_train_prompt: int = 2  # extra sampled continuations per train prompt (data multiplier)
+    epochs: int = 3
+    batch_size: int = 256  # positions per optimiser step
+    learning_rate: float = 2e-3  # AdamW peak, cosine decay to 10 %
+    target_agreement: float = 0.92  # policy chosen on calibration at this agreement (margin over 0.90)
+    seed: int = 0
+
+
+def rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Llama RMSNorm in float32 (weight frozen)."""
+    x = hidden_states.float()
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
+
+
+def distill_heads(data: ExitData, norm_weight: torch.Tensor, eps: float, lm_head_weight: torch.Tensor,
+                  config: TrainingConfig) -> tuple[ExitHeads, list[dict[str, float]]]:
+    """Train one residual adapter per exit layer on `data`; returns heads and per-epoch history."""
+    hidden_size = lm_head_weight.shape[1]
+    heads = ExitHeads(hidden_size, config.exit_layers).train()
+    embedding = lm_head_weight.detach().to(torch.bfloat16)  # (V, C) frozen
+    optimizer = torch.optim.AdamW(heads.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    steps_per_epoch = math.ceil(len(data) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    generator = torch.Generator().manual_seed(config.seed)
+    history: list[dict[str, float]] = []
+    step = 0
+    for epoch in range(config.epochs):
+        started, loss_sum, agree = time.perf_counter(), 0.0, dict.fromkeys(config.exit_layers, 0)
+        for batch in torch.randperm(len(data), generator=generator).split(config.batch_size):
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total_steps)))
+            with torch.no_grad():
+                teacher = F.log_softmax((data.final[batch] @ embedding.T).float(), dim=-1)  # (B, V)
+            loss = torch.zeros(())
+            for layer in config.exit_layers:
+                adapted = heads.adapter(layer)(data.hidden[layer][batch].float())  # (B, C)
+                logits = (rms_norm(adapted, norm_weight, eps).to(torch.bfloat16) @ embedding.T).float()  # (B, V)
+                student = F.log_softmax(logits, dim=-1)
+                loss = loss + F.kl_div(student, teacher, log_target=True, reduction="batchmean")
+                agree[layer] += int((logits.argmax(-1) == data.teacher_tokens[batch]).sum())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(batch)
+            step += 1
+        record = {"epoch": epoch + 1, "kl_sum_per_position": loss_sum / len(data),
+                  "seconds": time.perf_counter() - started}
+        record.update({f"train_agreement_{layer}": agree[layer] / len(data) for layer in config.exit_layers})
+        history.append(record)
+        logger.info("epoch %d: %s", epoch + 1, record)
+    return heads.eval(), history
+
+
+@torch.no_grad()
+def head_features(heads: ExitHeads, data: ExitData, loaded: LoadedModel,
+                  chunk: int = 512) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """Per exit layer: features (N, F) and correct (N,) = head argmax equals the full model's token."""
+    norm, lm_head = loaded.model.model.norm, loaded.model.lm_head
+    features: dict[int, list[np.ndarray]] = {layer: [] for layer in heads.exit_layers}
+    correct: dict[int, list[np.ndarray]] = {layer: [] for layer in heads.exit_layers}
+    for start in range(0, len(data), chunk):
+        previous_tokens, previous_top = None, None
+        teacher = data.teacher_tokens[start:start + chunk]
+        for layer in heads.exit_layers:
+            hidden_states = data.hidden[layer][start:start + chunk].float()[None]  # (1, n, C)
+            probabilities = torch.softmax(heads.logits(layer, hidden_states, norm, lm_head)[0], dim=-1)  # (n, V)
+            feats, tokens, top = exit_features(probabilities, previous_tokens, previous_top)
+            features[layer].append(feats.numpy())
+            correct[layer].append((tokens == teacher).numpy())
+            previous_tokens, previous_top = tokens, top
+    return ({layer: np.concatenate(parts) for layer, parts in features.items()},
+            {layer: np.concatenate(parts) for layer, parts in correct.items()})
+
+
+def point_to_dict(point: OperatingPoint) -> dict[str, Any]:
+    return {"exit_fraction": round(point.exit_fraction, 4), "agreement": round(point.agreement, 4),
+            "per_layer": {str(layer): {"exit_fraction": round(f, 4), "agreement": round(a, 4)}
+                          for layer, (f, a) in point.per_layer.items()}}
+
+
+def curve(calibration: tuple[dict, dict], held_out: tuple[dict, dict], learned: bool) -> list[dict[str, Any]]:
+    """Operating points: policy fitted on calibration for each target, measured on held-out."""
+    points = []
+    for target in CURVE_TARGETS:
+        policy = calibrate(*calibration, target_agreement=target, learned=learned)
+        point = evaluate(policy, *held_out)
+        points.append({"target_agreement": target, **point_to_dict(point), "policy": policy.to_dict()})
+    return points
+
+
+def train_exits(store: Any, out_dir: Path, config: TrainingConfig | None = None, model_id: str | None = None,
+                prompts: dict[str, list[CorpusPrompt]] | None = None) -> dict[str, Any]:
+    """Collect data, train heads, calibrate, evaluate on held-out; write heads, policy, report to `out_dir`.
+
+    Defaults: the stored fp32 SmolLM2 and the project corpus. Raises ModelStoreError if the model is absent.
+    """
+    from models.catalog import BASE_MODEL_ID
+
+    config = config or TrainingConfig()
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    started = time.perf_counter()
+    loaded = store.load(model_id or BASE_MODEL_ID)
+    prompts = prompts or {name: split(name) for name in ("train", "calibration", "held_out")}
+    cache_dir = Path(store.root) / ".exit-data"
+    datasets = {name: collect(loaded, prompts[name], config.exit_layers, config.max_new_tokens,
+                              config.sampled_per_train_prompt if name == "train" else 0, config.seed, cache_dir)
+                for name in ("train", "calibration", "held_out")}
+    data_seconds = time.perf_counter() - started
+    norm = loaded.model.model.norm
+    heads, history = distill_heads(datasets["train"], norm.weight.detach(), norm.variance_epsilon,
+                                   loaded.model.lm_head.weight, config)
+    train_seconds = time.perf_counter() - started - data_seconds
+    calibration = head_features(heads, datasets["calibration"].subset(datasets["calibration"].is_generated), loaded)
+    held_out = head_features(heads, datasets["held_out"].subset(datasets["held_out"].is_generated), loaded)
+    policy = calibrate(*calibration, target_agreement=config.target_agreement, learned=True)
+    report = {
+        "config": asdict(config),
+        "positions": {name: len(data) for name, data in datasets.items()},
+        "generated_positions": {name: int(data.is_generated.sum()) for name, data in datasets.items()},
+        "seconds": {"data": round(data_seconds, 1), "training": round(train_seconds, 1)},
+        "history": history,
+        "head_agreement_held_out": {str(layer): round(float(c.mean()), 4) for layer, c in held_out[1].items()},
+        "policy": policy.to_dict(),
+        "calibration": point_to_dict(evaluate(policy, *calibration)),
+        "held_out": point_to_dict(evaluate(policy, *held_out)),
+        "curve_learned": curve(calibration, held_out, learned=True),
+        "curve_top_probability": curve(calibration, held_out, learned=False),
+    }
+    report["summary"] = {"exit_fraction": report["held_out"]["exit_fraction"],
+                         "agreement": report["held_out"]["agreement"], "training_s": round(train_seconds, 1)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    heads.save(out_dir / EXIT_HEADS_NAME)
+    (out_dir / "exit_policy.json").write_text(policy.to_json())
+    (out_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    from models.exit_report import write_report
+
+    write_report(report, out_dir)
+    logger.info("exit heads written to %s: %s", out_dir, report["summary"])
+    return report
