@@ -169,7 +169,7 @@ class BusClient:
                 future.cancel()
 
     def __enter__(self) -> BusClient:
-        return self.connect()
+        return self if self._dispatcher.is_alive() else self.connect()
 
     def __exit__(self, *exc: object) -> None:
         self.close()

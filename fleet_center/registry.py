@@ -129,7 +129,8 @@ def _on_birth(state: FleetState, birth: NodeBirth, now: float) -> tuple[FleetSta
     if not alive:
         return _with(state, record), []
     if old is not None and old.online and old.bd_seq == birth.bd_seq:
-        return _with(state, replace(record, birth_at=old.birth_at)), []  # a rebirth of the same session
+        # A rebirth of the same session (asked for, or after the center returned): nothing changed.
+        return _with(state, replace(record, birth_at=old.birth_at, last_heartbeat=old.last_heartbeat)), []
     kind: ChangeKind = "joined" if old is None else "rejoined"
     return _with(state, record), [Change(kind, birth.node_id, birth.bd_seq, now)]
 

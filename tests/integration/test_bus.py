@@ -1,0 +1,125 @@
+"""The client wrapper against a real Mosquitto: delivery, request/response, ACLs, garbage, reconnects."""
+
+import threading
+
+import pytest
+
+from broker import topics
+from broker.client import BusClient
+from broker.errors import BusError, BusTimeoutError
+from broker.messages import NodeCommand, NodeDeath, TaskResult
+from tests.conftest import wait_until
+
+
+def connect(mosquitto, user):
+    return BusClient(user, mosquitto.bus_config(user)).connect()
+
+
+def test_published_message_reaches_subscriber_as_typed_object(mosquitto):
+    received = []
+    with connect(mosquitto, "center") as center, connect(mosquitto, "pi-01") as edge:
+        center.subscribe(topics.TASK_RESULT, lambda env: received.append(env))
+        wait_until(lambda: False, 0.2)
+        result = TaskResult(task_id="t1", node_id="pi-01", status="ok", answer="42")
+        edge.publish(topics.TASK_RESULT, result, wait_s=5, node="pi-01")
+        assert wait_until(lambda: received)
+    assert received[0].message == result
+    assert received[0].params == {"node": "pi-01"}
+
+
+def test_request_gets_correlated_reply(mosquitto):
+    with connect(mosquitto, "center") as center, connect(mosquitto, "pi-01") as edge:
+        def answer(envelope):
+            command = envelope.message
+            edge.reply(envelope, TaskResult(task_id=command.command_id, node_id="pi-01", status="ok"))
+
+        edge.subscribe(topics.NODE_COMMAND, answer, node="pi-01")
+        wait_until(lambda: False, 0.2)
+        replies = [center.request(topics.NODE_COMMAND, NodeCommand(command_id=f"c{i}", kind="drain"), timeout_s=5,
+                                  node="pi-01") for i in range(3)]
+    assert [r.message.task_id for r in replies] == ["c0", "c1", "c2"]
+
+
+def test_request_without_responder_times_out(mosquitto):
+    with connect(mosquitto, "center") as center, pytest.raises(BusTimeoutError):
+        center.request(topics.NODE_COMMAND, NodeCommand(command_id="c", kind="drain"), timeout_s=0.5, node="pi-02")
+
+
+def test_wrong_password_fails_fast_with_reason(mosquitto):
+    config = mosquitto.bus_config(None, username="pi-01", password="wrong")
+    with pytest.raises(BusError, match="refused"):
+        BusClient("pi-01", config).connect(timeout_s=5)
+
+
+def test_edge_cannot_publish_as_another_edge(mosquitto):
+    seen = []
+    with connect(mosquitto, "center") as center, connect(mosquitto, "pi-01") as impostor:
+        center.subscribe(topics.NODE_DEATH, lambda env: seen.append(env.params["node"]))
+        wait_until(lambda: False, 0.2)
+        impostor.publish(topics.NODE_DEATH, NodeDeath(node_id="pi-02", bd_seq=99), node="pi-02")
+        impostor.publish(topics.NODE_DEATH, NodeDeath(node_id="pi-01", bd_seq=99), node="pi-01")
+        assert wait_until(lambda: "pi-01" in seen)
+        wait_until(lambda: False, 0.3)
+    assert seen == ["pi-01"]  # the broker dropped the forged pi-02 death
+
+
+def test_edge_cannot_dispatch_or_command(mosquitto):
+    got = []
+    with connect(mosquitto, "pi-02") as victim, connect(mosquitto, "pi-01") as attacker:
+        victim.subscribe(topics.NODE_COMMAND, lambda env: got.append(env), node="pi-02")
+        wait_until(lambda: False, 0.2)
+        attacker.publish(topics.NODE_COMMAND, NodeCommand(command_id="x", kind="stop"), node="pi-02")
+        wait_until(lambda: False, 0.5)
+    assert got == []
+
+
+def test_handler_exception_and_garbage_do_not_stop_delivery(mosquitto):
+    good = []
+
+    def handler(envelope):
+        if envelope.message.task_id == "boom":
+            raise RuntimeError("handler bug")
+        good.append(envelope.message.task_id)
+
+    with connect(mosquitto, "center") as center, connect(mosquitto, "pi-01") as edge:
+        center.subscribe(topics.TASK_RESULT, handler)
+        wait_until(lambda: False, 0.2)
+        topic = topics.TASK_RESULT.topic(node="pi-01")
+        edge.publish_bytes(topic, b"\x00garbage")
+        edge.publish_bytes(topic, NodeDeath(node_id="pi-01", bd_seq=1).to_bytes())  # wrong type for the topic
+        edge.publish(topics.TASK_RESULT, TaskResult(task_id="boom", node_id="pi-01", status="ok"), node="pi-01")
+        edge.publish(topics.TASK_RESULT, TaskResult(task_id="fine", node_id="pi-01", status="ok"), node="pi-01")
+        assert wait_until(lambda: good == ["fine"])
+        assert center.stats.counts["malformed"] == 2
+        assert center.stats.counts["handler_errors"] == 1
+
+
+def test_slow_handler_does_not_block_requests_from_inside_it(mosquitto):
+    # A handler that itself waits on a request must not deadlock: replies resolve on the network thread.
+    done = threading.Event()
+    with connect(mosquitto, "center") as center, connect(mosquitto, "pi-01") as edge:
+        edge.subscribe(topics.NODE_COMMAND, lambda env: edge.reply(env, NodeDeath(node_id="pi-01", bd_seq=1)), node="pi-01")
+
+        def handler(envelope):
+            center.request(topics.NODE_COMMAND, NodeCommand(command_id="inner", kind="drain"), timeout_s=5, node="pi-01")
+            done.set()
+
+        center.subscribe(topics.TASK_RESULT, handler)
+        wait_until(lambda: False, 0.2)
+        edge.publish(topics.TASK_RESULT, TaskResult(task_id="t", node_id="pi-01", status="ok"), node="pi-01")
+        assert done.wait(10)
+
+
+def test_client_reconnects_and_resubscribes_after_broker_restart(mosquitto):
+    received = []
+    with connect(mosquitto, "center") as center:
+        center.subscribe(topics.TASK_RESULT, lambda env: received.append(env.message.task_id))
+        mosquitto.broker.kill()
+        assert wait_until(lambda: not center.connected, 5)
+        mosquitto.broker.start()
+        assert wait_until(lambda: center.connected, 10)
+        with connect(mosquitto, "pi-01") as edge:
+            wait_until(lambda: False, 0.3)
+            edge.publish(topics.TASK_RESULT, TaskResult(task_id="after", node_id="pi-01", status="ok"), wait_s=5, node="pi-01")
+            assert wait_until(lambda: received == ["after"])
+    assert center.stats.counts["disconnects"] >= 1
