@@ -38,7 +38,7 @@ def test_nodes_register_and_heartbeat(mosquitto, tmp_path):
         assert wait_until(lambda: online(center) == ["pi-01", "pi-02"])
         assert wait_until(lambda: center.snapshot().nodes["pi-01"].last_heartbeat is not None)
         beat = center.snapshot().nodes["pi-01"].last_heartbeat
-        assert 0 <= beat.cpu_percent and 0 < beat.memory_percent <= 100
+        assert beat.cpu_percent >= 0 and 0 < beat.memory_percent <= 100
     finally:
         for node in nodes:
             node.stop()
