@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.errors import CorruptModelError, ModelStoreError
+from models.errors import CorruptModelError, ModelStoreError, UnknownModelError
 from models.exit_heads import EXIT_HEADS_NAME, ExitHeads
 from models.exit_policy import ExitPolicy
 from models.manifest import Manifest, sha256_file
 from models.paths import EXIT_HEADS_DIR
 from models.store import ModelStore, VariantSpec, write_model
+from models.tokenizer import copy_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +48,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
 
 
 def catalog_entry(model_id: str) -> CatalogEntry:
-    """Raises ModelStoreError (UnknownModelError) for an id outside the catalog."""
-    from models.errors import UnknownModelError
-
+    """Raises UnknownModelError for an id outside the catalog."""
     for entry in CATALOG:
         if entry.model_id == model_id:
             return entry
@@ -103,35 +103,43 @@ def build_entry(store: ModelStore, entry: CatalogEntry, base_model: object, toke
 def prepare(store: ModelStore, repair: bool = False, only_base: bool = False) -> list[Manifest]:
     """Build every catalog variant missing from the store; verify the ones present.
 
+    The GGUF is dequantized only when the fp32 base is absent (or damaged and `repair`); other
+    variants, and a base whose exit heads changed, are derived from the stored fp32 weights.
     Raises CorruptModelError for a damaged stored file unless `repair`, SourceModelError if the
     GGUF is needed and missing.
     """
     entries = CATALOG[:1] if only_base else CATALOG
     base = entries[0]
-    todo = []
+    todo, damaged = [], set()
     for entry in entries:
         try:
             current = is_current(store, entry)
         except CorruptModelError as error:
             if not repair:
-                raise CorruptModelError(error.model_id, error.file_name,
-                                        f"{error.reason}; delete {store.path(entry.model_id)} or run prepare --repair") from error
+                raise CorruptModelError(error.model_id, error.file_name, f"{error.reason}; delete "
+                                        f"{store.path(entry.model_id)} or run prepare --repair") from error
             logger.warning("rebuilding %s: %s", entry.model_id, error)
             current = False
+            damaged.add(entry.model_id)
         if not current:
             todo.append(entry)
     if not todo:
         logger.info("model store %s is up to date (%d variants)", store.root, len(entries))
         return [store.manifest(entry.model_id) for entry in entries]
-    if base in todo or not store.has(base.model_id):
+    if not store.has(base.model_id) or base.model_id in damaged:
         _build_base(store, base)
         todo = [entry for entry in todo if entry is not base]
     if todo:
-        base_loaded = store.load(base.model_id)
-        for entry in todo:
-            started = time.perf_counter()
-            build_entry(store, entry, base_loaded.model, store.path(base.model_id))
-            logger.info("built %s in %.1f s", entry.model_id, time.perf_counter() - started)
+        base_model = store.load(base.model_id).model
+        staged_tokenizer = Path(tempfile.mkdtemp(prefix="edgefleet-tokenizer-"))
+        try:
+            copy_tokenizer(store.path(base.model_id), staged_tokenizer)  # the base directory may be rewritten
+            for entry in todo:
+                started = time.perf_counter()
+                build_entry(store, entry, base_model, staged_tokenizer)
+                logger.info("built %s in %.1f s", entry.model_id, time.perf_counter() - started)
+        finally:
+            shutil.rmtree(staged_tokenizer, ignore_errors=True)
     return [store.manifest(entry.model_id) for entry in entries]
 
 

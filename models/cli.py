@@ -10,7 +10,7 @@ from pathlib import Path
 
 from models.catalog import CATALOG, prepare
 from models.errors import ModelStoreError
-from models.paths import EXIT_HEADS_DIR, default_store_root
+from models.paths import EXIT_HEADS_DIR, REPO_ROOT, default_store_root
 from models.store import ModelStore
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=EXIT_HEADS_DIR, help="where to write heads, policy and report")
     train.add_argument("--epochs", type=int, default=None, help="override training epochs")
     prof = commands.add_parser("profile", help="measure every variant; write JSON + three PNG plots")
-    prof.add_argument("--out", type=Path, default=Path("docs/profiles"), help="output directory")
+    prof.add_argument("--out", type=Path, default=REPO_ROOT / ".fleet" / "profiles", help="output directory")
     prof.add_argument("--models", nargs="*", default=None, help="model ids (default: whole catalog)")
     return parser
 

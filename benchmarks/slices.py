@@ -1,0 +1,86 @@
+"""Benchmark: slice exactness on the real model, store load time, GGUF load time.
+
+    .venv/bin/python -m benchmarks.slices --json
+
+Keys: max_abs_diff (two slices vs the full model over prompt + 50 greedy steps, worst over several
+split layers), store_load_s (prepared fp32 model, imports excluded, median of 3), gguf_load_s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+
+import torch
+
+from models.catalog import BASE_MODEL_ID, prepare
+from models.paths import default_store_root
+from models.store import ModelStore
+
+SPLIT_LAYERS = (1, 10, 15, 20, 29)
+DECODE_STEPS = 50
+PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+
+
+@torch.no_grad()
+def reference_run(loaded, prompt_ids: list[int]) -> tuple[list[torch.Tensor], list[int]]:
+    """transformers' LlamaForCausalLM with its own DynamicCache: prompt then greedy steps."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=loaded.config)
+    logits = [loaded.model(input_ids=torch.tensor([prompt_ids]), past_key_values=cache, use_cache=True).logits[0]]
+    tokens = []
+    for _ in range(DECODE_STEPS):
+        tokens.append(int(logits[-1][-1].argmax()))
+        logits.append(loaded.model(input_ids=torch.tensor([[tokens[-1]]]), past_key_values=cache, use_cache=True).logits[0])
+    return logits, tokens
+
+
+@torch.no_grad()
+def split_diff(loaded, prompt_ids: list[int], reference: list[torch.Tensor], tokens: list[int], split_layer: int) -> float:
+    embedding, head = loaded.embedding_slice(), loaded.head_slice()
+    edge, cloud = loaded.decoder_slice(0, split_layer), loaded.decoder_slice(split_layer, loaded.num_layers)
+    inputs = [prompt_ids] + [[token] for token in tokens]
+    worst = 0.0
+    for ids, expected in zip(inputs, reference, strict=True):
+        hidden_states = edge(embedding(torch.tensor([ids])))
+        actual = head(cloud(hidden_states.clone()))[0]  # clone: the cloud never shares the edge's tensor
+        worst = max(worst, float((actual - expected).abs().max()))
+    return worst
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print only the JSON result")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(2)
+    store = ModelStore(default_store_root())
+    prepare(store, only_base=True)
+    load_times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        loaded = store.load(BASE_MODEL_ID)
+        load_times.append(time.perf_counter() - started)
+    prompt_ids = loaded.encode_chat(PROMPT)
+    reference, tokens = reference_run(loaded, prompt_ids)
+    diffs = {layer: split_diff(loaded, prompt_ids, reference, tokens, layer) for layer in SPLIT_LAYERS}
+    from models.gguf_import import load_gguf
+
+    started = time.perf_counter()
+    load_gguf()
+    gguf_load_s = time.perf_counter() - started
+    result = {"max_abs_diff": max(diffs.values()), "per_split_layer": {str(k): v for k, v in diffs.items()},
+              "decode_steps": DECODE_STEPS, "prompt_tokens": len(prompt_ids),
+              "store_load_s": round(statistics.median(load_times), 3), "store_load_runs_s": [round(t, 3) for t in load_times],
+              "gguf_load_s": round(gguf_load_s, 2)}
+    if not args.json:
+        print(f"split vs full over prompt + {DECODE_STEPS} steps: {diffs}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
