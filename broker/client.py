@@ -104,6 +104,7 @@ class BusClient:
         self._connected = threading.Event()
         self._closing = False
         self._refused = ""  # reason of the last refused CONNACK
+        self._last_qos1: paho.MQTTMessageInfo | None = None
         self._pending: dict[bytes, Future[Envelope]] = {}
         self._inbox: queue.SimpleQueue[tuple[str, bytes, Properties | None] | None] = queue.SimpleQueue()
         self._reply_topic = topics.REPLY.topic(client=client_id)
@@ -168,6 +169,15 @@ class BusClient:
             for future in list(self._pending.values()):
                 future.cancel()
 
+    def abort(self) -> None:
+        """Drop the connection without a DISCONNECT, as a crash or power loss would (tests, benchmarks)."""
+        self._closing = True
+        self._mqtt.loop_stop()
+        sock = self._mqtt.socket()
+        if sock is not None:
+            sock.close()
+        self._inbox.put(None)
+
     def __enter__(self) -> BusClient:
         return self if self._dispatcher.is_alive() else self.connect()
 
@@ -226,9 +236,15 @@ class BusClient:
         """Publish a raw payload (benchmarks, clearing retained topics). Raises BusError subclasses."""
         info = self._mqtt.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         self.stats.add("published")
-        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+        if qos > 0:
+            self._last_qos1 = info
+        if info.rc in (paho.MQTT_ERR_NO_CONN, paho.MQTT_ERR_CONN_LOST):
+            if qos == 0:  # best effort by definition: a heartbeat while offline is simply not sent
+                self.stats.add("dropped_qos0")
+                return
+            # QoS 1: paho keeps the message and sends it after reconnecting.
+        elif info.rc != paho.MQTT_ERR_SUCCESS:
             raise BusError(f"{self.client_id}: publish to {topic} failed: {paho.error_string(info.rc)}")
-        # MQTT_ERR_NO_CONN with QoS>0: paho keeps the message and sends it after reconnecting.
         if wait_s is not None and qos > 0:
             try:
                 info.wait_for_publish(wait_s)
@@ -236,6 +252,17 @@ class BusClient:
                 raise BusNotConnectedError(f"{self.client_id}: publish to {topic}: {error}") from error
             if not info.is_published():
                 raise BusTimeoutError(f"{self.client_id}: no ack for {topic} within {wait_s:.1f} s")
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every QoS 1 message published so far was acknowledged (the broker acks in order)."""
+        last = self._last_qos1
+        if last is None:
+            return True
+        try:
+            last.wait_for_publish(timeout_s)
+        except (ValueError, RuntimeError):
+            return False
+        return last.is_published()
 
     def subscribe(
         self,

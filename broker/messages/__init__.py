@@ -31,3 +31,7 @@ from broker.messages.metrics import MetricBatch, MetricPoint
 from broker.messages.tasks import ModelStatus, TaskDispatch, TaskResult, TaskSpec, TokenRecord
 
 __all__ += ["MetricBatch", "MetricPoint", "ModelStatus", "TaskDispatch", "TaskResult", "TaskSpec", "TokenRecord"]
+
+from broker.messages.inference import ContextChunk  # noqa: E402
+
+__all__ += ["ContextChunk"]

@@ -1,0 +1,179 @@
+"""Bus benchmark: 1,152-byte hidden-state messages between two processes through a real local Mosquitto.
+
+`.venv/bin/python -m benchmarks.bus --json` prints one JSON object as its last line:
+qos1_msgs_per_s (20,000 messages as fast as they go), qos1_p50_ms / qos1_p99_ms (paced at 5,000 msg/s),
+qos1_p50_ms_busy (paced, while the publisher runs torch matmuls in another thread), qos0_p50_ms (paced),
+rtt_p50_ms (request/response), lost (published but never received, all runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from broker import topics
+from broker.client import BusClient, Envelope
+from broker.launcher import BrokerConfig, LocalBroker, free_port
+from broker.messages import ContextChunk
+from broker.settings import BusConfig
+
+HIDDEN_SIZE = 576  # SmolLM2-135M: one fp16 hidden state is 1,152 bytes
+SESSION = "bench"
+EDGE, CLOUD = "pi-01", "cloud-1"
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    count: int
+    rate_per_s: float  # 0 = as fast as possible
+    qos: int
+    busy: bool = False
+
+
+def _bus(port: int, secrets: str, user: str) -> BusConfig:
+    return BusConfig(port=port, password_file=f"{secrets}/{{node}}.password").for_node(user)
+
+
+def _chunk(seq: int) -> bytes:
+    data = np.zeros(HIDDEN_SIZE, dtype=np.float16).tobytes()
+    return ContextChunk(session_id=SESSION, seq=seq, first_position=seq, count=1, hidden_size=HIDDEN_SIZE,
+                        data=data, sent_at_ns=time.time_ns()).to_bytes()
+
+
+def subscriber(port: int, secrets: str, ready: mp.Event, results: mp.Queue, expected: int, timeout_s: float) -> None:
+    """Receives chunks through the wrapper (decoded and validated like a cloud node would)."""
+    latencies_ms: list[float] = []
+    seqs: set[int] = set()
+    done = threading.Event()
+    last_at = [0.0]
+
+    def on_chunk(envelope: Envelope) -> None:
+        chunk = envelope.message
+        assert isinstance(chunk, ContextChunk)
+        latencies_ms.append((time.time_ns() - chunk.sent_at_ns) / 1e6)
+        seqs.add(chunk.seq)
+        last_at[0] = time.perf_counter()
+        if len(seqs) >= expected:
+            done.set()
+
+    def on_open(envelope: Envelope) -> None:
+        client.reply(envelope, envelope.message)  # echo: the request/response round trip
+
+    client = BusClient(CLOUD, _bus(port, secrets, CLOUD))
+    client.subscribe(topics.INFER_UP, on_chunk, edge=EDGE, session=SESSION)
+    client.subscribe(topics.INFER_OPEN, on_open, shared_group="cloud")
+    client.connect()
+    time.sleep(0.3)
+    ready.set()
+    done.wait(timeout_s)
+    results.put({"received": len(seqs), "latencies_ms": latencies_ms, "last_at": last_at[0]})
+    client.close()
+
+
+def _busy_torch(stop: threading.Event) -> None:
+    import torch
+
+    a = torch.randn(512, 512)
+    while not stop.is_set():
+        a @ a  # releases the GIL inside; the Python between calls is what starves paho
+
+
+def publisher(port: int, secrets: str, phase: Phase, results: mp.Queue) -> None:
+    client = BusClient(EDGE, _bus(port, secrets, EDGE)).connect()
+    topic = topics.INFER_UP.topic(edge=EDGE, session=SESSION)
+    stop = threading.Event()
+    if phase.busy:
+        threading.Thread(target=_busy_torch, args=(stop,), daemon=True).start()
+        time.sleep(0.5)
+    rtts_ms = []
+    if phase.name == "rtt":
+        from broker.messages import NodeDeath
+
+        for _ in range(phase.count):
+            start = time.perf_counter()
+            client.request(topics.INFER_OPEN, NodeDeath(node_id=EDGE, bd_seq=1), timeout_s=5)
+            rtts_ms.append((time.perf_counter() - start) * 1e3)
+        results.put({"rtts_ms": rtts_ms, "start": 0.0})
+        client.close()
+        return
+    start = time.perf_counter()
+    interval = 1.0 / phase.rate_per_s if phase.rate_per_s else 0.0
+    for seq in range(phase.count):
+        if interval:
+            delay = start + seq * interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)  # sleep, never spin: a spinning thread starves paho's network thread
+        client.publish_bytes(topic, _chunk(seq), qos=phase.qos)
+    stop.set()
+    results.put({"start": start})
+    client.flush(120.0)  # every QoS 1 message acknowledged before we disconnect
+    time.sleep(0.5 if phase.qos == 0 else 0.0)  # QoS 0 has no acks: give the socket a moment
+    client.close()
+
+
+def run_phase(port: int, secrets: str, phase: Phase) -> dict:
+    ctx = mp.get_context("spawn")
+    ready, results = ctx.Event(), ctx.Queue()
+    expected = phase.count if phase.name != "rtt" else 10**9
+    sub = ctx.Process(target=subscriber, args=(port, secrets, ready, results, expected, 60.0 if phase.name != "rtt" else 30.0))
+    sub.start()
+    ready.wait(30)
+    pub_results = ctx.Queue()
+    pub = ctx.Process(target=publisher, args=(port, secrets, phase, pub_results))
+    pub.start()
+    published = pub_results.get(timeout=120)
+    if phase.name == "rtt":
+        pub.join(30)
+        sub.terminate()
+        return published
+    received = results.get(timeout=120)
+    pub.join(30)
+    sub.join(30)
+    return {**received, "start": published["start"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bus", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print only the JSON result line")
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--paced", type=int, default=10_000, help="messages per paced run")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = BrokerConfig(port=free_port(), state_dir=f"{tmp}/broker", secrets_dir=f"{tmp}/secrets",
+                              edge_users=(EDGE,), cloud_users=(CLOUD,))
+        with LocalBroker(config):
+            secrets = config.secrets_dir
+            flood = run_phase(config.port, secrets, Phase("flood", args.count, 0, qos=1))
+            paced = run_phase(config.port, secrets, Phase("paced", args.paced, 5000, qos=1))
+            busy = run_phase(config.port, secrets, Phase("busy", args.paced, 5000, qos=1, busy=True))
+            qos0 = run_phase(config.port, secrets, Phase("qos0", args.paced, 5000, qos=0))
+            rtt = run_phase(config.port, secrets, Phase("rtt", 500, 0, qos=1))
+    flood_s = flood["last_at"] - flood["start"] if flood["received"] else float("inf")
+    result = {
+        "qos1_msgs_per_s": round(flood["received"] / flood_s, 1),
+        "qos1_p50_ms": round(float(np.percentile(paced["latencies_ms"], 50)), 3),
+        "qos1_p99_ms": round(float(np.percentile(paced["latencies_ms"], 99)), 3),
+        "qos1_p50_ms_busy": round(float(np.percentile(busy["latencies_ms"], 50)), 3),
+        "qos1_p99_ms_busy": round(float(np.percentile(busy["latencies_ms"], 99)), 3),
+        "qos0_p50_ms": round(float(np.percentile(qos0["latencies_ms"], 50)), 3),
+        "rtt_p50_ms": round(float(np.percentile(rtt["rtts_ms"], 50)), 3),
+        "lost": (args.count - flood["received"]) + (args.paced - paced["received"]) + (args.paced - busy["received"])
+        + (args.paced - qos0["received"]),
+        "message_bytes": len(_chunk(0)),
+    }
+    if not args.json:
+        print(json.dumps(result, indent=2))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""Membership benchmark: many simulated edges register, heartbeat, then a tenth die abruptly.
+
+`.venv/bin/python -m benchmarks.membership --edges 500 --json` prints one JSON object as its last line:
+edges, registered, keepalive_s, detect_s_max (kill to offline in the center), false_offline (live edges
+ever marked offline), center_cpu_pct (the center process while the fleet heartbeats).
+Edges run in worker processes (each edge a real NodePresence with its own MQTT connection); the center
+runs in this process so its CPU can be measured alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import tempfile
+import time
+
+import psutil
+
+from broker.launcher import BrokerConfig, LocalBroker, free_port
+from broker.messages import Capabilities
+from broker.presence import NodePresence
+from broker.settings import BusConfig
+from fleet_center.config import CenterConfig
+from fleet_center.membership import FleetMembership
+
+HEARTBEAT_S = 2.0
+KEEPALIVE_S = 5
+CAPS = Capabilities(cores=4, memory_bytes=4 << 30, gflops=10.0)
+
+
+def edge_worker(node_ids: list[str], port: int, secrets: str, commands: mp.Queue, replies: mp.Queue) -> None:
+    bus = BusConfig(port=port, keepalive_s=KEEPALIVE_S, password_file=f"{secrets}/{{node}}.password", connect_timeout_s=60)
+    nodes = {}
+    for node_id in node_ids:
+        nodes[node_id] = NodePresence(node_id, "edge", bus, heartbeat_interval_s=HEARTBEAT_S, capabilities=CAPS).start()
+    replies.put("started")
+    while True:
+        command, victims = commands.get()
+        if command == "kill":
+            killed_at = {}
+            for node_id in victims:
+                nodes[node_id].crash()  # socket closed, no DISCONNECT: the broker sends the Will
+                killed_at[node_id] = time.monotonic()
+            replies.put(killed_at)
+        elif command == "stop":
+            for node_id, node in nodes.items():
+                if node_id not in victims:
+                    node.stop()
+            replies.put("stopped")
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.membership", description=__doc__)
+    parser.add_argument("--edges", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=4, help="edge worker processes")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    node_ids = [f"edge-{i:04d}" for i in range(args.edges)]
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory() as tmp:
+        config = BrokerConfig(port=free_port(), state_dir=f"{tmp}/broker", secrets_dir=f"{tmp}/secrets",
+                              edge_users=tuple(node_ids), cloud_users=())
+        with LocalBroker(config):
+            center_config = CenterConfig(
+                bus=BusConfig(port=config.port, password_file=f"{config.secrets_dir}/{{node}}.password"),
+                heartbeat_timeout_s=3 * HEARTBEAT_S,
+            )
+            center = FleetMembership(center_config).start()
+            offline_at: dict[str, float] = {}
+            center.listeners.append(
+                lambda change, _: offline_at.setdefault(change.node_id, time.monotonic()) if change.kind == "offline" else None
+            )
+            shards = [node_ids[i :: args.workers] for i in range(args.workers)]
+            queues = [(ctx.Queue(), ctx.Queue()) for _ in shards]
+            workers = [ctx.Process(target=edge_worker, args=(shard, config.port, config.secrets_dir, q[0], q[1]))
+                       for shard, q in zip(shards, queues, strict=True)]
+            for worker in workers:
+                worker.start()
+            for _, replies in queues:
+                replies.get(timeout=300)
+            deadline = time.monotonic() + 60
+            while len(center.snapshot().online()) < args.edges and time.monotonic() < deadline:
+                time.sleep(0.2)
+            registered = len(center.snapshot().online())
+            # Steady state: measure the center's CPU over a few heartbeat periods.
+            me = psutil.Process()
+            cpu_start, wall_start = me.cpu_times(), time.monotonic()
+            time.sleep(5 * HEARTBEAT_S)
+            cpu_end, wall_end = me.cpu_times(), time.monotonic()
+            center_cpu_pct = 100 * ((cpu_end.user + cpu_end.system) - (cpu_start.user + cpu_start.system)) / (wall_end - wall_start)
+            victims_per_shard = [shard[: max(1, len(shard) // 10)] for shard in shards]
+            killed_at: dict[str, float] = {}
+            for (commands, _), victims in zip(queues, victims_per_shard, strict=True):
+                commands.put(("kill", victims))
+            for _, replies in queues:
+                killed_at.update(replies.get(timeout=60))
+            limit_s = 1.5 * KEEPALIVE_S + 1
+            deadline = time.monotonic() + limit_s + 5
+            while time.monotonic() < deadline and not all(v in offline_at for v in killed_at):
+                time.sleep(0.05)
+            time.sleep(3 * HEARTBEAT_S)  # would any live edge be wrongly timed out meanwhile?
+            detect = [offline_at[v] - killed_at[v] for v in killed_at if v in offline_at]
+            undetected = [v for v in killed_at if v not in offline_at]
+            false_offline = sorted(set(offline_at) - set(killed_at))
+            for (commands, _), victims in zip(queues, victims_per_shard, strict=True):
+                commands.put(("stop", victims))
+            for _, replies in queues:
+                replies.get(timeout=120)
+            for worker in workers:
+                worker.join(30)
+            center.stop()
+    result = {
+        "edges": args.edges,
+        "registered": registered,
+        "keepalive_s": KEEPALIVE_S,
+        "heartbeat_s": HEARTBEAT_S,
+        "killed": len(killed_at),
+        "undetected": len(undetected),
+        "detect_s_max": round(max(detect), 3) if detect else None,
+        "detect_limit_s": limit_s,
+        "false_offline": len(false_offline),
+        "center_cpu_pct": round(center_cpu_pct, 1),
+    }
+    if not args.json:
+        print(json.dumps(result, indent=2))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
