@@ -5,11 +5,10 @@ FLEET_DIR := .fleet
 APT_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics chromium chromium-driver
 STAMP_APT := $(FLEET_DIR)/.apt-installed
 STAMP_VENV := .venv/.installed
-STAMP_MODELS := $(FLEET_DIR)/.models-prepared
 
-.PHONY: run test setup lint clean-fleet
+.PHONY: run test setup model-store lint clean-fleet
 
-setup: $(STAMP_APT) $(STAMP_VENV) $(STAMP_MODELS)
+setup: $(STAMP_APT) $(STAMP_VENV) model-store
 
 $(STAMP_APT):
 	@mkdir -p $(FLEET_DIR)
@@ -25,14 +24,13 @@ $(STAMP_APT):
 
 $(STAMP_VENV): requirements.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
-$(STAMP_MODELS): $(STAMP_VENV)
-	@if $(PY) -c 'import models.cli' 2>/dev/null; then $(PY) -m models prepare; fi
-	@touch $@
+# Idempotent: verifies the store and only does work when something is missing.
+model-store: $(STAMP_VENV)
+	$(PY) -m models prepare
 
 run: setup
 	$(PY) -m fleet_center.local_fleet

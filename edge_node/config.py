@@ -13,8 +13,27 @@ class EdgeConfig:
     node_id: str = "pi-01"  # this node's id: topic level and broker user
     bus: BusConfig = field(default_factory=BusConfig)
     heartbeat_interval_s: float = 2.0  # how often heartbeats go out
-    state_dir: str = str(FLEET_DIR / "nodes")  # bdSeq counter and other small state
+    state_dir: str = str(FLEET_DIR / "nodes")  # bdSeq counter, CSV log (per node id)
+    model_store: str = ""  # model store directory; empty = $EDGEFLEET_MODEL_STORE or .fleet/models
+    http_host: str = "127.0.0.1"  # HTTP API address; 0.0.0.0 on a Pi serving the LAN
+    http_port: int = 8081  # HTTP API port; 0 = any free port
+    queue_capacity: int = 64  # queued tasks before new ones are refused (HTTP 503)
+    keep_alive_s: float = 300.0  # idle seconds before a model unloads; 0 = at once; < 0 = never
+    max_loaded_models: int = 2  # models resident at once
+    memory_budget_mb: int = 0  # MB of models resident at once; 0 = 60 % of available memory at start
+    cache_wait_s: float = 30.0  # a task waits this long for room in the cache before failing
+    early_exit: bool = True  # use a model's calibrated exit heads in standalone generation
+    csv_path: str = ""  # per-task CSV log; empty = <state_dir>/<node_id>/llm_metrics.csv
+    results_kept: int = 1000  # finished results kept for GET /tasks/{id}
+    max_body_bytes: int = 256 * 1024  # larger HTTP bodies are refused (413)
 
     def __post_init__(self) -> None:
         check(valid_node_id(self.node_id), "node_id", f"{self.node_id!r} must be 1-64 of letters, digits, '-', '_', '.'")
         check(0.1 <= self.heartbeat_interval_s <= 3600, "heartbeat_interval_s", "must be between 0.1 and 3600")
+        check(0 <= self.http_port < 65536, "http_port", f"{self.http_port} is not a TCP port")
+        check(1 <= self.queue_capacity <= 100_000, "queue_capacity", "must be 1-100000")
+        check(1 <= self.max_loaded_models <= 64, "max_loaded_models", "must be 1-64")
+        check(self.memory_budget_mb >= 0, "memory_budget_mb", "must be >= 0")
+        check(self.cache_wait_s >= 0, "cache_wait_s", "must be >= 0")
+        check(self.results_kept >= 1, "results_kept", "must be >= 1")
+        check(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")

@@ -1,28 +1,157 @@
-"""The edge node process: membership now; model cache, task queue and HTTP API plug in here."""
+"""The edge node process: wires the bus, the model cache, the task queue, the worker and the HTTP API."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
+import time
 from pathlib import Path
 
-from broker.presence import NodePresence
+from broker import topics
+from broker.client import Envelope
+from broker.messages import LoadedModelStatus, NodeCommand, TaskDispatch, TaskResult, TaskSpec
+from broker.presence import NodePresence, NodeProbes
 from edge_node.config import EdgeConfig
+from edge_node.executor import TaskExecutor
+from edge_node.http_api import HttpServer
+from edge_node.metrics_csv import MetricsCsvWriter
+from edge_node.model_cache import CacheConfig, ModelCache
+from edge_node.results import ResultBook
+from edge_node.task_queue import QueueError, TaskQueue
+from models.errors import UnknownModelError
+from models.loaded import LoadedModel
+from models.paths import default_store_root
+from models.store import ModelStore
 
 logger = logging.getLogger(__name__)
+
+
+class UnknownModel(LookupError):
+    """The task names a model this node's store does not have (HTTP 404)."""
 
 
 class EdgeService:
     def __init__(self, config: EdgeConfig) -> None:
         self.config = config
-        self.presence = NodePresence(
-            config.node_id, "edge", config.bus, heartbeat_interval_s=config.heartbeat_interval_s,
-            state_dir=Path(config.state_dir),
+        self.store = ModelStore(Path(config.model_store) if config.model_store else default_store_root())
+        budget = config.memory_budget_mb * 2**20 or None
+        self.cache: ModelCache[LoadedModel] = ModelCache(
+            loader=self.store.load, size_of=LoadedModel.memory_bytes, clock=time.time,
+            config=CacheConfig(default_keep_alive_s=config.keep_alive_s, max_loaded_models=config.max_loaded_models,
+                               memory_budget_bytes=budget, wait_timeout_s=config.cache_wait_s),
+            estimate_bytes=self._estimate_bytes,
         )
+        self.queue: TaskQueue[TaskSpec] = TaskQueue(config.queue_capacity)
+        self.results = ResultBook(config.results_kept)
+        csv_path = Path(config.csv_path or Path(config.state_dir) / config.node_id / "llm_metrics.csv")
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        self.executor = TaskExecutor(config.node_id, self.cache, MetricsCsvWriter(csv_path), config.early_exit)
+        self.http = HttpServer(self, config.http_host, config.http_port, config.max_body_bytes)
+        probes = NodeProbes(queue_depth=lambda: self.queue.depth, loaded_models=self.loaded_models,
+                            models_in_store=lambda: tuple(self.store.list()), counters=self._counters)
+        self.presence = NodePresence(config.node_id, "edge", config.bus, config.heartbeat_interval_s, probes,
+                                     state_dir=Path(config.state_dir), http_url="")
+        self.presence.command_handlers["unload_model"] = self._on_unload
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._work_loop, name="edge-worker", daemon=True),
+                         threading.Thread(target=self._expiry_loop, name="edge-cache-expiry", daemon=True)]
+
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
 
     def start(self) -> EdgeService:
+        self.http.start()
+        self.presence.capabilities = dataclasses.replace(self.presence.capabilities, http_url=self.http.url)
+        self.presence.bus.subscribe(topics.TASK_DISPATCH, self._on_dispatch, node=self.node_id)
         self.presence.start()
-        logger.info("edge %s started; waiting for the center", self.config.node_id)
+        for thread in self._threads:
+            thread.start()
+        logger.info("edge %s serving HTTP on %s; store %s", self.node_id, self.http.url, self.store.root)
         return self
 
     def stop(self) -> None:
+        self._stop.set()
+        self.queue.close()
+        self.http.stop()
         self.presence.stop()
+        self.cache.unload_idle()
+        self.executor.csv.close()
+
+    # ---- intake ----------------------------------------------------------------------------------
+
+    def submit(self, task: TaskSpec) -> None:
+        """Queue a task. Raises UnknownModel (no such model) or a QueueError (full, duplicate, closed)."""
+        if not self.store.has(task.model_id):
+            raise UnknownModel(f"model {task.model_id!r} is not in this node's store (have: {', '.join(self.store.list())})")
+        ttl_s = max(0.0, task.deadline - time.time()) if task.deadline else None
+        self.results.mark(task.task_id, "queued")
+        try:
+            self.queue.put(task.task_id, task, priority=task.priority, ttl_s=ttl_s)
+        except QueueError:
+            self.results.finish(self.executor.refused(task, "queue full"))
+            raise
+
+    def _on_dispatch(self, envelope: Envelope) -> None:
+        dispatch = envelope.message
+        assert isinstance(dispatch, TaskDispatch)
+        for task in dispatch.tasks:
+            try:
+                self.submit(task)
+            except (UnknownModel, QueueError) as error:
+                logger.warning("%s: refused task %s of round %d: %s", self.node_id, task.task_id, dispatch.round_id, error)
+                self._publish(self.executor.refused(task, str(error)))
+
+    def _on_unload(self, command: NodeCommand) -> None:
+        self.cache.evict(command.model_id)
+
+    # ---- work ------------------------------------------------------------------------------------
+
+    def _work_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = self.queue.get(timeout_s=0.5)
+            except QueueError:
+                return  # closed
+            if item is None:
+                continue
+            task = item.task.payload
+            if item.expired:
+                result = self.executor.expired(task, item.queue_wait_s)
+            else:
+                self.results.mark(task.task_id, "running")
+                result = self.executor.run(task, item.queue_wait_s)
+            self.results.finish(result)
+            self._publish(result)
+
+    def _publish(self, result: TaskResult) -> None:
+        try:
+            self.presence.bus.publish(topics.TASK_RESULT, result, node=self.node_id)
+        except Exception as error:  # the result stays available over HTTP
+            logger.warning("%s: could not publish result of %s: %s", self.node_id, result.task_id, error)
+
+    def _expiry_loop(self) -> None:
+        while not self._stop.wait(1.0):
+            for model_id in self.cache.expire_idle():
+                logger.info("%s: unloaded idle model %s", self.node_id, model_id)
+
+    # ---- status ----------------------------------------------------------------------------------
+
+    def loaded_models(self) -> tuple[LoadedModelStatus, ...]:
+        return tuple(
+            LoadedModelStatus(model_id=r.model_id, bytes=r.size_bytes, pinned=r.pinned, in_use=r.in_use,
+                              expires_at=r.expires_at)
+            for r in self.cache.status() if not r.loading
+        )
+
+    def _counters(self) -> dict[str, float]:
+        stats = self.queue.stats()
+        return {"queue_refused": float(stats.refused_full), "tasks_expired": float(stats.expired),
+                "tasks_dequeued": float(stats.dequeued)}
+
+    def _estimate_bytes(self, model_id: str) -> int:
+        try:
+            return self.store.manifest(model_id).bytes
+        except UnknownModelError as error:
+            raise LookupError(str(error)) from None

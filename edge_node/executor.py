@@ -1,0 +1,100 @@
+"""Runs one dequeued task end to end: model from the cache, generation, result, CSV row."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from broker.messages import TaskResult, TaskSpec, TokenRecord
+from edge_node.metrics_csv import MetricsCsvWriter, TaskMetricsRow
+from edge_node.model_cache import CacheError, ModelCache
+from edge_node.resources import ResourceSampler, ResourceSummary
+from edge_node.runner import FULL_DEPTH, TaskOutcome, run_task
+from models.errors import ModelStoreError
+from models.loaded import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskExecutor:
+    node_id: str
+    cache: ModelCache[LoadedModel]
+    csv: MetricsCsvWriter
+    early_exit: bool = True
+
+    def expired(self, task: TaskSpec, queue_wait_s: float) -> TaskResult:
+        result = self._failure(task, "expired", f"deadline passed after {queue_wait_s:.1f} s in the queue", queue_wait_s)
+        self._log(result, None)
+        return result
+
+    def refused(self, task: TaskSpec, reason: str) -> TaskResult:
+        result = self._failure(task, "refused", reason, 0.0)
+        self._log(result, None)
+        return result
+
+    def run(self, task: TaskSpec, queue_wait_s: float) -> TaskResult:
+        """Never raises for a task's own failure: it becomes an error result with the reason."""
+        if task.deadline and time.time() > task.deadline:
+            return self.expired(task, queue_wait_s)
+        sampler = ResourceSampler(interval_s=0.5)
+        sampler.start()
+        load_started = time.perf_counter()
+        load_time_s = 0.0
+        try:
+            with self.cache.use(task.model_id, keep_alive_s=task.keep_alive_s) as model:
+                load_time_s = time.perf_counter() - load_started
+                policy = model.exit_policy if self.early_exit else None
+                outcome = run_task(model, task.task_type, task.prompt, task.max_new_tokens, policy)
+        except (CacheError, ModelStoreError) as error:
+            result = self._failure(task, "error", str(error), queue_wait_s, load_time_s)
+        except Exception as error:  # a bug or OOM in one task must not take the node down
+            logger.exception("%s: task %s failed", self.node_id, task.task_id)
+            result = self._failure(task, "error", f"{type(error).__name__}: {error}", queue_wait_s, load_time_s)
+        else:
+            result = self._success(task, outcome, queue_wait_s, load_time_s)
+        self._log(result, sampler.stop())
+        return result
+
+    def _success(self, task: TaskSpec, outcome: TaskOutcome, queue_wait_s: float, load_time_s: float) -> TaskResult:
+        generation = outcome.generation
+        return TaskResult(
+            task_id=task.task_id, node_id=self.node_id, status="ok", model_id=task.model_id, task_type=task.task_type,
+            round_id=task.round_id, answer=outcome.answer, parsed=outcome.parsed, queue_wait_s=queue_wait_s,
+            load_time_s=load_time_s, ttft_s=generation.ttft_s, total_s=generation.total_s,
+            tokens=tuple(
+                TokenRecord(position=t.position, token_id=t.token_id, latency_ms=t.latency_ms, source="edge",
+                            exit_layer=t.exit_layer)
+                for t in generation.tokens
+            ),
+            finished_at=time.time(),
+        )
+
+    def _failure(self, task: TaskSpec, status: str, error: str, queue_wait_s: float, load_time_s: float = 0.0) -> TaskResult:
+        return TaskResult(
+            task_id=task.task_id, node_id=self.node_id, status=status, model_id=task.model_id,  # type: ignore[arg-type]
+            task_type=task.task_type, round_id=task.round_id, error=error, queue_wait_s=queue_wait_s,
+            load_time_s=load_time_s, finished_at=time.time(),
+        )
+
+    def _log(self, result: TaskResult, resources: ResourceSummary | None) -> None:
+        exits = [t.exit_layer for t in result.tokens if t.exit_layer != FULL_DEPTH]
+        tokens = len(result.tokens)
+        loaded = tuple(record.model_id for record in self.cache.status())
+        try:
+            self.csv.write(TaskMetricsRow(
+                timestamp=datetime.now(UTC), task_id=result.task_id, task_type=result.task_type, model=result.model_id,
+                status=result.status, error=result.error, queue_wait_s=result.queue_wait_s,
+                load_time_s=result.load_time_s if result.status == "ok" else None,
+                ttft_s=result.ttft_s if tokens else None, total_latency_s=result.total_s if tokens else None,
+                tokens=tokens, tokens_per_s=tokens / result.total_s if tokens and result.total_s > 0 else None,
+                mean_exit_layer=sum(exits) / len(exits) if exits else None,
+                cpu_percent=resources.cpu_percent_mean if resources else None,
+                memory_percent=resources.memory_percent_mean if resources else None,
+                load_avg_1m=resources.load_avg_1m_mean if resources else None,
+                loaded_models=loaded,
+            ))
+        except (OSError, ValueError) as error:  # the log is not worth losing the result over
+            logger.warning("%s: could not write CSV row for %s: %s", self.node_id, result.task_id, error)
