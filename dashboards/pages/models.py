@@ -1,0 +1,6 @@
+"""Models page script (see dashboards.views.models)."""
+
+from dashboards.common import live
+from dashboards.views import models
+
+live(models.render)

@@ -1,0 +1,225 @@
+"""Pure DataFrame shaping for the pages: raw points in (one row per point), the tables and series a page draws out.
+
+Every function accepts the empty DataFrame a store returns when nothing was recorded, and
+columns missing because a field was never set (builders leave out unknown values).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from fleet_center.recorder import schema
+
+logger = logging.getLogger(__name__)
+
+ONLINE, OFFLINE = "online", "offline"
+
+
+def with_columns(data: pd.DataFrame, defaults: dict[str, object]) -> pd.DataFrame:
+    """`data` with every column in `defaults` present (filled with the default where missing)."""
+    data = data.copy()
+    for column, default in defaults.items():
+        if column not in data.columns:
+            data[column] = default
+    return data
+
+
+# ---- Fleet -------------------------------------------------------------------------------------------
+
+
+def fleet_status(heartbeats: pd.DataFrame, now: pd.Timestamp, offline_after_s: float) -> pd.DataFrame:
+    """One row per node from its latest heartbeat: status, heartbeat age and vital signs; edges first."""
+    columns = ["node", "role", "status", "heartbeat_age_s", "cpu_percent", "memory_percent", "load_1m",
+               "queue_depth", "loaded_models", "loaded_model_ids"]
+    if heartbeats.empty:
+        return pd.DataFrame(columns=columns)
+    data = with_columns(heartbeats, {"role": "", "loaded_model_ids": "", "loaded_models": 0, "queue_depth": 0,
+                                     "cpu_percent": float("nan"), "memory_percent": float("nan"), "load_1m": float("nan")})
+    latest = data.sort_values("time").groupby("node", as_index=False).tail(1).copy()
+    latest["heartbeat_age_s"] = (now - latest["time"]).dt.total_seconds().clip(lower=0.0)
+    latest["status"] = latest["heartbeat_age_s"].map(lambda age: ONLINE if age <= offline_after_s else OFFLINE)
+    latest["loaded_model_ids"] = latest["loaded_model_ids"].fillna("").astype(str).str.replace(",", ", ")
+    role_order = latest["role"].map({"edge": 0, "cloud": 1, "center": 2}).fillna(3)
+    latest = latest.assign(_order=role_order).sort_values(["_order", "node"])
+    return latest[columns].reset_index(drop=True)
+
+
+# ---- Rounds ------------------------------------------------------------------------------------------
+
+
+def round_summary(rounds: pd.DataFrame) -> pd.DataFrame:
+    """One row per round (its task_type="all" point), oldest first, with start/end times and edge share."""
+    columns = ["round_id", "start", "end", "tasks", "tasks_edge", "tasks_cloud", "tasks_failed", "edge_share",
+               "latency_ms_mean", "latency_ms_p95", "quality", "duration_s", "caching_round"]
+    if rounds.empty:
+        return pd.DataFrame(columns=columns)
+    data = with_columns(rounds, {"task_type": schema.ALL_TASK_TYPES, "tasks_failed": 0, "latency_ms_mean": float("nan"),
+                                 "latency_ms_p95": float("nan"), "quality": float("nan"), "duration_s": 0.0,
+                                 "caching_round": False})
+    summary = data[data["task_type"] == schema.ALL_TASK_TYPES].copy()
+    summary = summary.sort_values("time").groupby("round_id", as_index=False).tail(1)
+    summary["end"] = summary["time"]
+    summary["start"] = summary["time"] - pd.to_timedelta(summary["duration_s"].astype(float), unit="s")
+    ran = (summary["tasks_edge"] + summary["tasks_cloud"]).astype(float)
+    summary["edge_share"] = (summary["tasks_edge"] / ran.where(ran > 0)).astype(float)
+    summary["caching_round"] = summary["caching_round"].fillna(False).astype(bool)
+    summary["round_id"] = summary["round_id"].astype(int)
+    return summary.sort_values("round_id")[columns].reset_index(drop=True)
+
+
+def placement_split(summary: pd.DataFrame) -> pd.DataFrame:
+    """Long form for a stacked bar: round_id, where (edge, cloud, failed), tasks."""
+    if summary.empty:
+        return pd.DataFrame(columns=["round_id", "where", "tasks"])
+    counts = summary[["round_id", "tasks_edge", "tasks_cloud", "tasks_failed"]]
+    long = counts.melt(id_vars=["round_id"], value_vars=["tasks_edge", "tasks_cloud", "tasks_failed"],
+                        var_name="where", value_name="tasks")
+    long["where"] = long["where"].str.removeprefix("tasks_")
+    return long.sort_values(["round_id", "where"]).reset_index(drop=True)
+
+
+def quality_by_type(rounds: pd.DataFrame) -> pd.DataFrame:
+    """round_id, task_type, quality, latency_ms_mean for every task type (not the summary), oldest first."""
+    columns = ["round_id", "task_type", "tasks", "quality", "latency_ms_mean"]
+    if rounds.empty or "task_type" not in rounds.columns:
+        return pd.DataFrame(columns=columns)
+    data = with_columns(rounds, {"quality": float("nan"), "latency_ms_mean": float("nan")})
+    per_type = data[data["task_type"] != schema.ALL_TASK_TYPES]
+    per_type = per_type.sort_values("time").groupby(["round_id", "task_type"], as_index=False).tail(1)
+    return per_type.sort_values(["round_id", "task_type"])[columns].reset_index(drop=True)
+
+
+# ---- Caching -----------------------------------------------------------------------------------------
+
+KEPT, ADDED, EVICTED = "kept", "added", "evicted"
+
+
+def caching_round_ids(caching: pd.DataFrame) -> list[int]:
+    """Caching rounds in the data, newest first."""
+    if caching.empty or "round_id" not in caching.columns:
+        return []
+    return sorted({int(r) for r in caching["round_id"].dropna()}, reverse=True)
+
+
+def placement_cells(caching: pd.DataFrame, round_id: int) -> pd.DataFrame:
+    """One row per (model, edge) of a caching round: change (kept, added, evicted, or "" if absent), status, deploy_s."""
+    columns = ["model", "edge", "placed", "changed", "change", "status", "deploy_s"]
+    if caching.empty:
+        return pd.DataFrame(columns=columns)
+    data = with_columns(caching, {"status": "", "deploy_s": float("nan"), "changed": False, "placed": False})
+    cells = data[data["round_id"] == round_id].sort_values("time").groupby(["model", "edge"], as_index=False).tail(1).copy()
+    cells["placed"] = cells["placed"].fillna(False).astype(bool)
+    cells["changed"] = cells["changed"].fillna(False).astype(bool)
+
+    def change(row: pd.Series) -> str:
+        if row["placed"]:
+            return ADDED if row["changed"] else KEPT
+        return EVICTED if row["changed"] else ""
+
+    cells["change"] = cells.apply(change, axis=1) if not cells.empty else pd.Series(dtype=str)
+    return cells.sort_values(["model", "edge"])[columns].reset_index(drop=True)
+
+
+def placement_matrix(cells: pd.DataFrame) -> pd.DataFrame:
+    """Models as rows, edges as columns, each cell its change (kept / added / evicted / "")."""
+    if cells.empty:
+        return pd.DataFrame()
+    matrix = cells.pivot_table(index="model", columns="edge", values="change", aggfunc="last").fillna("")
+    matrix.columns.name = None
+    return matrix.sort_index()
+
+
+def changes_per_round(caching: pd.DataFrame) -> pd.DataFrame:
+    """round_id, added, evicted, failed, deploy_s_max per caching round, oldest first."""
+    columns = ["round_id", "added", "evicted", "failed", "deploy_s_max"]
+    if caching.empty:
+        return pd.DataFrame(columns=columns)
+    data = with_columns(caching, {"status": "", "deploy_s": float("nan"), "changed": False, "placed": False})
+    data = data.assign(
+        added=data["placed"].astype(bool) & data["changed"].astype(bool),
+        evicted=~data["placed"].astype(bool) & data["changed"].astype(bool),
+        failed=data["status"].astype(str) == "failed",
+    )
+    grouped = data.groupby("round_id").agg(
+        added=("added", "sum"), evicted=("evicted", "sum"), failed=("failed", "sum"), deploy_s_max=("deploy_s", "max")
+    )
+    return grouped.reset_index().astype({"round_id": int, "added": int, "evicted": int, "failed": int})[columns]
+
+
+# ---- Tokens ------------------------------------------------------------------------------------------
+
+
+def token_sessions(tokens: pd.DataFrame) -> pd.DataFrame:
+    """One row per session, newest first: node, tokens, cloud ratio, latency mean/p95, bytes up/down."""
+    columns = ["session", "node", "start", "tokens", "cloud_tokens", "cloud_ratio", "latency_ms_mean",
+               "latency_ms_p95", "bytes_up", "bytes_down"]
+    if tokens.empty:
+        return pd.DataFrame(columns=columns)
+    data = with_columns(tokens, {"bytes_up": 0, "bytes_down": 0, "source": "edge"})
+    data = data.assign(is_cloud=data["source"] == "cloud")
+    grouped = data.groupby("session").agg(
+        node=("node", "first"), start=("time", "min"), tokens=("latency_ms", "size"),
+        cloud_tokens=("is_cloud", "sum"), latency_ms_mean=("latency_ms", "mean"),
+        latency_ms_p95=("latency_ms", lambda s: s.quantile(0.95)), bytes_up=("bytes_up", "sum"),
+        bytes_down=("bytes_down", "sum"),
+    ).reset_index()
+    grouped["cloud_ratio"] = grouped["cloud_tokens"] / grouped["tokens"]
+    return grouped.sort_values("start", ascending=False)[columns].reset_index(drop=True)
+
+
+def cloud_request_ratio(tokens: pd.DataFrame) -> float | None:
+    """Share of tokens the cloud decided; None without tokens."""
+    if tokens.empty or "source" not in tokens.columns:
+        return None
+    return float((tokens["source"] == "cloud").mean())
+
+
+def exit_layer_histogram(tokens: pd.DataFrame) -> pd.DataFrame:
+    """exit_layer, source, tokens: how many tokens left at each layer (cloud tokens under the cloud's layer)."""
+    if tokens.empty or "exit_layer" not in tokens.columns:
+        return pd.DataFrame(columns=["exit_layer", "source", "tokens"])
+    data = with_columns(tokens, {"source": "edge"})
+    counts = data.groupby(["exit_layer", "source"]).size().reset_index(name="tokens")
+    counts["exit_layer"] = counts["exit_layer"].astype(int)
+    return counts.sort_values(["exit_layer", "source"]).reset_index(drop=True)
+
+
+def tokens_of(tokens: pd.DataFrame, session: str | None) -> pd.DataFrame:
+    """The tokens of one session (all sessions for None), oldest first."""
+    if tokens.empty or session is None:
+        return tokens
+    return tokens[tokens["session"] == session].reset_index(drop=True)
+
+
+# ---- Models ------------------------------------------------------------------------------------------
+
+
+def latest_profiles(profiles: pd.DataFrame) -> pd.DataFrame:
+    """The newest profile per model: model, size_mb, perplexity, load_s, token_ms; smallest first."""
+    columns = ["model", "size_mb", "perplexity", "load_s", "token_ms"]
+    if profiles.empty:
+        return pd.DataFrame(columns=columns)
+    data = with_columns(profiles, {"perplexity": float("nan"), "load_s": float("nan"), "token_ms": float("nan")})
+    latest = data.sort_values("time").groupby("model", as_index=False).tail(1).copy()
+    latest["size_mb"] = latest["bytes"].astype(float) / 1e6
+    return latest.sort_values("size_mb")[columns].reset_index(drop=True)
+
+
+def model_event_log(events: pd.DataFrame) -> pd.DataFrame:
+    """Loads and unloads, newest first: time, node, model, event, size_mb, load_s."""
+    columns = ["time", "node", "model", "event", "size_mb", "load_s"]
+    if events.empty:
+        return pd.DataFrame(columns=columns)
+    data = with_columns(events, {"load_s": float("nan"), "bytes": 0})
+    data["size_mb"] = data["bytes"].astype(float) / 1e6
+    return data.sort_values("time", ascending=False)[columns].reset_index(drop=True)
+
+
+def loaded_per_node(events: pd.DataFrame) -> pd.DataFrame:
+    """node, model for models whose latest event is a load (what the events say is in memory now)."""
+    if events.empty:
+        return pd.DataFrame(columns=["node", "model"])
+    latest = events.sort_values("time").groupby(["node", "model"], as_index=False).tail(1)
+    return latest[latest["event"] == "load"][["node", "model"]].sort_values(["node", "model"]).reset_index(drop=True)

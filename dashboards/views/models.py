@@ -1,0 +1,70 @@
+"""Models page: each variant's perplexity, load time and time per token against its size; loads and unloads."""
+
+from __future__ import annotations
+
+import logging
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboards import queries, shaping
+from dashboards.common import PageContext, empty_state, fetch
+
+logger = logging.getLogger(__name__)
+
+
+def render(context: PageContext) -> None:
+    st.title("Models")
+    profiles = fetch(context, queries.model_profiles, "model profiles")
+    events = fetch(context, queries.model_events, "model loads")
+    if profiles is None or events is None:
+        return
+    latest = shaping.latest_profiles(profiles)
+    if latest.empty and events.empty:
+        empty_state("model profiles or loads", context, "`python -m models profile` measures the variants; edges record every load.")
+        return
+    if latest.empty:
+        st.info("No model profiles recorded yet (`python -m models profile` measures them).", icon="ℹ️")
+    else:
+        columns = st.columns(3)
+        for column, (value, title) in zip(
+            columns, [("perplexity", "Perplexity vs size"), ("load_s", "Load time (s) vs size"), ("token_ms", "Time per token (ms) vs size")],
+            strict=True,
+        ):
+            column.altair_chart(_versus_size(latest, value, title), width="stretch")
+        st.dataframe(
+            latest, hide_index=True,
+            column_config={
+                "model": "Model", "size_mb": st.column_config.NumberColumn("Size (MB)", format="%.0f"),
+                "perplexity": st.column_config.NumberColumn("Perplexity", format="%.2f"),
+                "load_s": st.column_config.NumberColumn("Load (s)", format="%.2f"),
+                "token_ms": st.column_config.NumberColumn("Per token (ms)", format="%.1f"),
+            },
+        )
+    st.subheader("Loads and unloads")
+    log = shaping.model_event_log(events)
+    if log.empty:
+        st.caption(f"No loads or unloads in the last {context.range_label}.")
+        return
+    left, right = st.columns([3, 1])
+    left.dataframe(
+        log, hide_index=True,
+        column_config={
+            "time": st.column_config.DatetimeColumn("Time", format="HH:mm:ss"), "node": "Node", "model": "Model",
+            "event": "Event", "size_mb": st.column_config.NumberColumn("Size (MB)", format="%.0f"),
+            "load_s": st.column_config.NumberColumn("Load (s)", format="%.1f"),
+        },
+    )
+    right.dataframe(shaping.loaded_per_node(events), hide_index=True, column_config={"node": "Node", "model": "Loaded now"})
+
+
+def _versus_size(latest: pd.DataFrame, value: str, title: str) -> alt.LayerChart:
+    base = alt.Chart(latest.dropna(subset=[value]), title=title).encode(
+        x=alt.X("size_mb:Q", title="size (MB)", scale=alt.Scale(zero=False, padding=20)),
+        y=alt.Y(f"{value}:Q", title=None, scale=alt.Scale(zero=False, padding=20)),
+        tooltip=["model:N", alt.Tooltip("size_mb:Q", format=".0f"), alt.Tooltip(f"{value}:Q", format=".2f")],
+    )
+    points = base.mark_circle(size=90, color="#1565c0")
+    labels = base.mark_text(align="left", dx=7, dy=-7, fontSize=10).encode(text="model:N")
+    return (points + labels).properties(height=260)

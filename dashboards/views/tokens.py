@@ -1,0 +1,99 @@
+"""Tokens page: per-token latency, where tokens were decided (exit layer or cloud), traffic per response."""
+
+from __future__ import annotations
+
+import logging
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboards import queries, shaping
+from dashboards.common import PageContext, empty_state, fetch
+from dashboards.views.charts import SOURCE_COLORS
+
+logger = logging.getLogger(__name__)
+
+ALL_SESSIONS = "All sessions"
+
+
+def render(context: PageContext) -> None:
+    st.title("Tokens")
+    tokens = fetch(context, queries.tokens, "token timings")
+    if tokens is None:
+        return
+    if tokens.empty:
+        empty_state("tokens", context, "Edges record every token of a collaborative generation.")
+        return
+    sessions = shaping.token_sessions(tokens)
+    choice = st.selectbox("Session", [ALL_SESSIONS, *sessions["session"]], key="token_session")
+    selected = shaping.tokens_of(tokens, None if choice == ALL_SESSIONS else choice)
+    _kpis(selected, sessions if choice == ALL_SESSIONS else sessions[sessions["session"] == choice])
+    st.altair_chart(_latency_timeline(selected, by_position=choice != ALL_SESSIONS), width="stretch")
+    left, right = st.columns(2)
+    left.altair_chart(_exit_histogram(shaping.exit_layer_histogram(selected)), width="stretch")
+    right.altair_chart(_bytes_per_response(sessions), width="stretch")
+    st.subheader("Sessions")
+    st.dataframe(
+        sessions, hide_index=True,
+        column_config={
+            "session": "Session", "node": "Edge", "start": st.column_config.DatetimeColumn("Started", format="HH:mm:ss"),
+            "tokens": "Tokens", "cloud_tokens": "Cloud tokens",
+            "cloud_ratio": st.column_config.ProgressColumn("Cloud requests", format="percent", min_value=0, max_value=1),
+            "latency_ms_mean": st.column_config.NumberColumn("Latency mean (ms)", format="%.1f"),
+            "latency_ms_p95": st.column_config.NumberColumn("Latency p95 (ms)", format="%.1f"),
+            "bytes_up": st.column_config.NumberColumn("Bytes up"), "bytes_down": st.column_config.NumberColumn("Bytes down"),
+        },
+    )
+
+
+def _kpis(tokens: pd.DataFrame, sessions: pd.DataFrame) -> None:
+    ratio = shaping.cloud_request_ratio(tokens)
+    columns = st.columns(5)
+    columns[0].metric("Tokens", len(tokens), border=True)
+    columns[1].metric("Cloud requests", "–" if ratio is None else f"{ratio:.0%}", border=True)
+    columns[2].metric("Latency mean", f"{tokens['latency_ms'].mean():.1f} ms", border=True)
+    columns[3].metric("Latency p95", f"{tokens['latency_ms'].quantile(0.95):.1f} ms", border=True)
+    per_response = sessions["bytes_up"].mean() if len(sessions) else 0
+    columns[4].metric("Bytes up per response", f"{per_response / 1024:.1f} KiB", border=True)
+
+
+def _latency_timeline(tokens: pd.DataFrame, by_position: bool) -> alt.Chart:
+    x = alt.X("position:Q", title="token position") if by_position else alt.X("time:T", title=None)
+    return (
+        alt.Chart(tokens, title="Per-token latency")
+        .mark_circle(size=36, opacity=0.8)
+        .encode(
+            x=x, y=alt.Y("latency_ms:Q", title="latency (ms)"),
+            color=alt.Color("source:N", scale=SOURCE_COLORS, title="decided at"),
+            tooltip=["session:N", "position:Q", "source:N", "exit_layer:Q", alt.Tooltip("latency_ms:Q", format=".1f")],
+        )
+        .properties(height=260)
+    )
+
+
+def _exit_histogram(histogram: pd.DataFrame) -> alt.Chart:
+    return (
+        alt.Chart(histogram, title="Exit layer")
+        .mark_bar()
+        .encode(
+            x=alt.X("exit_layer:O", title="layer that decided the token"), y=alt.Y("tokens:Q", title="tokens"),
+            color=alt.Color("source:N", scale=SOURCE_COLORS, title="decided at"), tooltip=["exit_layer:O", "source:N", "tokens:Q"],
+        )
+        .properties(height=260)
+    )
+
+
+def _bytes_per_response(sessions: pd.DataFrame) -> alt.Chart:
+    long = sessions.melt(id_vars=["session"], value_vars=["bytes_up", "bytes_down"], var_name="direction", value_name="bytes")
+    long["direction"] = long["direction"].map({"bytes_up": "up (edge → cloud)", "bytes_down": "down (cloud → edge)"})
+    return (
+        alt.Chart(long, title="Bytes per response")
+        .mark_bar()
+        .encode(
+            y=alt.Y("session:N", title=None, sort="-x"), x=alt.X("bytes:Q", title="bytes", stack="zero"),
+            color=alt.Color("direction:N", title=None, scale=alt.Scale(range=["#1565c0", "#90caf9"])),
+            tooltip=["session:N", "direction:N", "bytes:Q"],
+        )
+        .properties(height=260)
+    )

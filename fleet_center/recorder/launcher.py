@@ -1,0 +1,166 @@
+"""Runs a local InfluxDB 1.x (`make run`, tests) or VictoriaMetrics (tests of the 2.x write path) on a port.
+
+Like broker/launcher.py: a child process in its own session, a generated config, data under a
+directory, and `start()` returns only once the server answers `/ping`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from broker.settings import FLEET_DIR, check
+
+logger = logging.getLogger(__name__)
+
+
+class ServerStartError(RuntimeError):
+    """A metrics server is not installed, exited at start or did not answer /ping in time."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """A local metrics server: where it listens and where it keeps its data."""
+
+    bind: str = "127.0.0.1"  # HTTP listen address
+    port: int = 8086  # HTTP port
+    data_dir: str = str(FLEET_DIR / "influxdb")  # config, data, WAL (influxd) or storage (VictoriaMetrics)
+    binary: str = "influxd"  # influxd for InfluxDB 1.x, victoria-metrics for VictoriaMetrics
+    start_timeout_s: float = 20.0  # wait this long for /ping
+    log_file: str = ""  # server output goes here; empty: <data_dir>/server.log
+
+    def __post_init__(self) -> None:
+        check(0 < self.port < 65536, "metrics_server.port", f"{self.port} is not a TCP port")
+        check(self.start_timeout_s > 0, "metrics_server.start_timeout_s", "must be > 0")
+
+
+@dataclass
+class _LocalServer:
+    """A metrics server child process: `start()`, `stop()`, `kill()`; usable as a context manager."""
+
+    config: ServerConfig
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.config.bind in ("0.0.0.0", "") else self.config.bind
+        return f"http://{host}:{self.config.port}"
+
+    def command(self, binary: str) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> _LocalServer:
+        """Start the server and wait until /ping answers. Raises ServerStartError."""
+        binary = shutil.which(self.config.binary) or shutil.which(self.config.binary, path="/usr/sbin:/usr/bin:/usr/local/bin")
+        if binary is None:
+            raise ServerStartError(f"{self.config.binary} is not installed (`make setup` installs the Debian package)")
+        data_dir = Path(self.config.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        log_path = Path(self.config.log_file or data_dir / "server.log")
+        with log_path.open("ab") as log:
+            # Own session: a Ctrl-C in the terminal reaches the launcher, which stops us in order.
+            self.process = subprocess.Popen(self.command(binary), stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + self.config.start_timeout_s
+        with httpx.Client(timeout=1.0) as http:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise ServerStartError(f"{self.config.binary} exited with code {self.process.returncode}; see {log_path}")
+                try:
+                    if http.get(f"{self.url}/ping").status_code in (200, 204):
+                        logger.info("%s answering at %s (data in %s)", self.config.binary, self.url, data_dir)
+                        return self
+                except httpx.HTTPError:
+                    pass  # not listening yet
+                time.sleep(0.1)
+        self.kill()
+        raise ServerStartError(f"{self.config.binary} did not answer {self.url}/ping within {self.config.start_timeout_s} s; see {log_path}")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout_s`."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """Abrupt stop, as a crash would be."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> _LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalInfluxDB(_LocalServer):
+    """Debian's `influxd` (InfluxDB 1.x) with a generated config: HTTP on `port`, RPC on a free port, no phoning home."""
+
+    def command(self, binary: str) -> list[str]:
+        return [binary, "-config", str(self.write_config())]
+
+    def write_config(self) -> Path:
+        data_dir = Path(self.config.data_dir).resolve()
+        rpc_port = free_port()  # the backup/restore RPC port, 8088 by default, would clash between instances
+        text = "\n".join(
+            [
+                "# Generated by fleet_center/recorder/launcher.py: do not edit.",
+                "reporting-disabled = true",
+                f'bind-address = "127.0.0.1:{rpc_port}"',
+                "[meta]",
+                f'  dir = "{data_dir / "meta"}"',
+                "[data]",
+                f'  dir = "{data_dir / "data"}"',
+                f'  wal-dir = "{data_dir / "wal"}"',
+                "  query-log-enabled = false",
+                "[http]",
+                "  enabled = true",
+                f'  bind-address = "{self.config.bind}:{self.config.port}"',
+                "  log-enabled = false",
+                "  max-row-limit = 0",
+                "[monitor]",
+                "  store-enabled = false",  # no _internal database filling the disk
+                "[subscriber]",
+                "  enabled = false",
+                "[continuous_queries]",
+                "  enabled = false",
+                "",
+            ]
+        )
+        path = data_dir / "influxdb.conf"
+        path.write_text(text)
+        return path
+
+
+class LocalVictoriaMetrics(_LocalServer):
+    """Debian's `victoria-metrics`: accepts InfluxDB line protocol on `/write` and `/api/v2/write`."""
+
+    def command(self, binary: str) -> list[str]:
+        return [
+            binary,
+            f"-storageDataPath={Path(self.config.data_dir).resolve() / 'storage'}",
+            f"-httpListenAddr={self.config.bind}:{self.config.port}",
+            "-loggerLevel=WARN",
+            # Points written in tests are seconds old; show them to queries at once.
+            "-search.latencyOffset=0s",
+        ]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
