@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
 from broker import topics
 from broker.client import Envelope
 from broker.messages import LoadedModelStatus, NodeCommand, TaskDispatch, TaskResult, TaskSpec
@@ -62,6 +64,10 @@ class EdgeService:
         return self.config.node_id
 
     def start(self) -> EdgeService:
+        if self.config.torch_threads:
+            # OpenMP workers spin while they wait: on an oversubscribed host (several nodes, 2 cores)
+            # two threads per node made a tiny model 10x slower than one.
+            torch.set_num_threads(self.config.torch_threads)
         self.http.start()
         self.presence.capabilities = dataclasses.replace(self.presence.capabilities, http_url=self.http.url)
         self.presence.bus.subscribe(topics.TASK_DISPATCH, self._on_dispatch, node=self.node_id)

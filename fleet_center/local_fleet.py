@@ -59,16 +59,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet_center.local_fleet", description=__doc__)
     parser.add_argument("--edges", type=int, default=3, help="number of edge nodes")
     parser.add_argument("--port", type=int, default=1883, help="broker port")
+    parser.add_argument("--edge-http-port", type=int, default=8081, help="HTTP port of the first edge; the next get +1")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s    fleet | %(message)s")
     edge_ids = tuple(f"pi-{i:02d}" for i in range(1, args.edges + 1))
     broker = LocalBroker(BrokerConfig(port=args.port, edge_users=edge_ids))
     broker.start(stdout=subprocess.DEVNULL if os.environ.get("EDGEFLEET_QUIET_BROKER") else None)
-    env = {**os.environ, "EDGEFLEET_BUS_PORT": str(args.port), "PYTHONUNBUFFERED": "1"}
+    # One torch thread per node: five processes share this host's cores (see edge_node/config.py).
+    env = {**os.environ, "EDGEFLEET_BUS_PORT": str(args.port), "EDGEFLEET_EDGE_TORCH_THREADS": "1",
+           "PYTHONUNBUFFERED": "1"}
     nodes: list[Child] = []
     center = _spawn("center", ["fleet_center"], env)
     nodes.append(_spawn("cloud-1", ["cloud_node", "--node-id", "cloud-1"], env))
-    nodes += [_spawn(node_id, ["edge_node", "--node-id", node_id], env) for node_id in edge_ids]
+    nodes += [
+        _spawn(node_id, ["edge_node", "--node-id", node_id, "--set", f"http_port={args.edge_http_port + i}"], env)
+        for i, node_id in enumerate(edge_ids)
+    ]
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -1,0 +1,142 @@
+"""Edge node benchmark: the real service (real broker, real HTTP, real SmolLM2 from the model store).
+
+`.venv/bin/python -m benchmarks.edge --json` prints one JSON object as its last line:
+cold_ttft_ms (request → first token, model not loaded), warm_ttft_ms (loaded), idle_unload_ok (unloaded
+after a 1 s keep-alive), evictions_ok (memory budget honoured, least-recently-used idle model evicted,
+pinned model kept), bad_inputs_survived (malformed HTTP bodies and MQTT payloads answered or logged,
+node healthy after), http_tasks_per_s (tiny model, 4 concurrent clients).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from broker import topics
+from broker.client import BusClient
+from broker.launcher import BrokerConfig, LocalBroker, free_port
+from broker.settings import BusConfig
+from edge_node.config import EdgeConfig
+from edge_node.service import EdgeService
+from models.paths import default_store_root
+from models.store import ModelStore
+from models.tiny import write_tiny_model
+
+FP32, BF16, INT8 = "smollm2-135m", "smollm2-135m-bf16", "smollm2-135m-int8"
+PROMPT = {"task_type": "QA", "prompt": "Context: The Rhine flows through Basel.\nQuestion: Which river flows through Basel?"}
+
+
+def ttft_ms(result: dict) -> float:
+    """What a caller waits for the first token: queue + model load + prompt + first token."""
+    return (result["queue_wait_s"] + result["load_time_s"] + result["ttft_s"]) * 1e3
+
+
+def run_task(url: str, model: str, **extra: object) -> dict:
+    body = {**PROMPT, "model_name": model, "wait": True, "max_new_tokens": 16, **extra}
+    response = httpx.post(f"{url}/perform_task", json=body, timeout=300)
+    response.raise_for_status()
+    return response.json()
+
+
+def loaded(url: str) -> list[str]:
+    return [m["name"] for m in httpx.get(f"{url}/api/ps", timeout=10).json()["models"] if not m["loading"]]
+
+
+def bad_inputs(url: str, bus: BusConfig, service: EdgeService) -> int:
+    bodies = [b"", b"{", b"[]", b"null", b"42", b'"text"', b'{"task_type": "TC"}', b'{"prompt": "x"}',
+              b'{"task_type": "TC", "model_name": 5, "prompt": "x"}', b'{"task_type": "TC", "model_name": "m", "prompt": ""}',
+              b'{"task_type": "TC", "model_name": "nope", "prompt": "x"}', b'{"task_type": [], "model_name": "m", "prompt": "x"}',
+              b'{"task_type": "TC", "model_name": "m", "prompt": "x", "max_new_tokens": 1e9}',
+              b'{"task_type": "TC", "model_name": "m", "prompt": "x", "priority": "high"}', b"\xff\xfe\x00",
+              b'{"task_type": "TC", "model_name": "m", "prompt": "x", "keep_alive_s": "5m"}', b"x" * 400_000]
+    answered = 0
+    for body in bodies:
+        response = httpx.post(f"{url}/perform_task", content=body, headers={"content-type": "application/json"}, timeout=30)
+        answered += 400 <= response.status_code < 500 and "error" in response.json()
+    payloads = [b"", b"\x00", b"\xc1\xc1", b"\x81\xa1t\xadtask_dispatch", b"\x92\x01\x02", b"z" * 500_000,
+                b"\x82\xa1t\xadtask_dispatch\xa1v\x01"]
+    before = service.presence.bus.stats.counts["malformed"]
+    with BusClient("center", bus.for_node("center")) as center:
+        for payload in payloads:
+            center.publish_bytes(topics.TASK_DISPATCH.topic(node=service.node_id), payload, wait_s=10)
+    deadline = time.monotonic() + 10
+    while service.presence.bus.stats.counts["malformed"] - before < len(payloads) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    logged = service.presence.bus.stats.counts["malformed"] - before
+    healthy = httpx.get(f"{url}/health", timeout=10).json()["status"] == "ok"
+    return int(answered + logged) if healthy else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.edge", description=__doc__)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--tiny-tasks", type=int, default=40)
+    args = parser.parse_args(argv)
+    store = ModelStore(default_store_root())
+    sizes = {model: store.manifest(model).bytes for model in (FP32, BF16, INT8)}
+    with tempfile.TemporaryDirectory() as tmp:
+        broker_config = BrokerConfig(port=free_port(), state_dir=f"{tmp}/broker", secrets_dir=f"{tmp}/secrets")
+        with LocalBroker(broker_config):
+            bus = BusConfig(port=broker_config.port, password_file=f"{broker_config.secrets_dir}/{{node}}.password")
+            # Room for the fp32 and the bf16 model, not for a third: loading int8 must evict someone.
+            budget_mb = (sizes[FP32] + sizes[BF16]) // 2**20 + 50
+            config = dataclasses.replace(
+                EdgeConfig(), node_id="pi-01", bus=bus, http_port=0, state_dir=f"{tmp}/state",
+                model_store=str(store.root), memory_budget_mb=budget_mb, max_loaded_models=3, early_exit=False,
+            )
+            service = EdgeService(config).start()
+            url = service.http.url
+            try:
+                cold = run_task(url, FP32)
+                warm = run_task(url, FP32)
+                run_task(url, INT8, keep_alive_s=1)
+                time.sleep(2.5)
+                idle_unload_ok = INT8 not in loaded(url) and FP32 in loaded(url)
+                # Eviction: pin fp32, load bf16 (fits), touch fp32, then int8 needs room: bf16 must go.
+                service.cache.pin(FP32)
+                run_task(url, BF16)
+                run_task(url, FP32)
+                run_task(url, INT8)
+                resident = loaded(url)
+                held = sum(r.size_bytes for r in service.cache.status())
+                evictions_ok = FP32 in resident and INT8 in resident and BF16 not in resident and held <= budget_mb * 2**20
+                survived = bad_inputs(url, bus, service)
+            finally:
+                service.stop()
+            tiny_root = Path(tmp) / "tiny"
+            write_tiny_model(tiny_root, "tiny-llama")
+            tiny = EdgeService(dataclasses.replace(config, node_id="pi-02", model_store=str(tiny_root),
+                                                   memory_budget_mb=0, queue_capacity=1000)).start()
+            try:
+                run_task(tiny.http.url, "tiny-llama")
+                start = time.perf_counter()
+                with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                    results = list(pool.map(lambda _: run_task(tiny.http.url, "tiny-llama"), range(args.tiny_tasks)))
+                tasks_per_s = sum(r["status"] == "ok" for r in results) / (time.perf_counter() - start)
+            finally:
+                tiny.stop()
+    result = {
+        "cold_ttft_ms": round(ttft_ms(cold), 1),
+        "cold_load_ms": round(cold["load_time_s"] * 1e3, 1),
+        "warm_ttft_ms": round(ttft_ms(warm), 1),
+        "cold_over_warm": round(ttft_ms(cold) / ttft_ms(warm), 1),
+        "idle_unload_ok": idle_unload_ok,
+        "evictions_ok": evictions_ok,
+        "bad_inputs_survived": survived,
+        "http_tasks_per_s": round(tasks_per_s, 1),
+    }
+    if not args.json:
+        print(json.dumps(result, indent=2))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
