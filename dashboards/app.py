@@ -14,14 +14,14 @@ from dashboards.common import config_or_stop, sidebar  # noqa: E402
 
 PAGES = Path(__file__).resolve().parent / "pages"
 
-st.set_page_config(page_title="edgefleet", page_icon="🛰️", layout="wide")
+st.set_page_config(page_title="edgefleet", page_icon=":material/hub:", layout="wide")
 navigation = st.navigation(
     [
-        st.Page(PAGES / "fleet.py", title="Fleet", icon="🖥️", default=True),
-        st.Page(PAGES / "rounds.py", title="Rounds", icon="🔁", url_path="rounds"),
-        st.Page(PAGES / "caching.py", title="Caching", icon="📦", url_path="caching"),
-        st.Page(PAGES / "tokens.py", title="Tokens", icon="🔤", url_path="tokens"),
-        st.Page(PAGES / "models.py", title="Models", icon="🧠", url_path="models"),
+        st.Page(PAGES / "fleet.py", title="Fleet", icon=":material/dns:", default=True),
+        st.Page(PAGES / "rounds.py", title="Rounds", icon=":material/autorenew:", url_path="rounds"),
+        st.Page(PAGES / "caching.py", title="Caching", icon=":material/inventory_2:", url_path="caching"),
+        st.Page(PAGES / "tokens.py", title="Tokens", icon=":material/text_fields:", url_path="tokens"),
+        st.Page(PAGES / "models.py", title="Models", icon=":material/model_training:", url_path="models"),
     ]
 )
 sidebar(config_or_stop())

@@ -106,7 +106,7 @@ def empty_state(what: str, context: PageContext, hint: str) -> None:
     st.info(
         f"No {what} recorded in the last {context.range_label}. {hint} "
         "Pick a longer time range in the sidebar if the fleet ran earlier.",
-        icon="ℹ️",
+        icon=":material/info:",
     )
 
 

@@ -65,13 +65,16 @@ def _heartbeats(points: dict[str, list[MetricPoint]], rng: random.Random, start_
     for index, node in enumerate((*EDGES, CLOUD)):
         last_ns = now_ns - 120 * SECOND_NS if node == OFFLINE_EDGE else now_ns - 2 * SECOND_NS
         role = "cloud" if node == CLOUD else "edge"
-        base_cpu = 20.0 + 15 * index
+        cpu, memory, queue = 20.0 + 15 * index, 35.0 + 10 * index, 2
         for timestamp_ns in range(start_ns, last_ns + 1, 5 * SECOND_NS):
+            # Random walks: vital signs drift rather than jump between heartbeats.
+            cpu = min(98.0, max(3.0, cpu + rng.uniform(-6, 6)))
+            memory = min(95.0, max(10.0, memory + rng.uniform(-1, 1)))
+            queue = max(0, min(8, queue + rng.choice((-1, 0, 0, 1))))
             models = sorted(placement(0 if timestamp_ns < start_ns + 21 * ROUND_INTERVAL_S * SECOND_NS else 21).get(node, set()))
             points[node].append(schema.heartbeat_point(
-                node, role, cpu_percent=min(100.0, base_cpu + rng.uniform(-10, 25)),
-                memory_percent=35.0 + 10 * index + rng.uniform(-3, 3), load_1m=rng.uniform(0.2, 3.5),
-                queue_depth=rng.randint(0, 6), loaded_models=models, timestamp_ns=timestamp_ns,
+                node, role, cpu_percent=cpu, memory_percent=memory, load_1m=cpu / 25,
+                queue_depth=queue, loaded_models=models, timestamp_ns=timestamp_ns,
             ))
 
 

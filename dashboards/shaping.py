@@ -93,7 +93,7 @@ def quality_by_type(rounds: pd.DataFrame) -> pd.DataFrame:
 
 # ---- Caching -----------------------------------------------------------------------------------------
 
-KEPT, ADDED, EVICTED = "kept", "added", "evicted"
+KEPT, ADDED, EVICTED, FAILED = "kept", "added", "evicted", "failed"
 
 
 def caching_round_ids(caching: pd.DataFrame) -> list[int]:
@@ -104,7 +104,10 @@ def caching_round_ids(caching: pd.DataFrame) -> list[int]:
 
 
 def placement_cells(caching: pd.DataFrame, round_id: int) -> pd.DataFrame:
-    """One row per (model, edge) of a caching round: change (kept, added, evicted, or "" if absent), status, deploy_s."""
+    """One row per (model, edge) of a caching round: change, status, deploy_s.
+
+    change: kept, added, failed (to be added, but its deployment failed), evicted, or "" if absent.
+    """
     columns = ["model", "edge", "placed", "changed", "change", "status", "deploy_s"]
     if caching.empty:
         return pd.DataFrame(columns=columns)
@@ -115,15 +118,18 @@ def placement_cells(caching: pd.DataFrame, round_id: int) -> pd.DataFrame:
 
     def change(row: pd.Series) -> str:
         if row["placed"]:
-            return ADDED if row["changed"] else KEPT
+            if not row["changed"]:
+                return KEPT
+            return FAILED if row["status"] == "failed" else ADDED
         return EVICTED if row["changed"] else ""
 
     cells["change"] = cells.apply(change, axis=1) if not cells.empty else pd.Series(dtype=str)
+    cells["deploy_s"] = pd.to_numeric(cells["deploy_s"], errors="coerce")
     return cells.sort_values(["model", "edge"])[columns].reset_index(drop=True)
 
 
 def placement_matrix(cells: pd.DataFrame) -> pd.DataFrame:
-    """Models as rows, edges as columns, each cell its change (kept / added / evicted / "")."""
+    """Models as rows, edges as columns, each cell its change (kept / added / failed / evicted / "")."""
     if cells.empty:
         return pd.DataFrame()
     matrix = cells.pivot_table(index="model", columns="edge", values="change", aggfunc="last").fillna("")
@@ -198,13 +204,26 @@ def tokens_of(tokens: pd.DataFrame, session: str | None) -> pd.DataFrame:
 
 def latest_profiles(profiles: pd.DataFrame) -> pd.DataFrame:
     """The newest profile per model: model, size_mb, perplexity, load_s, token_ms; smallest first."""
-    columns = ["model", "size_mb", "perplexity", "load_s", "token_ms"]
+    columns = ["model", "label", "size_mb", "perplexity", "load_s", "token_ms"]
     if profiles.empty:
         return pd.DataFrame(columns=columns)
     data = with_columns(profiles, {"perplexity": float("nan"), "load_s": float("nan"), "token_ms": float("nan")})
     latest = data.sort_values("time").groupby("model", as_index=False).tail(1).copy()
     latest["size_mb"] = latest["bytes"].astype(float) / 1e6
+    labels = short_names(list(latest["model"]))
+    latest["label"] = latest["model"].map(labels)
     return latest.sort_values("size_mb")[columns].reset_index(drop=True)
+
+
+def short_names(models: list[str]) -> dict[str, str]:
+    """Chart labels: when one id is the dash-prefix of all others (the base model), the others drop it.
+
+    ["smollm2-135m", "smollm2-135m-int8"] → {"smollm2-135m": "smollm2-135m", "smollm2-135m-int8": "int8"}.
+    """
+    for base in sorted(models, key=len):
+        if len(models) > 1 and all(model == base or model.startswith(base + "-") for model in models):
+            return {model: model if model == base else model[len(base) + 1 :] for model in models}
+    return {model: model for model in models}
 
 
 def model_event_log(events: pd.DataFrame) -> pd.DataFrame:
@@ -214,6 +233,7 @@ def model_event_log(events: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     data = with_columns(events, {"load_s": float("nan"), "bytes": 0})
     data["size_mb"] = data["bytes"].astype(float) / 1e6
+    data["load_s"] = pd.to_numeric(data["load_s"], errors="coerce")
     return data.sort_values("time", ascending=False)[columns].reset_index(drop=True)
 
 

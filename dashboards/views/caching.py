@@ -13,10 +13,12 @@ from dashboards.common import PageContext, empty_state, fetch
 
 logger = logging.getLogger(__name__)
 
-CELL_LABELS = {shaping.KEPT: "● kept", shaping.ADDED: "＋ deployed", shaping.EVICTED: "－ evicted", "": ""}
+CELL_LABELS = {shaping.KEPT: "● kept", shaping.ADDED: "+ deployed", shaping.FAILED: "✖ deploy failed",
+               shaping.EVICTED: "− evicted", "": ""}
 CELL_STYLES = {
     shaping.KEPT: "background-color: #e8f5e9; color: #1b5e20",
     shaping.ADDED: "background-color: #a5d6a7; color: #1b5e20; font-weight: 600",
+    shaping.FAILED: "background-color: #c62828; color: white; font-weight: 600",
     shaping.EVICTED: "background-color: #ffcdd2; color: #b71c1c",
     "": "color: #9e9e9e",
 }
@@ -49,11 +51,13 @@ def render(context: PageContext) -> None:
         if changes.empty:
             st.success("No changes: every edge kept its models.")
         else:
-            table = changes[["edge", "model", "change", "status", "deploy_s"]]
+            table = changes[["edge", "model", "status", "deploy_s"]].assign(
+                deploy_s=changes["deploy_s"].map(lambda seconds: "–" if pd.isna(seconds) else f"{seconds:.1f} s")
+            )
             st.dataframe(
-                table.style.map(lambda status: STATUS_STYLES.get(status, ""), subset=["status"]).format({"deploy_s": "{:.1f}"}, na_rep="–"),
+                table.style.map(lambda status: STATUS_STYLES.get(status, ""), subset=["status"]),
                 hide_index=True, width="stretch",
-                column_config={"edge": "Edge", "model": "Model", "change": "Change", "status": "Status", "deploy_s": "Deploy (s)"},
+                column_config={"edge": "Edge", "model": "Model", "status": "Status", "deploy_s": "Deploy time"},
             )
     history = shaping.changes_per_round(caching)
     if len(history) > 1:
@@ -62,7 +66,7 @@ def render(context: PageContext) -> None:
 
 def _kpis(cells: pd.DataFrame) -> None:
     placed = cells[cells["placed"]]
-    deployed = cells[cells["change"] == shaping.ADDED]
+    deployed = cells[cells["change"] == shaping.ADDED]  # failed deployments are counted on their own
     columns = st.columns(4)
     columns[0].metric("Models placed", len(placed), border=True)
     columns[1].metric("Deployed", len(deployed), border=True)

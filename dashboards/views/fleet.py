@@ -13,6 +13,8 @@ from dashboards.views.charts import over_time
 
 logger = logging.getLogger(__name__)
 
+STATUS_STYLES = {shaping.ONLINE: "color: #2e7d32; font-weight: 600", shaping.OFFLINE: "color: #c62828; font-weight: 600"}
+
 
 def render(context: PageContext) -> None:
     st.title("Fleet")
@@ -29,7 +31,7 @@ def render(context: PageContext) -> None:
     left.altair_chart(over_time(heartbeats, "cpu_percent", "CPU over time", unit="CPU %"), width="stretch")
     right.altair_chart(over_time(heartbeats, "memory_percent", "Memory over time", unit="memory %"), width="stretch")
     if "queue_depth" in heartbeats.columns:
-        st.altair_chart(over_time(heartbeats, "queue_depth", "Task queue depth", unit="tasks queued"), width="stretch")
+        st.altair_chart(over_time(heartbeats, "queue_depth", "Task queue depth", unit="tasks queued", step=True), width="stretch")
 
 
 def _kpis(status: pd.DataFrame) -> None:
@@ -44,12 +46,13 @@ def _kpis(status: pd.DataFrame) -> None:
 
 def _node_table(status: pd.DataFrame) -> None:
     table = status.assign(
-        status=status["status"].map({shaping.ONLINE: "🟢 online", shaping.OFFLINE: "🔴 offline"}),
+        status=status["status"].map({shaping.ONLINE: "● online", shaping.OFFLINE: "● offline"}),
         last_heartbeat=status["heartbeat_age_s"].map(format_age),
     )
+    styled = table.style.map(lambda text: STATUS_STYLES.get(text.split()[-1], ""), subset=["status"])
     st.subheader("Nodes")
     st.dataframe(
-        table,
+        styled,
         hide_index=True,
         column_order=["node", "role", "status", "last_heartbeat", "cpu_percent", "memory_percent", "load_1m",
                       "queue_depth", "loaded_model_ids"],

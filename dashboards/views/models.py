@@ -25,7 +25,7 @@ def render(context: PageContext) -> None:
         empty_state("model profiles or loads", context, "`python -m models profile` measures the variants; edges record every load.")
         return
     if latest.empty:
-        st.info("No model profiles recorded yet (`python -m models profile` measures them).", icon="ℹ️")
+        st.info("No model profiles recorded yet (`python -m models profile` measures them).", icon=":material/info:")
     else:
         columns = st.columns(3)
         for column, (value, title) in zip(
@@ -34,7 +34,7 @@ def render(context: PageContext) -> None:
         ):
             column.altair_chart(_versus_size(latest, value, title), width="stretch")
         st.dataframe(
-            latest, hide_index=True,
+            latest, hide_index=True, column_order=["model", "size_mb", "perplexity", "load_s", "token_ms"],
             column_config={
                 "model": "Model", "size_mb": st.column_config.NumberColumn("Size (MB)", format="%.0f"),
                 "perplexity": st.column_config.NumberColumn("Perplexity", format="%.2f"),
@@ -60,11 +60,13 @@ def render(context: PageContext) -> None:
 
 
 def _versus_size(latest: pd.DataFrame, value: str, title: str) -> alt.LayerChart:
+    # Room on the right for the largest model's label.
+    size_domain = [0.0, float(latest["size_mb"].max()) * 1.35]
     base = alt.Chart(latest.dropna(subset=[value]), title=title).encode(
-        x=alt.X("size_mb:Q", title="size (MB)", scale=alt.Scale(zero=False, padding=20)),
+        x=alt.X("size_mb:Q", title="size (MB)", scale=alt.Scale(domain=size_domain)),
         y=alt.Y(f"{value}:Q", title=None, scale=alt.Scale(zero=False, padding=20)),
         tooltip=["model:N", alt.Tooltip("size_mb:Q", format=".0f"), alt.Tooltip(f"{value}:Q", format=".2f")],
     )
     points = base.mark_circle(size=90, color="#1565c0")
-    labels = base.mark_text(align="left", dx=7, dy=-7, fontSize=10).encode(text="model:N")
+    labels = base.mark_text(align="left", dx=7, dy=-7, fontSize=11).encode(text="label:N")
     return (points + labels).properties(height=260)

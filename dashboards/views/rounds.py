@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboards import queries, shaping
 from dashboards.common import PageContext, empty_state, fetch
-from dashboards.views.charts import SOURCE_COLORS
+from dashboards.views.charts import SOURCE_COLORS, TIME_AXIS
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +56,12 @@ def _timeline(summary: pd.DataFrame) -> alt.Chart:
         alt.Chart(data, title="Round timeline")
         .mark_bar(cornerRadius=3, height=18)
         .encode(
-            x=alt.X("start:T", title=None), x2="end:T",
+            x=alt.X("start:T", title=None, axis=TIME_AXIS), x2="end:T",
             y=alt.Y("kind:N", title=None),
             color=alt.Color("kind:N", scale=alt.Scale(domain=["round", "caching round"], range=["#90a4ae", "#ef6c00"]), legend=None),
             tooltip=["round_id:Q", alt.Tooltip("start:T", format="%H:%M:%S"), alt.Tooltip("duration_s:Q", format=".1f"), "tasks:Q"],
         )
-        .properties(height=110)
+        .properties(height=130)
     )
 
 
@@ -110,14 +110,14 @@ def _quality(per_type: pd.DataFrame) -> alt.Chart:
 def _table(summary: pd.DataFrame) -> None:
     st.subheader("Per round")
     st.dataframe(
-        summary.sort_values("round_id", ascending=False),
+        summary.assign(edge_share=summary["edge_share"] * 100).sort_values("round_id", ascending=False),
         hide_index=True,
         column_order=["round_id", "end", "tasks", "tasks_edge", "tasks_cloud", "tasks_failed", "edge_share",
                       "latency_ms_mean", "latency_ms_p95", "quality", "duration_s", "caching_round"],
         column_config={
             "round_id": "Round", "end": st.column_config.DatetimeColumn("Ended", format="HH:mm:ss"),
             "tasks": "Tasks", "tasks_edge": "Edge", "tasks_cloud": "Cloud", "tasks_failed": "Failed",
-            "edge_share": st.column_config.ProgressColumn("Edge share", format="percent", min_value=0, max_value=1),
+            "edge_share": st.column_config.ProgressColumn("Edge share", format="%.0f%%", min_value=0, max_value=100),
             "latency_ms_mean": st.column_config.NumberColumn("Latency mean (ms)", format="%.0f"),
             "latency_ms_p95": st.column_config.NumberColumn("Latency p95 (ms)", format="%.0f"),
             "quality": st.column_config.NumberColumn("Quality", format="%.3f"),

@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboards import queries, shaping
 from dashboards.common import PageContext, empty_state, fetch
-from dashboards.views.charts import SOURCE_COLORS
+from dashboards.views.charts import TIME_AXIS, TOKEN_COLORS
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +35,11 @@ def render(context: PageContext) -> None:
     right.altair_chart(_bytes_per_response(sessions), width="stretch")
     st.subheader("Sessions")
     st.dataframe(
-        sessions, hide_index=True,
+        sessions.assign(cloud_ratio=sessions["cloud_ratio"] * 100), hide_index=True,
         column_config={
             "session": "Session", "node": "Edge", "start": st.column_config.DatetimeColumn("Started", format="HH:mm:ss"),
             "tokens": "Tokens", "cloud_tokens": "Cloud tokens",
-            "cloud_ratio": st.column_config.ProgressColumn("Cloud requests", format="percent", min_value=0, max_value=1),
+            "cloud_ratio": st.column_config.ProgressColumn("Cloud requests", format="%.0f%%", min_value=0, max_value=100),
             "latency_ms_mean": st.column_config.NumberColumn("Latency mean (ms)", format="%.1f"),
             "latency_ms_p95": st.column_config.NumberColumn("Latency p95 (ms)", format="%.1f"),
             "bytes_up": st.column_config.NumberColumn("Bytes up"), "bytes_down": st.column_config.NumberColumn("Bytes down"),
@@ -59,13 +59,13 @@ def _kpis(tokens: pd.DataFrame, sessions: pd.DataFrame) -> None:
 
 
 def _latency_timeline(tokens: pd.DataFrame, by_position: bool) -> alt.Chart:
-    x = alt.X("position:Q", title="token position") if by_position else alt.X("time:T", title=None)
+    x = alt.X("position:Q", title="token position") if by_position else alt.X("time:T", title=None, axis=TIME_AXIS)
     return (
         alt.Chart(tokens, title="Per-token latency")
         .mark_circle(size=36, opacity=0.8)
         .encode(
             x=x, y=alt.Y("latency_ms:Q", title="latency (ms)"),
-            color=alt.Color("source:N", scale=SOURCE_COLORS, title="decided at"),
+            color=alt.Color("source:N", scale=TOKEN_COLORS, title="decided at"),
             tooltip=["session:N", "position:Q", "source:N", "exit_layer:Q", alt.Tooltip("latency_ms:Q", format=".1f")],
         )
         .properties(height=260)
@@ -78,7 +78,7 @@ def _exit_histogram(histogram: pd.DataFrame) -> alt.Chart:
         .mark_bar()
         .encode(
             x=alt.X("exit_layer:O", title="layer that decided the token"), y=alt.Y("tokens:Q", title="tokens"),
-            color=alt.Color("source:N", scale=SOURCE_COLORS, title="decided at"), tooltip=["exit_layer:O", "source:N", "tokens:Q"],
+            color=alt.Color("source:N", scale=TOKEN_COLORS, title="decided at"), tooltip=["exit_layer:O", "source:N", "tokens:Q"],
         )
         .properties(height=260)
     )

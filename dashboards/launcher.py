@@ -1,0 +1,114 @@
+"""Runs the dashboard as a child process (`streamlit run dashboards/app.py`) and waits until it is healthy.
+
+The local-fleet launcher starts it on port 8501; tests start it on a free port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from broker.settings import check
+from dashboards.config import DashboardConfig
+
+logger = logging.getLogger(__name__)
+
+APP = Path(__file__).resolve().parent / "app.py"
+
+
+class DashboardStartError(RuntimeError):
+    """Streamlit exited at start or did not report healthy in time."""
+
+
+@dataclass(frozen=True)
+class DashboardServerConfig:
+    """Where the dashboard listens."""
+
+    address: str = "127.0.0.1"  # 0.0.0.0 to reach it from another machine
+    port: int = 8501  # HTTP port
+    start_timeout_s: float = 60.0  # Streamlit imports pandas and altair: a cold start on a Pi is slow
+
+    def __post_init__(self) -> None:
+        check(0 < self.port < 65536, "dashboard_server.port", f"{self.port} is not a TCP port")
+
+
+@dataclass
+class DashboardProcess:
+    """`streamlit run` headless, with the dashboard's settings passed as EDGEFLEET_DASHBOARD_* variables."""
+
+    server: DashboardServerConfig
+    dashboard: DashboardConfig
+    log_path: str | None = None  # Streamlit's output; None: inherit ours
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.server.address in ("0.0.0.0", "") else self.server.address
+        return f"http://{host}:{self.server.port}"
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for name, value in vars(self.dashboard).items():
+            env[f"EDGEFLEET_DASHBOARD_{name.upper()}"] = str(value)
+        return env
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "streamlit", "run", str(APP),
+            "--server.headless", "true",
+            "--server.address", self.server.address,
+            "--server.port", str(self.server.port),
+            "--browser.gatherUsageStats", "false",
+            "--client.toolbarMode", "viewer",  # operators get no "Deploy" button or developer menu
+            "--server.fileWatcherType", "none",  # nobody edits the code of a running dashboard; saves a thread and inotify
+        ]
+
+    def start(self) -> DashboardProcess:
+        """Start Streamlit and wait for /_stcore/health. Raises DashboardStartError."""
+        log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 (the child keeps it)
+        try:
+            self.process = subprocess.Popen(
+                self.command(), env=self.environment(), stdout=log, stderr=log, start_new_session=True,
+                cwd=APP.parent.parent,
+            )
+        finally:
+            if log is not None:
+                log.close()
+        deadline = time.monotonic() + self.server.start_timeout_s
+        with httpx.Client(timeout=2.0) as http:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise DashboardStartError(f"streamlit exited with code {self.process.returncode} (log: {self.log_path})")
+                try:
+                    if http.get(f"{self.url}/_stcore/health").status_code == 200:
+                        logger.info("dashboard at %s", self.url)
+                        return self
+                except httpx.HTTPError:
+                    pass  # not listening yet
+                time.sleep(0.2)
+        self.stop()
+        raise DashboardStartError(f"dashboard not healthy at {self.url} within {self.server.start_timeout_s} s")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout_s`."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> DashboardProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
