@@ -1,0 +1,132 @@
+"""Every dashboard page under Streamlit's AppTest, on points the recorder wrote into a real influxd."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboards.sample_data import EDGES, MODELS, sample_fleet
+from fleet_center.recorder.config import RecorderConfig
+from fleet_center.recorder.launcher import free_port
+from fleet_center.recorder.recorder import MetricRecorder
+from tests.conftest import wait_until
+from tests.integration import test_recorder_support as support
+from tests.integration.test_recorder_support import RunningInflux
+
+influxd = support.influxd  # fixture
+
+APP = str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py")
+PAGES = ("fleet", "rounds", "caching", "tokens", "models")
+
+
+@pytest.fixture(scope="module")
+def recorded_db(influxd: RunningInflux) -> Iterator[str]:
+    """A database holding the sample fleet's points, written by the recorder."""
+    store_config = influxd.store_config()
+    fleet = sample_fleet(time.time_ns())
+    total = sum(len(points) for points in fleet.values())
+    with MetricRecorder(RecorderConfig(store=store_config, flush_interval_s=0.05)) as recorder:
+        for points in fleet.values():
+            recorder.record(points)
+        assert wait_until(lambda: recorder.stats().written == total)
+    yield store_config.db
+
+
+def open_page(page: str) -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=30)
+    app.run()
+    if page != "fleet":
+        app.switch_page(f"pages/{page}.py").run()
+    assert not app.exception, [exception.value for exception in app.exception]
+    return app
+
+
+def metric(app: AppTest, label: str) -> str:
+    values = {item.label: item.value for item in app.metric}
+    return values[label]
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch, influxd: RunningInflux, recorded_db: str) -> None:
+    monkeypatch.setenv("EDGEFLEET_DASHBOARD_URL", influxd.url)
+    monkeypatch.setenv("EDGEFLEET_DASHBOARD_DB", recorded_db)
+
+
+@pytest.mark.usefixtures("recorded")
+def test_fleet_page_shows_every_node_and_the_silent_edge_offline() -> None:
+    app = open_page("fleet")
+    assert metric(app, "Nodes online") == "3 / 4"
+    assert metric(app, "Edges online") == "2 / 3"
+    nodes = app.dataframe[0].value
+    assert set(nodes["node"]) == {*EDGES, "cloud-1"}
+    assert nodes.set_index("node").loc["pi-03", "status"].endswith("offline")
+
+
+@pytest.mark.usefixtures("recorded")
+def test_rounds_page_shows_every_round_latest_first() -> None:
+    app = open_page("rounds")
+    assert metric(app, "Rounds") == "24"
+    assert metric(app, "Last round") == "#23"
+    table = app.dataframe[0].value
+    assert list(table["round_id"])[:3] == [23, 22, 21]
+    assert bool(table.set_index("round_id").loc[21, "caching_round"])
+
+
+@pytest.mark.usefixtures("recorded")
+def test_caching_page_shows_placement_changes_and_the_failed_deployment() -> None:
+    app = open_page("caching")
+    assert app.selectbox(key="caching_round").options == ["round 21", "round 0"]
+    assert (metric(app, "Deployed"), metric(app, "Evicted"), metric(app, "Failed deployments")) == ("1", "2", "1")
+    matrix = app.dataframe[0].value
+    assert matrix.loc["smollm2-135m-edge15", "pi-03"] == "failed"
+    assert matrix.loc["smollm2-135m-edge20", "pi-02"] == "kept"
+    app.selectbox(key="caching_round").select(0).run()
+    assert (metric(app, "Models placed"), metric(app, "Deployed"), metric(app, "Evicted")) == ("4", "4", "0")
+
+
+@pytest.mark.usefixtures("recorded")
+def test_tokens_page_shows_all_sessions_and_narrows_to_one() -> None:
+    app = open_page("tokens")
+    sessions = app.dataframe[0].value
+    assert len(sessions) == 6
+    assert int(metric(app, "Tokens")) == int(sessions["tokens"].sum())
+    first = sessions.iloc[0]
+    app.selectbox(key="token_session").select(first["session"]).run()
+    assert int(metric(app, "Tokens")) == int(first["tokens"])
+    assert metric(app, "Cloud requests") == f"{first['cloud_tokens'] / first['tokens']:.0%}"
+
+
+@pytest.mark.usefixtures("recorded")
+def test_models_page_shows_every_profile_and_the_loads() -> None:
+    app = open_page("models")
+    profiles, events, loaded = (frame.value for frame in app.dataframe)
+    assert sorted(profiles["model"]) == sorted(model for model, *_ in MODELS)
+    assert set(events["event"]) == {"load", "unload"}
+    # pi-03 unloaded its model in round 21 and the new deployment failed: nothing loaded there.
+    assert set(loaded["node"]) == {"pi-01", "pi-02"}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_empty_database_shows_an_empty_state(page: str, monkeypatch: pytest.MonkeyPatch, influxd: RunningInflux) -> None:
+    monkeypatch.setenv("EDGEFLEET_DASHBOARD_URL", influxd.url)
+    monkeypatch.setenv("EDGEFLEET_DASHBOARD_DB", "nothing_recorded")
+    app = open_page(page)
+    assert any("recorded in the last 15 minutes" in info.value for info in app.info)
+    assert not app.error
+
+
+def test_unreachable_store_shows_an_error_not_a_stack_trace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEFLEET_DASHBOARD_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("EDGEFLEET_DASHBOARD_TIMEOUT_S", "0.5")
+    app = open_page("rounds")
+    assert "Cannot read rounds" in app.error[0].value
+
+
+def test_bad_configuration_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEFLEET_DASHBOARD_BACKEND", "graphite")
+    app = open_page("fleet")
+    assert "store.backend" in app.error[0].value
