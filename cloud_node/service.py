@@ -1,12 +1,16 @@
-"""The cloud node process: membership now; session contexts and generation plug in here."""
+"""The cloud node process: membership plus the inference endpoint (session contexts, cloud-only generation)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from broker.presence import NodePresence
+import torch
+
+from broker.presence import NodePresence, NodeProbes
 from cloud_node.config import CloudConfig
+from cloud_node.inference import CloudInference
+from cloud_node.model_pool import ModelPool
 
 logger = logging.getLogger(__name__)
 
@@ -14,15 +18,29 @@ logger = logging.getLogger(__name__)
 class CloudService:
     def __init__(self, config: CloudConfig) -> None:
         self.config = config
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        self.models = ModelPool(config.model_store)
+        self.inference: CloudInference | None = None
+        probes = NodeProbes(
+            queue_depth=lambda: self.inference.queue_depth() if self.inference else 0,
+            counters=lambda: self.inference.figures() if self.inference else {},
+        )
         self.presence = NodePresence(
             config.node_id, "cloud", config.bus, heartbeat_interval_s=config.heartbeat_interval_s,
-            state_dir=Path(config.state_dir),
+            state_dir=Path(config.state_dir), probes=probes,
         )
 
     def start(self) -> CloudService:
+        if self.config.preload_model:
+            self.models.get(self.config.preload_model)
         self.presence.start()
-        logger.info("cloud %s started; waiting for the center", self.config.node_id)
+        if self.config.serve_inference:
+            self.inference = CloudInference(self.config, self.presence.bus, self.models).start()
+        logger.info("cloud %s started", self.config.node_id)
         return self
 
     def stop(self) -> None:
+        if self.inference is not None:
+            self.inference.stop()
         self.presence.stop()

@@ -11,9 +11,9 @@ from broker.messages import TaskResult, TaskSpec, TokenRecord
 from edge_node.metrics_csv import MetricsCsvWriter, TaskMetricsRow
 from edge_node.model_cache import CacheError, ModelCache
 from edge_node.resources import ResourceSampler, ResourceSummary
-from edge_node.runner import FULL_DEPTH, TaskOutcome, run_task
 from models.errors import ModelStoreError
 from models.loaded import LoadedModel
+from models.runner import FULL_DEPTH, TaskOutcome, run_task
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import torch
 
 from broker import topics
 from broker.client import Envelope
-from broker.messages import LoadedModelStatus, NodeCommand, TaskDispatch, TaskResult, TaskSpec
+from broker.messages import LoadedModelStatus, ModelStatus, NodeCommand, TaskDispatch, TaskResult, TaskSpec
 from broker.presence import NodePresence, NodeProbes
 from edge_node.config import EdgeConfig
 from edge_node.executor import TaskExecutor
@@ -55,6 +55,7 @@ class EdgeService:
         self.presence = NodePresence(config.node_id, "edge", config.bus, config.heartbeat_interval_s, probes,
                                      state_dir=Path(config.state_dir), http_url="")
         self.presence.command_handlers["unload_model"] = self._on_unload
+        self.presence.command_handlers["deploy_model"] = self._on_deploy
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._work_loop, name="edge-worker", daemon=True),
                          threading.Thread(target=self._expiry_loop, name="edge-cache-expiry", daemon=True)]
@@ -76,6 +77,11 @@ class EdgeService:
             thread.start()
         logger.info("edge %s serving HTTP on %s; store %s", self.node_id, self.http.url, self.store.root)
         return self
+
+    def stop_worker(self) -> None:
+        """Stop taking tasks (tests: together with presence.crash(), a node that died mid-task)."""
+        self._stop.set()
+        self.queue.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -110,7 +116,38 @@ class EdgeService:
                 self._publish(self.executor.refused(task, str(error)))
 
     def _on_unload(self, command: NodeCommand) -> None:
+        self.cache.unpin(command.model_id)
         self.cache.evict(command.model_id)
+        self._status(command, "unloaded")
+
+    def _on_deploy(self, command: NodeCommand) -> None:
+        # Loading takes seconds: off the bus's dispatcher thread.
+        threading.Thread(target=self._deploy, args=(command,), name=f"deploy-{command.model_id}", daemon=True).start()
+
+    def _deploy(self, command: NodeCommand) -> None:
+        """Make the model resident (verified, loaded, pinned if asked) and report ready or failed."""
+        self._status(command, "verifying")
+        try:
+            if not self.store.has(command.model_id):
+                raise UnknownModelError(f"model {command.model_id!r} is not in this node's store")
+            self.store.verify(command.model_id)  # sha256 of every file: a tampered model is never loaded
+            with self.cache.use(command.model_id, keep_alive_s=-1 if command.pin else None):
+                pass
+            if command.pin:
+                self.cache.pin(command.model_id)
+        except Exception as error:
+            logger.warning("%s: deploy of %s failed: %s", self.node_id, command.model_id, error)
+            self._status(command, "failed", str(error) or type(error).__name__)
+            return
+        self._status(command, "ready", progress=1.0)
+
+    def _status(self, command: NodeCommand, state: str, reason: str = "", progress: float = 0.0) -> None:
+        status = ModelStatus(node_id=self.node_id, model_id=command.model_id, state=state,  # type: ignore[arg-type]
+                             command_id=command.command_id, progress=progress, reason=reason, timestamp=time.time())
+        try:
+            self.presence.bus.publish(topics.MODEL_STATUS, status, node=self.node_id)
+        except Exception as error:
+            logger.warning("%s: could not publish model status: %s", self.node_id, error)
 
     # ---- work ------------------------------------------------------------------------------------
 

@@ -8,12 +8,45 @@ from broker.settings import FLEET_DIR, BusConfig, check
 
 
 @dataclass(frozen=True)
+class RoundsConfig:
+    offloading_rounds: int = 20  # task-offloading rounds before each model-caching round
+    total_rounds: int = 21  # rounds to run (caching rounds included); 0 = keep going
+    round_interval_s: float = 1.0  # pause between rounds
+    wait_for_edges_s: float = 60.0  # at start, wait this long for at least min_edges
+    min_edges: int = 1
+    tasks_per_edge: float = 2.0  # Poisson mean of tasks arriving per edge per round
+    arrival: str = "poisson"  # poisson | fixed
+    seed: int = 0  # the workload's random seed (round r uses seed + r)
+    task_deadline_s: float = 180.0  # a task not answered by then is reassigned
+    max_attempts: int = 3  # dispatches per task before it is recorded as failed
+    deploy_timeout_s: float = 300.0  # an edge not ready by then keeps its old placement
+    models: tuple[str, ...] = ("smollm2-135m", "smollm2-135m-bf16", "smollm2-135m-int8")  # catalog to choose from
+    initial_model: str = "smollm2-135m-int8"  # what every edge holds before the first caching round
+    max_new_tokens: int = 48  # per task
+    scheduler: str = "fast"  # fast | milp
+    tasks_file: str = ""  # JSONL task set; empty = the shipped fleet_center/data/tasks.jsonl
+    cloud_latency_s: float = 0.3  # modelled WAN + admission latency of a cloud task
+    model_store: str = ""  # the center's model store (profiles, artifacts); empty = default
+
+    def __post_init__(self) -> None:
+        check(self.offloading_rounds >= 1, "rounds.offloading_rounds", "must be >= 1")
+        check(self.total_rounds >= 0, "rounds.total_rounds", "must be >= 0")
+        check(self.arrival in ("poisson", "fixed"), "rounds.arrival", "must be poisson or fixed")
+        check(self.task_deadline_s > 0, "rounds.task_deadline_s", "must be > 0")
+        check(self.max_attempts >= 1, "rounds.max_attempts", "must be >= 1")
+        check(self.scheduler in ("fast", "milp"), "rounds.scheduler", "must be fast or milp")
+        check(bool(self.models), "rounds.models", "must name at least one model")
+
+
+@dataclass(frozen=True)
 class CenterConfig:
     center_id: str = "center"  # the center's client id and broker user
     bus: BusConfig = field(default_factory=BusConfig)
     heartbeat_timeout_s: float = 6.0  # a node silent this long is offline (its Last Will usually comes first)
     tick_interval_s: float = 0.5  # how often silence is checked
-    state_dir: str = str(FLEET_DIR / "center")  # SQLite state and logs
+    state_dir: str = str(FLEET_DIR / "center")  # SQLite state
+    rounds: RoundsConfig = field(default_factory=RoundsConfig)
+    run_rounds: bool = True  # False: membership only
 
     def __post_init__(self) -> None:
         check(bool(self.center_id), "center_id", "must not be empty")

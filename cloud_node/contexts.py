@@ -1,0 +1,198 @@
+"""Session contexts on the cloud: uploaded layer-k hidden states and the KV cache of layers [k, L) per session.
+
+States arrive in chunks (any order, duplicates allowed) and are kept as fp16 rows by position. The
+KV cache is brought up to date lazily: only when a token is asked for does the worker run layers
+[k, L) over the positions it has not processed yet. Sessions expire after a TTL and the least
+recently used are evicted above a memory cap (decisions in `eviction.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cloud_node.eviction import SessionFigures, expired, lru_victims
+from models.loaded import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+_FORGOTTEN_KEPT = 4096  # how many forgotten session ids keep their reason (for SessionUnknown replies)
+
+
+@dataclass(frozen=True, slots=True)
+class CloudToken:
+    position: int
+    token_id: int
+    probability: float
+    compute_ms: float
+    positions_run: int  # positions pushed through layers [k, L) for this token
+
+
+class SessionContext:
+    """One session: fp16 states of positions [0, n) (with holes until chunks arrive) and layers [k, L)."""
+
+    def __init__(self, session_id: str, edge_id: str, model: LoadedModel, split_layer: int, now_s: float) -> None:
+        assert 0 < split_layer < model.num_layers, f"split layer {split_layer} outside 1..{model.num_layers - 1}"
+        self.session_id = session_id
+        self.edge_id = edge_id
+        self.model = model
+        self.split_layer = split_layer
+        self.hidden_size = model.hidden_size
+        self.decoder = model.decoder_slice(split_layer, model.num_layers)
+        self.head = model.head_slice()
+        self.states = torch.zeros(64, self.hidden_size, dtype=torch.float16)  # (capacity, C), grows by doubling
+        self.known = torch.zeros(64, dtype=torch.bool)  # (capacity,)
+        self.contiguous = 0  # positions [0, contiguous) are all known
+        self.last_used_s = now_s
+        self.chunks = 0
+        self.duplicate_rows = 0
+        self.gap_reported_at = -1  # `contiguous` value a resend was last asked for (one ask per gap)
+
+    def add_rows(self, first_position: int, rows: np.ndarray) -> int:
+        """Store (n, C) rows for positions [first, first + n); rows already known are kept. Returns new rows."""
+        count = rows.shape[0]
+        assert rows.shape == (count, self.hidden_size), f"rows {rows.shape} not (n, {self.hidden_size})"
+        self._reserve(first_position + count)
+        span = slice(first_position, first_position + count)
+        fresh = ~self.known[span]  # (n,) duplicates never overwrite: the first copy is already cached below
+        new_rows = int(fresh.sum())
+        self.duplicate_rows += count - new_rows
+        if new_rows:
+            values = torch.from_numpy(rows.astype(np.float16))  # a copy: the chunk buffer is read-only
+            self.states[span][fresh] = values[fresh]
+            self.known[span] |= fresh
+        while self.contiguous < self.known.shape[0] and self.known[self.contiguous]:
+            self.contiguous += 1
+        self.chunks += 1
+        return new_rows
+
+    def first_missing(self, position: int) -> int | None:
+        """First position in [0, position] not yet uploaded, or None if all are here."""
+        return None if self.contiguous > position else self.contiguous
+
+    @torch.no_grad()
+    def token_for(self, position: int) -> CloudToken:
+        """The full model's greedy token after positions [0, position]. Asserts the states are all here."""
+        assert self.contiguous > position, f"{self.session_id}: positions from {self.contiguous} missing"
+        started = time.perf_counter()
+        start = self.decoder.length
+        if position < start:  # asked again (a retry): recompute the last position only
+            start = position
+        rows = self.states[start : position + 1].to(self.model.dtype).unsqueeze(0)  # (1, n, C)
+        hidden_states = self.decoder(rows, position=start)  # (1, n, C)
+        logits = self.head(hidden_states[:, -1:])[0, -1]  # (V,)
+        probabilities = torch.softmax(logits.float(), dim=-1)
+        probability, token = probabilities.max(dim=-1)
+        compute_ms = (time.perf_counter() - started) * 1e3
+        return CloudToken(position, int(token), float(probability), compute_ms, position + 1 - start)
+
+    def nbytes(self) -> int:
+        return self.states.numel() * self.states.element_size() + self.decoder.cache.nbytes()
+
+    def figures(self) -> SessionFigures:
+        return SessionFigures(self.session_id, self.last_used_s, self.nbytes())
+
+    def _reserve(self, length: int) -> None:
+        capacity = self.states.shape[0]
+        if length <= capacity:
+            return
+        while capacity < length:
+            capacity *= 2
+        states = torch.zeros(capacity, self.hidden_size, dtype=torch.float16)
+        known = torch.zeros(capacity, dtype=torch.bool)
+        states[: self.states.shape[0]] = self.states
+        known[: self.known.shape[0]] = self.known
+        self.states, self.known = states, known
+
+
+class ContextManager:
+    """All sessions of one worker, with TTL expiry and an LRU memory cap. Thread-safe (one lock)."""
+
+    def __init__(self, ttl_s: float, memory_cap_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.memory_cap_bytes = memory_cap_bytes
+        self.clock = clock
+        self.lock = threading.RLock()  # held by callers around token computation too
+        self._sessions: dict[str, SessionContext] = {}
+        self._forgotten: dict[str, str] = {}  # session id -> why it is gone
+        self.evictions = 0
+        self.expirations = 0
+
+    def open(self, session_id: str, edge_id: str, model: LoadedModel, split_layer: int) -> SessionContext:
+        """A fresh context for the session (a re-open starts over: the edge re-uploads everything)."""
+        with self.lock:
+            context = SessionContext(session_id, edge_id, model, split_layer, self.clock())
+            self._sessions[session_id] = context
+            self._forgotten.pop(session_id, None)
+            logger.info("session %s of %s opened at split %d", session_id, edge_id, split_layer)
+            return context
+
+    def get(self, session_id: str) -> SessionContext | None:
+        """The live context (and marks it used), or None. Expired sessions are dropped here too."""
+        with self.lock:
+            context = self._sessions.get(session_id)
+            if context is None:
+                return None
+            now = self.clock()
+            if now - context.last_used_s >= self.ttl_s:
+                self._forget(session_id, "expired")
+                self.expirations += 1
+                return None
+            context.last_used_s = now
+            return context
+
+    def why_unknown(self, session_id: str) -> str:
+        with self.lock:
+            return self._forgotten.get(session_id, "never opened on this worker (or it restarted)")
+
+    def close(self, session_id: str) -> bool:
+        with self.lock:
+            return self._forget(session_id, "closed")
+
+    def sweep(self) -> list[str]:
+        """Drop sessions idle past the TTL; returns their ids."""
+        with self.lock:
+            gone = expired((c.figures() for c in self._sessions.values()), self.clock(), self.ttl_s)
+            for session_id in gone:
+                self._forget(session_id, "expired")
+            self.expirations += len(gone)
+            return gone
+
+    def enforce_cap(self, protect: str | None = None) -> list[str]:
+        """Evict least recently used sessions until the rest fit under the memory cap."""
+        with self.lock:
+            victims = lru_victims((c.figures() for c in self._sessions.values()), self.memory_cap_bytes, protect)
+            for session_id in victims:
+                self._forget(session_id, "evicted (memory cap)")
+            self.evictions += len(victims)
+            return victims
+
+    def bytes_held(self) -> int:
+        with self.lock:
+            return sum(context.nbytes() for context in self._sessions.values())
+
+    def figures(self) -> dict[str, float]:
+        """Counters for the heartbeat."""
+        with self.lock:
+            return {
+                "sessions": float(len(self._sessions)),
+                "session_bytes": float(self.bytes_held()),
+                "session_evictions": float(self.evictions),
+                "session_expirations": float(self.expirations),
+            }
+
+    def _forget(self, session_id: str, reason: str) -> bool:
+        context = self._sessions.pop(session_id, None)
+        if context is None:
+            return False
+        self._forgotten[session_id] = reason
+        while len(self._forgotten) > _FORGOTTEN_KEPT:
+            self._forgotten.pop(next(iter(self._forgotten)))
+        logger.info("session %s of %s %s", session_id, context.edge_id, reason)
+        return True

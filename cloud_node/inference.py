@@ -1,0 +1,247 @@
+"""The cloud worker's inference endpoint: sessions over MQTT, token requests, cloud-only and naive-split steps.
+
+Message handlers run on the bus client's dispatcher thread and only do cheap work there (storing
+uploaded rows, answering close); anything that runs the model goes to one compute thread, in the
+order messages arrived. Because chunks and token requests of a session share one topic, MQTT's
+per-topic ordering means the chunks sent before a request have been stored when it is served.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+
+from broker import topics
+from broker.client import BusClient, Envelope
+from broker.errors import BusError
+from broker.messages.inference import (
+    ChunkRejected,
+    CloudDownMessage,
+    ContextChunk,
+    GenerateReply,
+    GenerateRequest,
+    NaiveStep,
+    RequestRefused,
+    ResendRequest,
+    SessionClose,
+    SessionOpen,
+    SessionOpened,
+    SessionUnknown,
+    TokenReply,
+    TokenRequest,
+)
+from cloud_node.chunk_check import ChunkError, chunk_rows
+from cloud_node.config import CloudConfig
+from cloud_node.contexts import ContextManager
+from cloud_node.model_pool import ModelPool, ModelStoreError
+from models.loaded import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+_QUEUE_WAIT_S = 0.5  # compute thread wakes this often to notice stop()
+
+
+class CloudInference:
+    """Serves `infer/open` (shared subscription) and the `up` topics of the sessions it holds."""
+
+    def __init__(self, config: CloudConfig, bus: BusClient, models: ModelPool,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.worker_id = config.node_id
+        self.bus = bus
+        self.models = models
+        self.contexts = ContextManager(config.session_ttl_s, config.memory_cap_bytes, clock)
+        self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._compute = threading.Thread(target=self._compute_loop, name=f"cloud-compute-{self.worker_id}", daemon=True)
+        self._janitor = threading.Thread(target=self._janitor_loop, name=f"cloud-janitor-{self.worker_id}", daemon=True)
+        self.counts: dict[str, int] = {"tokens_served": 0, "chunks_rejected": 0, "generate_requests": 0,
+                                       "naive_steps": 0, "resend_requests": 0, "unknown_session_replies": 0}
+
+    def start(self) -> CloudInference:
+        self._compute.start()
+        self._janitor.start()
+        self.bus.subscribe(topics.INFER_OPEN, self._on_open, shared_group=topics.SHARED_GROUP)
+        self.bus.subscribe(topics.INFER_UP, self._on_up)
+        logger.info("%s: serving collaborative inference", self.worker_id)
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._work.put(None)
+        for thread in (self._compute, self._janitor):
+            if thread.is_alive():
+                thread.join(timeout_s)
+
+    def figures(self) -> dict[str, float]:
+        """Heartbeat counters: sessions, bytes held, evictions, expirations, requests served."""
+        return {**self.contexts.figures(), **{name: float(value) for name, value in self.counts.items()}}
+
+    def queue_depth(self) -> int:
+        return self._work.qsize()
+
+    # ---- dispatcher thread -----------------------------------------------------------------------
+
+    def _on_open(self, envelope: Envelope) -> None:
+        message = envelope.message
+        match message:
+            case SessionOpen() | GenerateRequest() | NaiveStep():
+                self._work.put(lambda: self._serve_request(envelope))
+            case _:
+                logger.warning("%s: unexpected %s on infer/open", self.worker_id, type(message).__name__)
+
+    def _on_up(self, envelope: Envelope) -> None:
+        edge, session_id = envelope.params["edge"], envelope.params["session"]
+        message = envelope.message
+        if getattr(message, "worker_id", self.worker_id) != self.worker_id:
+            return  # another worker's session: sessions stick to the worker that opened them
+        if getattr(message, "session_id", session_id) != session_id:
+            logger.warning("%s: session id in %s differs from topic %s", self.worker_id, type(message).__name__, session_id)
+            return
+        match message:
+            case ContextChunk():
+                self._ingest(edge, message)
+            case TokenRequest():
+                self._work.put(lambda: self._serve_token(edge, message))
+            case SessionClose():
+                self.contexts.close(session_id)
+
+    def _ingest(self, edge: str, chunk: ContextChunk) -> None:
+        context = self.contexts.get(chunk.session_id)
+        if context is None:
+            self._send_down(edge, SessionUnknown(chunk.session_id, -1, self.contexts.why_unknown(chunk.session_id)))
+            return
+        try:
+            rows = chunk_rows(chunk, context.hidden_size, self.config.max_positions)
+        except ChunkError as error:
+            self.counts["chunks_rejected"] += 1
+            logger.warning("%s: session %s chunk %d rejected: %s", self.worker_id, chunk.session_id, chunk.seq, error)
+            self._send_down(edge, ChunkRejected(chunk.session_id, chunk.seq, str(error)))
+            return
+        with self.contexts.lock:
+            context.add_rows(chunk.first_position, rows)
+            gap_at = context.contiguous
+            if chunk.first_position > gap_at and context.gap_reported_at != gap_at:
+                # A later chunk arrived while earlier positions are missing: ask once per gap.
+                context.gap_reported_at = gap_at
+                self.counts["resend_requests"] += 1
+                self._send_down(edge, ResendRequest(chunk.session_id, -1, gap_at))
+        self.contexts.enforce_cap(protect=chunk.session_id)
+
+    # ---- compute thread --------------------------------------------------------------------------
+
+    def _compute_loop(self) -> None:
+        if self.config.torch_threads:
+            torch.set_num_threads(self.config.torch_threads)
+        while not self._stop.is_set():
+            try:
+                job = self._work.get(timeout=_QUEUE_WAIT_S)
+            except queue.Empty:
+                continue
+            if job is None:
+                return
+            try:
+                job()
+            except BusError as error:
+                logger.warning("%s: could not answer: %s", self.worker_id, error)
+            except Exception:
+                logger.exception("%s: request failed", self.worker_id)
+
+    def _janitor_loop(self) -> None:
+        while not self._stop.wait(self.config.janitor_interval_s):
+            self.contexts.sweep()
+
+    def _serve_request(self, envelope: Envelope) -> None:
+        message = envelope.message
+        try:
+            match message:
+                case SessionOpen():
+                    reply = self._open(message)
+                case GenerateRequest():
+                    reply = self._generate(message)
+                case NaiveStep():
+                    reply = self._naive_step(message)
+                case _:
+                    return
+        except (ModelStoreError, ChunkError, ValueError) as error:
+            request_id = getattr(message, "session_id", None) or getattr(message, "request_id", "")
+            logger.warning("%s: refused %s %s: %s", self.worker_id, type(message).__name__, request_id, error)
+            reply = RequestRefused(str(request_id), str(error)[:1000])
+        if envelope.response_topic:
+            self.bus.reply(envelope, reply)
+
+    def _open(self, message: SessionOpen) -> SessionOpened:
+        model = self._model(message.model_id, message.split_layer, message.hidden_size)
+        self.contexts.open(message.session_id, message.edge_id, model, message.split_layer)
+        return SessionOpened(message.session_id, self.worker_id, self.config.session_ttl_s, self.config.max_positions)
+
+    def _serve_token(self, edge: str, request: TokenRequest) -> None:
+        with self.contexts.lock:
+            context = self.contexts.get(request.session_id)
+            if context is None:
+                self.counts["unknown_session_replies"] += 1
+                reason = self.contexts.why_unknown(request.session_id)
+                self._send_down(edge, SessionUnknown(request.session_id, request.request_id, reason))
+                return
+            missing = context.first_missing(request.position)
+            if missing is not None:
+                self.counts["resend_requests"] += 1
+                self._send_down(edge, ResendRequest(request.session_id, request.request_id, missing))
+                return
+            token = context.token_for(request.position)
+        self.counts["tokens_served"] += 1
+        self._send_down(edge, TokenReply(request.session_id, request.request_id, token.position, token.token_id,
+                                         min(1.0, token.probability), token.compute_ms))
+        self.contexts.enforce_cap(protect=request.session_id)
+
+    @torch.no_grad()
+    def _generate(self, request: GenerateRequest) -> GenerateReply:
+        """Greedy generation with the whole model (cloud-only baseline and routed queries)."""
+        self.counts["generate_requests"] += 1
+        started = time.perf_counter()
+        model = self.models.get(request.model_id)
+        embedding, decoder, head = model.embedding_slice(), model.decoder_slice(0, model.num_layers), model.head_slice()
+        input_ids = torch.tensor([list(request.prompt_ids)])  # (1, T)
+        tokens: list[int] = []
+        first_token_ms = 0.0
+        for _ in range(request.max_new_tokens):
+            token = int(head(decoder(embedding(input_ids)))[0, -1].argmax())
+            if not tokens:
+                first_token_ms = (time.perf_counter() - started) * 1e3
+            tokens.append(token)
+            if request.stop_at_eos and token == model.eos_token_id:
+                break
+            input_ids = torch.tensor([[token]])  # (1, 1)
+        return GenerateReply(request.request_id, tuple(tokens), first_token_ms, (time.perf_counter() - started) * 1e3)
+
+    @torch.no_grad()
+    def _naive_step(self, step: NaiveStep) -> TokenReply:
+        """Stateless: run layers [k, L) over the whole uploaded context, answer the last position's token."""
+        self.counts["naive_steps"] += 1
+        started = time.perf_counter()
+        model = self._model(step.model_id, step.split_layer, step.hidden_size)
+        rows = chunk_rows(step, model.hidden_size, self.config.max_positions)
+        hidden_states = torch.from_numpy(rows.copy()).to(model.dtype).unsqueeze(0)  # (1, T, C)
+        hidden_states = model.decoder_slice(step.split_layer, model.num_layers)(hidden_states, position=0)
+        probabilities = torch.softmax(model.head_slice()(hidden_states[:, -1:])[0, -1].float(), dim=-1)  # (V,)
+        probability, token = probabilities.max(dim=-1)
+        compute_ms = (time.perf_counter() - started) * 1e3
+        return TokenReply(step.request_id, 0, step.count - 1, int(token), min(1.0, float(probability)), compute_ms)
+
+    def _model(self, model_id: str, split_layer: int, hidden_size: int) -> LoadedModel:
+        """Raises ModelStoreError or ValueError when the request does not fit the model."""
+        model = self.models.get(model_id)
+        if not 0 < split_layer < model.num_layers:
+            raise ValueError(f"split layer {split_layer} outside 1..{model.num_layers - 1} of {model_id}")
+        if hidden_size != model.hidden_size:
+            raise ValueError(f"hidden size {hidden_size} differs from {model_id}'s {model.hidden_size}")
+        return model
+
+    def _send_down(self, edge: str, message: CloudDownMessage) -> None:
+        session_id = getattr(message, "session_id", "")
+        self.bus.publish(topics.INFER_DOWN, message, edge=edge, session=session_id)

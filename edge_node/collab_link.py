@@ -1,0 +1,327 @@
+"""The edge's MQTT side of collaborative generation: session open, batched asynchronous upload, token requests.
+
+`CollabClient` is one per edge (it owns the subscription to the edge's `down` topics); it opens a
+`CloudSession` per answer. A session keeps every layer-k row it was given (fp16, 1,152 B a position
+at hidden size 576) so it can re-send after a gap or re-upload after the worker lost the session.
+One uploader thread publishes everything on the session's `up` topic in order: chunks, then the
+token request that needs them, so MQTT's per-topic ordering delivers the request after its context.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from broker import topics
+from broker.client import BusClient, Envelope
+from broker.errors import BusError, BusTimeoutError
+from broker.messages.codec import Message
+from broker.messages.inference import (
+    ChunkRejected,
+    ContextChunk,
+    GenerateReply,
+    GenerateRequest,
+    NaiveStep,
+    RequestRefused,
+    ResendRequest,
+    SessionClose,
+    SessionOpen,
+    SessionOpened,
+    SessionUnknown,
+    TokenReply,
+    TokenRequest,
+)
+
+logger = logging.getLogger(__name__)
+
+_UPLOADER_WAIT_S = 0.5  # uploader wakes this often to notice close()
+
+
+class CloudUnavailableError(BusError):
+    """No cloud worker answered in time, or it refused; the caller finishes locally."""
+
+
+@dataclass
+class LinkFaults:
+    """Fault injection for tests and benchmarks: which chunk sequence numbers to lose or send twice."""
+
+    drop: Callable[[int], bool] = lambda seq: False
+    duplicate: Callable[[int], bool] = lambda seq: False
+
+
+@dataclass
+class LinkCounters:
+    bytes_up: int = 0  # payload bytes published towards the cloud (opens, chunks, requests, close)
+    bytes_down: int = 0  # payload bytes received from the cloud
+    chunks: int = 0
+    resends: int = 0  # resend requests honoured
+    reopens: int = 0  # sessions opened again after the worker lost them
+    rejected: list[str] = field(default_factory=list)  # reasons of chunks the cloud refused
+
+
+@dataclass(frozen=True, slots=True)
+class CloudAnswer:
+    token_id: int
+    probability: float
+    compute_ms: float  # cloud-side
+
+
+class CollabClient:
+    """Per-edge entry point: opens sessions, and runs the cloud-only and naive-split baselines."""
+
+    def __init__(self, bus: BusClient, edge_id: str) -> None:
+        self.bus = bus
+        self.edge_id = edge_id
+        self._sessions: dict[str, CloudSession] = {}
+        self._lock = threading.Lock()
+        self.bus.subscribe(topics.INFER_DOWN, self._on_down, edge=edge_id)
+
+    def open_session(self, model_id: str, split_layer: int, hidden_size: int, *, timeout_s: float,
+                     chunk_positions: int = 512, faults: LinkFaults | None = None) -> CloudSession:
+        """Open a session on any cloud worker. Raises CloudUnavailableError."""
+        session = CloudSession(self, uuid.uuid4().hex[:16], model_id, split_layer, hidden_size,
+                               chunk_positions, faults or LinkFaults())
+        with self._lock:
+            self._sessions[session.session_id] = session
+        try:
+            session.open(timeout_s)
+        except CloudUnavailableError:
+            self._forget(session.session_id)
+            raise
+        return session
+
+    def generate_cloud_only(self, model_id: str, prompt_ids: list[int], max_new_tokens: int, *,
+                            timeout_s: float, counters: LinkCounters) -> GenerateReply:
+        """The whole answer from one cloud worker. Raises CloudUnavailableError."""
+        request = GenerateRequest(uuid.uuid4().hex[:16], model_id, tuple(prompt_ids), max_new_tokens)
+        reply = self.request(request, timeout_s, counters)
+        if not isinstance(reply, GenerateReply):
+            raise CloudUnavailableError(f"cloud-only generation refused: {getattr(reply, 'reason', reply)}")
+        return reply
+
+    def naive_step(self, model_id: str, split_layer: int, rows: np.ndarray, *, timeout_s: float,
+                   counters: LinkCounters) -> CloudAnswer:
+        """Naive split: the whole context's fp32 layer-k states to a stateless worker. Raises CloudUnavailableError."""
+        count, hidden_size = rows.shape
+        data = np.ascontiguousarray(rows, dtype="<f4").tobytes()
+        step = NaiveStep(uuid.uuid4().hex[:16], model_id, split_layer, count, hidden_size, data)
+        reply = self.request(step, timeout_s, counters)
+        if not isinstance(reply, TokenReply):
+            raise CloudUnavailableError(f"naive step refused: {getattr(reply, 'reason', reply)}")
+        return CloudAnswer(reply.token_id, reply.probability, reply.compute_ms)
+
+    def request(self, message: Message, timeout_s: float, counters: LinkCounters) -> Message:
+        """MQTT 5 request on `infer/open`. Raises CloudUnavailableError on timeout or bus failure."""
+        payload_bytes = len(message.to_bytes())
+        counters.bytes_up += payload_bytes
+        try:
+            envelope = self.bus.request(topics.INFER_OPEN, message, timeout_s=timeout_s)
+        except BusError as error:
+            raise CloudUnavailableError(str(error)) from error
+        counters.bytes_down += len(envelope.message.to_bytes())
+        return envelope.message
+
+    def publish_up(self, session_id: str, message: Message) -> int:
+        """Publish on the session's up topic; returns payload bytes."""
+        payload = message.to_bytes()
+        self.bus.publish_bytes(topics.INFER_UP.topic(edge=self.edge_id, session=session_id), payload, qos=topics.INFER_UP.qos)
+        return len(payload)
+
+    def _forget(self, session_id: str) -> None:
+        with self._lock:
+            self._sessions.pop(session_id, None)
+
+    def _on_down(self, envelope: Envelope) -> None:
+        session_id = envelope.params["session"]
+        with self._lock:
+            session = self._sessions.get(session_id)
+        if session is None:
+            return  # a late reply for an answer already finished
+        session.on_down(envelope.message)
+
+
+class CloudSession:
+    """One answer's session with a cloud worker. Rows are added in position order as the edge computes them."""
+
+    def __init__(self, client: CollabClient, session_id: str, model_id: str, split_layer: int, hidden_size: int,
+                 chunk_positions: int, faults: LinkFaults) -> None:
+        self.client = client
+        self.session_id = session_id
+        self.model_id = model_id
+        self.split_layer = split_layer
+        self.hidden_size = hidden_size
+        self.chunk_positions = chunk_positions
+        self.faults = faults
+        self.worker_id = ""
+        self.counters = LinkCounters()
+        self._rows = np.zeros((256, hidden_size), dtype="<f2")  # (capacity, C) every layer-k row so far
+        self._known = 0  # rows [0, _known) are here
+        self._sent = 0  # rows [0, _sent) handed to the uploader
+        self._seq = itertools.count()
+        self._request_ids = itertools.count()
+        self._lock = threading.Lock()
+        self._pending: dict[int, Future[Message]] = {}
+        self._outbox: queue.Queue[tuple[str, int, int] | None] = queue.Queue()  # (kind, a, b)
+        self._closed = False
+        self._uploader = threading.Thread(target=self._upload_loop, name=f"collab-upload-{session_id}", daemon=True)
+        self._uploader.start()
+
+    # ---- caller side -----------------------------------------------------------------------------
+
+    def open(self, timeout_s: float) -> None:
+        """(Re)open the session on whichever worker the shared subscription picks. Raises CloudUnavailableError."""
+        request = SessionOpen(self.session_id, self.client.edge_id, self.model_id, self.split_layer, self.hidden_size)
+        reply = self.client.request(request, timeout_s, self.counters)
+        if isinstance(reply, RequestRefused):
+            raise CloudUnavailableError(f"session {self.session_id} refused: {reply.reason}")
+        if not isinstance(reply, SessionOpened):
+            raise CloudUnavailableError(f"session {self.session_id}: unexpected reply {type(reply).__name__}")
+        self.worker_id = reply.worker_id
+        logger.info("%s: session %s opened on %s", self.client.edge_id, self.session_id, self.worker_id)
+
+    def add_rows(self, first_position: int, rows: np.ndarray) -> None:
+        """Layer-k states (n, C) for positions [first, first + n), in order; uploaded in the background."""
+        count = rows.shape[0]
+        assert first_position == self._known, f"rows must arrive in order: got {first_position}, expected {self._known}"
+        assert rows.shape[1] == self.hidden_size, f"rows {rows.shape} not (n, {self.hidden_size})"
+        with self._lock:
+            if self._known + count > self._rows.shape[0]:
+                grown = np.zeros((max(2 * self._rows.shape[0], self._known + count), self.hidden_size), dtype="<f2")
+                grown[: self._known] = self._rows[: self._known]
+                self._rows = grown
+            self._rows[first_position : first_position + count] = rows
+            self._known += count
+        self._outbox.put(("rows", first_position + count, 0))
+
+    def ask(self, position: int, deadline_s: float, max_reopens: int) -> CloudAnswer | None:
+        """The cloud's token for `position`, or None if it did not come before the deadline.
+
+        Resend requests and unknown-session replies are handled here: missing rows go again, a lost
+        session is opened again (possibly on another worker) and everything is re-uploaded.
+        """
+        assert position < self._known, f"position {position} not computed yet ({self._known} rows)"
+        deadline = time.monotonic() + deadline_s
+        reopens = 0
+        while True:
+            request_id = next(self._request_ids)
+            future: Future[Message] = Future()
+            self._pending[request_id] = future
+            self._outbox.put(("request", request_id, position))
+            try:
+                reply = future.result(max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                logger.warning("%s: session %s: no token for position %d within %.2f s", self.client.edge_id,
+                               self.session_id, position, deadline_s)
+                return None
+            finally:
+                self._pending.pop(request_id, None)
+            match reply:
+                case TokenReply():
+                    return CloudAnswer(reply.token_id, reply.probability, reply.compute_ms)
+                case ResendRequest():
+                    self.counters.resends += 1
+                    self._outbox.put(("resend", reply.from_position, 0))
+                case SessionUnknown():
+                    if reopens >= max_reopens:
+                        return None
+                    reopens += 1
+                    self.counters.reopens += 1
+                    logger.info("%s: session %s unknown at %s (%s): re-opening", self.client.edge_id,
+                                self.session_id, self.worker_id, reply.reason)
+                    try:
+                        self.open(max(0.01, deadline - time.monotonic()))
+                    except CloudUnavailableError:
+                        return None
+                    self._outbox.put(("resend", 0, 0))
+
+    def close(self, notify: bool = True) -> None:
+        """Stop uploading; with `notify`, tell the worker to drop the context."""
+        if self._closed:
+            return
+        self._closed = True
+        if notify and self.worker_id:
+            self._outbox.put(("close", 0, 0))
+        self._outbox.put(None)
+        self._uploader.join(5.0)
+        self.client._forget(self.session_id)
+
+    def on_down(self, message: Message) -> None:
+        """Dispatcher thread: a message from the worker for this session."""
+        self.counters.bytes_down += len(message.to_bytes())
+        request_id = getattr(message, "request_id", -1)
+        if request_id >= 0:
+            future = self._pending.get(request_id)
+            if future is not None and not future.done():
+                future.set_result(message)
+            return
+        match message:
+            case ResendRequest():  # a gap the worker saw in the chunk stream
+                self.counters.resends += 1
+                self._outbox.put(("resend", message.from_position, 0))
+            case ChunkRejected():
+                self.counters.rejected.append(message.reason)
+                logger.warning("%s: session %s chunk %d rejected: %s", self.client.edge_id, self.session_id,
+                               message.seq, message.reason)
+            case SessionUnknown():
+                logger.debug("session %s unknown at %s: %s", self.session_id, self.worker_id, message.reason)
+
+    # ---- uploader thread -------------------------------------------------------------------------
+
+    def _upload_loop(self) -> None:
+        while True:
+            try:
+                item = self._outbox.get(timeout=_UPLOADER_WAIT_S)
+            except queue.Empty:
+                continue
+            if item is None:
+                return
+            kind, value, position = item
+            try:
+                if kind == "rows":
+                    self._upload_until(value)
+                elif kind == "resend":
+                    self._sent = min(self._sent, value)
+                    self._upload_until(self._known)
+                elif kind == "request":
+                    self._upload_until(self._known)  # whatever the request needs goes first
+                    message = TokenRequest(self.session_id, self.worker_id, value, position, self.counters.chunks)
+                    self.counters.bytes_up += self.client.publish_up(self.session_id, message)
+                elif kind == "close":
+                    close = SessionClose(self.session_id, self.worker_id)
+                    self.counters.bytes_up += self.client.publish_up(self.session_id, close)
+            except BusError as error:
+                logger.warning("%s: session %s upload failed: %s", self.client.edge_id, self.session_id, error)
+
+    def _upload_until(self, end: int) -> None:
+        """Publish rows [_sent, end) as chunks of at most `chunk_positions`."""
+        if not self.worker_id:
+            return
+        while self._sent < min(end, self._known):
+            first = self._sent
+            count = min(self.chunk_positions, min(end, self._known) - first)
+            with self._lock:
+                data = self._rows[first : first + count].tobytes()
+            seq = next(self._seq)
+            chunk = ContextChunk(self.session_id, seq, first, count, self.hidden_size, data, "fp16",
+                                 time.time_ns(), self.worker_id)
+            self._sent = first + count
+            self.counters.chunks += 1
+            if self.faults.drop(seq):
+                continue  # lost on the way (tests): the worker will ask for it again
+            self.counters.bytes_up += self.client.publish_up(self.session_id, chunk)
+            if self.faults.duplicate(seq):
+                self.counters.bytes_up += self.client.publish_up(self.session_id, chunk)
+
+
+__all__ = ["BusTimeoutError", "CloudAnswer", "CloudSession", "CloudUnavailableError", "CollabClient", "LinkCounters",
+           "LinkFaults"]

@@ -1,0 +1,382 @@
+"""The center's round loop: offloading rounds (generate → schedule → dispatch → collect → evaluate → record)
+and model-caching rounds (demand → choose models per edge → deploy → wait until ready)."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from broker import topics
+from broker.client import BusClient, Envelope
+from broker.messages import ModelStatus, NodeCommand, TaskDispatch, TaskResult, TaskSpec
+from fleet_center import workload
+from fleet_center.center_db import CenterDb, StoredTask
+from fleet_center.config import RoundsConfig
+from fleet_center.cost_model import CostInputs, ModelProfile, NodeFigures, build_fleet, running_means
+from fleet_center.evaluation import score_task
+from fleet_center.membership import FleetMembership
+from fleet_center.round_plan import (
+    Outstanding,
+    is_caching_round,
+    overdue,
+    reassignment_target,
+    task_type_name,
+)
+from fleet_center.scheduling import problem as sched
+from fleet_center.scheduling.solvers import make_scheduler
+
+logger = logging.getLogger(__name__)
+
+RoundListener = Callable[[int, dict], None]
+
+
+@dataclass
+class RoundContext:
+    round_index: int
+    tasks: dict[str, StoredTask]
+    by_id: dict[int, workload.Task]
+
+
+class RoundRunner:
+    """Drives the fleet round by round; resumes from the database after a restart."""
+
+    def __init__(self, config: RoundsConfig, bus: BusClient, membership: FleetMembership, db: CenterDb,
+                 profiles: tuple[ModelProfile, ...], reference_gflops: float,
+                 task_set: tuple[workload.Task, ...] | None = None) -> None:
+        self.config = config
+        self.bus = bus
+        self.membership = membership
+        self.db = db
+        self.profiles = profiles
+        self.reference_gflops = reference_gflops
+        self.task_set = task_set or workload.load_tasks(config.tasks_file or workload.DEFAULT_TASKS_PATH)
+        self.tasks_by_id = {task.task_id: task for task in self.task_set}
+        self.scheduler = make_scheduler(config.scheduler)
+        self.workload = workload.WorkloadConfig(arrival=config.arrival, tasks_per_edge=config.tasks_per_edge)
+        self.listeners: list[RoundListener] = []
+        self._results: queue.SimpleQueue[TaskResult] = queue.SimpleQueue()
+        self._statuses: queue.SimpleQueue[ModelStatus] = queue.SimpleQueue()
+        self._token_time: dict[tuple[str, str], float] = {}
+        self._cloud_turn = 0
+        self.placement: dict[str, set[str]] = db.latest_placement()
+
+    def attach(self) -> None:
+        """Subscribe to results and deployment status (before the bus connects or after)."""
+        self.bus.subscribe(topics.TASK_RESULT, lambda env: self._results.put(self._message(env, TaskResult)))
+        self.bus.subscribe(topics.MODEL_STATUS, lambda env: self._statuses.put(self._message(env, ModelStatus)))
+
+    @staticmethod
+    def _message(envelope: Envelope, kind: type) -> object:
+        assert isinstance(envelope.message, kind)
+        return envelope.message
+
+    # ---- the loop --------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        self._wait_for_edges(stop)
+        round_index = self.db.next_round()
+        while not stop.is_set() and (self.config.total_rounds == 0 or round_index < self.config.total_rounds):
+            if not self._edges():
+                logger.warning("round %d: no edge online; waiting", round_index)
+                stop.wait(2.0)
+                continue
+            caching = is_caching_round(round_index, self.config.offloading_rounds)
+            self.db.start_round(round_index, "caching" if caching else "offloading")
+            summary = self.run_caching_round(round_index, stop) if caching else self.run_offloading_round(round_index, stop)
+            if stop.is_set():
+                return  # unfinished: resumed after a restart
+            self.db.finish_round(round_index, summary)
+            logger.info("round %d (%s) done: %s", round_index, summary["kind"], _brief(summary))
+            for listener in self.listeners:
+                try:
+                    listener(round_index, summary)
+                except Exception:
+                    logger.exception("round listener failed")
+            round_index += 1
+            stop.wait(self.config.round_interval_s)
+
+    def _wait_for_edges(self, stop: threading.Event) -> None:
+        deadline = time.monotonic() + self.config.wait_for_edges_s
+        while not stop.is_set() and len(self._edges()) < self.config.min_edges and time.monotonic() < deadline:
+            stop.wait(0.5)
+
+    def _edges(self) -> list[str]:
+        return sorted(n.node_id for n in self.membership.snapshot().online("edge"))
+
+    def _clouds(self) -> list[str]:
+        return sorted(n.node_id for n in self.membership.snapshot().online("cloud"))
+
+    # ---- offloading ------------------------------------------------------------------------------
+
+    def run_offloading_round(self, round_index: int, stop: threading.Event) -> dict:
+        context = self._round_tasks(round_index)
+        pending = [t for t in context.tasks.values() if t.status != "done"]
+        plan = self._schedule(pending, context)
+        outstanding: dict[str, Outstanding] = {}
+        self._dispatch(round_index, plan, context, outstanding)
+        self._collect(round_index, context, outstanding, stop)
+        return self._summarise(round_index, context)
+
+    def _round_tasks(self, round_index: int) -> RoundContext:
+        stored = {t.instance_id: t for t in self.db.tasks_of(round_index)}
+        if not stored:  # a new round (a resumed one keeps its tasks and finished results)
+            rng = np.random.default_rng(self.config.seed + round_index)
+            drawn = workload.generate_round(self.workload, round_index, self._edges(), self.task_set, rng)
+            self.db.add_tasks(round_index, [(d.instance_id, d.task.task_id, d.task.task_type, d.edge_id) for d in drawn])
+            stored = {t.instance_id: t for t in self.db.tasks_of(round_index)}
+        return RoundContext(round_index, stored, self.tasks_by_id)
+
+    def _schedule(self, pending: list[StoredTask], context: RoundContext) -> list[tuple[str, str, str]]:
+        """(instance id, node id, model id) for every pending task."""
+        if not pending:
+            return []
+        edges = self._edge_figures()
+        fleet = build_fleet(edges, self._cost_inputs())
+        known = set(fleet.model_ids)
+        placement = sched.Placement({e.node_id: frozenset(self._placed(e.node_id) & known) for e in edges})
+        problem = sched.OffloadingProblem(
+            fleet=fleet,
+            tasks=tuple(sched.TaskSpec(t.instance_id, t.task_type, workload.expected_tokens(context.by_id[t.task_id]))
+                        for t in pending),
+            placement=placement,
+        )
+        plan = self.scheduler.offload(problem)
+        clouds = self._clouds()
+        decisions = []
+        for item in plan.assignments:
+            if item.edge_id is None:
+                target = self._next_cloud(clouds) or self._fallback_edge(edges)
+                decisions.append((item.task_id, target, self.config.models[0]))
+            else:
+                decisions.append((item.task_id, item.edge_id, item.model_id or self.config.initial_model))
+        return decisions
+
+    def _placed(self, edge_id: str) -> set[str]:
+        return self.placement.get(edge_id) or {self.config.initial_model}
+
+    def _next_cloud(self, clouds: list[str]) -> str | None:
+        if not clouds:
+            return None
+        self._cloud_turn += 1
+        return clouds[self._cloud_turn % len(clouds)]
+
+    @staticmethod
+    def _fallback_edge(edges: list[NodeFigures]) -> str:
+        return min(edges, key=lambda e: e.queue_depth).node_id
+
+    def _dispatch(self, round_index: int, decisions: list[tuple[str, str, str]], context: RoundContext,
+                  outstanding: dict[str, Outstanding]) -> None:
+        by_node: dict[str, list[TaskSpec]] = {}
+        deadline = time.time() + self.config.task_deadline_s
+        for instance_id, node_id, model_id in decisions:
+            stored = context.tasks[instance_id]
+            task = context.by_id[stored.task_id]
+            by_node.setdefault(node_id, []).append(TaskSpec(
+                task_id=instance_id, task_type=task_type_name(task.task_type), prompt=task.task_token,
+                model_id=model_id, round_id=round_index, deadline=deadline, max_new_tokens=self.config.max_new_tokens,
+            ))
+            self.db.assign(instance_id, node_id, model_id)
+            outstanding[instance_id] = Outstanding(instance_id, node_id, model_id, deadline, stored.attempts + 1)
+        for node_id, specs in by_node.items():
+            dispatch = TaskDispatch(round_id=round_index, tasks=tuple(specs), sent_at=time.time())
+            self.bus.publish(topics.TASK_DISPATCH, dispatch, expiry_s=int(self.config.task_deadline_s), node=node_id)
+            logger.info("round %d: %d task(s) → %s", round_index, len(specs), node_id)
+
+    def _collect(self, round_index: int, context: RoundContext, outstanding: dict[str, Outstanding],
+                 stop: threading.Event) -> None:
+        while outstanding and not stop.is_set():
+            try:
+                result = self._results.get(timeout=0.5)
+            except queue.Empty:
+                result = None
+            if result is not None:
+                self._accept(result, context, outstanding)
+            now = time.time()
+            online = set(self._edges()) | set(self._clouds())
+            for item in overdue(outstanding, now, online):
+                del outstanding[item.instance_id]
+                self._reassign(round_index, item, context, outstanding, online)
+
+    def _accept(self, result: TaskResult, context: RoundContext, outstanding: dict[str, Outstanding]) -> None:
+        item = outstanding.get(result.task_id)
+        if item is None or result.node_id != item.node_id:
+            return  # another round's, a duplicate, or a late answer from a node we gave up on
+        stored = context.tasks[result.task_id]
+        if result.status != "ok":
+            logger.warning("task %s failed on %s: %s", result.task_id, result.node_id, result.error)
+            del outstanding[result.task_id]
+            self._reassign(context.round_index, item, context, outstanding, set(self._edges()) | set(self._clouds()))
+            return
+        task = context.by_id[stored.task_id]
+        quality = score_task(task, _prediction(task, result)).quality
+        if self.db.record_result(result.task_id, result.node_id, result.model_id, "ok", result.answer, quality,
+                                 result.total_s + result.queue_wait_s + result.load_time_s, len(result.tokens)):
+            del outstanding[result.task_id]
+            if result.tokens and result.total_s > 0:
+                key = (result.node_id, result.model_id)
+                per_token = result.total_s / len(result.tokens)
+                self._token_time[key] = 0.7 * self._token_time.get(key, per_token) + 0.3 * per_token
+
+    def _reassign(self, round_index: int, item: Outstanding, context: RoundContext,
+                  outstanding: dict[str, Outstanding], online: set[str]) -> None:
+        if item.attempts >= self.config.max_attempts:
+            logger.error("task %s gave up after %d attempts", item.instance_id, item.attempts)
+            self.db.record_result(item.instance_id, item.node_id, item.model_id, "failed", "", None, 0.0, 0)
+            return
+        candidates = self._clouds() + [e for e in self._edges() if e in online]
+        target = reassignment_target(item.node_id, candidates) or (candidates[0] if candidates else None)
+        if target is None:
+            self.db.record_result(item.instance_id, item.node_id, item.model_id, "failed", "", None, 0.0, 0)
+            return
+        logger.warning("round %d: task %s reassigned from %s to %s", round_index, item.instance_id, item.node_id, target)
+        model_id = item.model_id if target in self._clouds() else next(iter(self._placed(target)))
+        context.tasks[item.instance_id] = _with_attempts(context.tasks[item.instance_id], item.attempts)
+        self._dispatch(round_index, [(item.instance_id, target, model_id)], context, outstanding)
+
+    def _summarise(self, round_index: int, context: RoundContext) -> dict:
+        rows = self.db.results_of(round_index)
+        ok = [r for r in rows if r[5] == "ok"]
+        per_type: dict[str, list[float]] = {}
+        for row in ok:
+            per_type.setdefault(task_type_name(row[2]), []).append(row[7])
+        where: dict[str, int] = {}
+        for row in rows:
+            where[row[3]] = where.get(row[3], 0) + 1
+        latencies = [r[8] for r in ok]
+        return {
+            "kind": "offloading", "round": round_index, "tasks": len(context.tasks), "ok": len(ok),
+            "failed": len(rows) - len(ok), "where": where,
+            "cloud_tasks": sum(n for node, n in where.items() if node in set(self._clouds())),
+            "latency_mean_s": float(np.mean(latencies)) if latencies else 0.0,
+            "latency_p95_s": float(np.percentile(latencies, 95)) if latencies else 0.0,
+            "quality": {name: float(np.mean(values)) for name, values in per_type.items()},
+        }
+
+    # ---- caching ---------------------------------------------------------------------------------
+
+    def run_caching_round(self, round_index: int, stop: threading.Event) -> dict:
+        edges = self._edge_figures()
+        fleet = build_fleet(edges, self._cost_inputs())
+        known = set(fleet.model_ids)
+        current = sched.Placement({e.node_id: frozenset(self._placed(e.node_id) & known) for e in edges})
+        recent = [self._round_tasks_as_workload(r) for r in range(max(0, round_index - self.config.offloading_rounds),
+                                                                   round_index)]
+        recent = [r for r in recent if r] or [()]
+        demand = workload.recent_demand(recent) if any(recent) else tuple(
+            sched.TypeDemand(t, 1, 10.0) for t in range(5))
+        plan = self.scheduler.cache(sched.CachingProblem(fleet=fleet, demand=demand, current=current,
+                                                         horizon_rounds=self.config.offloading_rounds))
+        started = time.monotonic()
+        wanted = {(edge, model) for edge, model in plan.deployments}
+        commands = {}
+        for edge_id, model_id in sorted(wanted):
+            command = NodeCommand(command_id=f"deploy-{round_index}-{edge_id}-{model_id}", kind="deploy_model",
+                                  model_id=model_id, pin=True)
+            commands[(edge_id, model_id)] = command
+            self.bus.publish(topics.NODE_COMMAND, command, node=edge_id)
+        ready, failed = self._await_deployments(set(commands), stop)
+        new_placement: dict[str, set[str]] = {}
+        changes = []
+        for edge in edges:
+            target = set(plan.placement.models_on(edge.node_id))
+            deployed_here = {m for (e, m) in wanted if e == edge.node_id}
+            if deployed_here - {m for (e, m) in ready if e == edge.node_id}:
+                target = self._placed(edge.node_id)  # not every deployment made it: keep the old placement
+                status = "kept"
+            else:
+                status = "deployed"
+                for model_id in self._placed(edge.node_id) - target:
+                    self.bus.publish(topics.NODE_COMMAND, NodeCommand(
+                        command_id=f"unload-{round_index}-{edge.node_id}-{model_id}", kind="unload_model",
+                        model_id=model_id), node=edge.node_id)
+            if target != self._placed(edge.node_id):
+                changes.append({"edge": edge.node_id, "before": sorted(self._placed(edge.node_id)),
+                                "after": sorted(target)})
+            new_placement[edge.node_id] = target
+            for model_id in target:
+                self.db.record_placement(round_index, edge.node_id, model_id, status)
+        self.placement = new_placement
+        return {
+            "kind": "caching", "round": round_index, "placement": {e: sorted(m) for e, m in new_placement.items()},
+            "deployments": len(wanted), "ready": len(ready), "failed": sorted(f"{e}:{m}" for e, m in failed),
+            "changes": changes, "deploy_s": round(time.monotonic() - started, 2),
+            "predicted_round_latency_s": plan.round_latency_s,
+        }
+
+    def _await_deployments(self, wanted: set[tuple[str, str]], stop: threading.Event) -> tuple[set, set]:
+        ready: set[tuple[str, str]] = set()
+        failed: set[tuple[str, str]] = set()
+        deadline = time.monotonic() + self.config.deploy_timeout_s
+        while wanted - ready - failed and time.monotonic() < deadline and not stop.is_set():
+            try:
+                status = self._statuses.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            key = (status.node_id, status.model_id)
+            if key not in wanted:
+                continue
+            if status.state == "ready":
+                ready.add(key)
+            elif status.state == "failed":
+                logger.warning("deploy of %s on %s failed: %s", status.model_id, status.node_id, status.reason)
+                failed.add(key)
+        timed_out = wanted - ready - failed
+        for edge_id, model_id in sorted(timed_out):
+            logger.warning("deploy of %s on %s not ready in %.0f s: old placement kept", model_id, edge_id,
+                           self.config.deploy_timeout_s)
+        return ready, failed | timed_out
+
+    def _round_tasks_as_workload(self, round_index: int) -> tuple[workload.RoundTask, ...]:
+        return tuple(workload.RoundTask(t.instance_id, t.arrived_at_edge, self.tasks_by_id[t.task_id])
+                     for t in self.db.tasks_of(round_index) if t.task_id in self.tasks_by_id)
+
+    # ---- figures ---------------------------------------------------------------------------------
+
+    def _edge_figures(self) -> list[NodeFigures]:
+        state = self.membership.snapshot()
+        return [
+            NodeFigures(n.node_id, n.capabilities.memory_bytes, n.capabilities.gflops,
+                        n.last_heartbeat.queue_depth if n.last_heartbeat else 0)
+            for n in sorted(state.online("edge"), key=lambda n: n.node_id)
+        ]
+
+    def _cost_inputs(self) -> CostInputs:
+        quality = running_means([((m, t), q) for m, t, q in self.db.quality_history()])
+        return CostInputs(
+            models=tuple(p for p in self.profiles if p.model_id in self.config.models),
+            reference_gflops=self.reference_gflops,
+            cloud_latency_s=self.config.cloud_latency_s if self._clouds() else 1e6,
+            measured_token_time_s=dict(self._token_time),
+            measured_quality=quality,
+        )
+
+
+def _prediction(task: workload.Task, result: TaskResult) -> str | list[str]:
+    parsed = result.parsed
+    if task.task_type == workload.NER:
+        tags = parsed.get("tags")
+        return [str(t) for t in tags] if isinstance(tags, list) else []
+    if task.task_type == workload.TC:
+        label = parsed.get("label")
+        return str(label) if label else result.answer
+    text = parsed.get("text")
+    return str(text) if isinstance(text, str) else result.answer
+
+
+def _with_attempts(task: StoredTask, attempts: int) -> StoredTask:
+    from dataclasses import replace
+
+    return replace(task, attempts=attempts)
+
+
+def _brief(summary: dict) -> str:
+    if summary["kind"] == "caching":
+        return f"placement {summary['placement']}, {summary['ready']}/{summary['deployments']} deployed"
+    return (f"{summary['ok']}/{summary['tasks']} ok, mean {summary['latency_mean_s']:.2f} s, "
+            f"quality {summary['quality']}, where {summary['where']}")
