@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import select
+import sys
 import threading
 import uuid
 from collections import deque
@@ -224,6 +225,14 @@ class _Server(ThreadingHTTPServer):
         self.served: deque[ServedRange] = deque(maxlen=_SERVED_LOG_SIZE)
         self.bytes_served = 0
         super().__init__((config.host, config.port), _Handler)
+
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        # socketserver prints tracebacks to stderr; a peer that hangs up is routine, anything else is an error.
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            logger.info("artifacts: connection from %s ended: %r", client_address[0], error)
+        else:
+            logger.error("artifacts: request from %s failed: %r", client_address[0], error)
 
     def record(self, served: ServedRange) -> None:
         with self.lock:
