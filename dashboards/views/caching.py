@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboards import queries, shaping
 from dashboards.common import PageContext, empty_state, fetch
+from dashboards.views.charts import ROUND_AXIS
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def _history(history: pd.DataFrame) -> alt.Chart:
         alt.Chart(long, title="Changes per caching round")
         .mark_bar()
         .encode(
-            x=alt.X("round_id:O", title="caching round"), xOffset="change:N", y=alt.Y("cells:Q", title="model × edge cells"),
+            x=alt.X("round_id:O", title="caching round", axis=ROUND_AXIS), xOffset="change:N", y=alt.Y("cells:Q", title="model × edge cells"),
             color=alt.Color("change:N", scale=alt.Scale(domain=["added", "evicted", "failed"], range=["#43a047", "#e57373", "#b71c1c"])),
             tooltip=["round_id:O", "change:N", "cells:Q"],
         )

@@ -12,6 +12,7 @@ logger = logging.getLogger(__name__)
 SOURCE_COLORS = alt.Scale(domain=["edge", "cloud", "failed"], range=["#2e7d32", "#1565c0", "#c62828"])
 TOKEN_COLORS = alt.Scale(domain=["edge", "cloud"], range=["#2e7d32", "#1565c0"])
 # Vega's default labels are a 12-hour clock without am/pm; this keeps its ":30" style for sub-minute ticks.
+ROUND_AXIS = alt.Axis(labelAngle=0, labelOverlap=True)  # round numbers read left to right, thinned when crowded
 TIME_AXIS = alt.Axis(labelAngle=0, labelExpr="timeFormat(datum.value, datum.value % 60000 ? ':%S' : '%H:%M')")
 
 

@@ -53,7 +53,7 @@ def _node_table(status: pd.DataFrame) -> None:
     st.subheader("Nodes")
     st.dataframe(
         styled,
-        hide_index=True,
+        hide_index=True, placeholder="–",
         column_order=["node", "role", "status", "last_heartbeat", "cpu_percent", "memory_percent", "load_1m",
                       "queue_depth", "loaded_model_ids"],
         column_config={

@@ -34,7 +34,7 @@ def render(context: PageContext) -> None:
         ):
             column.altair_chart(_versus_size(latest, value, title), width="stretch")
         st.dataframe(
-            latest, hide_index=True, column_order=["model", "size_mb", "perplexity", "load_s", "token_ms"],
+            latest, hide_index=True, placeholder="–", column_order=["model", "size_mb", "perplexity", "load_s", "token_ms"],
             column_config={
                 "model": "Model", "size_mb": st.column_config.NumberColumn("Size (MB)", format="%.0f"),
                 "perplexity": st.column_config.NumberColumn("Perplexity", format="%.2f"),
@@ -49,14 +49,14 @@ def render(context: PageContext) -> None:
         return
     left, right = st.columns([3, 1])
     left.dataframe(
-        log, hide_index=True,
+        log, hide_index=True, placeholder="–",
         column_config={
             "time": st.column_config.DatetimeColumn("Time", format="HH:mm:ss"), "node": "Node", "model": "Model",
             "event": "Event", "size_mb": st.column_config.NumberColumn("Size (MB)", format="%.0f"),
             "load_s": st.column_config.NumberColumn("Load (s)", format="%.1f"),
         },
     )
-    right.dataframe(shaping.loaded_per_node(events), hide_index=True, column_config={"node": "Node", "model": "Loaded now"})
+    right.dataframe(shaping.loaded_per_node(events), hide_index=True, placeholder="–", column_config={"node": "Node", "model": "Loaded now"})
 
 
 def _versus_size(latest: pd.DataFrame, value: str, title: str) -> alt.LayerChart:

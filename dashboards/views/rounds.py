@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboards import queries, shaping
 from dashboards.common import PageContext, empty_state, fetch
-from dashboards.views.charts import SOURCE_COLORS, TIME_AXIS
+from dashboards.views.charts import ROUND_AXIS, SOURCE_COLORS, TIME_AXIS
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _where_tasks_ran(split: pd.DataFrame) -> alt.Chart:
         alt.Chart(split, title="Where tasks ran")
         .mark_bar()
         .encode(
-            x=alt.X("round_id:O", title="round"),
+            x=alt.X("round_id:O", title="round", axis=ROUND_AXIS),
             y=alt.Y("tasks:Q", title="tasks", stack="zero"),
             color=alt.Color("where:N", scale=SOURCE_COLORS, title=None),
             order=alt.Order("where:N", sort="descending"),
@@ -87,7 +87,7 @@ def _latency(summary: pd.DataFrame) -> alt.Chart:
         alt.Chart(long.dropna(), title="Task latency per round")
         .mark_line(point=True)
         .encode(
-            x=alt.X("round_id:O", title="round"), y=alt.Y("ms:Q", title="latency (ms)"),
+            x=alt.X("round_id:O", title="round", axis=ROUND_AXIS), y=alt.Y("ms:Q", title="latency (ms)"),
             color=alt.Color("statistic:N", title=None), tooltip=["round_id:O", "statistic:N", alt.Tooltip("ms:Q", format=".0f")],
         )
         .properties(height=260)
@@ -99,7 +99,7 @@ def _quality(per_type: pd.DataFrame) -> alt.Chart:
         alt.Chart(per_type.dropna(subset=["quality"]), title="Quality per task type")
         .mark_line(point=True)
         .encode(
-            x=alt.X("round_id:O", title="round"), y=alt.Y("quality:Q", title="score", scale=alt.Scale(domain=[0, 1])),
+            x=alt.X("round_id:O", title="round", axis=ROUND_AXIS), y=alt.Y("quality:Q", title="score", scale=alt.Scale(domain=[0, 1])),
             color=alt.Color("task_type:N", title="task type"),
             tooltip=["round_id:O", "task_type:N", "tasks:Q", alt.Tooltip("quality:Q", format=".3f")],
         )
@@ -111,7 +111,7 @@ def _table(summary: pd.DataFrame) -> None:
     st.subheader("Per round")
     st.dataframe(
         summary.assign(edge_share=summary["edge_share"] * 100).sort_values("round_id", ascending=False),
-        hide_index=True,
+        hide_index=True, placeholder="–",
         column_order=["round_id", "end", "tasks", "tasks_edge", "tasks_cloud", "tasks_failed", "edge_share",
                       "latency_ms_mean", "latency_ms_p95", "quality", "duration_s", "caching_round"],
         column_config={

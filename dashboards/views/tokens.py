@@ -35,7 +35,7 @@ def render(context: PageContext) -> None:
     right.altair_chart(_bytes_per_response(sessions), width="stretch")
     st.subheader("Sessions")
     st.dataframe(
-        sessions.assign(cloud_ratio=sessions["cloud_ratio"] * 100), hide_index=True,
+        sessions.assign(cloud_ratio=sessions["cloud_ratio"] * 100), hide_index=True, placeholder="–",
         column_config={
             "session": "Session", "node": "Edge", "start": st.column_config.DatetimeColumn("Started", format="HH:mm:ss"),
             "tokens": "Tokens", "cloud_tokens": "Cloud tokens",
