@@ -35,9 +35,9 @@ class TrainingConfig:
     exit_layers: tuple[int, ...] = (10, 15, 20)  # decoder layers before each head
     max_new_tokens: int = 64  # continuation length per prompt
     sampled_per_train_prompt: int = 2  # extra sampled continuations per train prompt (data multiplier)
-    epochs: int = 3
+    epochs: int = 5
     batch_size: int = 256  # positions per optimiser step
-    learning_rate: float = 2e-3  # AdamW peak, cosine decay to 10 %
+    learning_rate: float = 5e-3  # AdamW peak, cosine decay to 10 %
     target_agreement: float = 0.92  # policy chosen on calibration at this agreement (margin over 0.90)
     seed: int = 0
 

@@ -157,6 +157,7 @@ class HeadSlice(nn.Module):
     @torch.no_grad()
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         assert hidden_states.dim() == 3, f"hidden_states must be (B, T, C), got {tuple(hidden_states.shape)}"
-        if self.adapter is not None:
-            hidden_states = self.adapter(hidden_states)
+        if self.adapter is not None:  # adapters are float32; a bf16 model's states go through and back
+            adapter_dtype = next(self.adapter.parameters()).dtype
+            hidden_states = self.adapter(hidden_states.to(adapter_dtype)).to(hidden_states.dtype)
         return self.lm_head(self.norm(hidden_states)).float()  # (B, T, V)

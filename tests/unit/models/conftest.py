@@ -5,16 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from models.loaded import LoadedModel
 from models.store import ModelStore
 from models.tiny import TINY_MODEL_ID, write_tiny_model
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _two_threads() -> None:
-    torch.set_num_threads(2)
 
 
 @pytest.fixture

@@ -59,3 +59,14 @@ def test_edge_variant_ends_in_its_exit_head(tmp_path: Path) -> None:
     expected = heads.logits(2, slice_hidden, model.model.norm, model.lm_head)
     assert torch.allclose(edge.full_logits(ids), expected, atol=1e-5)
     assert len(edge.generate_greedy([5, 6, 7], 4, stop_at_eos=False)) == 4
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+def test_exit_heads_run_on_low_precision_variants(tmp_path: Path, dtype: str) -> None:
+    model = make_tiny_model(seed=8)
+    write_model(tmp_path, "low", model, VariantSpec("x", dtype), ExitHeads(64, (1, 2)))
+    loaded = ModelStore(tmp_path).load("low")
+    hidden_states = loaded.decoder_slice(0, 1)(loaded.embedding_slice()(torch.tensor([[5, 6]])))
+    assert hidden_states.dtype == loaded.dtype
+    probabilities = loaded.exit_probabilities(1, hidden_states)
+    assert torch.allclose(probabilities.sum(-1), torch.ones(1, 2), atol=1e-2)
