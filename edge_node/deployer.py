@@ -213,7 +213,10 @@ class ModelDeployer:
         self.submit(command)
 
     def submit(self, command: NodeCommand) -> Future[DeployOutcome]:
-        """Start (or join) the deploy of `command`. An identical deploy in flight is joined, not repeated."""
+        """Start (or join) the deploy of `command`. An identical deploy in flight is joined, not repeated.
+
+        Raises RuntimeError after close(). The future never raises: failures are a "failed" outcome.
+        """
         key = (command.model_id, command.sha256)
         with self._lock:
             job = self._jobs.get(key)
@@ -223,7 +226,12 @@ class ModelDeployer:
                 return job.future
             job = _Job(command, Future(), [command.command_id])
             self._jobs[key] = job
-        self._pool.submit(self._run_job, key, job)
+        try:
+            self._pool.submit(self._run_job, key, job)
+        except RuntimeError:  # closed: forget the job so a later deployer instance is not blocked
+            with self._lock:
+                self._jobs.pop(key, None)
+            raise
         return job.future
 
     def deploy(self, command: NodeCommand, timeout_s: float | None = None) -> DeployOutcome:
@@ -371,8 +379,10 @@ class ModelDeployer:
                 raise TransientDeployError(f"file {remote.name!r}: range not satisfiable; restarting it")
             self._check_status(response, f"file {remote.name!r}")
             start = _response_start(response, remote)
-            if start != offset:  # a 200 to our Range request: the server sent the whole file
-                offset = 0
+            if start != offset:
+                if start != 0:
+                    raise TransientDeployError(f"file {remote.name!r}: asked for byte {offset}, got {start}")
+                offset = 0  # a 200 to our Range request: the server sends the whole file
             resumed = offset > 0
             progress.start_file(offset)
             _hash_prefix(part, digest, offset)
