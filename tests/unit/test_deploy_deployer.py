@@ -237,3 +237,28 @@ def test_parse_index_resolves_urls_against_the_index(tmp_path):
     index = parse_index(build_index(tmp_path, "m1").to_bytes(), "http://c:1/models/m1/index.json", "m1")
     assert {f.name: f.url for f in index.files}["w"] == "http://c:1/models/m1/files/w"
     assert {f.name: f.sha256 for f in index.files}["w"] == hashlib.sha256(b"x").hexdigest()
+
+
+def test_hash_mismatch_after_a_resume_downloads_the_file_once_more_from_zero(center, edge_root):
+    command = center.deploy_command("m1")
+    (center.store_root / "m1" / "model.safetensors").write_bytes(b"X" + WEIGHTS[1:])
+    transport = CutTransport({"model.safetensors": 300_000})
+    outcome = make_deployer(edge_root, [], transport).deploy(command, 10)
+    assert outcome.state == "failed" and "model.safetensors" in outcome.reason
+    served = [(s.status, s.start) for s in center.served() if s.file_name == "model.safetensors"]
+    assert served == [(200, 0), (206, 300_000), (200, 0)]
+
+
+def test_silent_server_times_out_and_fails(edge_root):
+    import socket
+
+    from broker.messages import NodeCommand
+
+    with socket.socket() as listener:  # accepts connections (backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/models/m1/index.json"
+        command = NodeCommand(command_id="c", kind="deploy_model", model_id="m1", sha256="0" * 64, url=url)
+        deployer = make_deployer(edge_root, [], attempts=2, read_timeout_s=0.2)
+        outcome = deployer.deploy(command, 10)
+    assert outcome.state == "failed" and "Timeout" in outcome.reason and "2 attempts" in outcome.reason
