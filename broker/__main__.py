@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="TOML file; settings under [broker]")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s broker %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s broker %(levelname)s %(message)s", force=True)
     try:
         config = load(BrokerConfig, args.config, overrides=args.set, section="broker")
         broker = LocalBroker(config).start()

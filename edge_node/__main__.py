@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {config.node_id} %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {config.node_id} %(name)s %(levelname)s %(message)s", force=True)
     try:
         return run_service(EdgeService(config))
     except BusError as error:

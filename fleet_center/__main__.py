@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="TOML file; settings under [center]")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s center %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s center %(name)s %(levelname)s %(message)s", force=True)
     try:
         config = load(CenterConfig, args.config, overrides=args.set, section="center")
         return run_service(CenterService(config))
