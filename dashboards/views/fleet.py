@@ -58,8 +58,8 @@ def _node_table(status: pd.DataFrame) -> None:
                       "queue_depth", "loaded_model_ids"],
         column_config={
             "node": "Node", "role": "Role", "status": "Status", "last_heartbeat": "Last heartbeat",
-            "cpu_percent": st.column_config.ProgressColumn("CPU", format="%.0f%%", min_value=0, max_value=100),
-            "memory_percent": st.column_config.ProgressColumn("Memory", format="%.0f%%", min_value=0, max_value=100),
+            "cpu_percent": st.column_config.ProgressColumn("CPU", format="%.0f%%", min_value=0, max_value=100, color="auto-inverse"),
+            "memory_percent": st.column_config.ProgressColumn("Memory", format="%.0f%%", min_value=0, max_value=100, color="auto-inverse"),
             "load_1m": st.column_config.NumberColumn("Load (1 min)", format="%.2f"),
             "queue_depth": st.column_config.NumberColumn("Queue"),
             "loaded_model_ids": st.column_config.TextColumn("Loaded models", width="large"),

@@ -117,7 +117,7 @@ def _table(summary: pd.DataFrame) -> None:
         column_config={
             "round_id": "Round", "end": st.column_config.DatetimeColumn("Ended", format="HH:mm:ss"),
             "tasks": "Tasks", "tasks_edge": "Edge", "tasks_cloud": "Cloud", "tasks_failed": "Failed",
-            "edge_share": st.column_config.ProgressColumn("Edge share", format="%.0f%%", min_value=0, max_value=100),
+            "edge_share": st.column_config.ProgressColumn("Edge share", format="%.0f%%", min_value=0, max_value=100, color="#2e7d32"),
             "latency_ms_mean": st.column_config.NumberColumn("Latency mean (ms)", format="%.0f"),
             "latency_ms_p95": st.column_config.NumberColumn("Latency p95 (ms)", format="%.0f"),
             "quality": st.column_config.NumberColumn("Quality", format="%.3f"),

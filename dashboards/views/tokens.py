@@ -39,7 +39,7 @@ def render(context: PageContext) -> None:
         column_config={
             "session": "Session", "node": "Edge", "start": st.column_config.DatetimeColumn("Started", format="HH:mm:ss"),
             "tokens": "Tokens", "cloud_tokens": "Cloud tokens",
-            "cloud_ratio": st.column_config.ProgressColumn("Cloud requests", format="%.0f%%", min_value=0, max_value=100),
+            "cloud_ratio": st.column_config.ProgressColumn("Cloud requests", format="%.0f%%", min_value=0, max_value=100, color="#1565c0"),
             "latency_ms_mean": st.column_config.NumberColumn("Latency mean (ms)", format="%.1f"),
             "latency_ms_p95": st.column_config.NumberColumn("Latency p95 (ms)", format="%.1f"),
             "bytes_up": st.column_config.NumberColumn("Bytes up"), "bytes_down": st.column_config.NumberColumn("Bytes down"),
