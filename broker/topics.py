@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from broker.errors import TopicError
 from broker.messages.codec import Message
+from broker.messages.inference import CloudDownMessage, CloudRequest, EdgeUpMessage
 from broker.messages.membership import CenterState, Heartbeat, NodeBirth, NodeCommand, NodeDeath
 from broker.messages.metrics import MetricBatch
 from broker.messages.tasks import ModelStatus, TaskDispatch, TaskResult
@@ -76,9 +77,9 @@ METRICS = TopicSpec("metrics/{node}", MetricBatch, qos=0)
 REPLY = TopicSpec("reply/{client}", None, qos=1)  # MQTT 5 response topic of each client
 # Collaborative inference (CE-CoLLM). The edge id is a topic level so the broker's ACL can keep an
 # edge inside its own sessions; DESIGN.md's `infer/{session}/...` gained it (docs/design-changes.md).
-INFER_OPEN = TopicSpec("infer/open", None, qos=1)  # shared subscription of cloud workers
-INFER_UP = TopicSpec("infer/{edge}/{session}/up", None, qos=1)
-INFER_DOWN = TopicSpec("infer/{edge}/{session}/down", None, qos=1)
+INFER_OPEN = TopicSpec("infer/open", CloudRequest, qos=1)  # shared subscription of cloud workers
+INFER_UP = TopicSpec("infer/{edge}/{session}/up", EdgeUpMessage, qos=1)
+INFER_DOWN = TopicSpec("infer/{edge}/{session}/down", CloudDownMessage, qos=1)
 
 ALL_TOPICS: list[TopicSpec] = [
     CENTER_STATE, NODE_BIRTH, NODE_DEATH, NODE_HEARTBEAT, NODE_COMMAND,

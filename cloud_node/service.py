@@ -34,9 +34,11 @@ class CloudService:
     def start(self) -> CloudService:
         if self.config.preload_model:
             self.models.get(self.config.preload_model)
-        self.presence.start()
         if self.config.serve_inference:
+            # Subscribe before connecting: the subscriptions then go out with the connection, so a
+            # request published right after start() returns is not lost to a subscription in flight.
             self.inference = CloudInference(self.config, self.presence.bus, self.models).start()
+        self.presence.start()
         logger.info("cloud %s started", self.config.node_id)
         return self
 

@@ -45,6 +45,8 @@ from broker.messages.inference import (
 logger = logging.getLogger(__name__)
 
 _UPLOADER_WAIT_S = 0.5  # uploader wakes this often to notice close()
+RETRY_INTERVAL_S = 1.0  # an unanswered open or token request is sent again after this (lost, or a worker
+# that subscribed a moment too late); answering twice is harmless
 
 
 class CloudUnavailableError(BusError):
@@ -181,7 +183,15 @@ class CloudSession:
     def open(self, timeout_s: float) -> None:
         """(Re)open the session on whichever worker the shared subscription picks. Raises CloudUnavailableError."""
         request = SessionOpen(self.session_id, self.client.edge_id, self.model_id, self.split_layer, self.hidden_size)
-        reply = self.client.request(request, timeout_s, self.counters)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            attempt_s = min(RETRY_INTERVAL_S, deadline - time.monotonic())
+            try:
+                reply = self.client.request(request, max(0.01, attempt_s), self.counters)
+                break
+            except CloudUnavailableError:
+                if time.monotonic() >= deadline - 0.01:
+                    raise
         if isinstance(reply, RequestRefused):
             raise CloudUnavailableError(f"session {self.session_id} refused: {reply.reason}")
         if not isinstance(reply, SessionOpened):
@@ -217,9 +227,12 @@ class CloudSession:
             future: Future[Message] = Future()
             self._pending[request_id] = future
             self._outbox.put(("request", request_id, position))
+            remaining_s = deadline - time.monotonic()
             try:
-                reply = future.result(max(0.0, deadline - time.monotonic()))
+                reply = future.result(max(0.0, min(RETRY_INTERVAL_S, remaining_s)))
             except FutureTimeout:
+                if remaining_s > RETRY_INTERVAL_S:
+                    continue  # ask again: the request or its answer may have been lost
                 logger.warning("%s: session %s: no token for position %d within %.2f s", self.client.edge_id,
                                self.session_id, position, deadline_s)
                 return None

@@ -1,22 +1,177 @@
-"""Collaborative-inference messages (CE-CoLLM): context upload chunks of hidden states, and token replies."""
+"""Collaborative-inference messages (CE-CoLLM): session open/close, context upload, token requests and replies.
+
+Three closed unions, one per direction, each bound to its topic in `broker/topics.py`:
+- `CloudRequest` on `infer/open` (shared subscription: any cloud worker may answer): open a session,
+  cloud-only generation, one stateless naive-split step. Answers come back as `CloudReply` on the
+  requester's MQTT 5 response topic.
+- `EdgeUpMessage` on `infer/{edge}/{session}/up`: context chunks, token requests, close. Every one
+  names the worker that opened the session, so only that worker acts on it (sessions are sticky).
+- `CloudDownMessage` on `infer/{edge}/{session}/down`: token replies, unknown session, resend requests,
+  rejected chunks.
+Positions count from 0 over the whole sequence (prompt then generated tokens). "Token for position p"
+is the model's next token after positions [0, p], i.e. the token at position p + 1.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 from broker.messages.codec import Message, require
 
 HiddenDtype = Literal["fp16", "fp32"]
-_DTYPE_BYTES = {"fp16": 2, "fp32": 4}
+SessionMode = Literal["collaborative", "naive_split"]
+DTYPE_BYTES = {"fp16": 2, "fp32": 4}
+_DTYPE_BYTES = DTYPE_BYTES  # older name
+MAX_HIDDEN_BYTES = 16 * 1024 * 1024  # one chunk or naive step; a 2k-token fp32 context at 576 is 4.7 MB
+
+
+class CloudRequest(Message):
+    """Union of requests on `infer/open` (shared subscription of cloud workers)."""
+
+    __slots__ = ()
+
+
+class CloudReply(Message):
+    """Union of replies to a `CloudRequest`, sent on the requester's response topic."""
+
+    __slots__ = ()
+
+
+class EdgeUpMessage(Message):
+    """Union of edge → cloud messages on `infer/{edge}/{session}/up`."""
+
+    __slots__ = ()
+
+
+class CloudDownMessage(Message):
+    """Union of cloud → edge messages on `infer/{edge}/{session}/down`."""
+
+    __slots__ = ()
+
+
+def _check_id(value: str, name: str) -> None:
+    require(0 < len(value) <= 64, f"{name} must be 1-64 chars")
+
+
+# ---- infer/open: requests and their replies ------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class ContextChunk(Message):
+class SessionOpen(CloudRequest):
+    """Edge asks any cloud worker to hold the context of a session for layers [split_layer, L)."""
+
+    TAG = "session_open"
+    session_id: str
+    edge_id: str
+    model_id: str
+    split_layer: int  # the edge runs [0, split_layer); the cloud [split_layer, L)
+    hidden_size: int
+
+    def __post_init__(self) -> None:
+        _check_id(self.session_id, "session_id")
+        _check_id(self.edge_id, "edge_id")
+        _check_id(self.model_id, "model_id")
+        require(1 <= self.split_layer <= 4096, "split_layer must be 1-4096")
+        require(1 <= self.hidden_size <= 65536, "hidden_size must be 1-65536")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpened(CloudReply):
+    """The worker that now holds the session; every later up message names it."""
+
+    TAG = "session_opened"
+    session_id: str
+    worker_id: str
+    ttl_s: float  # idle time after which the worker forgets the session
+    max_positions: int  # positions beyond this are rejected
+
+    def __post_init__(self) -> None:
+        _check_id(self.session_id, "session_id")
+        _check_id(self.worker_id, "worker_id")
+        require(self.ttl_s > 0, "ttl_s must be > 0")
+        require(self.max_positions > 0, "max_positions must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRefused(CloudReply):
+    """A request the worker cannot serve (unknown model, bad split, bad shapes), with the reason."""
+
+    TAG = "request_refused"
+    request_id: str  # session id for an open, request id otherwise
+    reason: str
+
+    def __post_init__(self) -> None:
+        require(len(self.reason) <= 1000, "reason must be <= 1000 chars")
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest(CloudRequest):
+    """Cloud-only generation: prompt token ids in, greedy tokens out (baselines, routed queries)."""
+
+    TAG = "generate_request"
+    MAX_BYTES = 256 * 1024
+    request_id: str
+    model_id: str
+    prompt_ids: tuple[int, ...]
+    max_new_tokens: int
+    stop_at_eos: bool = True
+
+    def __post_init__(self) -> None:
+        _check_id(self.request_id, "request_id")
+        _check_id(self.model_id, "model_id")
+        require(1 <= len(self.prompt_ids) <= 32768, "prompt_ids must hold 1-32768 tokens")
+        require(all(token >= 0 for token in self.prompt_ids), "token ids must be >= 0")
+        require(1 <= self.max_new_tokens <= 4096, "max_new_tokens must be 1-4096")
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateReply(CloudReply):
+    TAG = "generate_reply"
+    MAX_BYTES = 256 * 1024
+    request_id: str
+    token_ids: tuple[int, ...]
+    first_token_ms: float  # cloud-side: request received → first token
+    total_ms: float  # cloud-side: request received → last token
+
+    def __post_init__(self) -> None:
+        _check_id(self.request_id, "request_id")
+
+
+@dataclass(frozen=True, slots=True)
+class NaiveStep(CloudRequest):
+    """Naive split baseline: the whole context's layer-k hidden states, every step, to a stateless worker."""
+
+    TAG = "naive_step"
+    MAX_BYTES = MAX_HIDDEN_BYTES + 4096
+    request_id: str
+    model_id: str
+    split_layer: int
+    count: int  # positions [0, count); the reply is the token for position count - 1
+    hidden_size: int
+    data: bytes  # row-major (count, hidden_size) little-endian floats of `dtype`
+    dtype: HiddenDtype = "fp32"
+
+    def __post_init__(self) -> None:
+        _check_id(self.request_id, "request_id")
+        _check_id(self.model_id, "model_id")
+        require(1 <= self.split_layer <= 4096, "split_layer must be 1-4096")
+        require(1 <= self.count <= 65536, "count must be 1-65536")
+        require(1 <= self.hidden_size <= 65536, "hidden_size must be 1-65536")
+        expected = self.count * self.hidden_size * DTYPE_BYTES[self.dtype]
+        require(len(self.data) == expected, f"data is {len(self.data)} B, expected {expected} B for its shape")
+
+
+# ---- infer/{edge}/{session}/up -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContextChunk(EdgeUpMessage):
     """Edge → cloud on `infer/{edge}/{session}/up`: hidden states of `count` consecutive positions."""
 
     TAG = "context_chunk"
-    MAX_BYTES = 16 * 1024 * 1024
+    MAX_BYTES = MAX_HIDDEN_BYTES + 4096
     session_id: str
     seq: int  # chunk sequence number within the session, from 0, for gap detection
     first_position: int
@@ -25,6 +180,7 @@ class ContextChunk(Message):
     data: bytes  # row-major (count, hidden_size) little-endian floats of `dtype`
     dtype: HiddenDtype = "fp16"
     sent_at_ns: int = 0  # sender's wall clock, for latency figures
+    worker_id: str = ""  # the worker holding the session; others ignore the chunk
 
     def __post_init__(self) -> None:
         require(0 < len(self.session_id) <= 64, "session_id must be 1-64 chars")
@@ -32,5 +188,94 @@ class ContextChunk(Message):
         require(self.first_position >= 0, "first_position must be >= 0")
         require(1 <= self.count <= 65536, "count must be 1-65536")
         require(1 <= self.hidden_size <= 65536, "hidden_size must be 1-65536")
-        expected = self.count * self.hidden_size * _DTYPE_BYTES[self.dtype]
+        expected = self.count * self.hidden_size * DTYPE_BYTES[self.dtype]
         require(len(self.data) == expected, f"data is {len(self.data)} B, expected {expected} B for its shape")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequest(EdgeUpMessage):
+    """Edge asks the session's worker for the token for `position` (it needs states [0, position])."""
+
+    TAG = "token_request"
+    session_id: str
+    worker_id: str
+    request_id: int  # per session, increasing; the reply echoes it
+    position: int
+    chunks_sent: int = 0  # chunks the edge has published so far (seq < chunks_sent), for gap detection
+
+    def __post_init__(self) -> None:
+        _check_id(self.session_id, "session_id")
+        _check_id(self.worker_id, "worker_id")
+        require(self.request_id >= 0, "request_id must be >= 0")
+        require(self.position >= 0, "position must be >= 0")
+        require(self.chunks_sent >= 0, "chunks_sent must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClose(EdgeUpMessage):
+    TAG = "session_close"
+    session_id: str
+    worker_id: str
+
+    def __post_init__(self) -> None:
+        _check_id(self.session_id, "session_id")
+        _check_id(self.worker_id, "worker_id")
+
+
+# ---- infer/{edge}/{session}/down -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenReply(CloudDownMessage, CloudReply):
+    """The cloud's token for `position` (also the reply to a NaiveStep)."""
+
+    TAG = "token_reply"
+    session_id: str  # request id for a NaiveStep
+    request_id: int
+    position: int
+    token_id: int
+    probability: float  # of `token_id` under the full model
+    compute_ms: float = 0.0  # cloud-side time to bring the cache up to date and run the head
+
+    def __post_init__(self) -> None:
+        require(self.token_id >= 0, "token_id must be >= 0")
+        require(0.0 <= self.probability <= 1.0 and math.isfinite(self.probability), "probability must be in [0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUnknown(CloudDownMessage):
+    """The addressed worker does not hold the session (never opened, expired, evicted, restarted)."""
+
+    TAG = "session_unknown"
+    session_id: str
+    request_id: int  # -1 when not answering a token request
+    reason: str
+
+    def __post_init__(self) -> None:
+        require(len(self.reason) <= 1000, "reason must be <= 1000 chars")
+
+
+@dataclass(frozen=True, slots=True)
+class ResendRequest(CloudDownMessage):
+    """The worker lacks positions from `from_position` on (a lost chunk): send them again."""
+
+    TAG = "resend_request"
+    session_id: str
+    request_id: int  # the token request waiting on them, or -1 for a gap seen in the chunk stream
+    from_position: int
+
+    def __post_init__(self) -> None:
+        require(self.from_position >= 0, "from_position must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRejected(CloudDownMessage):
+    """A chunk the worker refused (wrong shape, NaN/inf, positions out of range); the session goes on."""
+
+    TAG = "chunk_rejected"
+    session_id: str
+    seq: int
+    reason: str
+
+    def __post_init__(self) -> None:
+        require(len(self.reason) <= 1000, "reason must be <= 1000 chars")

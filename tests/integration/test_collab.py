@@ -1,0 +1,206 @@
+"""Collaborative generation end to end: real Mosquitto, cloud workers and an edge client in this process, tiny model.
+
+The tiny model's residual branches are scaled up so its greedy output varies from token to token
+(a plain random-weight model repeats one token, which would make equalities below vacuous).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import pytest
+import torch
+
+from broker.client import BusClient
+from cloud_node.config import CloudConfig
+from cloud_node.service import CloudService
+from edge_node.collab import generate
+from edge_node.collab_config import CollabConfig
+from edge_node.collab_link import CollabClient, LinkFaults
+from models.exit_heads import ExitHeads
+from models.store import ModelStore, VariantSpec, write_model
+from models.tiny import make_tiny_model
+from tests.conftest import wait_until
+
+MODEL_ID = "tiny-collab"
+SPLIT, EXITS, NEW_TOKENS = 4, (2, 4), 16
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)  # shared 2-core machine: OpenMP threads spin when oversubscribed
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("collab-store")
+    model = make_tiny_model(seed=1, layers=6)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(3.0)
+        for layer in model.model.layers:
+            for linear in (layer.self_attn.o_proj, layer.mlp.down_proj, layer.mlp.up_proj):
+                linear.weight.mul_(60.0)
+    write_model(root, MODEL_ID, model, VariantSpec(variant="tiny", storage_dtype="float32", source="test"),
+                exit_heads=ExitHeads(64, EXITS))
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(store):
+    return ModelStore(store).load(MODEL_ID)
+
+
+@pytest.fixture(scope="module")
+def prompt(model):
+    return model.encode_chat("Write one sentence about the sea.")
+
+
+def start_cloud(mosquitto, store, tmp_path, node_id="cloud-1", **changes):
+    config = CloudConfig(node_id=node_id, bus=mosquitto.bus_config(), model_store=str(store),
+                         state_dir=str(tmp_path / "state"), heartbeat_interval_s=0.5, janitor_interval_s=0.05)
+    return CloudService(dataclasses.replace(config, **changes)).start()
+
+
+@pytest.fixture
+def cloud(mosquitto, store, tmp_path):
+    service = start_cloud(mosquitto, store, tmp_path)
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def client(mosquitto):
+    bus = BusClient("pi-01", mosquitto.bus_config("pi-01")).connect()
+    yield CollabClient(bus, "pi-01")
+    bus.close()
+
+
+def config(mode="collaborative", threshold=0.5, **changes):
+    settings = {"cloud_deadline_s": 5.0, **changes}
+    return CollabConfig(mode=mode, split_layer=SPLIT, exit_layers=EXITS, threshold=threshold, **settings)
+
+
+def run(model, prompt, client, cfg, **kwargs):
+    return generate(model, prompt, NEW_TOKENS, cfg, client, stop_at_eos=False, **kwargs)
+
+
+def test_never_exiting_equals_cloud_only(cloud, client, model, prompt):
+    collaborative = run(model, prompt, client, config(threshold=1.0))
+    cloud_only = run(model, prompt, client, config("cloud_only"))
+    assert collaborative.token_ids == cloud_only.token_ids == tuple(model.generate_greedy(prompt, NEW_TOKENS, stop_at_eos=False))
+    assert len(set(cloud_only.token_ids)) > 3, "the test model must not repeat one token"
+    assert all(t.decided_by == "cloud" for t in collaborative.tokens)
+    assert collaborative.cloud_requests == NEW_TOKENS and not collaborative.fallback
+
+
+def test_always_exiting_equals_edge_only(cloud, client, model, prompt):
+    collaborative = run(model, prompt, client, config(threshold=0.0))
+    standalone = run(model, prompt, None, config("standalone", threshold=0.0))
+    assert collaborative.token_ids == standalone.token_ids
+    assert collaborative.cloud_requests == 0
+    assert {t.exit_layer for t in collaborative.tokens} == {EXITS[0]}
+
+
+def test_naive_split_equals_cloud_only_and_sends_far_more(cloud, client, model, prompt):
+    naive = run(model, prompt, client, config("naive_split"))
+    collaborative = run(model, prompt, client, config(threshold=1.0))
+    assert naive.token_ids == collaborative.token_ids
+    assert naive.bytes_up > 10 * collaborative.bytes_up
+
+
+def test_lost_and_duplicated_chunks_are_harmless(cloud, client, model, prompt):
+    faults = LinkFaults(drop=lambda seq: seq in (0, 3, 7), duplicate=lambda seq: seq % 2 == 1)
+    collaborative = run(model, prompt, client, config(threshold=1.0, upload_chunk_positions=8), faults=faults)
+    assert collaborative.token_ids == tuple(model.generate_greedy(prompt, NEW_TOKENS, stop_at_eos=False))
+    assert collaborative.resends >= 1 and not collaborative.fallback
+
+
+def test_cloud_restart_mid_session_reopens_and_reuploads(mosquitto, store, tmp_path, client, model, prompt):
+    services = [start_cloud(mosquitto, store, tmp_path)]
+
+    def restart_after_fourth(token):
+        if token.position == len(prompt) + 3:
+            services[0].stop()
+            services[0] = start_cloud(mosquitto, store, tmp_path)
+
+    try:
+        collaborative = run(model, prompt, client, config(threshold=1.0), on_token=restart_after_fourth)
+    finally:
+        services[0].stop()
+    assert collaborative.token_ids == tuple(model.generate_greedy(prompt, NEW_TOKENS, stop_at_eos=False))
+    assert collaborative.reopens == 1 and not collaborative.fallback
+
+
+def test_expired_session_is_reopened_and_reuploaded(mosquitto, store, tmp_path, client, model, prompt):
+    service = start_cloud(mosquitto, store, tmp_path, session_ttl_s=0.3)
+
+    def pause(token):
+        if token.position == len(prompt) + 2:
+            time.sleep(0.6)
+
+    try:
+        collaborative = run(model, prompt, client, config(threshold=1.0), on_token=pause)
+        assert service.inference.contexts.expirations >= 1
+    finally:
+        service.stop()
+    assert collaborative.token_ids == tuple(model.generate_greedy(prompt, NEW_TOKENS, stop_at_eos=False))
+    assert collaborative.reopens >= 1
+
+
+def test_silent_cloud_ends_in_local_finish(mosquitto, store, tmp_path, client, model, prompt):
+    service = start_cloud(mosquitto, store, tmp_path)
+
+    def kill_after_second(token):
+        if token.position == len(prompt) + 1:
+            service.inference.stop()
+            service.presence.crash()
+
+    collaborative = run(model, prompt, client, config(threshold=1.0, cloud_deadline_s=0.5), on_token=kill_after_second)
+    assert collaborative.fallback and collaborative.fallback_position == len(prompt) + 2
+    assert len(collaborative.token_ids) == NEW_TOKENS
+    assert [t.decided_by for t in collaborative.tokens][:2] == ["cloud", "cloud"]
+    assert all(t.decided_by == "fallback" for t in collaborative.tokens[2:])
+
+
+def test_no_cloud_at_all_answers_standalone(client, model, prompt):
+    collaborative = run(model, prompt, client, config(threshold=1.0, open_timeout_s=0.3))
+    standalone = run(model, prompt, None, config("standalone", threshold=1.0))
+    assert collaborative.fallback and collaborative.token_ids == standalone.token_ids
+
+
+def test_two_workers_share_sessions(mosquitto, store, tmp_path, model, prompt):
+    workers = [start_cloud(mosquitto, store, tmp_path, node_id) for node_id in ("cloud-1", "cloud-2")]
+    edges = [BusClient(edge, mosquitto.bus_config(edge)).connect() for edge in ("pi-01", "pi-02")]
+    expected = tuple(model.generate_greedy(prompt, NEW_TOKENS, stop_at_eos=False))
+    results = []
+    try:
+        clients = [CollabClient(bus, bus.client_id) for bus in edges]
+
+        def answer(collab_client):
+            for _ in range(3):
+                results.append(run(model, prompt, collab_client, config(threshold=1.0)))
+
+        threads = [threading.Thread(target=answer, args=(c,)) for c in clients]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for bus in edges:
+            bus.close()
+        for worker in workers:
+            worker.stop()
+    assert len(results) == 6
+    assert all(result.token_ids == expected for result in results)
+    assert {result.worker_id for result in results} == {"cloud-1", "cloud-2"}
+    served = [worker.inference.counts["tokens_served"] for worker in workers]
+    assert sum(served) == 6 * NEW_TOKENS and min(served) > 0
+
+
+def test_heartbeat_carries_session_figures(cloud, client, model, prompt):
+    run(model, prompt, client, config(threshold=1.0, session_close=False))
+    assert wait_until(lambda: cloud.presence.heartbeat().counters.get("sessions") == 1.0, timeout_s=5)
+    counters = cloud.presence.heartbeat().counters
+    assert counters["session_bytes"] > 0 and counters["tokens_served"] == NEW_TOKENS
