@@ -64,7 +64,7 @@ def sidebar(config: DashboardConfig) -> None:
         st.toggle(f"Live (every {config.refresh_s:g} s)", value=config.refresh_s > 0, key="live",
                   disabled=config.refresh_s <= 0)
         where = config.db if config.backend == "influx1" else f"{config.org}/{config.bucket}"
-        st.caption(f"Reading {config.backend} at {config.url}, {where}")
+        st.caption(f"Reading {config.backend} at {config.url}, {where}. Times are UTC.")
 
 
 def page_context() -> PageContext:

@@ -11,9 +11,15 @@ logger = logging.getLogger(__name__)
 
 SOURCE_COLORS = alt.Scale(domain=["edge", "cloud", "failed"], range=["#2e7d32", "#1565c0", "#c62828"])
 TOKEN_COLORS = alt.Scale(domain=["edge", "cloud"], range=["#2e7d32", "#1565c0"])
-# Vega's default labels are a 12-hour clock without am/pm; this keeps its ":30" style for sub-minute ticks.
 ROUND_AXIS = alt.Axis(labelAngle=0, labelOverlap=True)  # round numbers read left to right, thinned when crowded
-TIME_AXIS = alt.Axis(labelAngle=0, labelExpr="timeFormat(datum.value, datum.value % 60000 ? ':%S' : '%H:%M')")
+# Times are UTC everywhere (tables show the stored UTC times; charts would otherwise use the browser's zone).
+# Vega's default labels are a 12-hour clock without am/pm; this keeps its ":30" style for sub-minute ticks.
+TIME_AXIS = alt.Axis(labelAngle=0, labelExpr="utcFormat(datum.value, datum.value % 60000 ? ':%S' : '%H:%M')")
+UTC = alt.Scale(type="utc")
+
+
+def time_tooltip(field: str = "time") -> alt.Tooltip:
+    return alt.Tooltip(f"{field}:T", format="%H:%M:%S", formatType="utc", title=f"{field} (UTC)")
 
 
 def over_time(data: pd.DataFrame, value: str, title: str, by: str = "node", unit: str = "", step: bool = False) -> alt.Chart:
@@ -22,10 +28,10 @@ def over_time(data: pd.DataFrame, value: str, title: str, by: str = "node", unit
         alt.Chart(data, title=title)
         .mark_line(point=alt.OverlayMarkDef(size=12), interpolate="step-after" if step else "monotone")
         .encode(
-            x=alt.X("time:T", title=None, axis=TIME_AXIS),
+            x=alt.X("time:T", title=None, axis=TIME_AXIS, scale=UTC),
             y=alt.Y(f"{value}:Q", title=unit or value),
             color=alt.Color(f"{by}:N", title=by),
-            tooltip=[alt.Tooltip("time:T", format="%H:%M:%S"), f"{by}:N", alt.Tooltip(f"{value}:Q", format=".1f")],
+            tooltip=[time_tooltip(), f"{by}:N", alt.Tooltip(f"{value}:Q", format=".1f")],
         )
         .properties(height=240)
     )

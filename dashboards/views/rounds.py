@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboards import queries, shaping
 from dashboards.common import PageContext, empty_state, fetch
-from dashboards.views.charts import ROUND_AXIS, SOURCE_COLORS, TIME_AXIS
+from dashboards.views.charts import ROUND_AXIS, SOURCE_COLORS, TIME_AXIS, UTC, time_tooltip
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +56,10 @@ def _timeline(summary: pd.DataFrame) -> alt.Chart:
         alt.Chart(data, title="Round timeline")
         .mark_bar(cornerRadius=3, height=18)
         .encode(
-            x=alt.X("start:T", title=None, axis=TIME_AXIS), x2="end:T",
+            x=alt.X("start:T", title=None, axis=TIME_AXIS, scale=UTC), x2="end:T",
             y=alt.Y("kind:N", title=None),
             color=alt.Color("kind:N", scale=alt.Scale(domain=["round", "caching round"], range=["#90a4ae", "#ef6c00"]), legend=None),
-            tooltip=["round_id:Q", alt.Tooltip("start:T", format="%H:%M:%S"), alt.Tooltip("duration_s:Q", format=".1f"), "tasks:Q"],
+            tooltip=["round_id:Q", time_tooltip("start"), alt.Tooltip("duration_s:Q", format=".1f"), "tasks:Q"],
         )
         .properties(height=130)
     )

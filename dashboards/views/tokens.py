@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboards import queries, shaping
 from dashboards.common import PageContext, empty_state, fetch
-from dashboards.views.charts import TIME_AXIS, TOKEN_COLORS
+from dashboards.views.charts import TIME_AXIS, TOKEN_COLORS, UTC
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _kpis(tokens: pd.DataFrame, sessions: pd.DataFrame) -> None:
 
 
 def _latency_timeline(tokens: pd.DataFrame, by_position: bool) -> alt.Chart:
-    x = alt.X("position:Q", title="token position") if by_position else alt.X("time:T", title=None, axis=TIME_AXIS)
+    x = alt.X("position:Q", title="token position") if by_position else alt.X("time:T", title=None, axis=TIME_AXIS, scale=UTC)
     return (
         alt.Chart(tokens, title="Per-token latency")
         .mark_circle(size=36, opacity=0.8)
@@ -77,7 +77,7 @@ def _exit_histogram(histogram: pd.DataFrame) -> alt.Chart:
         alt.Chart(histogram, title="Exit layer")
         .mark_bar()
         .encode(
-            x=alt.X("exit_layer:O", title="layer that decided the token"), y=alt.Y("tokens:Q", title="tokens"),
+            x=alt.X("exit_layer:O", title="layer that decided the token", axis=alt.Axis(labelAngle=0)), y=alt.Y("tokens:Q", title="tokens"),
             color=alt.Color("source:N", scale=TOKEN_COLORS, title="decided at"), tooltip=["exit_layer:O", "source:N", "tokens:Q"],
         )
         .properties(height=260)
