@@ -71,7 +71,10 @@ def exit_policy_for(model: LoadedModel, config: CollabConfig) -> ExitPolicy:
     if config.threshold is None:
         assert model.exit_policy is not None, f"{model.model_id} has no calibrated exit policy; set a threshold"
         rules = tuple(rule for rule in model.exit_policy.rules if rule.exit_layer in layers)
-        return ExitPolicy(rules)
+        policy = ExitPolicy(rules)
+        if config.exit_thresholds:
+            policy = policy.with_thresholds(dict(zip(config.exit_layers, config.exit_thresholds, strict=True)))
+        return policy
     threshold = _NEVER_EXIT if config.threshold >= 1.0 else config.threshold
     return ExitPolicy.top_probability({layer: threshold for layer in layers})
 

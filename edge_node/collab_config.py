@@ -18,6 +18,8 @@ class CollabConfig:
     exit_layers: tuple[int, ...] = (10, 15, 20)  # exit heads the edge consults (those <= split_layer)
     threshold: float | None = None  # None: the model's calibrated policy; else top-probability threshold
     # at every exit (0 exits always at the first exit; >= 1.0 never exits, every token goes to the cloud)
+    exit_thresholds: tuple[float, ...] = ()  # per exit layer (same order), replacing the calibrated policy's
+    # thresholds with a collaborative operating point (edge_node/collab_operating_point.py); () keeps them
     cloud_deadline_s: float = 5.0  # a token not back from the cloud by then: finish the answer locally
     open_timeout_s: float = 5.0  # session open request/response
     upload_chunk_positions: int = 512  # most positions in one context chunk
@@ -31,6 +33,8 @@ class CollabConfig:
         check(all(0 < layer <= self.split_layer for layer in self.exit_layers), "exit_layers",
               f"must lie in 1..split_layer ({self.split_layer})")
         check(self.threshold is None or self.threshold >= 0.0, "threshold", "must be >= 0")
+        check(not self.exit_thresholds or len(self.exit_thresholds) == len(self.exit_layers), "exit_thresholds",
+              "give one threshold per exit layer, or none")
         check(self.cloud_deadline_s > 0, "cloud_deadline_s", "must be > 0")
         check(self.open_timeout_s > 0, "open_timeout_s", "must be > 0")
         check(1 <= self.upload_chunk_positions <= 8192, "upload_chunk_positions", "must be 1-8192")

@@ -1,0 +1,63 @@
+"""The collaborative operating point: exit thresholds chosen on the calibration split for cloud-edge generation.
+
+Standalone early exit must keep the exited tokens right (the calibrated policy asks >= 0.92 of the
+exits to agree with the full model). In collaborative mode every token that does not exit comes
+from the full model, so what matters is the agreement over all generated tokens:
+(positions not exiting + exits that agree) / positions. Maximising the exit fraction (fewer cloud
+requests) under that constraint gives lower thresholds than the standalone policy. The scoring
+rules (logistic weights) are the model's calibrated ones; only the thresholds move. Pure numpy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.exit_calibration import scores_of
+from models.exit_policy import ExitPolicy, ExitRule
+
+logger = logging.getLogger(__name__)
+
+_DISABLED = 2.0  # above any score in (0, 1]: the exit never fires
+
+
+@dataclass(frozen=True, slots=True)
+class CollabPoint:
+    policy: ExitPolicy
+    exit_fraction: float  # share of calibration positions that exit at the edge
+    agreement: float  # share of all calibration positions equal to the full model's token
+
+
+def overall_agreement(rules: tuple[ExitRule, ...], thresholds: tuple[float, ...], scores: dict[int, np.ndarray],
+                      correct: dict[int, np.ndarray]) -> tuple[float, float]:
+    """(exit fraction, agreement over every position) when non-exits are answered by the full model."""
+    count = next(iter(correct.values())).shape[0]
+    remaining = np.ones(count, dtype=bool)
+    exited = wrong = 0
+    for rule, threshold in zip(rules, thresholds, strict=True):
+        exits = remaining & (scores[rule.exit_layer] >= threshold)
+        exited += int(exits.sum())
+        wrong += int((exits & ~correct[rule.exit_layer]).sum())
+        remaining &= ~exits
+    return exited / max(count, 1), 1.0 - wrong / max(count, 1)
+
+
+def choose_collab_point(policy: ExitPolicy, features: dict[int, np.ndarray], correct: dict[int, np.ndarray],
+                        target_agreement: float, candidates: int = 24) -> CollabPoint:
+    """Max exit fraction with overall agreement >= target, over a grid of score quantiles per exit."""
+    rules = policy.rules
+    scores = {rule.exit_layer: scores_of(rule, features[rule.exit_layer]) for rule in rules}
+    grids = [[*np.unique(np.quantile(scores[rule.exit_layer], np.linspace(0.3, 0.995, candidates))).tolist(), _DISABLED]
+             for rule in rules]
+    best = (0.0, 1.0, tuple(_DISABLED for _ in rules))
+    for thresholds in itertools.product(*grids):
+        fraction, agreement = overall_agreement(rules, thresholds, scores, correct)
+        if agreement >= target_agreement and (fraction, agreement) > best[:2]:
+            best = (fraction, agreement, thresholds)
+    chosen = ExitPolicy(tuple(ExitRule(r.exit_layer, r.weights, r.bias, t) for r, t in zip(rules, best[2], strict=True)))
+    logger.info("collaborative operating point: exit fraction %.3f, agreement %.3f, thresholds %s",
+                best[0], best[1], best[2])
+    return CollabPoint(chosen, best[0], best[1])
