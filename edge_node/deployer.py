@@ -259,7 +259,7 @@ class ModelDeployer:
         except OSError as error:  # disk full, permissions: the edge's problem, reported like any other
             outcome = DeployOutcome(command.model_id, "failed", f"edge disk error: {error}", received[0],
                                     time.monotonic() - started)
-        except Exception as error:  # a bug or a disk error must still end in a failed status
+        except Exception as error:  # a bug must still end in a failed status, not a silent hang
             logger.exception("%s: deploy of %s crashed", self.node_id, command.model_id)
             outcome = DeployOutcome(command.model_id, "failed", f"internal error: {error!r}", received[0],
                                     time.monotonic() - started)

@@ -3,12 +3,13 @@ handler (wired as EdgeService will wire it) downloads from the artifact server a
 `models/{node}/status`; the installed tiny model then loads from the edge's store."""
 
 import threading
+import time
 
 import pytest
 
 from broker import topics
 from broker.client import BusClient
-from broker.messages import Capabilities, ModelStatus
+from broker.messages import Capabilities, CenterState, ModelStatus
 from broker.presence import NodePresence
 from edge_node.deployer import DeployConfig, ModelDeployer, bus_status_publisher
 from fleet_center.artifacts import ArtifactServer
@@ -40,16 +41,22 @@ def fleet(mosquitto, tmp_path):
     write_tiny_model(center_store, "tiny-a", seed=1)
     edge_store = tmp_path / "edge-models"
     log = StatusLog()
+    births = threading.Event()
     center = BusClient("center", mosquitto.bus_config("center"))
     center.subscribe(topics.MODEL_STATUS, log.add)
+    center.subscribe(topics.NODE_BIRTH, lambda envelope: births.set(), node=EDGE)
     center.connect()
+    center.publish(topics.CENTER_STATE, CenterState(online=True, center_id="center", timestamp=time.time()), wait_s=5)
     edge = NodePresence(EDGE, "edge", mosquitto.bus_config(), heartbeat_interval_s=5, state_dir=tmp_path,
                         capabilities=CAPS)
     deployer = ModelDeployer(EDGE, edge_store, bus_status_publisher(edge.bus), DeployConfig(backoff_initial_s=0.05))
     edge.command_handlers["deploy_model"] = deployer.handle
     edge.start()
     artifacts = ArtifactServer(center_store).start()
+    # The birth travels on the edge's connection after its cmd SUBSCRIBE: once the center sees it, a
+    # command published now cannot miss the subscription.
     try:
+        assert births.wait(10), "edge never published its birth"
         yield center, artifacts, edge_store, log
     finally:
         artifacts.stop()
