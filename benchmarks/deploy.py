@@ -79,7 +79,7 @@ def pick_model(store: Path, scratch: Path) -> tuple[Path, str]:
             return store, model_id
     from models.tiny import write_tiny_model
 
-    write_tiny_model(scratch, "tiny-large", hidden=512, layers=4)  # about 0.25 GB of fp32
+    write_tiny_model(scratch, "tiny-large", hidden=512, layers=4)  # about 150 MB of fp32
     return scratch, "tiny-large"
 
 
