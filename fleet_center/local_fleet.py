@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     broker.start(stdout=subprocess.DEVNULL if os.environ.get("EDGEFLEET_QUIET_BROKER") else None)
     # One torch thread per node: five processes share this host's cores (see edge_node/config.py).
     env = {**os.environ, "EDGEFLEET_BUS_PORT": str(args.port), "EDGEFLEET_EDGE_TORCH_THREADS": "1",
+           "EDGEFLEET_CLOUD_TORCH_THREADS": "1",
            "PYTHONUNBUFFERED": "1"}
     nodes: list[Child] = []
     center = _spawn("center", ["fleet_center"], env)

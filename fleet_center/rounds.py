@@ -8,7 +8,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from fleet_center.scheduling.solvers import make_scheduler
 logger = logging.getLogger(__name__)
 
 RoundListener = Callable[[int, dict], None]
+PARK_S = 2.0  # a task with no node to run it is looked at again after this long
 
 
 @dataclass
@@ -225,14 +226,15 @@ class RoundRunner:
 
     def _reassign(self, round_index: int, item: Outstanding, context: RoundContext,
                   outstanding: dict[str, Outstanding], online: set[str]) -> None:
-        if item.attempts >= self.config.max_attempts:
+        if item.node_id and item.attempts >= self.config.max_attempts:
             logger.error("task %s gave up after %d attempts", item.instance_id, item.attempts)
             self.db.record_result(item.instance_id, item.node_id, item.model_id, "failed", "", None, 0.0, 0)
             return
         candidates = self._clouds() + [e for e in self._edges() if e in online]
         target = reassignment_target(item.node_id, candidates) or (candidates[0] if candidates else None)
         if target is None:
-            self.db.record_result(item.instance_id, item.node_id, item.model_id, "failed", "", None, 0.0, 0)
+            # Nobody to give it to: park it (not an attempt) and look again shortly; never drop it.
+            outstanding[item.instance_id] = replace(item, node_id="", deadline=time.time() + PARK_S)
             return
         logger.warning("round %d: task %s reassigned from %s to %s", round_index, item.instance_id, item.node_id, target)
         model_id = item.model_id if target in self._clouds() else next(iter(self._placed(target)))
@@ -370,8 +372,6 @@ def _prediction(task: workload.Task, result: TaskResult) -> str | list[str]:
 
 
 def _with_attempts(task: StoredTask, attempts: int) -> StoredTask:
-    from dataclasses import replace
-
     return replace(task, attempts=attempts)
 
 
