@@ -5,10 +5,13 @@ The local-fleet launcher starts it on port 8501; tests start it on a free port.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +20,9 @@ import httpx
 
 from broker.settings import check
 from dashboards.config import DashboardConfig
+from dashboards.sample_data import write_sample
+from fleet_center.recorder.launcher import LocalInfluxDB, ServerConfig, free_port
+from fleet_center.recorder.store import open_store
 
 logger = logging.getLogger(__name__)
 
@@ -112,3 +118,30 @@ class DashboardProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def serve(server: DashboardServerConfig, dashboard: DashboardConfig, demo: bool = False) -> None:
+    """Run the dashboard until Ctrl-C or SIGTERM. With `demo`, first start a throwaway InfluxDB holding the
+    synthetic fleet of `dashboards.sample_data` and point the dashboard at it. Raises DashboardStartError,
+    ServerStartError, StoreError.
+    """
+    # SIGTERM must unwind like Ctrl-C: the children run in their own sessions and would outlive us.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with tempfile.TemporaryDirectory(prefix="edgefleet-demo-") as scratch:
+        influx = LocalInfluxDB(ServerConfig(port=free_port(), data_dir=scratch)).start() if demo else None
+        try:
+            if influx is not None:
+                dashboard = dataclasses.replace(dashboard, backend="influx1", url=influx.url, db="demo")
+                count = write_sample(open_store(dashboard.store_config()), time.time_ns())
+                logger.info("demo: %d sample points in %s", count, influx.url)
+            process = DashboardProcess(server, dashboard).start()
+            try:
+                assert process.process is not None
+                process.process.wait()
+            except KeyboardInterrupt:
+                logger.info("stopping the dashboard")
+            finally:
+                process.stop()
+        finally:
+            if influx is not None:
+                influx.stop()

@@ -14,6 +14,7 @@ from collections import defaultdict
 
 from broker.messages.metrics import MetricPoint
 from fleet_center.recorder import schema
+from fleet_center.recorder.store import MetricStore
 
 logger = logging.getLogger(__name__)
 
@@ -156,3 +157,10 @@ def _tokens(points: dict[str, list[MetricPoint]], rng: random.Random, now_ns: in
             ))
         start_ns = now_ns - (300 - 45 * index) * SECOND_NS
         points[edge].extend(schema.token_points(edge, session, timings, start_ns=start_ns))
+
+
+def write_sample(store: MetricStore, now_ns: int, seed: int = 7) -> int:
+    """Write the sample fleet into `store`; returns the number of points. Raises StoreError."""
+    points = [point for node_points in sample_fleet(now_ns, seed).values() for point in node_points]
+    store.write(points)
+    return len(points)
