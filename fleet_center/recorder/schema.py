@@ -42,6 +42,11 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+def _float(value: float | None) -> float | None:
+    """Optional float fields as floats: InfluxDB refuses a field once written as an int, then as a float."""
+    return None if value is None else float(value)
+
+
 def _point(measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldValue | None], timestamp_ns: int) -> MetricPoint:
     """A point without empty tags and without fields whose value is unknown (None)."""
     clean_tags = {key: str(value) for key, value in tags.items() if value is not None and str(value) != ""}
@@ -72,7 +77,7 @@ def heartbeat_point(
             "queue_depth": int(queue_depth),
             "loaded_models": len(loaded_models),
             "loaded_model_ids": ",".join(sorted(loaded_models)),
-            "metrics_dropped": metrics_dropped,
+            "metrics_dropped": None if metrics_dropped is None else int(metrics_dropped),
         },
         timestamp_ns,
     )
@@ -139,13 +144,13 @@ def _round_point(
         {"task_type": task_type},
         {
             "round_id": int(round_id),
-            "tasks": stats.tasks,
-            "tasks_edge": stats.edge,
-            "tasks_cloud": stats.cloud,
-            "tasks_failed": stats.failed,
-            "latency_ms_mean": stats.latency_ms_mean,
-            "latency_ms_p95": stats.latency_ms_p95,
-            "quality": stats.quality,
+            "tasks": int(stats.tasks),
+            "tasks_edge": int(stats.edge),
+            "tasks_cloud": int(stats.cloud),
+            "tasks_failed": int(stats.failed),
+            "latency_ms_mean": _float(stats.latency_ms_mean),
+            "latency_ms_p95": _float(stats.latency_ms_p95),
+            "quality": _float(stats.quality),
             "duration_s": float(duration_s),
             "caching_round": bool(caching_round),
         },
@@ -172,7 +177,7 @@ def caching_point(
     return _point(
         CACHING,
         {"edge": edge, "model": model},
-        {"round_id": int(round_id), "placed": bool(placed), "changed": bool(changed), "status": status, "deploy_s": deploy_s},
+        {"round_id": int(round_id), "placed": bool(placed), "changed": bool(changed), "status": status, "deploy_s": _float(deploy_s)},
         timestamp_ns,
     )
 
@@ -201,11 +206,11 @@ def task_point(
             "round_id": int(round_id),
             "task_id": task_id,
             "latency_ms": float(latency_ms),
-            "queue_ms": queue_ms,
-            "first_token_ms": first_token_ms,
+            "queue_ms": _float(queue_ms),
+            "first_token_ms": _float(first_token_ms),
             "tokens": int(tokens),
-            "tokens_per_s": tokens_per_s,
-            "quality": quality,
+            "tokens_per_s": _float(tokens_per_s),
+            "quality": _float(quality),
         },
         timestamp_ns,
     )
@@ -281,7 +286,7 @@ def model_event_point(
     """A model loaded into or unloaded from a node's memory. Raises ValueError for an unknown event."""
     if event not in MODEL_EVENTS:
         raise ValueError(f"model event must be one of {MODEL_EVENTS}, got {event!r}")
-    return _point(MODEL_EVENT, {"node": node, "model": model, "event": event}, {"bytes": int(model_bytes), "load_s": load_s}, timestamp_ns)
+    return _point(MODEL_EVENT, {"node": node, "model": model, "event": event}, {"bytes": int(model_bytes), "load_s": _float(load_s)}, timestamp_ns)
 
 
 def model_profile_point(
@@ -298,6 +303,6 @@ def model_profile_point(
     return _point(
         MODEL_PROFILE,
         {"model": model, "node": node},
-        {"bytes": int(model_bytes), "perplexity": perplexity, "load_s": load_s, "token_ms": token_ms},
+        {"bytes": int(model_bytes), "perplexity": _float(perplexity), "load_s": _float(load_s), "token_ms": _float(token_ms)},
         timestamp_ns,
     )

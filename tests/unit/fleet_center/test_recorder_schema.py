@@ -87,3 +87,12 @@ def test_points_travel_in_a_metric_batch() -> None:
     )
     batch = MetricBatch.from_bytes(MetricBatch("pi-01", points).to_bytes())
     assert batch.points == points
+
+
+def test_float_fields_stay_floats_when_given_integers() -> None:
+    # InfluxDB rejects a field written as an integer once and as a float later.
+    point = schema.round_points(1, {"QA": schema.TaskTypeStats(tasks=1, edge=1, cloud=0, latency_ms_mean=100, quality=1)},
+                                duration_s=3, timestamp_ns=T0)[0]
+    assert isinstance(point.fields["latency_ms_mean"], float) and isinstance(point.fields["quality"], float)
+    profile = schema.model_profile_point("m", model_bytes=10, perplexity=12, load_s=2, token_ms=40, timestamp_ns=T0)
+    assert all(isinstance(profile.fields[name], float) for name in ("perplexity", "load_s", "token_ms"))
