@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -111,6 +112,26 @@ def test_full_buffer_drops_the_oldest_points_and_counts_them() -> None:
     stats = recorder.stop()
     assert (stats.buffered, stats.dropped, stats.written) == (100, 150, 0)
     assert "127.0.0.1" in stats.last_error
+
+
+def test_a_store_that_never_answers_costs_callers_nothing() -> None:
+    # A listening socket nobody reads from: connections complete, requests hang until the HTTP timeout.
+    with socket.socket() as black_hole:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(16)
+        url = f"http://127.0.0.1:{black_hole.getsockname()[1]}"
+        config = fast_recorder_config(StoreConfig(url=url, timeout_s=0.3), stop_flush_s=0.5)
+        recorder = MetricRecorder(config).start()
+        slowest_s = 0.0
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            recorder.record(heartbeats(20))
+            slowest_s = max(slowest_s, time.monotonic() - started)
+            time.sleep(0.01)
+        stats = recorder.stop()
+    assert slowest_s < 0.05, f"record() blocked for {slowest_s:.3f} s on a hanging store"
+    assert stats.write_errors >= 2 and stats.written == 0 and "Timeout" in stats.last_error
 
 
 def test_stop_writes_what_is_still_buffered(influxd: RunningInflux) -> None:
