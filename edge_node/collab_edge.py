@@ -2,12 +2,15 @@
 
 Keeping the KV cache consistent when a token exits early: the token is emitted at its exit, and the
 layers it skipped run later, batched with the next token's pass through the same segment (deferred
-completion). Each segment keeps the rows waiting at its input; when the next token reaches that
-segment, the waiting rows go through first in the same forward call (positions stay contiguous, so
-rotary positions and the causal mask are exact). Every position thus gets exactly the keys/values the
-full model computes, the cloud gets its layer-k state, and the work left over from an exit costs the
-next token almost nothing on a CPU (a forward over 2 rows costs about what 1 row does). Nothing is
-approximated (no copying of states into skipped layers). `flush()` completes everything waiting.
+completion). Each segment keeps the rows waiting at its input; at the next pass they go through
+first, in the same forward call as the new token's rows (positions stay contiguous, so rotary
+positions and the causal mask are exact). The lag is bounded to one token: if the next token exits
+early too while rows still wait deeper, that pass runs on to layer k after emitting, taking both
+positions in one batched call. Every position thus gets exactly the keys/values the full model
+computes, the cloud gets its layer-k state at most one token late, and the work left over from an
+exit is done after an emission, batched (on a CPU a forward over 2 rows costs about what 1 row
+does). Nothing is approximated (no copying of states into skipped layers). `flush()` completes
+everything waiting.
 """
 
 from __future__ import annotations
@@ -93,12 +96,17 @@ class EdgeStack:
                     token, exit_layer, decided_at = int(candidates[0]), layer, self.clock()
                 previous_tokens, previous_top = candidates, top
             last = index + 1 == len(self.segments)
+            if token != NO_EXIT and not complete and not last and self._deferred_below(index + 1):
+                complete = True  # the previous token's rows still wait deeper: finish both now, batched
             if token != NO_EXIT and not complete and not last:
                 following = self._waiting[index + 1]  # older deferred rows come first (lower positions)
                 self._waiting[index + 1] = carry if following is None else torch.cat([following, carry], dim=1)
                 return EdgeDecision(token, exit_layer, decided_at, local_token, local_probability)
         self._emit_layer_k(carry)
         return EdgeDecision(token, exit_layer, decided_at or self.clock(), local_token, local_probability)
+
+    def _deferred_below(self, index: int) -> bool:
+        return any(waiting is not None for waiting in self._waiting[index:])
 
     @torch.no_grad()
     def flush(self) -> None:

@@ -204,3 +204,33 @@ def test_heartbeat_carries_session_figures(cloud, client, model, prompt):
     assert wait_until(lambda: cloud.presence.heartbeat().counters.get("sessions") == 1.0, timeout_s=5)
     counters = cloud.presence.heartbeat().counters
     assert counters["session_bytes"] > 0 and counters["tokens_served"] == NEW_TOKENS
+
+
+def test_bad_chunks_are_rejected_with_reasons_and_the_session_goes_on(cloud, client, model, prompt):
+    import numpy as np
+
+    from broker.messages.inference import ContextChunk
+
+    session = client.open_session(MODEL_ID, SPLIT, model.hidden_size, timeout_s=5.0)
+    try:
+        hidden = model.hidden_size
+        nan_rows = np.zeros((2, hidden), dtype="<f2")
+        nan_rows[1, 3] = np.nan
+        bad = [
+            ContextChunk(session.session_id, 90, 0, 1, hidden // 2, bytes(hidden), "fp16", 0, session.worker_id),
+            ContextChunk(session.session_id, 91, 0, 2, hidden, nan_rows.tobytes(), "fp16", 0, session.worker_id),
+            ContextChunk(session.session_id, 92, 10_000, 1, hidden, bytes(2 * hidden), "fp16", 0, session.worker_id),
+        ]
+        for chunk in bad:
+            client.publish_up(session.session_id, chunk)
+        assert wait_until(lambda: len(session.counters.rejected) == 3, timeout_s=5)
+        reasons = " | ".join(session.counters.rejected)
+        assert "hidden_size" in reasons and "NaN" in reasons and "beyond the limit" in reasons
+        with torch.no_grad():
+            states = model.decoder_slice(0, SPLIT)(model.embedding_slice()(torch.tensor([prompt])))[0]
+        session.add_rows(0, states.half().numpy())
+        answer = session.ask(len(prompt) - 1, deadline_s=5.0, max_reopens=0)
+        assert answer is not None and answer.token_id == model.generate_greedy(prompt, 1)[0]
+        assert cloud.inference.counts["chunks_rejected"] == 3
+    finally:
+        session.close()
