@@ -15,6 +15,7 @@ from broker.client import Envelope
 from broker.messages import LoadedModelStatus, ModelStatus, NodeCommand, TaskDispatch, TaskResult, TaskSpec
 from broker.presence import NodePresence, NodeProbes
 from edge_node.config import EdgeConfig
+from edge_node.deployer import ModelDeployer
 from edge_node.executor import TaskExecutor
 from edge_node.http_api import HttpServer
 from edge_node.metrics_csv import MetricsCsvWriter
@@ -56,6 +57,9 @@ class EdgeService:
                                      state_dir=Path(config.state_dir), http_url="")
         self.presence.command_handlers["unload_model"] = self._on_unload
         self.presence.command_handlers["deploy_model"] = self._on_deploy
+        # Downloads (index + files over HTTP, resumable, sha256-checked) report through _on_deploy_status.
+        self.deployer = ModelDeployer(config.node_id, self.store.root, self._on_deploy_status)
+        self._deploy_commands: dict[str, NodeCommand] = {}
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._work_loop, name="edge-worker", daemon=True),
                          threading.Thread(target=self._expiry_loop, name="edge-cache-expiry", daemon=True)]
@@ -87,6 +91,7 @@ class EdgeService:
         self._stop.set()
         self.queue.close()
         self.http.stop()
+        self.deployer.close()
         self.presence.stop()
         self.cache.unload_idle()
         self.executor.csv.close()
@@ -121,11 +126,28 @@ class EdgeService:
         self._status(command, "unloaded")
 
     def _on_deploy(self, command: NodeCommand) -> None:
-        # Loading takes seconds: off the bus's dispatcher thread.
-        threading.Thread(target=self._deploy, args=(command,), name=f"deploy-{command.model_id}", daemon=True).start()
+        if command.url:  # fetch from the center's artifact server (a no-op if this version is installed)
+            self._deploy_commands[command.command_id] = command
+            self.deployer.handle(command)
+            return
+        # No URL: the model must already be in this node's store; make it resident. Loading takes
+        # seconds, so off the bus's dispatcher thread.
+        threading.Thread(target=self._make_resident, args=(command,), name=f"deploy-{command.model_id}",
+                         daemon=True).start()
 
-    def _deploy(self, command: NodeCommand) -> None:
-        """Make the model resident (verified, loaded, pinned if asked) and report ready or failed."""
+    def _on_deploy_status(self, status: ModelStatus) -> None:
+        """The deployer's progress goes out as is, except `ready`: that waits until the model is loaded."""
+        command = self._deploy_commands.get(status.command_id)
+        if status.state != "ready" or command is None:
+            self._publish_status(status)
+            return
+        self._deploy_commands.pop(status.command_id, None)
+        self.cache.evict(command.model_id)  # a resident older version must not keep serving
+        threading.Thread(target=self._make_resident, args=(command,), name=f"resident-{command.model_id}",
+                         daemon=True).start()
+
+    def _make_resident(self, command: NodeCommand) -> None:
+        """Verify, load and (if asked) pin the model, then report ready; any failure is reported with its reason."""
         self._status(command, "verifying")
         try:
             if not self.store.has(command.model_id):
@@ -140,10 +162,14 @@ class EdgeService:
             self._status(command, "failed", str(error) or type(error).__name__)
             return
         self._status(command, "ready", progress=1.0)
+        self.presence.publish_birth()  # models in store / loaded changed
 
     def _status(self, command: NodeCommand, state: str, reason: str = "", progress: float = 0.0) -> None:
-        status = ModelStatus(node_id=self.node_id, model_id=command.model_id, state=state,  # type: ignore[arg-type]
-                             command_id=command.command_id, progress=progress, reason=reason, timestamp=time.time())
+        self._publish_status(ModelStatus(
+            node_id=self.node_id, model_id=command.model_id, state=state,  # type: ignore[arg-type]
+            command_id=command.command_id, progress=progress, reason=reason, timestamp=time.time()))
+
+    def _publish_status(self, status: ModelStatus) -> None:
         try:
             self.presence.bus.publish(topics.MODEL_STATUS, status, node=self.node_id)
         except Exception as error:

@@ -47,8 +47,12 @@ class CenterConfig:
     state_dir: str = str(FLEET_DIR / "center")  # SQLite state
     rounds: RoundsConfig = field(default_factory=RoundsConfig)
     run_rounds: bool = True  # False: membership only
+    artifacts_host: str = "127.0.0.1"  # model artifact server (deployments); 0.0.0.0 to serve Pis on the LAN
+    artifacts_port: int = 8700  # 0 = any free port
+    artifacts_public_url: str = ""  # URL edges use to reach it; "" = http://host:port
 
     def __post_init__(self) -> None:
         check(bool(self.center_id), "center_id", "must not be empty")
         check(self.heartbeat_timeout_s > 0, "heartbeat_timeout_s", "must be > 0")
+        check(0 <= self.artifacts_port < 65536, "artifacts_port", f"{self.artifacts_port} is not a TCP port")
         check(0 < self.tick_interval_s <= self.heartbeat_timeout_s, "tick_interval_s", "must be > 0 and <= heartbeat_timeout_s")

@@ -49,7 +49,10 @@ class RoundRunner:
 
     def __init__(self, config: RoundsConfig, bus: BusClient, membership: FleetMembership, db: CenterDb,
                  profiles: tuple[ModelProfile, ...], reference_gflops: float,
-                 task_set: tuple[workload.Task, ...] | None = None) -> None:
+                 task_set: tuple[workload.Task, ...] | None = None,
+                 deploy_command: Callable[[str, str, bool], NodeCommand] | None = None) -> None:
+        """`deploy_command(model_id, command_id, pin)` builds a deploy command whose URL serves the model;
+        without it, deploy commands carry no URL and edges use the copy in their own store."""
         self.config = config
         self.bus = bus
         self.membership = membership
@@ -61,6 +64,9 @@ class RoundRunner:
         self.scheduler = make_scheduler(config.scheduler)
         self.workload = workload.WorkloadConfig(arrival=config.arrival, tasks_per_edge=config.tasks_per_edge)
         self.listeners: list[RoundListener] = []
+        self.deploy_command = deploy_command or (
+            lambda model_id, command_id, pin: NodeCommand(command_id=command_id, kind="deploy_model",
+                                                          model_id=model_id, pin=pin))
         self._results: queue.SimpleQueue[TaskResult] = queue.SimpleQueue()
         self._statuses: queue.SimpleQueue[ModelStatus] = queue.SimpleQueue()
         self._token_time: dict[tuple[str, str], float] = {}
@@ -278,8 +284,7 @@ class RoundRunner:
         wanted = {(edge, model) for edge, model in plan.deployments}
         commands = {}
         for edge_id, model_id in sorted(wanted):
-            command = NodeCommand(command_id=f"deploy-{round_index}-{edge_id}-{model_id}", kind="deploy_model",
-                                  model_id=model_id, pin=True)
+            command = self.deploy_command(model_id, f"deploy-{round_index}-{edge_id}-{model_id}", True)
             commands[(edge_id, model_id)] = command
             self.bus.publish(topics.NODE_COMMAND, command, node=edge_id)
         ready, failed = self._await_deployments(set(commands), stop)

@@ -36,7 +36,7 @@ def edge_config(mosquitto, store, tmp_path, node_id):
 
 def center_config(mosquitto, store, tmp_path, total_rounds):
     config = load(CenterConfig, env={}, overrides=[
-        f"state_dir={tmp_path / 'center'}", "heartbeat_timeout_s=3", "tick_interval_s=0.2",
+        f"state_dir={tmp_path / 'center'}", "heartbeat_timeout_s=3", "tick_interval_s=0.2", "artifacts_port=0",
         f"rounds.total_rounds={total_rounds}", "rounds.round_interval_s=0", "rounds.tasks_per_edge=1",
         "rounds.arrival=fixed", "rounds.models=tiny-a,tiny-b", "rounds.initial_model=tiny-a",
         f"rounds.model_store={store}", "rounds.max_new_tokens=6", "rounds.task_deadline_s=20",
@@ -45,8 +45,15 @@ def center_config(mosquitto, store, tmp_path, total_rounds):
     return dataclasses.replace(config, bus=mosquitto.bus_config())
 
 
-def start_fleet(mosquitto, store, tmp_path):
-    edges = [EdgeService(edge_config(mosquitto, store, tmp_path, node)).start() for node in ("pi-01", "pi-02")]
+def start_fleet(mosquitto, store, tmp_path, own_stores=False):
+    """Two edges (sharing the center's store, or each with its own holding only tiny-a) and a cloud."""
+    edges = []
+    for node in ("pi-01", "pi-02"):
+        edge_store = store
+        if own_stores:
+            edge_store = tmp_path / f"store-{node}"
+            write_tiny_model(edge_store, "tiny-a", seed=0, layers=2, hidden=64)
+        edges.append(EdgeService(edge_config(mosquitto, edge_store, tmp_path, node)).start())
     cloud_config = dataclasses.replace(CloudConfig(), node_id="cloud-1", bus=mosquitto.bus_config(),
                                        model_store=str(store), state_dir=str(tmp_path / "state"),
                                        heartbeat_interval_s=0.5)
@@ -55,7 +62,7 @@ def start_fleet(mosquitto, store, tmp_path):
 
 
 def test_22_rounds_with_a_caching_round_and_a_deployment(mosquitto, store, tmp_path):
-    edges, cloud = start_fleet(mosquitto, store, tmp_path)
+    edges, cloud = start_fleet(mosquitto, store, tmp_path, own_stores=True)
     center = CenterService(center_config(mosquitto, store, tmp_path, total_rounds=22)).start()
     try:
         db = center.db
@@ -70,8 +77,12 @@ def test_22_rounds_with_a_caching_round_and_a_deployment(mosquitto, store, tmp_p
             summary = db.round_summary(round_index)
             assert summary["kind"] == "offloading"
             assert summary["ok"] == summary["tasks"] == 2  # one task per edge per round, all answered
-        loaded = {m.model_id for edge in edges for m in edge.loaded_models()}
-        assert "tiny-b" in loaded
+        # tiny-b was downloaded from the center's artifact server, verified, and is resident where placed
+        for edge in edges:
+            if "tiny-b" in caching["placement"][edge.node_id]:
+                assert edge.store.has("tiny-b")
+                edge.store.verify("tiny-b")
+                assert "tiny-b" in {m.model_id for m in edge.loaded_models()}
     finally:
         center.stop()
         for node in [*edges, cloud]:
