@@ -111,14 +111,22 @@ def load(
 
 
 def _env_key(cls: type, dotted: str) -> str | None:
-    """Map `bus_port` to `bus.port` when `bus` is a nested section of cls; None if cls has no such key."""
+    """Map `bus_port` to `bus.port` (and `metrics_store_url` to `metrics.store.url`) through the nested
+    sections of cls; None if cls has no such setting."""
     hints = typing.get_type_hints(cls)
     dotted = dotted.replace(".", "_")
+    if dotted in hints and not _is_section(hints[dotted]):
+        return dotted
     for name, hint in hints.items():
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint) and dotted.startswith(name + "_"):
-            rest = dotted[len(name) + 1 :]
-            return f"{name}.{rest}" if rest in typing.get_type_hints(hint) else None
-    return dotted if dotted in hints else None
+        if _is_section(hint) and dotted.startswith(name + "_"):
+            rest = _env_key(hint, dotted[len(name) + 1 :])
+            if rest is not None:
+                return f"{name}.{rest}"
+    return None
+
+
+def _is_section(hint: object) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
 
 
 def _set_dotted(values: dict[str, Any], key: str, raw: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from broker.settings import FLEET_DIR, BusConfig, check
+from fleet_center.recorder.config import RecorderConfig
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class CenterConfig:
     state_dir: str = str(FLEET_DIR / "center")  # SQLite state
     rounds: RoundsConfig = field(default_factory=RoundsConfig)
     run_rounds: bool = True  # False: membership only
+    record_metrics: bool = True  # write metrics to the store in `metrics` (InfluxDB); never blocks the fleet
+    metrics: RecorderConfig = field(default_factory=RecorderConfig)
     artifacts_host: str = "127.0.0.1"  # model artifact server (deployments); 0.0.0.0 to serve Pis on the LAN
     artifacts_port: int = 8700  # 0 = any free port
     artifacts_public_url: str = ""  # URL edges use to reach it; "" = http://host:port

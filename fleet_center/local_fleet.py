@@ -1,4 +1,5 @@
-"""`make run`: the whole fleet on this machine: Mosquitto, center, one cloud node, three edge nodes.
+"""`make run`: the whole fleet on this machine: Mosquitto, InfluxDB, center, one cloud node, three edge
+nodes and the Streamlit dashboard at http://127.0.0.1:8501.
 
 Each process's log lines go to this terminal with the process name in front; Ctrl-C (or SIGTERM)
 stops the nodes first, then the center, then the broker.
@@ -16,7 +17,10 @@ import threading
 from dataclasses import dataclass
 
 from broker.launcher import BrokerConfig, LocalBroker
-from broker.settings import REPO_ROOT
+from broker.settings import FLEET_DIR, REPO_ROOT
+from dashboards.config import DashboardConfig
+from dashboards.launcher import DashboardProcess, DashboardServerConfig
+from fleet_center.recorder.launcher import LocalInfluxDB, ServerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edges", type=int, default=3, help="number of edge nodes")
     parser.add_argument("--port", type=int, default=1883, help="broker port")
     parser.add_argument("--edge-http-port", type=int, default=8081, help="HTTP port of the first edge; the next get +1")
+    parser.add_argument("--influx-port", type=int, default=8086, help="InfluxDB HTTP port")
+    parser.add_argument("--dashboard-port", type=int, default=8501, help="Streamlit dashboard port")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s    fleet | %(message)s")
     edge_ids = tuple(f"pi-{i:02d}" for i in range(1, args.edges + 1))
     broker = LocalBroker(BrokerConfig(port=args.port, edge_users=edge_ids))
     broker.start(stdout=subprocess.DEVNULL if os.environ.get("EDGEFLEET_QUIET_BROKER") else None)
+    influx = LocalInfluxDB(ServerConfig(port=args.influx_port)).start()
+    dashboard = DashboardProcess(DashboardServerConfig(port=args.dashboard_port),
+                                 DashboardConfig(url=influx.url), log_path=str(FLEET_DIR / "dashboard.log"))
     # One torch thread per node: five processes share this host's cores (see edge_node/config.py).
-    env = {**os.environ, "EDGEFLEET_BUS_PORT": str(args.port), "EDGEFLEET_EDGE_TORCH_THREADS": "1",
+    env = {**os.environ, "EDGEFLEET_BUS_PORT": str(args.port), "EDGEFLEET_CENTER_METRICS_STORE_URL": influx.url, "EDGEFLEET_EDGE_TORCH_THREADS": "1",
            "EDGEFLEET_CLOUD_TORCH_THREADS": "1",
            "PYTHONUNBUFFERED": "1"}
     nodes: list[Child] = []
@@ -76,10 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         _spawn(node_id, ["edge_node", "--node-id", node_id, "--set", f"http_port={args.edge_http_port + i}"], env)
         for i, node_id in enumerate(edge_ids)
     ]
+    dashboard.start()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    logger.info("fleet running: broker on 127.0.0.1:%d, center, cloud-1, %s; Ctrl-C stops it", args.port, ", ".join(edge_ids))
+    logger.info("fleet running: broker on 127.0.0.1:%d, InfluxDB at %s, center, cloud-1, %s", args.port, influx.url,
+                ", ".join(edge_ids))
+    logger.info("dashboard: %s  (Ctrl-C stops everything)", dashboard.url)
     try:
         while not stop.wait(1.0):
             for child in [center, *nodes]:
@@ -89,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _stop(nodes)
         _stop([center])
+        dashboard.stop()
+        influx.stop()
         broker.stop()
         logger.info("fleet stopped")
     return 0

@@ -26,6 +26,7 @@ class FleetMembership:
         self.clock = clock
         self.state = registry.FleetState()
         self.listeners: list[ChangeListener] = []
+        self.heartbeat_listeners: list[Callable[[Heartbeat], None]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         offline = CenterState(online=False, center_id=config.center_id, timestamp=0.0)
@@ -89,6 +90,11 @@ class FleetMembership:
         if not self._sender_matches(envelope, heartbeat.node_id):
             return
         self._apply(registry.HeartbeatSeen(heartbeat, self.clock()))
+        for listener in self.heartbeat_listeners:
+            try:
+                listener(heartbeat)
+            except Exception:
+                logger.exception("heartbeat listener failed")
 
     def _sender_matches(self, envelope: Envelope, node_id: str) -> bool:
         if envelope.params.get("node") != node_id:

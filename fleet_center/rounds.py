@@ -64,6 +64,8 @@ class RoundRunner:
         self.scheduler = make_scheduler(config.scheduler)
         self.workload = workload.WorkloadConfig(arrival=config.arrival, tasks_per_edge=config.tasks_per_edge)
         self.listeners: list[RoundListener] = []
+        self.result_listeners: list[Callable[[TaskResult, float | None, set[str]], None]] = []
+        self.status_listeners: list[Callable[[ModelStatus], None]] = []
         self.deploy_command = deploy_command or (
             lambda model_id, command_id, pin: NodeCommand(command_id=command_id, kind="deploy_model",
                                                           model_id=model_id, pin=pin))
@@ -76,7 +78,20 @@ class RoundRunner:
     def attach(self) -> None:
         """Subscribe to results and deployment status (before the bus connects or after)."""
         self.bus.subscribe(topics.TASK_RESULT, lambda env: self._results.put(self._message(env, TaskResult)))
-        self.bus.subscribe(topics.MODEL_STATUS, lambda env: self._statuses.put(self._message(env, ModelStatus)))
+        self.bus.subscribe(topics.MODEL_STATUS, self._on_status)
+
+    def _on_status(self, envelope: Envelope) -> None:
+        status = self._message(envelope, ModelStatus)
+        self._statuses.put(status)
+        self._notify(self.status_listeners, status)
+
+    @staticmethod
+    def _notify(listeners: list, *args: object) -> None:
+        for listener in listeners:
+            try:
+                listener(*args)
+            except Exception:
+                logger.exception("listener failed")
 
     @staticmethod
     def _message(envelope: Envelope, kind: type) -> object:
@@ -95,16 +110,15 @@ class RoundRunner:
                 continue
             caching = is_caching_round(round_index, self.config.offloading_rounds)
             self.db.start_round(round_index, "caching" if caching else "offloading")
+            started = time.monotonic()
             summary = self.run_caching_round(round_index, stop) if caching else self.run_offloading_round(round_index, stop)
             if stop.is_set():
                 return  # unfinished: resumed after a restart
+            summary["duration_s"] = round(time.monotonic() - started, 3)
+            summary["clouds"] = self._clouds()
             self.db.finish_round(round_index, summary)
             logger.info("round %d (%s) done: %s", round_index, summary["kind"], _brief(summary))
-            for listener in self.listeners:
-                try:
-                    listener(round_index, summary)
-                except Exception:
-                    logger.exception("round listener failed")
+            self._notify(self.listeners, round_index, summary)
             round_index += 1
             stop.wait(self.config.round_interval_s)
 
@@ -216,6 +230,7 @@ class RoundRunner:
             return  # another round's, a duplicate, or a late answer from a node we gave up on
         stored = context.tasks[result.task_id]
         if result.status != "ok":
+            self._notify(self.result_listeners, result, None, set(self._clouds()))
             logger.warning("task %s failed on %s: %s", result.task_id, result.node_id, result.error)
             del outstanding[result.task_id]
             self._reassign(context.round_index, item, context, outstanding, set(self._edges()) | set(self._clouds()))
@@ -225,6 +240,7 @@ class RoundRunner:
         if self.db.record_result(result.task_id, result.node_id, result.model_id, "ok", result.answer, quality,
                                  result.total_s + result.queue_wait_s + result.load_time_s, len(result.tokens)):
             del outstanding[result.task_id]
+            self._notify(self.result_listeners, result, quality, set(self._clouds()))
             if result.tokens and result.total_s > 0:
                 key = (result.node_id, result.model_id)
                 per_token = result.total_s / len(result.tokens)

@@ -12,7 +12,9 @@ from fleet_center.artifacts import ArtifactServer, ArtifactServerConfig
 from fleet_center.center_db import CenterDb
 from fleet_center.config import CenterConfig
 from fleet_center.membership import FleetMembership
+from fleet_center.metrics_feed import MetricsFeed
 from fleet_center.profiles import load_profiles
+from fleet_center.recorder.recorder import MetricRecorder
 from fleet_center.rounds import RoundRunner
 from models.paths import default_store_root
 from models.store import ModelStore
@@ -29,6 +31,13 @@ class CenterService:
         self.rounds: RoundRunner | None = None
         self._thread: threading.Thread | None = None
         self.artifacts: ArtifactServer | None = None
+        self.recorder: MetricRecorder | None = None
+        self.feed: MetricsFeed | None = None
+        if config.record_metrics:
+            self.recorder = MetricRecorder(config.metrics)
+            self.recorder.attach(self.membership.bus)  # nodes' own points arrive on metrics/+
+            self.feed = MetricsFeed(self.recorder, self.db, self._role_of)
+            self.membership.heartbeat_listeners.append(self.feed.heartbeat)
         if config.run_rounds:
             store = ModelStore(Path(config.rounds.model_store) if config.rounds.model_store else default_store_root())
             profiles = load_profiles(store, config.rounds.models, FLEET_DIR / "profiles" / "profiles.json")
@@ -37,9 +46,22 @@ class CenterService:
             self.rounds = RoundRunner(config.rounds, self.membership.bus, self.membership, self.db, profiles,
                                       reference_gflops=measure_gflops(), deploy_command=self.artifacts.deploy_command)
             self.rounds.attach()
+            if self.feed is not None:
+                sizes = {p.model_id: p.size_bytes for p in profiles}
+                self.rounds.listeners.append(self.feed.round_done)
+                self.rounds.result_listeners.append(self.feed.result)
+                self.rounds.status_listeners.append(lambda s: self.feed.model_status(s, sizes.get(s.model_id, 0)))
+                self.feed.profiles(profiles, {})
             self._thread = threading.Thread(target=self._run_rounds, name="center-rounds", daemon=True)
 
+    def _role_of(self, node_id: str) -> str:
+        record = self.membership.snapshot().nodes.get(node_id)
+        return record.role if record else "edge"
+
     def start(self) -> CenterService:
+        if self.recorder is not None:
+            self.recorder.start()
+            self.feed.start()  # type: ignore[union-attr]
         if self.artifacts is not None:
             self.artifacts.start()
             logger.info("model artifacts served at %s", self.artifacts.base_url)
@@ -63,6 +85,10 @@ class CenterService:
         self.membership.stop()
         if self.artifacts is not None:
             self.artifacts.stop()
+        if self.recorder is not None:
+            self.feed.stop()  # type: ignore[union-attr]
+            stats = self.recorder.stop()
+            logger.info("metrics: %d points written, %d dropped", stats.written, stats.dropped)
         self.db.close()
 
     def run_forever(self) -> None:

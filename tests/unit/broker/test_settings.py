@@ -56,3 +56,10 @@ def test_bad_toml_names_the_file(tmp_path):
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load(EdgeConfig, tmp_path / "nope.toml", env={})
+
+
+def test_environment_reaches_sections_nested_twice():
+    from fleet_center.config import CenterConfig
+
+    config = load(CenterConfig, env={"EDGEFLEET_CENTER_METRICS_STORE_URL": "http://influx:8086"}, section="center")
+    assert config.metrics.store.url == "http://influx:8086"

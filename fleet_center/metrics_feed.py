@@ -1,0 +1,125 @@
+"""Turns what the center sees (heartbeats, rounds, results, deployments, profiles) into metric points."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from broker.capabilities import sample_resources
+from broker.messages import Heartbeat, ModelStatus, TaskResult
+from fleet_center.center_db import CenterDb
+from fleet_center.cost_model import ModelProfile
+from fleet_center.recorder import schema
+from fleet_center.recorder.recorder import MetricRecorder
+from fleet_center.round_plan import task_type_name
+
+logger = logging.getLogger(__name__)
+
+FULL_DEPTH_LAYER = 30  # SmolLM2's depth: where a token decided by the whole model (or the cloud) "exits"
+
+
+class MetricsFeed:
+    """Every method is cheap and never raises into its caller: metrics must not break the fleet."""
+
+    def __init__(self, recorder: MetricRecorder, db: CenterDb, role_of: Callable[[str], str]) -> None:
+        self.recorder = recorder
+        self.db = db
+        self.role_of = role_of
+        self._previous_placement: dict[str, set[str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._center_heartbeats, name="center-metrics", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _record(self, points: list) -> None:
+        try:
+            self.recorder.record(points)
+        except Exception:
+            logger.exception("metric points dropped")
+
+    def heartbeat(self, beat: Heartbeat) -> None:
+        self._record([schema.heartbeat_point(
+            beat.node_id, self.role_of(beat.node_id), beat.cpu_percent, beat.memory_percent, beat.load_avg_1m,
+            beat.queue_depth, tuple(m.model_id for m in beat.loaded_models), timestamp_ns=schema.now_ns())])
+
+    def _center_heartbeats(self) -> None:
+        while not self._stop.wait(5.0):
+            sample = sample_resources()
+            self._record([schema.heartbeat_point(
+                "center", "center", sample.cpu_percent, sample.memory_percent, sample.load_avg_1m, 0,
+                metrics_dropped=self.recorder.stats().dropped, timestamp_ns=schema.now_ns())])
+
+    def result(self, result: TaskResult, quality: float | None, clouds: set[str]) -> None:
+        now = schema.now_ns()
+        latency_s = result.queue_wait_s + result.load_time_s + result.total_s
+        points = [schema.task_point(
+            result.node_id, result.model_id or "-", result.task_type or "-", result.status, result.round_id,
+            result.task_id, latency_s * 1e3, queue_ms=result.queue_wait_s * 1e3,
+            first_token_ms=result.ttft_s * 1e3 if result.tokens else None, tokens=len(result.tokens), quality=quality,
+            timestamp_ns=now)]
+        if result.tokens:
+            start_ns = now - int(sum(t.latency_ms for t in result.tokens) * 1e6)
+            timings = [schema.TokenTiming(
+                source="cloud" if result.node_id in clouds else t.source, position=i,
+                exit_layer=t.exit_layer if t.exit_layer >= 0 else FULL_DEPTH_LAYER, latency_ms=t.latency_ms,
+                bytes_up=t.bytes_up, bytes_down=t.bytes_down) for i, t in enumerate(result.tokens)]
+            points += schema.token_points(result.node_id, result.task_id, timings, start_ns=start_ns)
+        self._record(points)
+
+    def round_done(self, round_index: int, summary: dict) -> None:
+        if summary.get("kind") == "caching":
+            self._caching(round_index, summary)
+            return
+        clouds = set(summary.get("clouds", ()))
+        per_type: dict[str, schema.TaskTypeStats] = {}
+        rows = self.db.results_of(round_index)
+        for task_type in sorted({row[2] for row in rows}):
+            mine = [r for r in rows if r[2] == task_type]
+            ok = [r for r in mine if r[5] == "ok"]
+            latencies = [r[8] * 1e3 for r in ok]
+            qualities = [r[7] for r in ok if r[7] is not None]
+            per_type[task_type_name(task_type)] = schema.TaskTypeStats(
+                tasks=len(mine), edge=sum(1 for r in ok if r[3] not in clouds), cloud=sum(1 for r in ok if r[3] in clouds),
+                failed=len(mine) - len(ok),
+                latency_ms_mean=float(np.mean(latencies)) if latencies else None,
+                latency_ms_p95=float(np.percentile(latencies, 95)) if latencies else None,
+                quality=float(np.mean(qualities)) if qualities else None)
+        if per_type:
+            self._record(schema.round_points(round_index, per_type, float(summary.get("duration_s", 0.0)),
+                                             timestamp_ns=schema.now_ns()))
+
+    def _caching(self, round_index: int, summary: dict) -> None:
+        now = schema.now_ns()
+        placement = {edge: set(models) for edge, models in summary.get("placement", {}).items()}
+        failed = set(summary.get("failed", ()))
+        points = []
+        for edge in sorted(set(placement) | set(self._previous_placement)):
+            before, after = self._previous_placement.get(edge, set()), placement.get(edge, set())
+            for model in sorted(before | after):
+                placed = model in after
+                changed = placed != (model in before)
+                status = ("failed" if f"{edge}:{model}" in failed else "ready" if changed and placed
+                          else "evicted" if changed else "kept")
+                points.append(schema.caching_point(round_index, edge, model, placed, changed, status,
+                                                   deploy_s=summary.get("deploy_s"), timestamp_ns=now))
+        self._previous_placement = placement
+        self._record(points)
+
+    def model_status(self, status: ModelStatus, model_bytes: int) -> None:
+        if status.state in ("ready", "unloaded"):
+            event = "load" if status.state == "ready" else "unload"
+            self._record([schema.model_event_point(status.node_id, status.model_id, event, model_bytes=model_bytes,
+                                                   timestamp_ns=schema.now_ns())])
+
+    def profiles(self, profiles: tuple[ModelProfile, ...], perplexity: dict[str, float]) -> None:
+        now = schema.now_ns()
+        self._record([schema.model_profile_point(
+            p.model_id, p.size_bytes, perplexity=perplexity.get(p.model_id), load_s=p.load_time_s,
+            token_ms=p.token_time_s * 1e3, node="center", timestamp_ns=now + i) for i, p in enumerate(profiles)])
