@@ -4,6 +4,8 @@ Any node can call these and publish the points on `metrics/{node}`, and the cent
 straight to the recorder. Measurement, tag and field names live here and nowhere else; the
 dashboard's queries import them. `docs/metrics.md` describes every measurement.
 
+Arguments may be passed by position in the order listed; the timestamp is always by keyword.
+
 Tags are the values a dashboard groups or filters by (node, model, task type, session); everything
 measured is a field. InfluxDB keeps one point per (measurement, tag set, timestamp): two points of
 one series at the same nanosecond overwrite each other, so builders that emit several points for one
@@ -57,13 +59,13 @@ def _point(measurement: str, tags: Mapping[str, str], fields: Mapping[str, Field
 def heartbeat_point(
     node: str,
     role: str,
-    *,
     cpu_percent: float,
     memory_percent: float,
     load_1m: float,
     queue_depth: int,
     loaded_models: Sequence[str] = (),
     metrics_dropped: int | None = None,
+    *,
     timestamp_ns: int,
 ) -> MetricPoint:
     """A node's vital signs at one heartbeat. `loaded_models` is stored as a count and a sorted id list."""
@@ -99,9 +101,9 @@ class TaskTypeStats:
 def round_points(
     round_id: int,
     per_type: Mapping[str, TaskTypeStats],
-    *,
     duration_s: float,
     caching_round: bool = False,
+    *,
     timestamp_ns: int,
 ) -> list[MetricPoint]:
     """One point per task type plus a summary point tagged task_type="all" (weighted by task count)."""
@@ -162,11 +164,11 @@ def caching_point(
     round_id: int,
     edge: str,
     model: str,
-    *,
     placed: bool,
     changed: bool,
     status: str,
     deploy_s: float | None = None,
+    *,
     timestamp_ns: int,
 ) -> MetricPoint:
     """One cell of a caching round's model × edge placement.
@@ -187,7 +189,6 @@ def task_point(
     model: str,
     task_type: str,
     status: str,
-    *,
     round_id: int,
     task_id: str,
     latency_ms: float,
@@ -195,6 +196,7 @@ def task_point(
     first_token_ms: float | None = None,
     tokens: int = 0,
     quality: float | None = None,
+    *,
     timestamp_ns: int,
 ) -> MetricPoint:
     """One finished (or failed) task; tokens/s is derived from tokens and latency."""
@@ -220,12 +222,12 @@ def token_point(
     node: str,
     session: str,
     source: str,
-    *,
     position: int,
     exit_layer: int,
     latency_ms: float,
     bytes_up: int = 0,
     bytes_down: int = 0,
+    *,
     timestamp_ns: int,
 ) -> MetricPoint:
     """One generated token: decided at the edge (`exit_layer` = the exit it left at) or by the cloud.
@@ -281,7 +283,7 @@ def token_points(node: str, session: str, tokens: Sequence[TokenTiming], *, star
 
 
 def model_event_point(
-    node: str, model: str, event: str, *, model_bytes: int, load_s: float | None = None, timestamp_ns: int
+    node: str, model: str, event: str, model_bytes: int, load_s: float | None = None, *, timestamp_ns: int
 ) -> MetricPoint:
     """A model loaded into or unloaded from a node's memory. Raises ValueError for an unknown event."""
     if event not in MODEL_EVENTS:
@@ -291,12 +293,12 @@ def model_event_point(
 
 def model_profile_point(
     model: str,
-    *,
     model_bytes: int,
     perplexity: float | None = None,
     load_s: float | None = None,
     token_ms: float | None = None,
     node: str = "",
+    *,
     timestamp_ns: int,
 ) -> MetricPoint:
     """A model variant's measured profile: size, perplexity, load time, time per token (on `node`)."""
