@@ -89,7 +89,7 @@ def live(render: Callable[[PageContext], None]) -> None:
 def fetch(context: PageContext, query: Callable[..., T], what: str) -> T | None:
     """Run a query; if the store fails, explain it on the page and return None."""
     try:
-        return query(context.store, context.span, context.config.max_rows)
+        result = query(context.store, context.span, context.config.max_rows)
     except StoreError as error:
         logger.warning("dashboard query for %s failed: %s", what, error)
         st.error(
@@ -99,6 +99,13 @@ def fetch(context: PageContext, query: Callable[..., T], what: str) -> T | None:
         with st.expander("Details"):
             st.code(str(error))
         return None
+    if isinstance(result, pd.DataFrame) and len(result) >= context.config.max_rows:
+        # Queries return the newest rows; say so rather than let a long range look like a short one.
+        st.caption(
+            f"Showing the newest {context.config.max_rows:,} {what} of the last {context.range_label}; "
+            "older ones are left out (pick a shorter range or raise EDGEFLEET_DASHBOARD_MAX_ROWS)."
+        )
+    return result
 
 
 def empty_state(what: str, context: PageContext, hint: str) -> None:

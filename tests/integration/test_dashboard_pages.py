@@ -129,6 +129,13 @@ def test_unreachable_store_shows_an_error_not_a_stack_trace(monkeypatch: pytest.
     assert "Cannot read rounds" in app.error[0].value
 
 
+@pytest.mark.usefixtures("recorded")
+def test_a_truncated_range_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEFLEET_DASHBOARD_MAX_ROWS", "50")
+    app = open_page("fleet")
+    assert any("Showing the newest 50 heartbeats" in caption.value for caption in app.caption)
+
+
 def test_bad_configuration_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGEFLEET_DASHBOARD_BACKEND", "graphite")
     app = open_page("fleet")
