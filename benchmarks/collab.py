@@ -2,7 +2,7 @@
 
 `.venv/bin/python -m benchmarks.collab --json` starts a local Mosquitto, a cloud worker process
 (`python -m cloud_node`) and an edge process (this module with `--edge-worker`), and runs held-out
-prompts of all five task types, 64 new tokens each, in `cloud_only`, `naive_split`, `standalone` and
+prompts of all five task types (two each by default), 64 new tokens each, in `cloud_only`, `naive_split`, `standalone` and
 `collaborative` modes. The collaborative thresholds are chosen on the exit heads' calibration split
 (never on these prompts). Last, one collaborative answer runs while the parent kills the cloud
 process mid-answer: the edge must finish it locally. The last stdout line is one JSON object.
@@ -55,7 +55,8 @@ def edge_worker(args: argparse.Namespace) -> None:
         prompt_ids = model.encode_chat(prompt.text)
         row = {"task_type": prompt.task_type, "prompt_tokens": len(prompt_ids), "modes": {}}
         for mode in MODES:
-            generation = generate(model, prompt_ids, args.new_tokens, replace_mode(base, mode), client)
+            generation = generate(model, prompt_ids, args.new_tokens, replace_mode(base, mode), client,
+                                  stop_at_eos=args.stop_at_eos)
             row["modes"][mode] = summarize(model, prompt_ids, generation)
             log(f"{prompt.task_type:20s} {mode:14s} {len(generation.token_ids):3d} tok {generation.total_s:6.2f} s "
                 f"up {generation.bytes_up:>10d} B cloud {generation.cloud_requests}")
@@ -143,7 +144,8 @@ def fallback_answer(model, client, base, prompt, args) -> dict:
             sys.stdin.readline()  # the parent answers once the cloud process is gone
 
     prompt_ids = model.encode_chat(prompt.text)
-    generation = generate(model, prompt_ids, args.new_tokens, config, client, on_token=kill_after)
+    generation = generate(model, prompt_ids, args.new_tokens, config, client, on_token=kill_after,
+                          stop_at_eos=args.stop_at_eos)
     by = [t.decided_by for t in generation.tokens]
     finished = len(generation.token_ids) == args.new_tokens or generation.token_ids[-1] == model.eos_token_id
     return {"fallback": generation.fallback, "fallback_position": generation.fallback_position,
@@ -178,7 +180,7 @@ def run(args: argparse.Namespace) -> dict:
         [sys.executable, "-m", "benchmarks.collab", "--edge-worker", "--port", str(broker.config.port),
          "--password-file", password_file, "--out", str(out), "--new-tokens", str(args.new_tokens),
          "--prompts-per-type", str(args.prompts_per_type), "--target-agreement", str(args.target_agreement),
-         "--deadline-s", str(args.deadline_s)],
+         "--deadline-s", str(args.deadline_s), *(["--stop-at-eos"] if args.stop_at_eos else [])],
         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -251,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.collab", description=__doc__)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--prompts-per-type", type=int, default=1)
+    parser.add_argument("--prompts-per-type", type=int, default=2)
+    parser.add_argument("--stop-at-eos", action="store_true",
+                        help="end answers at <|im_end|> (default: exactly --new-tokens tokens each, as the issue asks)")
     parser.add_argument("--target-agreement", type=float, default=0.91, help="collaborative agreement on calibration")
     parser.add_argument("--deadline-s", type=float, default=20.0, help="cloud deadline per token (normal modes)")
     parser.add_argument("--timeout-s", type=float, default=3600.0)
