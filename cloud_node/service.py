@@ -1,4 +1,4 @@
-"""The cloud node process: membership plus the inference endpoint (session contexts, cloud-only generation)."""
+"""The cloud node process: membership, whole tasks routed by the center, and the collaborative inference endpoint."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from broker.presence import NodePresence, NodeProbes
 from cloud_node.config import CloudConfig
 from cloud_node.inference import CloudInference
 from cloud_node.model_pool import ModelPool
+from cloud_node.task_worker import CloudTaskWorker
 
 logger = logging.getLogger(__name__)
 
@@ -23,13 +24,14 @@ class CloudService:
         self.models = ModelPool(config.model_store)
         self.inference: CloudInference | None = None
         probes = NodeProbes(
-            queue_depth=lambda: self.inference.queue_depth() if self.inference else 0,
+            queue_depth=lambda: self.tasks.queue_depth + (self.inference.queue_depth() if self.inference else 0),
             counters=lambda: self.inference.figures() if self.inference else {},
         )
         self.presence = NodePresence(
             config.node_id, "cloud", config.bus, heartbeat_interval_s=config.heartbeat_interval_s,
             state_dir=Path(config.state_dir), probes=probes,
         )
+        self.tasks = CloudTaskWorker(config.node_id, self.presence.bus, self.models.store)
 
     def start(self) -> CloudService:
         if self.config.preload_model:
@@ -38,6 +40,7 @@ class CloudService:
             # Subscribe before connecting: the subscriptions then go out with the connection, so a
             # request published right after start() returns is not lost to a subscription in flight.
             self.inference = CloudInference(self.config, self.presence.bus, self.models).start()
+        self.tasks.attach()
         self.presence.start()
         logger.info("cloud %s started", self.config.node_id)
         return self
@@ -45,4 +48,5 @@ class CloudService:
     def stop(self) -> None:
         if self.inference is not None:
             self.inference.stop()
+        self.tasks.stop()
         self.presence.stop()
