@@ -29,7 +29,8 @@ def over_time(data: pd.DataFrame, value: str, title: str, by: str = "node", unit
         .mark_line(point=alt.OverlayMarkDef(size=12), interpolate="step-after" if step else "monotone")
         .encode(
             x=alt.X("time:T", title=None, axis=TIME_AXIS, scale=UTC),
-            y=alt.Y(f"{value}:Q", title=unit or value),
+            # Counts get whole-number ticks (an all-zero series would otherwise be labelled 0.000000).
+            y=alt.Y(f"{value}:Q", title=unit or value, axis=alt.Axis(format="d", tickMinStep=1) if step else alt.Axis()),
             color=alt.Color(f"{by}:N", title=by),
             tooltip=[time_tooltip(), f"{by}:N", alt.Tooltip(f"{value}:Q", format=".1f")],
         )

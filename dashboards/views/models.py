@@ -32,7 +32,11 @@ def render(context: PageContext) -> None:
             columns, [("perplexity", "Perplexity vs size"), ("load_s", "Load time (s) vs size"), ("token_ms", "Time per token (ms) vs size")],
             strict=True,
         ):
-            column.altair_chart(_versus_size(latest, value, title), width="stretch")
+            if latest[value].notna().any():
+                column.altair_chart(_versus_size(latest, value, title), width="stretch")
+            else:
+                column.markdown(f"**{title}**")
+                column.caption(f"No model has a measured {value.replace('_', ' ')} yet.")
         st.dataframe(
             latest, hide_index=True, placeholder="–", column_order=["model", "size_mb", "perplexity", "load_s", "token_ms"],
             column_config={

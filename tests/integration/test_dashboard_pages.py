@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboards.sample_data import EDGES, MODELS, sample_fleet
+from fleet_center.recorder import schema
 from fleet_center.recorder.config import RecorderConfig
 from fleet_center.recorder.launcher import free_port
 from fleet_center.recorder.recorder import MetricRecorder
@@ -111,6 +112,21 @@ def test_models_page_shows_every_profile_and_the_loads() -> None:
     assert set(events["event"]) == {"load", "unload"}
     # pi-03 unloaded its model in round 21 and the new deployment failed: nothing loaded there.
     assert set(loaded["node"]) == {"pi-01", "pi-02"}
+
+
+def test_models_page_says_what_was_not_measured(monkeypatch: pytest.MonkeyPatch, influxd: RunningInflux) -> None:
+    store_config = influxd.store_config()
+    now = time.time_ns()
+    influxd.store(store_config.db).write([
+        schema.model_profile_point("m", 100_000_000, load_s=1.0, token_ms=5.0, timestamp_ns=now),
+        schema.model_profile_point("m-int8", 30_000_000, load_s=0.3, token_ms=2.0, timestamp_ns=now),
+    ])
+    monkeypatch.setenv("EDGEFLEET_DASHBOARD_URL", influxd.url)
+    monkeypatch.setenv("EDGEFLEET_DASHBOARD_DB", store_config.db)
+    app = open_page("models")
+    captions = [caption.value for caption in app.caption]
+    assert "No model has a measured perplexity yet." in captions
+    assert len(app.dataframe) == 1  # the profiles; no load/unload table without events
 
 
 @pytest.mark.parametrize("page", PAGES)
