@@ -197,7 +197,7 @@ class _Run:
         try:
             reply = self.client.generate_cloud_only(self.model.model_id, self.prompt_ids, self.max_new_tokens,
                                                     timeout_s=self.config.cloud_deadline_s * self.max_new_tokens,
-                                                    counters=self.counters)
+                                                    counters=self.counters, stop_at_eos=self.stop_at_eos)
         except CloudUnavailableError as error:
             logger.warning("cloud-only generation failed (%s): answering standalone", error)
             self.fallback_position = len(self.prompt_ids)

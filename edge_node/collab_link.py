@@ -103,9 +103,9 @@ class CollabClient:
         return session
 
     def generate_cloud_only(self, model_id: str, prompt_ids: list[int], max_new_tokens: int, *,
-                            timeout_s: float, counters: LinkCounters) -> GenerateReply:
+                            timeout_s: float, counters: LinkCounters, stop_at_eos: bool = True) -> GenerateReply:
         """The whole answer from one cloud worker. Raises CloudUnavailableError."""
-        request = GenerateRequest(uuid.uuid4().hex[:16], model_id, tuple(prompt_ids), max_new_tokens)
+        request = GenerateRequest(uuid.uuid4().hex[:16], model_id, tuple(prompt_ids), max_new_tokens, stop_at_eos)
         reply = self.request(request, timeout_s, counters)
         if not isinstance(reply, GenerateReply):
             raise CloudUnavailableError(f"cloud-only generation refused: {getattr(reply, 'reason', reply)}")
