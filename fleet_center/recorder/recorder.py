@@ -9,6 +9,7 @@ buffer is full the oldest points are dropped and counted (`stats().dropped`).
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import threading
 import time
@@ -167,7 +168,7 @@ class MetricRecorder:
     def _write_one_batch(self) -> bool:
         """Write the oldest batch. True if written (or rejected for good); False if it must be retried."""
         with self._lock:
-            batch = [self._buffer[i] for i in range(min(self.config.batch_points, len(self._buffer)))]
+            batch = list(itertools.islice(self._buffer, self.config.batch_points))
         try:
             self.store.write(batch)
         except StoreRejectedError as error:
@@ -183,6 +184,10 @@ class MetricRecorder:
             if was_ok:
                 logger.warning("metric store unavailable, buffering (%d points waiting): %s", buffered, error)
             return False
+        except Exception as error:  # a bug in encoding or a client library must not end the writer thread
+            logger.exception("writing %d points failed unexpectedly, dropping them", len(batch))
+            self._remove(batch, written=False, error=f"{type(error).__name__}: {error}")
+            return True
         self._remove(batch, written=True, error="")
         return True
 
