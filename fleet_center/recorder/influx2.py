@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 
 import pandas as pd
 from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.write_api import SYNCHRONOUS
+from urllib3.exceptions import HTTPError as TransportError
 
 from broker.messages.metrics import MetricPoint
 from fleet_center.recorder.config import StoreConfig
@@ -24,6 +26,9 @@ from fleet_center.recorder.store import frame
 logger = logging.getLogger(__name__)
 
 _FLUX_META = ("result", "table", "_start", "_stop", "_measurement")
+# What influxdb-client raises for the server's answers (InfluxDBError, ApiException) and the network
+# (urllib3, sockets); anything else is a bug and should not be retried as if the server were down.
+_CLIENT_ERRORS = (InfluxDBError, TransportError, OSError)
 
 
 def flux_string(value: str) -> str:
@@ -78,7 +83,7 @@ class Influx2Store:
             return
         try:
             self._write_api.write(bucket=self.config.bucket, org=self.config.org, record=body, write_precision=WritePrecision.NS)
-        except Exception as error:
+        except _CLIENT_ERRORS as error:
             raise _store_error(self.config.url, error) from error
 
     def query(
@@ -88,7 +93,7 @@ class Influx2Store:
         flux = flux_query(self.config.bucket, measurement, start_ns, stop_ns, dict(tags or {}), limit)
         try:
             tables = self._client.query_api().query(flux, org=self.config.org)
-        except Exception as error:
+        except _CLIENT_ERRORS as error:
             raise _store_error(self.config.url, error) from error
         rows: list[dict[str, object]] = []
         for table in tables:
@@ -99,7 +104,7 @@ class Influx2Store:
         return frame(rows)
 
 
-def _store_error(url: str, error: Exception) -> Exception:
+def _store_error(url: str, error: Exception) -> StoreRejectedError | StoreUnavailableError:
     """Map influxdb-client's and urllib3's exceptions onto the store's two kinds."""
     status = getattr(error, "status", None)
     message = f"influx2 at {url}: {type(error).__name__}: {error}"
