@@ -1,12 +1,12 @@
 """`python -m broker`: run a local Mosquitto with the fleet's generated passwords and ACLs."""
 
 import argparse
-import logging
 import signal
 import sys
 
 from broker.errors import BusError, ConfigError
 from broker.launcher import BrokerConfig, LocalBroker
+from broker.roles import configure_logging
 from broker.settings import load
 
 
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="TOML file; settings under [broker]")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s broker %(levelname)s %(message)s", force=True)
+    configure_logging("broker")
     try:
         config = load(BrokerConfig, args.config, overrides=args.set, section="broker")
         broker = LocalBroker(config).start()

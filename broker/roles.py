@@ -16,6 +16,16 @@ class Service(Protocol):
     def stop(self) -> None: ...
 
 
+def configure_logging(name: str, level: int = logging.INFO) -> None:
+    """Log lines as `<time> <name> <logger> <level> <message>`; chatty client libraries only warn.
+
+    `force`: some imported libraries configure the root logger at import time.
+    """
+    logging.basicConfig(level=level, format=f"%(asctime)s {name} %(name)s %(levelname)s %(message)s", force=True)
+    for noisy in ("httpx", "httpcore", "urllib3", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def run_service(service: Service) -> int:
     """Start `service`, block until a stop signal, stop it. Returns the process exit code."""
     stop = threading.Event()

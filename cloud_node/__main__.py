@@ -1,11 +1,10 @@
 """`python -m cloud_node`: a cloud worker (session contexts, continuation from edge hidden states)."""
 
 import argparse
-import logging
 import sys
 
 from broker.errors import BusError, ConfigError
-from broker.roles import run_service
+from broker.roles import configure_logging, run_service
 from broker.settings import load
 from cloud_node.config import CloudConfig
 from cloud_node.service import CloudService
@@ -29,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {config.node_id} %(name)s %(levelname)s %(message)s", force=True)
+    configure_logging(config.node_id)
     try:
         return run_service(CloudService(config))
     except BusError as error:

@@ -1,11 +1,10 @@
 """`python -m edge_node --node-id pi-01`: an edge node (what runs on each Pi)."""
 
 import argparse
-import logging
 import sys
 
 from broker.errors import BusError, ConfigError
-from broker.roles import run_service
+from broker.roles import configure_logging, run_service
 from broker.settings import load
 from edge_node.config import EdgeConfig
 from edge_node.service import EdgeService
@@ -29,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {config.node_id} %(name)s %(levelname)s %(message)s", force=True)
+    configure_logging(config.node_id)
     try:
         return run_service(EdgeService(config))
     except BusError as error:

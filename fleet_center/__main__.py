@@ -1,11 +1,10 @@
 """`python -m fleet_center`: the distribution center."""
 
 import argparse
-import logging
 import sys
 
 from broker.errors import BusError, ConfigError
-from broker.roles import run_service
+from broker.roles import configure_logging, run_service
 from broker.settings import load
 from fleet_center.config import CenterConfig
 from fleet_center.service import CenterService
@@ -16,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="TOML file; settings under [center]")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s center %(name)s %(levelname)s %(message)s", force=True)
+    configure_logging("center")
     try:
         config = load(CenterConfig, args.config, overrides=args.set, section="center")
         return run_service(CenterService(config))

@@ -26,7 +26,8 @@ class RoundsConfig:
     max_new_tokens: int = 48  # per task
     scheduler: str = "fast"  # fast | milp
     tasks_file: str = ""  # JSONL task set; empty = the shipped fleet_center/data/tasks.jsonl
-    cloud_latency_s: float = 0.3  # modelled WAN + admission latency of a cloud task
+    cloud_latency_s: float = 1.0  # modelled WAN + admission latency of a cloud task
+    cloud_token_time_s: float = 0.05  # cloud seconds per token until measured
     model_store: str = ""  # the center's model store (profiles, artifacts); empty = default
 
     def __post_init__(self) -> None:

@@ -371,11 +371,20 @@ class RoundRunner:
 
     def _cost_inputs(self) -> CostInputs:
         quality = running_means([((m, t), q) for m, t, q in self.db.quality_history()])
+        clouds = self._clouds()
+        cloud_times = [v for (node, _), v in self._token_time.items() if node in clouds]
+        state = self.membership.snapshot()
+        # One cloud worker runs its tasks one after another: what it already holds delays new ones.
+        cloud_queue = sum(state.nodes[c].last_heartbeat.queue_depth for c in clouds
+                          if state.nodes[c].last_heartbeat is not None)
+        cloud_token_s = float(np.mean(cloud_times)) if cloud_times else self.config.cloud_token_time_s
         return CostInputs(
             models=tuple(p for p in self.profiles if p.model_id in self.config.models),
             reference_gflops=self.reference_gflops,
-            cloud_latency_s=self.config.cloud_latency_s if self._clouds() else 1e6,
-            measured_token_time_s=dict(self._token_time),
+            cloud_token_time_s=cloud_token_s,
+            cloud_latency_s=(self.config.cloud_latency_s + cloud_queue * self.config.max_new_tokens * cloud_token_s
+                             / max(1, len(clouds))) if clouds else 1e6,
+            measured_token_time_s={k: v for k, v in self._token_time.items() if k[0] not in clouds},
             measured_quality=quality,
         )
 
