@@ -28,7 +28,6 @@ class MetricsFeed:
         self.recorder = recorder
         self.db = db
         self.role_of = role_of
-        self._previous_placement: dict[str, set[str]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._center_heartbeats, name="center-metrics", daemon=True)
 
@@ -98,10 +97,11 @@ class MetricsFeed:
     def _caching(self, round_index: int, summary: dict) -> None:
         now = schema.now_ns()
         placement = {edge: set(models) for edge, models in summary.get("placement", {}).items()}
+        previous = {edge: set(models) for edge, models in summary.get("previous", {}).items()}
         failed = set(summary.get("failed", ()))
         points = []
-        for edge in sorted(set(placement) | set(self._previous_placement)):
-            before, after = self._previous_placement.get(edge, set()), placement.get(edge, set())
+        for edge in sorted(set(placement) | set(previous)):
+            before, after = previous.get(edge, set()), placement.get(edge, set())
             for model in sorted(before | after):
                 placed = model in after
                 changed = placed != (model in before)
@@ -109,7 +109,6 @@ class MetricsFeed:
                           else "evicted" if changed else "kept")
                 points.append(schema.caching_point(round_index, edge, model, placed, changed, status,
                                                    deploy_s=summary.get("deploy_s"), timestamp_ns=now))
-        self._previous_placement = placement
         self._record(points)
 
     def model_status(self, status: ModelStatus, model_bytes: int) -> None:

@@ -304,6 +304,7 @@ class RoundRunner:
             commands[(edge_id, model_id)] = command
             self.bus.publish(topics.NODE_COMMAND, command, node=edge_id)
         ready, failed = self._await_deployments(set(commands), stop)
+        previous = {edge.node_id: sorted(self._placed(edge.node_id)) for edge in edges}
         new_placement: dict[str, set[str]] = {}
         changes = []
         for edge in edges:
@@ -326,7 +327,8 @@ class RoundRunner:
                 self.db.record_placement(round_index, edge.node_id, model_id, status)
         self.placement = new_placement
         return {
-            "kind": "caching", "round": round_index, "placement": {e: sorted(m) for e, m in new_placement.items()},
+            "kind": "caching", "round": round_index, "previous": previous,
+            "placement": {e: sorted(m) for e, m in new_placement.items()},
             "deployments": len(wanted), "ready": len(ready), "failed": sorted(f"{e}:{m}" for e, m in failed),
             "changes": changes, "deploy_s": round(time.monotonic() - started, 2),
             "predicted_round_latency_s": plan.round_latency_s,
