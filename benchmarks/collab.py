@@ -54,7 +54,7 @@ def edge_worker(args: argparse.Namespace) -> None:
     for prompt in prompts:
         prompt_ids = model.encode_chat(prompt.text)
         row = {"task_type": prompt.task_type, "prompt_tokens": len(prompt_ids), "modes": {}}
-        for mode in MODES:
+        for mode in args.modes.split(","):
             generation = generate(model, prompt_ids, args.new_tokens, replace_mode(base, mode), client,
                                   stop_at_eos=args.stop_at_eos)
             row["modes"][mode] = summarize(model, prompt_ids, generation)
@@ -123,7 +123,7 @@ def summarize(model, prompt_ids: list[int], generation) -> dict:
     agree = sum(int(a == b) for a, b in zip(full_choice, generation.token_ids, strict=True))
     return {
         "token_ids": list(generation.token_ids), "tokens": len(generation.token_ids),
-        "agreeing_tokens": agree, "ttft_ms": generation.ttft_s * 1e3, "total_s": generation.total_s,
+        "agreeing_tokens": agree, "agrees": [int(a == b) for a, b in zip(full_choice, generation.token_ids, strict=True)], "ttft_ms": generation.ttft_s * 1e3, "total_s": generation.total_s,
         "bytes_up": generation.bytes_up, "bytes_down": generation.bytes_down,
         "cloud_requests": generation.cloud_requests, "fallback": generation.fallback,
         "decided_by": [t.decided_by for t in generation.tokens], "exit_layers": [t.exit_layer for t in generation.tokens],
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> dict:
         [sys.executable, "-m", "benchmarks.collab", "--edge-worker", "--port", str(broker.config.port),
          "--password-file", password_file, "--out", str(out), "--new-tokens", str(args.new_tokens),
          "--prompts-per-type", str(args.prompts_per_type), "--target-agreement", str(args.target_agreement),
-         "--deadline-s", str(args.deadline_s), *(["--stop-at-eos"] if args.stop_at_eos else [])],
+         "--deadline-s", str(args.deadline_s), "--modes", args.modes, *(["--stop-at-eos"] if args.stop_at_eos else [])],
         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> dict:
 def report(raw: dict) -> dict:
     responses = raw["responses"]
     modes = {}
-    for mode in MODES:
+    for mode in [m for m in MODES if m in responses[0]["modes"]]:
         rows = [r["modes"][mode] for r in responses]
         tokens = sum(r["tokens"] for r in rows)
         modes[mode] = {
@@ -219,10 +219,11 @@ def report(raw: dict) -> dict:
             "identical_responses": round(statistics.mean(
                 float(r["token_ids"] == c["modes"]["cloud_only"]["token_ids"]) for r, c in zip(rows, responses, strict=True)), 4),
             "fallbacks": sum(int(r["fallback"]) for r in rows),
+            "agreement_by_source": agreement_by_source(rows),
         }
     floor = statistics.mean((r["prompt_tokens"] + r["modes"]["collaborative"]["tokens"]) * HIDDEN_BYTES_FP16
                             for r in responses)
-    collaborative, naive = modes["collaborative"], modes["naive_split"]
+    collaborative, naive = modes["collaborative"], modes.get("naive_split", {"bytes_up_per_response": 0})
     return {
         "model": BASE_MODEL, "responses": len(responses), "new_tokens": max(r["modes"]["cloud_only"]["tokens"] for r in responses),
         "hidden_floor_bytes": round(floor),
@@ -238,6 +239,18 @@ def report(raw: dict) -> dict:
         },
         "paper": PAPER,
     }
+
+
+def agreement_by_source(rows: list[dict]) -> dict[str, float]:
+    """Agreement of the tokens decided at each place (edge exit layer, cloud), to see where errors come from."""
+    counts: dict[str, list[int]] = {}
+    for row in rows:
+        for by, layer, agrees in zip(row["decided_by"], row["exit_layers"], row["agrees"], strict=True):
+            key = f"edge@{layer}" if by == "edge" else by
+            counts.setdefault(key, [0, 0])
+            counts[key][0] += agrees
+            counts[key][1] += 1
+    return {key: round(agreed / total, 4) for key, (agreed, total) in sorted(counts.items())}
 
 
 def table(result: dict) -> str:
@@ -259,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-agreement", type=float, default=0.91, help="collaborative agreement on calibration")
     parser.add_argument("--deadline-s", type=float, default=20.0, help="cloud deadline per token (normal modes)")
     parser.add_argument("--timeout-s", type=float, default=3600.0)
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset (sensitivity runs)")
     parser.add_argument("--edge-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--password-file", help=argparse.SUPPRESS)
