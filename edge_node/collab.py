@@ -123,6 +123,7 @@ class _Run:
         self.first_token_at = 0.0
         self.cloud_requests = 0
         self.fallback_position = -1
+        self.worker_id = ""  # the last worker that held this answer's session
 
     # ---- standalone and collaborative ------------------------------------------------------------
 
@@ -149,7 +150,7 @@ class _Run:
             feed = [token]
         if session is not None:
             self._absorb(session, notify=config.session_close)
-        return self._result(session.worker_id if session else self._worker_id)
+        return self._result(session.worker_id if session else self.worker_id)
 
     def _decide(self, decision: EdgeDecision, stack: EdgeStack,
                 session: CloudSession | None) -> tuple[int, DecidedBy, int, float]:
@@ -178,15 +179,13 @@ class _Run:
             logger.warning("no cloud session (%s): answering standalone", error)
             self.fallback_position = len(self.prompt_ids)
             return None
-        self._worker_id = session.worker_id
+        self.worker_id = session.worker_id
         return session
-
-    _worker_id = ""
 
     def _absorb(self, session: CloudSession, notify: bool) -> None:
         """Close the session and fold its byte counts into the answer's."""
         session.close(notify=notify)
-        self._worker_id = session.worker_id
+        self.worker_id = session.worker_id
         for name in ("bytes_up", "bytes_down", "chunks", "resends", "reopens"):
             setattr(self.counters, name, getattr(self.counters, name) + getattr(session.counters, name))
 
@@ -201,7 +200,7 @@ class _Run:
         except CloudUnavailableError as error:
             logger.warning("cloud-only generation failed (%s): answering standalone", error)
             self.fallback_position = len(self.prompt_ids)
-            return dataclass_replace_mode(_Run(self.model, self.prompt_ids, self.max_new_tokens,
+            return _as_mode(_Run(self.model, self.prompt_ids, self.max_new_tokens,
                                                _standalone(self.config), None, self.stop_at_eos, self.faults,
                                                self.on_token, self.clock).edge_led(), "cloud_only", fallback=True)
         elapsed_s = self.clock() - self.start
@@ -290,6 +289,6 @@ def _standalone(config: CollabConfig) -> CollabConfig:
     return replace(config, mode="standalone")
 
 
-def dataclass_replace_mode(generation: CollabGeneration, mode: str, fallback: bool) -> CollabGeneration:
+def _as_mode(generation: CollabGeneration, mode: str, fallback: bool) -> CollabGeneration:
     return replace(generation, mode=mode, fallback=fallback,
                    fallback_position=generation.prompt_tokens if fallback else generation.fallback_position)

@@ -24,7 +24,7 @@ import numpy as np
 
 from broker import topics
 from broker.client import BusClient, Envelope
-from broker.errors import BusError, BusTimeoutError
+from broker.errors import BusError
 from broker.messages.codec import Message
 from broker.messages.inference import (
     ChunkRejected,
@@ -336,5 +336,5 @@ class CloudSession:
                 self.counters.bytes_up += self.client.publish_up(self.session_id, chunk)
 
 
-__all__ = ["BusTimeoutError", "CloudAnswer", "CloudSession", "CloudUnavailableError", "CollabClient", "LinkCounters",
+__all__ = ["CloudAnswer", "CloudSession", "CloudUnavailableError", "CollabClient", "LinkCounters",
            "LinkFaults"]
