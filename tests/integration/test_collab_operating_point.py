@@ -1,0 +1,32 @@
+"""The collaborative operating point counts non-exits as right (they come from the full model); no broker needed."""
+
+import numpy as np
+
+from edge_node.collab_operating_point import choose_collab_point, overall_agreement
+from models.exit_policy import ExitPolicy
+
+
+def synthetic(count=1000, seed=0):
+    """One exit whose top probability predicts correctness: right when confident, coin flip otherwise."""
+    rng = np.random.default_rng(seed)
+    top = rng.uniform(0, 1, count)
+    correct = np.where(top > 0.5, rng.uniform(0, 1, count) < 0.95, rng.uniform(0, 1, count) < 0.3)
+    features = np.zeros((count, 5))
+    features[:, 0] = top
+    return {10: features}, {10: correct}
+
+
+def test_point_meets_the_target_over_all_positions_and_exits_as_much_as_it_can():
+    features, correct = synthetic()
+    policy = ExitPolicy.top_probability({10: 2.0})
+    point = choose_collab_point(policy, features, correct, target_agreement=0.95)
+    assert point.agreement >= 0.95
+    assert 0.4 < point.exit_fraction < 1.0  # far more exits than a 0.95 agreement among exits would allow
+    looser = choose_collab_point(policy, features, correct, target_agreement=0.90)
+    assert looser.exit_fraction > point.exit_fraction
+
+
+def test_never_exiting_agrees_everywhere():
+    features, correct = synthetic()
+    policy = ExitPolicy.top_probability({10: 2.0})
+    assert overall_agreement(policy.rules, (2.0,), {10: features[10][:, 0]}, correct) == (0.0, 1.0)
