@@ -49,7 +49,10 @@ class BusConfig:
     reconnect_min_s: float = 0.2  # first reconnect delay; doubles up to reconnect_max_s
     reconnect_max_s: float = 5.0
     session_expiry_s: int = 300  # broker keeps our subscriptions and QoS 1 backlog this long while away
-    max_inflight: int = 1000  # unacknowledged QoS 1 messages we may have out (client send window)
+    # Unacknowledged QoS 1 messages we may have out. paho rescans its whole in-flight window on every
+    # PUBACK while messages queue behind it, so a big window costs O(window) per ack; 100 keeps a flood
+    # cheap and still covers 100 x the loopback round trip.
+    max_inflight: int = 100
     receive_maximum: int = 1000  # unacknowledged QoS 1 messages the broker may have out to us
 
     def __post_init__(self) -> None:
