@@ -21,7 +21,7 @@ import numpy as np
 from broker import topics
 from broker.client import BusClient, Envelope
 from broker.launcher import BrokerConfig, LocalBroker, free_port
-from broker.messages import ContextChunk
+from broker.messages.inference import ContextChunk, SessionOpen, SessionOpened
 from broker.settings import BusConfig
 
 HIDDEN_SIZE = 576  # SmolLM2-135M: one fp16 hidden state is 1,152 bytes
@@ -65,7 +65,10 @@ def subscriber(port: int, secrets: str, ready: mp.Event, results: mp.Queue, expe
             done.set()
 
     def on_open(envelope: Envelope) -> None:
-        client.reply(envelope, envelope.message)  # echo: the request/response round trip
+        request = envelope.message
+        assert isinstance(request, SessionOpen)
+        client.reply(envelope, SessionOpened(session_id=request.session_id, worker_id=CLOUD, ttl_s=60.0,
+                                          max_positions=4096))  # the round trip
 
     client = BusClient(CLOUD, _bus(port, secrets, CLOUD))
     client.subscribe(topics.INFER_UP, on_chunk, edge=EDGE, session=SESSION)
@@ -95,11 +98,10 @@ def publisher(port: int, secrets: str, phase: Phase, results: mp.Queue) -> None:
         time.sleep(0.5)
     rtts_ms = []
     if phase.name == "rtt":
-        from broker.messages import NodeDeath
-
+        request = SessionOpen(session_id=SESSION, edge_id=EDGE, model_id="bench", split_layer=20, hidden_size=HIDDEN_SIZE)
         for _ in range(phase.count):
             start = time.perf_counter()
-            client.request(topics.INFER_OPEN, NodeDeath(node_id=EDGE, bd_seq=1), timeout_s=5)
+            client.request(topics.INFER_OPEN, request, timeout_s=5)
             rtts_ms.append((time.perf_counter() - start) * 1e3)
         results.put({"rtts_ms": rtts_ms, "start": 0.0})
         client.close()
