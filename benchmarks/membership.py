@@ -1,8 +1,11 @@
 """Membership benchmark: many simulated edges register, heartbeat, then a tenth die abruptly.
 
 `.venv/bin/python -m benchmarks.membership --edges 500 --json` prints one JSON object as its last line:
-edges, registered, keepalive_s, detect_s_max (kill to offline in the center), false_offline (live edges
-ever marked offline), center_cpu_pct (the center process while the fleet heartbeats).
+edges, registered, keepalive_s, detect_s_max (kill to offline in the center, worst case),
+false_offline (live edges ever marked offline), center_cpu_pct (the center process while the fleet
+heartbeats). Two ways to die: half the victims drop their sockets (the broker sees the connection
+close and sends the Will at once); the other half freeze (their worker process gets SIGSTOP: the TCP
+connection stays up and only the keep-alive timeout, 1.5 x keepalive_s, reveals them), the worst case.
 Edges run in worker processes (each edge a real NodePresence with its own MQTT connection); the center
 runs in this process so its CPU can be measured alone.
 """
@@ -12,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
+import signal
 import tempfile
 import time
 
@@ -72,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             center.listeners.append(
                 lambda change, _: offline_at.setdefault(change.node_id, time.monotonic()) if change.kind == "offline" else None
             )
-            shards = [node_ids[i :: args.workers] for i in range(args.workers)]
+            tenth = max(2, args.edges // 10)
+            closers, frozen = node_ids[: tenth // 2], node_ids[tenth // 2 : tenth]
+            live = node_ids[tenth:]
+            shards = [closers, frozen] + [live[i :: args.workers] for i in range(args.workers)]
             queues = [(ctx.Queue(), ctx.Queue()) for _ in shards]
             workers = [ctx.Process(target=edge_worker, args=(shard, config.port, config.secrets_dir, q[0], q[1]))
                        for shard, q in zip(shards, queues, strict=True)]
@@ -90,24 +98,27 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(5 * HEARTBEAT_S)
             cpu_end, wall_end = me.cpu_times(), time.monotonic()
             center_cpu_pct = 100 * ((cpu_end.user + cpu_end.system) - (cpu_start.user + cpu_start.system)) / (wall_end - wall_start)
-            victims_per_shard = [shard[: max(1, len(shard) // 10)] for shard in shards]
+            victims_per_shard = [closers, frozen] + [[] for _ in shards[2:]]
             killed_at: dict[str, float] = {}
-            for (commands, _), victims in zip(queues, victims_per_shard, strict=True):
-                commands.put(("kill", victims))
-            for _, replies in queues:
-                killed_at.update(replies.get(timeout=60))
+            queues[0][0].put(("kill", closers))
+            frozen_at = time.monotonic()
+            os.kill(workers[1].pid, signal.SIGSTOP)  # a hung host: sockets open, nothing sent
+            killed_at.update({node_id: frozen_at for node_id in frozen})
+            killed_at.update(queues[0][1].get(timeout=60))
             limit_s = 1.5 * KEEPALIVE_S + 1
             deadline = time.monotonic() + limit_s + 5
             while time.monotonic() < deadline and not all(v in offline_at for v in killed_at):
                 time.sleep(0.05)
             time.sleep(3 * HEARTBEAT_S)  # would any live edge be wrongly timed out meanwhile?
             detect = [offline_at[v] - killed_at[v] for v in killed_at if v in offline_at]
+            detect_closed = [offline_at[v] - killed_at[v] for v in closers if v in offline_at]
+            os.kill(workers[1].pid, signal.SIGKILL)
             undetected = [v for v in killed_at if v not in offline_at]
             false_offline = sorted(set(offline_at) - set(killed_at))
-            for (commands, _), victims in zip(queues, victims_per_shard, strict=True):
+            for (commands, replies), victims in list(zip(queues, victims_per_shard, strict=True))[2:]:
                 commands.put(("stop", victims))
-            for _, replies in queues:
                 replies.get(timeout=120)
+            queues[0][0].put(("stop", closers))
             for worker in workers:
                 worker.join(30)
             center.stop()
@@ -119,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "killed": len(killed_at),
         "undetected": len(undetected),
         "detect_s_max": round(max(detect), 3) if detect else None,
+        "detect_s_max_socket_closed": round(max(detect_closed), 3) if detect_closed else None,
         "detect_limit_s": limit_s,
         "false_offline": len(false_offline),
         "center_cpu_pct": round(center_cpu_pct, 1),
