@@ -5,6 +5,8 @@ FLEET_DIR := .fleet
 APT_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics chromium chromium-driver
 STAMP_APT := $(FLEET_DIR)/.apt-installed
 STAMP_VENV := .venv/.installed
+# OpenMP workers that spin while they wait slow inference 10x when processes share the cores.
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: run test setup model-store lint clean-fleet
 

@@ -1,5 +1,11 @@
 """`python -m fleet_center`: the distribution center."""
 
+import os
+
+# Before torch loads: OpenMP workers that spin while waiting made inference 10x slower whenever other
+# processes share the cores (several nodes on one host, or a Pi also running its sensors).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import sys
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see edge_node/__main__.py)
+
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
