@@ -45,7 +45,7 @@ def test_exit_features_follow_feature_order() -> None:
 
 
 @torch.no_grad()
-def tiny_distillation_data(loaded: LoadedModel, count: int = 512) -> ExitData:
+def tiny_distillation_data(loaded: LoadedModel, count: int = 256) -> ExitData:
     """Random token sequences through the tiny model, states taken after layers 1 and 2."""
     torch.manual_seed(0)
     ids = torch.randint(3, 2000, (8, count // 8))
@@ -65,10 +65,10 @@ def test_distillation_on_tiny_model_runs_in_seconds_and_lowers_kl(tiny_model: Lo
     # Scale the hidden states so the untrained heads are far from the teacher.
     data.hidden = {layer: (h.float() * torch.linspace(0.2, 3, h.shape[1])).to(torch.bfloat16) for layer, h in data.hidden.items()}
     norm = tiny_model.model.model.norm
-    config = TrainingConfig(exit_layers=(1, 2), epochs=6, batch_size=64, learning_rate=1e-2)
+    config = TrainingConfig(exit_layers=(1, 2), epochs=4, batch_size=64, learning_rate=1e-2)
     started = time.perf_counter()
     heads, history = distill_heads(data, norm.weight.detach(), norm.variance_epsilon, tiny_model.model.lm_head.weight, config)
-    assert time.perf_counter() - started < 20
+    assert time.perf_counter() - started < 60  # ~3 s on an idle 2-core machine
     assert history[-1]["kl_sum_per_position"] < history[0]["kl_sum_per_position"]
     assert heads.exit_layers == (1, 2)
 
