@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
+import sys
 import threading
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from broker.errors import BusError, ConfigError
+from broker.settings import load
 
 logger = logging.getLogger(__name__)
 
@@ -39,3 +45,34 @@ def run_service(service: Service) -> int:
         logger.info("stopping")
         service.stop()
     return 0
+
+
+def node_main(prog: str, description: str | None, section: str, config_type: type,
+              make_service: Callable[[Any], Service], argv: list[str] | None = None) -> int:
+    """Entry point shared by edge and cloud nodes: config file, `--node-id`, `--broker`, `--set`.
+
+    Returns the exit code: 2 with one line naming the problem for a bad setting or an unreachable broker.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", help=f"TOML file; settings under [{section}]")
+    parser.add_argument("--node-id", help="this node's id (default from config)")
+    parser.add_argument("--broker", help="broker host[:port], e.g. center.local:1883")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    args = parser.parse_args(argv)
+    overrides = list(args.set)
+    if args.node_id:
+        overrides.append(f"node_id={args.node_id}")
+    if args.broker:
+        host, _, port = args.broker.partition(":")
+        overrides += [f"bus.host={host}"] + ([f"bus.port={port}"] if port else [])
+    try:
+        config = load(config_type, args.config, overrides=overrides, section=section)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)  # noqa: T201 - command-line error
+        return 2
+    configure_logging(config.node_id)
+    try:
+        return run_service(make_service(config))
+    except BusError as error:
+        print(f"error: {error}", file=sys.stderr)  # noqa: T201 - command-line error
+        return 2
