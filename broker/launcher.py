@@ -7,7 +7,6 @@ import logging
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from broker.credentials import (
     write_password_file,
 )
 from broker.errors import BusError
+from broker.processes import kill_process, stop_process, wait_ready
 from broker.settings import FLEET_DIR, REPO_ROOT, check
 
 logger = logging.getLogger(__name__)
@@ -100,32 +100,17 @@ class LocalBroker:
         self.process = subprocess.Popen(
             [binary, "-c", str(config_path)], stdout=stdout, stderr=stdout, start_new_session=True
         )
-        deadline = time.monotonic() + self.config.start_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BusError(f"mosquitto exited with code {self.process.returncode} (config {config_path})")
-            if _port_open(self.config.bind, self.config.port):
-                logger.info("mosquitto listening on %s:%d", self.config.bind, self.config.port)
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise BusError(f"mosquitto did not listen on port {self.config.port} within {self.config.start_timeout_s} s")
+        wait_ready(self.process, lambda: _port_open(self.config.bind, self.config.port), self.config.start_timeout_s,
+                   f"mosquitto (config {config_path})", BusError, interval_s=0.05)
+        logger.info("mosquitto listening on %s:%d", self.config.bind, self.config.port)
+        return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout_s)
 
     def kill(self) -> None:
         """Abrupt stop (no persistence flush), as a crash would be."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        kill_process(self.process)
 
     def restart(self) -> LocalBroker:
         self.stop()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from broker.processes import stop_process, wait_ready
 from broker.settings import check
 from dashboards.config import DashboardConfig
 from dashboards.sample_data import write_sample
@@ -87,37 +88,28 @@ class DashboardProcess:
         finally:
             if log is not None:
                 log.close()
-        deadline = time.monotonic() + self.server.start_timeout_s
         with httpx.Client(timeout=2.0) as http:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise DashboardStartError(f"streamlit exited with code {self.process.returncode} (log: {self.log_path})")
-                try:
-                    if http.get(f"{self.url}/_stcore/health").status_code == 200:
-                        logger.info("dashboard at %s", self.url)
-                        return self
-                except httpx.HTTPError:
-                    pass  # not listening yet
-                time.sleep(0.2)
-        self.stop()
-        raise DashboardStartError(f"dashboard not healthy at {self.url} within {self.server.start_timeout_s} s")
+            wait_ready(self.process, lambda: _healthy(http, f"{self.url}/_stcore/health"), self.server.start_timeout_s,
+                       f"streamlit at {self.url} (log: {self.log_path})", DashboardStartError, interval_s=0.2)
+        logger.info("dashboard at %s", self.url)
+        return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `timeout_s`."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout_s)
 
     def __enter__(self) -> DashboardProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _healthy(http: httpx.Client, url: str) -> bool:
+    try:
+        return http.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False  # not listening yet
 
 
 def serve(server: DashboardServerConfig, dashboard: DashboardConfig, demo: bool = False) -> None:

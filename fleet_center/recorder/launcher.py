@@ -10,12 +10,12 @@ import logging
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from broker.processes import kill_process, stop_process, wait_ready
 from broker.settings import FLEET_DIR, check
 
 logger = logging.getLogger(__name__)
@@ -67,43 +67,32 @@ class _LocalServer:
         with log_path.open("ab") as log:
             # Own session: a Ctrl-C in the terminal reaches the launcher, which stops us in order.
             self.process = subprocess.Popen(self.command(binary), stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + self.config.start_timeout_s
         with httpx.Client(timeout=1.0) as http:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise ServerStartError(f"{self.config.binary} exited with code {self.process.returncode}; see {log_path}")
-                try:
-                    if http.get(f"{self.url}/ping").status_code in (200, 204):
-                        logger.info("%s answering at %s (data in %s)", self.config.binary, self.url, data_dir)
-                        return self
-                except httpx.HTTPError:
-                    pass  # not listening yet
-                time.sleep(0.1)
-        self.kill()
-        raise ServerStartError(f"{self.config.binary} did not answer {self.url}/ping within {self.config.start_timeout_s} s; see {log_path}")
+            wait_ready(self.process, lambda: _answers(http, f"{self.url}/ping", (200, 204)), self.config.start_timeout_s,
+                       f"{self.config.binary} at {self.url} (log {log_path})", ServerStartError)
+        logger.info("%s answering at %s (data in %s)", self.config.binary, self.url, data_dir)
+        return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `timeout_s`."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout_s)
 
     def kill(self) -> None:
         """Abrupt stop, as a crash would be."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        kill_process(self.process)
 
     def __enter__(self) -> _LocalServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _answers(http: httpx.Client, url: str, statuses: tuple[int, ...]) -> bool:
+    try:
+        return http.get(url).status_code in statuses
+    except httpx.HTTPError:
+        return False  # not listening yet
 
 
 class LocalInfluxDB(_LocalServer):
