@@ -26,6 +26,8 @@ class EdgeConfig:
     csv_path: str = ""  # per-task CSV log; empty = <state_dir>/<node_id>/llm_metrics.csv
     results_kept: int = 1000  # finished results kept for GET /tasks/{id}
     max_body_bytes: int = 256 * 1024  # larger HTTP bodies are refused (413)
+    split_layer: int = 20  # collaborative mode: the edge runs layers [0, split), the cloud the rest
+    cloud_deadline_s: float = 5.0  # collaborative mode: cloud silent this long -> finish the answer locally
     torch_threads: int = 0  # intra-op threads; 0 = torch's default (all cores). Several nodes on one host: 1
 
     def __post_init__(self) -> None:
@@ -37,5 +39,7 @@ class EdgeConfig:
         check(self.memory_budget_mb >= 0, "memory_budget_mb", "must be >= 0")
         check(self.cache_wait_s >= 0, "cache_wait_s", "must be >= 0")
         check(self.results_kept >= 1, "results_kept", "must be >= 1")
+        check(self.split_layer >= 1, "split_layer", "must be >= 1")
+        check(self.cloud_deadline_s > 0, "cloud_deadline_s", "must be > 0")
         check(self.torch_threads >= 0, "torch_threads", "must be >= 0")
         check(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")

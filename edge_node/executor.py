@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from broker.messages import TaskResult, TaskSpec, TokenRecord
+from edge_node.collab import CollabGeneration
+from edge_node.collab import generate as collab_generate
+from edge_node.collab_config import CollabConfig
+from edge_node.collab_link import CollabClient
 from edge_node.metrics_csv import MetricsCsvWriter, TaskMetricsRow
 from edge_node.model_cache import CacheError, ModelCache
 from edge_node.resources import ResourceSampler, ResourceSummary
 from models.errors import ModelStoreError
 from models.loaded import LoadedModel
-from models.runner import FULL_DEPTH, TaskOutcome, run_task
+from models.prompts import build_prompt, parse_answer
+from models.runner import FULL_DEPTH, TaskOutcome, as_dict, encode_prompt, run_task
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CollabOutcome:
+    """A task answered with the cloud's help (collaborative) or by a baseline mode."""
+
+    answer: str
+    parsed: dict[str, object]
+    generation: CollabGeneration
 
 
 @dataclass
@@ -24,6 +39,8 @@ class TaskExecutor:
     cache: ModelCache[LoadedModel]
     csv: MetricsCsvWriter
     early_exit: bool = True
+    collab_client: CollabClient | None = None  # set: tasks in collaborative / baseline modes may ask the cloud
+    collab_config: CollabConfig = field(default_factory=CollabConfig)
 
     def expired(self, task: TaskSpec, queue_wait_s: float) -> TaskResult:
         result = self._failure(task, "expired", f"deadline passed after {queue_wait_s:.1f} s in the queue", queue_wait_s)
@@ -46,8 +63,7 @@ class TaskExecutor:
         try:
             with self.cache.use(task.model_id, keep_alive_s=task.keep_alive_s) as model:
                 load_time_s = time.perf_counter() - load_started
-                policy = model.exit_policy if self.early_exit else None
-                outcome = run_task(model, task.task_type, task.prompt, task.max_new_tokens, policy)
+                outcome = self._generate(model, task)
         except (CacheError, ModelStoreError) as error:
             result = self._failure(task, "error", str(error), queue_wait_s, load_time_s)
         except Exception as error:  # a bug or OOM in one task must not take the node down
@@ -58,18 +74,40 @@ class TaskExecutor:
         self._log(result, sampler.stop())
         return result
 
-    def _success(self, task: TaskSpec, outcome: TaskOutcome, queue_wait_s: float, load_time_s: float) -> TaskResult:
+    def _generate(self, model: LoadedModel, task: TaskSpec) -> TaskOutcome | CollabOutcome:
+        """Standalone: the edge alone with its exit heads. Other modes: CE-CoLLM with the cloud."""
+        if task.mode == "standalone" or self.collab_client is None:
+            policy = model.exit_policy if self.early_exit else None
+            return run_task(model, task.task_type, task.prompt, task.max_new_tokens, policy)
+        prompt = build_prompt(task.task_type, task.prompt)
+        config = _fit(dataclasses.replace(self.collab_config, mode=task.mode), model)
+        generation = collab_generate(model, encode_prompt(model, prompt), min(task.max_new_tokens, prompt.max_new_tokens),
+                                     config, self.collab_client)
+        answer = model.decode(list(generation.token_ids)).strip()
+        return CollabOutcome(answer, as_dict(parse_answer(task.task_type, answer, text=task.prompt)), generation)
+
+    def _success(self, task: TaskSpec, outcome: TaskOutcome | CollabOutcome, queue_wait_s: float,
+                 load_time_s: float) -> TaskResult:
+        if isinstance(outcome, CollabOutcome):
+            tokens = tuple(
+                TokenRecord(position=t.position, token_id=t.token_id, latency_ms=t.latency_ms,
+                            source="cloud" if t.decided_by == "cloud" else "edge",
+                            exit_layer=t.exit_layer if t.decided_by != "cloud" else FULL_DEPTH,
+                            bytes_up=t.bytes_up, bytes_down=t.bytes_down)
+                for t in outcome.generation.tokens
+            )
+        else:
+            tokens = tuple(
+                TokenRecord(position=t.position, token_id=t.token_id, latency_ms=t.latency_ms, source="edge",
+                            exit_layer=t.exit_layer)
+                for t in outcome.generation.tokens
+            )
         generation = outcome.generation
         return TaskResult(
             task_id=task.task_id, node_id=self.node_id, status="ok", model_id=task.model_id, task_type=task.task_type,
             round_id=task.round_id, answer=outcome.answer, parsed=outcome.parsed, queue_wait_s=queue_wait_s,
             load_time_s=load_time_s, ttft_s=generation.ttft_s, total_s=generation.total_s,
-            tokens=tuple(
-                TokenRecord(position=t.position, token_id=t.token_id, latency_ms=t.latency_ms, source="edge",
-                            exit_layer=t.exit_layer)
-                for t in generation.tokens
-            ),
-            finished_at=time.time(),
+            tokens=tokens, finished_at=time.time(),
         )
 
     def _failure(self, task: TaskSpec, status: str, error: str, queue_wait_s: float, load_time_s: float = 0.0) -> TaskResult:
@@ -98,3 +136,23 @@ class TaskExecutor:
             ))
         except (OSError, ValueError) as error:  # the log is not worth losing the result over
             logger.warning("%s: could not write CSV row for %s: %s", self.node_id, result.task_id, error)
+
+
+UNCALIBRATED_THRESHOLD = 0.9  # top-probability exit threshold for a model without a calibrated policy
+
+
+def _fit(config: CollabConfig, model: LoadedModel) -> CollabConfig:
+    """The split and exits this model allows: a shallower model splits in its middle, only exits it has
+    heads for (at or below the split) are consulted, and a model without a calibrated exit policy
+    exits on a plain top-probability threshold."""
+    if model.exit_policy is None and config.threshold is None:
+        config = dataclasses.replace(config, threshold=UNCALIBRATED_THRESHOLD, exit_thresholds=())
+    split = config.split_layer if config.split_layer < model.num_layers else max(1, model.num_layers // 2)
+    available = set(model.exit_heads.exit_layers) if model.exit_heads is not None else set()
+    exits = tuple(layer for layer in config.exit_layers if layer <= split and layer in available)
+    if exits == config.exit_layers and split == config.split_layer:
+        return config
+    if not exits:
+        exits = tuple(sorted(layer for layer in available if layer <= split))
+    thresholds = config.exit_thresholds if exits == config.exit_layers else ()
+    return dataclasses.replace(config, split_layer=split, exit_layers=exits, exit_thresholds=thresholds)

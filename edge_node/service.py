@@ -14,6 +14,8 @@ from broker import topics
 from broker.client import Envelope
 from broker.messages import LoadedModelStatus, ModelStatus, NodeCommand, TaskDispatch, TaskResult, TaskSpec
 from broker.presence import NodePresence, NodeProbes
+from edge_node.collab_config import CollabConfig
+from edge_node.collab_link import CollabClient
 from edge_node.config import EdgeConfig
 from edge_node.deployer import ModelDeployer
 from edge_node.executor import TaskExecutor
@@ -55,6 +57,10 @@ class EdgeService:
                             models_in_store=lambda: tuple(self.store.list()), counters=self._counters)
         self.presence = NodePresence(config.node_id, "edge", config.bus, config.heartbeat_interval_s, probes,
                                      state_dir=Path(config.state_dir), http_url="")
+        self.executor.collab_client = CollabClient(self.presence.bus, config.node_id)
+        self.executor.collab_config = CollabConfig(split_layer=config.split_layer,
+                                                   exit_layers=tuple(x for x in (10, 15, 20) if x <= config.split_layer),
+                                                   cloud_deadline_s=config.cloud_deadline_s)
         self.presence.command_handlers["unload_model"] = self._on_unload
         self.presence.command_handlers["deploy_model"] = self._on_deploy
         # Downloads (index + files over HTTP, resumable, sha256-checked) report through _on_deploy_status.

@@ -123,10 +123,11 @@ def run_task(
     generation = generate_with_exits(model, prompt_ids, min(max_new_tokens, prompt.max_new_tokens), policy)
     answer = model.decode(list(generation.token_ids)).strip()
     parsed = parse_answer(task_type, answer, text=text)
-    return TaskOutcome(answer, _as_dict(parsed), generation)
+    return TaskOutcome(answer, as_dict(parsed), generation)
 
 
-def _as_dict(parsed: object) -> dict[str, object]:
+def as_dict(parsed: object) -> dict[str, object]:
+    """A parsed answer (a dataclass) as plain values for a message or JSON."""
     fields = getattr(parsed, "__dataclass_fields__", {})
     return {name: _plain(getattr(parsed, name)) for name in fields}
 
@@ -135,5 +136,5 @@ def _plain(value: object) -> object:
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     if hasattr(value, "__dataclass_fields__"):
-        return _as_dict(value)
+        return as_dict(value)
     return value
