@@ -24,6 +24,7 @@ class RoundsConfig:
     models: tuple[str, ...] = ("smollm2-135m", "smollm2-135m-bf16", "smollm2-135m-int8")  # catalog to choose from
     initial_model: str = "smollm2-135m-int8"  # what every edge holds before the first caching round
     max_new_tokens: int = 48  # per task
+    edge_mode: str = "standalone"  # how edges run their tasks: standalone | collaborative (CE-CoLLM with the cloud)
     scheduler: str = "fast"  # fast | milp
     tasks_file: str = ""  # JSONL task set; empty = the shipped fleet_center/data/tasks.jsonl
     cloud_latency_s: float = 1.0  # modelled WAN + admission latency of a cloud task
@@ -37,6 +38,7 @@ class RoundsConfig:
         check(self.task_deadline_s > 0, "rounds.task_deadline_s", "must be > 0")
         check(self.max_attempts >= 1, "rounds.max_attempts", "must be >= 1")
         check(self.scheduler in ("fast", "milp"), "rounds.scheduler", "must be fast or milp")
+        check(self.edge_mode in ("standalone", "collaborative"), "rounds.edge_mode", "must be standalone or collaborative")
         check(bool(self.models), "rounds.models", "must name at least one model")
 
 

@@ -195,12 +195,14 @@ class RoundRunner:
                   outstanding: dict[str, Outstanding]) -> None:
         by_node: dict[str, list[TaskSpec]] = {}
         deadline = time.time() + self.config.task_deadline_s
+        clouds = set(self._clouds())
         for instance_id, node_id, model_id in decisions:
             stored = context.tasks[instance_id]
             task = context.by_id[stored.task_id]
             by_node.setdefault(node_id, []).append(TaskSpec(
                 task_id=instance_id, task_type=task_type_name(task.task_type), prompt=task.task_token,
                 model_id=model_id, round_id=round_index, deadline=deadline, max_new_tokens=self.config.max_new_tokens,
+                mode="standalone" if node_id in clouds else self.config.edge_mode,
             ))
             self.db.assign(instance_id, node_id, model_id)
             outstanding[instance_id] = Outstanding(instance_id, node_id, model_id, deadline, stored.attempts + 1)
