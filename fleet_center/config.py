@@ -21,7 +21,9 @@ class RoundsConfig:
     task_deadline_s: float = 180.0  # a task not answered by then is reassigned
     max_attempts: int = 3  # dispatches per task before it is recorded as failed
     deploy_timeout_s: float = 300.0  # an edge not ready by then keeps its old placement
-    models: tuple[str, ...] = ("smollm2-135m", "smollm2-135m-bf16", "smollm2-135m-int8")  # catalog to choose from
+    models: tuple[str, ...] = (  # catalog the scheduler chooses from (the first is the cloud's model)
+        "smollm2-135m", "smollm2-135m-bf16", "smollm2-135m-int8", "smollm2-135m-edge20", "smollm2-135m-edge15",
+    )
     initial_model: str = "smollm2-135m-int8"  # what every edge holds before the first caching round
     max_new_tokens: int = 48  # per task
     edge_mode: str = "standalone"  # how edges run their tasks: standalone | collaborative (CE-CoLLM with the cloud)

@@ -7,16 +7,32 @@ import json
 import logging
 from pathlib import Path
 
+from broker.settings import FLEET_DIR
 from fleet_center.cost_model import ModelProfile
 from models.errors import ModelStoreError
 from models.store import ModelStore
 
 logger = logging.getLogger(__name__)
 
+COMMITTED_PROFILES = Path(__file__).resolve().parent.parent / "models" / "profiles" / "profiles.json"
 REFERENCE_BYTES = 540_000_000
 REFERENCE_TOKEN_S = 0.025
 REFERENCE_LOAD_S = 1.0
 PRIOR_QUALITY = {"fp32": 0.5, "bf16": 0.49, "int8": 0.45, "edge": 0.3, "tiny": 0.05}
+
+
+def measured_perplexity(profiles_json: Path | None) -> dict[str, float]:
+    """Held-out perplexity per model id, where the profile measured it."""
+    return {model_id: float(row["heldout_perplexity"]) for model_id, row in _read_measured(profiles_json).items()
+            if isinstance(row.get("heldout_perplexity"), int | float)}
+
+
+def profiles_path() -> Path | None:
+    """This host's own profile (`python -m models profile`), else the one committed with the models."""
+    for path in (FLEET_DIR / "profiles" / "profiles.json", COMMITTED_PROFILES):
+        if path.exists():
+            return path
+    return None
 
 
 def load_profiles(store: ModelStore, model_ids: tuple[str, ...], profiles_json: Path | None) -> tuple[ModelProfile, ...]:
@@ -49,7 +65,7 @@ def _read_measured(path: Path | None) -> dict[str, dict]:
     except (OSError, json.JSONDecodeError) as error:
         logger.warning("ignoring unreadable profiles %s: %s", path, error)
         return {}
-    rows = data.get("profiles", data) if isinstance(data, dict) else data
+    rows = (data.get("models") or data.get("profiles") or data) if isinstance(data, dict) else data
     if isinstance(rows, dict):
         rows = list(rows.values())
     return {row["model_id"]: row for row in rows if isinstance(row, dict) and "model_id" in row}

@@ -7,13 +7,12 @@ import threading
 from pathlib import Path
 
 from broker.capabilities import measure_gflops
-from broker.settings import FLEET_DIR
 from fleet_center.artifacts import ArtifactServer, ArtifactServerConfig
 from fleet_center.center_db import CenterDb
 from fleet_center.config import CenterConfig
 from fleet_center.membership import FleetMembership
 from fleet_center.metrics_feed import MetricsFeed
-from fleet_center.profiles import load_profiles
+from fleet_center.profiles import load_profiles, measured_perplexity, profiles_path
 from fleet_center.recorder.recorder import MetricRecorder
 from fleet_center.rounds import RoundRunner
 from models.paths import default_store_root
@@ -40,7 +39,7 @@ class CenterService:
             self.membership.heartbeat_listeners.append(self.feed.heartbeat)
         if config.run_rounds:
             store = ModelStore(Path(config.rounds.model_store) if config.rounds.model_store else default_store_root())
-            profiles = load_profiles(store, config.rounds.models, FLEET_DIR / "profiles" / "profiles.json")
+            profiles = load_profiles(store, config.rounds.models, profiles_path())
             self.artifacts = ArtifactServer(store.root, ArtifactServerConfig(
                 host=config.artifacts_host, port=config.artifacts_port, public_url=config.artifacts_public_url))
             self.rounds = RoundRunner(config.rounds, self.membership.bus, self.membership, self.db, profiles,
@@ -51,7 +50,7 @@ class CenterService:
                 self.rounds.listeners.append(self.feed.round_done)
                 self.rounds.result_listeners.append(self.feed.result)
                 self.rounds.status_listeners.append(lambda s: self.feed.model_status(s, sizes.get(s.model_id, 0)))
-                self.feed.profiles(profiles, {})
+                self.feed.profiles(profiles, measured_perplexity(profiles_path()))
             self._thread = threading.Thread(target=self._run_rounds, name="center-rounds", daemon=True)
 
     def _role_of(self, node_id: str) -> str:
