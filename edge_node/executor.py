@@ -76,7 +76,8 @@ class TaskExecutor:
 
     def _generate(self, model: LoadedModel, task: TaskSpec) -> TaskOutcome | CollabOutcome:
         """Standalone: the edge alone with its exit heads. Other modes: CE-CoLLM with the cloud."""
-        if task.mode == "standalone" or self.collab_client is None:
+        # A depth-truncated edge variant ends in its own exit head: nothing for a cloud to continue.
+        if task.mode == "standalone" or self.collab_client is None or model.manifest.variant == "edge":
             policy = model.exit_policy if self.early_exit else None
             return run_task(model, task.task_type, task.prompt, task.max_new_tokens, policy)
         prompt = build_prompt(task.task_type, task.prompt)
