@@ -23,6 +23,7 @@ from broker.client import BusClient, Envelope
 from broker.launcher import BrokerConfig, LocalBroker, free_port
 from broker.messages.inference import ContextChunk, SessionOpen, SessionOpened
 from broker.settings import BusConfig
+from broker.threads import COMPUTE_NICE, lower_thread_priority
 
 HIDDEN_SIZE = 576  # SmolLM2-135M: one fp16 hidden state is 1,152 bytes
 SESSION = "bench"
@@ -81,12 +82,18 @@ def subscriber(port: int, secrets: str, ready: mp.Event, results: mp.Queue, expe
     client.close()
 
 
-def _busy_torch(stop: threading.Event) -> None:
-    import torch
+def _busy_torch(stop: threading.Event, running: threading.Event) -> None:
+    import torch  # imported here so the other phases never pay for it
 
+    # One intra-op thread: this measures what a computing thread does to the publisher's network
+    # thread (the GIL), not what two saturated cores do to a broker and subscriber on the same host.
+    torch.set_num_threads(1)
+    lower_thread_priority(COMPUTE_NICE)  # as the edge's inference worker does (edge_node/service.py)
     a = torch.randn(512, 512)
+    a @ a
+    running.set()
     while not stop.is_set():
-        a @ a  # releases the GIL inside; the Python between calls is what starves paho
+        a @ a  # releases the GIL inside; the Python between calls is what could starve paho
 
 
 def publisher(port: int, secrets: str, phase: Phase, results: mp.Queue) -> None:
@@ -94,8 +101,10 @@ def publisher(port: int, secrets: str, phase: Phase, results: mp.Queue) -> None:
     topic = topics.INFER_UP.topic(edge=EDGE, session=SESSION)
     stop = threading.Event()
     if phase.busy:
-        threading.Thread(target=_busy_torch, args=(stop,), daemon=True).start()
-        time.sleep(0.5)
+        running = threading.Event()
+        threading.Thread(target=_busy_torch, args=(stop, running), daemon=True).start()
+        running.wait(60)  # importing torch holds the GIL for seconds: start timing once it computes
+        time.sleep(0.2)
     rtts_ms = []
     if phase.name == "rtt":
         request = SessionOpen(session_id=SESSION, edge_id=EDGE, model_id="bench", split_layer=20, hidden_size=HIDDEN_SIZE)

@@ -14,6 +14,7 @@ from broker import topics
 from broker.client import Envelope
 from broker.messages import LoadedModelStatus, ModelStatus, NodeCommand, TaskDispatch, TaskResult, TaskSpec
 from broker.presence import NodePresence, NodeProbes
+from broker.threads import lower_thread_priority
 from edge_node.collab_config import CollabConfig
 from edge_node.collab_link import CollabClient
 from edge_node.config import EdgeConfig
@@ -184,6 +185,7 @@ class EdgeService:
     # ---- work ------------------------------------------------------------------------------------
 
     def _work_loop(self) -> None:
+        lower_thread_priority()  # inference yields the CPU to uploads, heartbeats and acks
         while not self._stop.is_set():
             try:
                 item = self.queue.get(timeout_s=0.5)
