@@ -9,7 +9,6 @@ rtt_p50_ms (request/response), lost (published but never received, all runs).
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import tempfile
 import threading
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from benchmarks.report import print_result
 from broker import topics
 from broker.client import BusClient, Envelope
 from broker.launcher import BrokerConfig, LocalBroker, free_port
@@ -180,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         + (args.paced - qos0["received"]),
         "message_bytes": len(_chunk(0)),
     }
-    if not args.json:
-        print(json.dumps(result, indent=2))
-    print(json.dumps(result))
+    print_result(result, args.json)
     return 0
 
 

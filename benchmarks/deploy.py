@@ -15,7 +15,6 @@ large tiny model is written to a temporary store instead.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import tempfile
@@ -169,9 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             resume = measure_resume(server, model_id, scratch)
         tamper = measure_tamper(scratch)
     result = {"model_id": model_id, "model_bytes": total_bytes, "mb_per_s": round(mb_per_s, 1), **resume, **tamper}
-    if not args.json:
-        print(json.dumps(result, indent=2))
-    print(json.dumps(result))
+    print_result(result, args.json)
     return 0
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
+from benchmarks.report import print_result
 from broker import topics
 from broker.client import BusClient
 from broker.launcher import BrokerConfig, LocalBroker, free_port
@@ -137,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "bad_inputs_survived": survived,
         "http_tasks_per_s": round(tasks_per_s, 1),
     }
-    if not args.json:
-        print(json.dumps(result, indent=2))
-    print(json.dumps(result))
+    print_result(result, args.json)
     return 0
 
 

@@ -13,7 +13,6 @@ runs in this process so its CPU can be measured alone.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import signal
@@ -22,6 +21,7 @@ import time
 
 import psutil
 
+from benchmarks.report import print_result
 from broker.launcher import BrokerConfig, LocalBroker, free_port
 from broker.messages import Capabilities
 from broker.presence import NodePresence
@@ -135,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "false_offline": len(false_offline),
         "center_cpu_pct": round(center_cpu_pct, 1),
     }
-    if not args.json:
-        print(json.dumps(result, indent=2))
-    print(json.dumps(result))
+    print_result(result, args.json)
     return 0
 
 
