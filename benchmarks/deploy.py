@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.report import print_result
 from edge_node.deployer import STAGING_DIR, DeployConfig, ModelDeployer
 from fleet_center.artifacts import ArtifactServer
 from models.manifest import MANIFEST_NAME
