@@ -11,7 +11,6 @@ Progress, verifying, ready and failed (with a reason) go to a status callback, n
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -24,7 +23,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Literal, TypeVar
-from urllib.parse import urljoin
 
 import httpx
 
@@ -32,13 +30,14 @@ from broker import topics
 from broker.client import BusClient
 from broker.messages import ModelStatus, NodeCommand
 from broker.messages.tasks import ModelState
+from models.artifact_index import FILE_NAME, IndexEntry, IndexFormatError, ModelIndex
+from models.artifact_index import parse_index as parse_model_index
 from models.errors import ManifestError
 from models.manifest import MANIFEST_NAME, Manifest, sha256_file
 
 logger = logging.getLogger(__name__)
 
 STAGING_DIR = ".deploy"  # under the store root; no manifest.json at its top, so ModelStore.list() skips it
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 _RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 
@@ -83,27 +82,6 @@ class TransientDeployError(DeployError):
 
 
 @dataclass(frozen=True, slots=True)
-class RemoteFile:
-    """One file of the model as the index describes it."""
-
-    name: str
-    bytes: int
-    sha256: str
-    url: str  # absolute
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteIndex:
-    model_id: str
-    model_version: str
-    files: tuple[RemoteFile, ...]
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(remote.bytes for remote in self.files)
-
-
-@dataclass(frozen=True, slots=True)
 class DeployOutcome:
     """How one deploy ended; shared by every command coalesced into it."""
 
@@ -114,26 +92,12 @@ class DeployOutcome:
     seconds: float = 0.0
 
 
-def parse_index(raw: bytes, index_url: str, model_id: str) -> RemoteIndex:
+def parse_index(raw: bytes, index_url: str, model_id: str) -> ModelIndex:
     """Decode the artifact server's index.json. Raises DeployFailed naming what is wrong."""
     try:
-        data = json.loads(raw)
-        files = tuple(
-            RemoteFile(str(f["name"]), int(f["bytes"]), str(f["sha256"]), urljoin(index_url, str(f["url"])))
-            for f in data["files"]
-        )
-        index = RemoteIndex(str(data["model_id"]), str(data["model_version"]), files)
-    except (ValueError, TypeError, KeyError) as error:
-        raise DeployFailed(f"malformed index at {index_url}: {error}") from error
-    if index.model_id != model_id:
-        raise DeployFailed(f"index at {index_url} describes model {index.model_id!r}, not {model_id!r}")
-    names = [remote.name for remote in files]
-    if MANIFEST_NAME not in names or len(set(names)) != len(names):
-        raise DeployFailed(f"index at {index_url} must list {MANIFEST_NAME} and each file once")
-    for remote in files:
-        if not _SEGMENT.match(remote.name) or remote.bytes < 0 or len(remote.sha256) != 64:
-            raise DeployFailed(f"index at {index_url} has a bad entry {remote.name!r}")
-    return index
+        return parse_model_index(raw, index_url, model_id)
+    except IndexFormatError as error:
+        raise DeployFailed(str(error)) from error
 
 
 def bus_status_publisher(bus: BusClient) -> StatusCallback:
@@ -277,7 +241,7 @@ class ModelDeployer:
     def _deploy(self, command: NodeCommand, received: list[int]) -> None:
         """Raises DeployFailed or TransientDeployError (after the last retry)."""
         model_id = command.model_id
-        if not _SEGMENT.match(model_id):
+        if not FILE_NAME.match(model_id):
             raise DeployFailed(f"model id {model_id!r} is not a valid directory name")
         if not command.url or len(command.sha256) != 64:
             raise DeployFailed("deploy command needs the index url and its sha256")
@@ -332,7 +296,7 @@ class ModelDeployer:
 
     # ---- files -----------------------------------------------------------------------------------
 
-    def _download(self, client: httpx.Client, remote: RemoteFile, staging: Path, progress: _Progress,
+    def _download(self, client: httpx.Client, remote: IndexEntry, staging: Path, progress: _Progress,
                   received: list[int]) -> bool:
         """Bring `remote` into `staging` verified. Returns False if it was already complete from an earlier run.
 
@@ -362,7 +326,7 @@ class ModelDeployer:
         progress.finish_file(remote.bytes)
         return True
 
-    def _fetch_into(self, client: httpx.Client, remote: RemoteFile, part: Path, progress: _Progress,
+    def _fetch_into(self, client: httpx.Client, remote: IndexEntry, part: Path, progress: _Progress,
                     received: list[int]) -> tuple[str, bool]:
         """One request: append the missing bytes of `remote` to `part`. Returns (sha256 of the whole part, resumed)."""
         offset = part.stat().st_size if part.exists() else 0
@@ -432,7 +396,7 @@ class ModelDeployer:
             index_copy.write_bytes(raw_index)
         return staging
 
-    def _verify(self, index: RemoteIndex, staging: Path, hashed: set[str]) -> None:
+    def _verify(self, index: ModelIndex, staging: Path, hashed: set[str]) -> None:
         """Sizes and hashes of every staged file, and a manifest that agrees with the index. Raises DeployFailed."""
         for remote in index.files:
             path = staging / remote.name
@@ -471,7 +435,7 @@ class ModelDeployer:
             logger.warning("%s: restoring %s from an interrupted install", self.node_id, model_id)
             previous.rename(target)
 
-    def _installed_matches(self, index: RemoteIndex) -> bool:
+    def _installed_matches(self, index: ModelIndex) -> bool:
         """True if the store already holds exactly this version, every file hashed."""
         directory = self.store_root / index.model_id
         for remote in index.files:
@@ -496,7 +460,7 @@ class ModelDeployer:
         return httpx.Client(timeout=timeout, follow_redirects=False)
 
 
-def _response_start(response: httpx.Response, remote: RemoteFile) -> int:
+def _response_start(response: httpx.Response, remote: IndexEntry) -> int:
     """First byte offset the response carries, after checking the total size. Raises DeployFailed."""
     if response.status_code == 200:
         total = int(response.headers.get("Content-Length", "-1"))

@@ -29,15 +29,14 @@ from typing import BinaryIO
 from urllib.parse import unquote
 
 from broker.messages.membership import NodeCommand
+from models.artifact_index import FILE_NAME, IndexEntry, ModelIndex
 from models.errors import ManifestError, UnknownModelError
 from models.manifest import MANIFEST_NAME, Manifest
 
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
-INDEX_FORMAT_VERSION = 1
 # One path segment: no separators, no leading dot (so no ".", ".." or hidden files), bounded length.
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _SEND_CHUNK_BYTES = 8 * 1024 * 1024
 _SERVED_LOG_SIZE = 10_000
@@ -62,44 +61,6 @@ class ArtifactServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class IndexEntry:
-    """One file of a model as the index lists it."""
-
-    name: str  # file name inside the model directory
-    bytes: int  # exact size
-    sha256: str  # hex digest the edge must see before installing
-    url: str  # relative to the index URL
-
-
-@dataclass(frozen=True, slots=True)
-class ModelIndex:
-    """Everything an edge needs to fetch and check one model version."""
-
-    model_id: str
-    model_version: str  # first 16 hex digits of the manifest's sha256: changes whenever any file does
-    files: tuple[IndexEntry, ...]
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(entry.bytes for entry in self.files)
-
-    def to_bytes(self) -> bytes:
-        """Canonical JSON (sorted keys, no spaces) so the same store always gives the same sha256."""
-        body = {
-            "format_version": INDEX_FORMAT_VERSION,
-            "model_id": self.model_id,
-            "model_version": self.model_version,
-            "bytes": self.total_bytes,
-            "files": [{"name": e.name, "bytes": e.bytes, "sha256": e.sha256, "url": e.url} for e in self.files],
-        }
-        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.to_bytes()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
 class ServedRange:
     """One file response, recorded so tests and benchmarks can prove a resume did not start over."""
 
@@ -112,7 +73,7 @@ class ServedRange:
 
 def check_segment(segment: str) -> str:
     """Return `segment` if it is a safe single path segment. Raises RefusedPath."""
-    if not _SEGMENT.match(segment):
+    if not FILE_NAME.match(segment):
         raise RefusedPath(f"refused path segment {segment!r}")
     return segment
 
