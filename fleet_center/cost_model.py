@@ -1,7 +1,7 @@
 """The scheduler's view of the fleet, built from measured figures: a pure function of plain data.
 
 Per-token time of a model on a node: the node's own measured average when it has run that model,
-else the reference profile scaled by the node's measured GFLOPS. Quality per model and task type:
+else what other nodes measured for it, else the reference profile, scaled by the node's measured GFLOPS. Quality per model and task type:
 the running mean of evaluated answers, else a prior. The cloud is the full model on a big machine:
 best quality, plus a fixed network and admission latency per task.
 """
@@ -57,12 +57,20 @@ class CostInputs:
 def build_fleet(nodes: list[NodeFigures], inputs: CostInputs) -> Fleet:
     """The scheduling Fleet for these online edges."""
     edges = []
+    speeds = {node.node_id: max(node.gflops, 1e-3) / max(inputs.reference_gflops, 1e-3) for node in nodes}
+    # A model measured on some nodes: what it costs there, brought to reference speed, predicts the
+    # others better than the profile does (and keeps unmeasured nodes from looking worse than they are).
+    measured_at_reference: dict[str, list[float]] = {}
+    for (node_id, model_id), seconds in inputs.measured_token_time_s.items():
+        if node_id in speeds:
+            measured_at_reference.setdefault(model_id, []).append(seconds * speeds[node_id])
     for node in nodes:
-        speed = max(node.gflops, 1e-3) / max(inputs.reference_gflops, 1e-3)
-        token_time = {
-            model.model_id: inputs.measured_token_time_s.get((node.node_id, model.model_id), model.token_time_s / speed)
-            for model in inputs.models
-        }
+        speed = speeds[node.node_id]
+        token_time = {}
+        for model in inputs.models:
+            observed = measured_at_reference.get(model.model_id)
+            estimate = (sum(observed) / len(observed) if observed else model.token_time_s) / speed
+            token_time[model.model_id] = inputs.measured_token_time_s.get((node.node_id, model.model_id), estimate)
         edges.append(EdgeSpec(
             edge_id=node.node_id,
             memory_bytes=int(node.memory_bytes * inputs.memory_fraction),

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edge-http-port", type=int, default=8081, help="HTTP port of the first edge; the next get +1")
     parser.add_argument("--edge-mode", default="collaborative", choices=("standalone", "collaborative"),
                         help="how edges run round tasks")
+    parser.add_argument("--cloud-latency-s", type=float, default=3.0, help="modelled latency of a cloud task")
     parser.add_argument("--rounds", type=int, default=0, help="rounds the center runs; 0 = keep going")
     parser.add_argument("--influx-port", type=int, default=8086, help="InfluxDB HTTP port")
     parser.add_argument("--dashboard-port", type=int, default=8501, help="Streamlit dashboard port")
@@ -79,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                                  DashboardConfig(url=influx.url), log_path=str(FLEET_DIR / "dashboard.log"))
     # One torch thread per node: five processes share this host's cores (see edge_node/config.py).
     env = {**os.environ, "EDGEFLEET_BUS_PORT": str(args.port), "EDGEFLEET_CENTER_METRICS_STORE_URL": influx.url,
-           "EDGEFLEET_ROUNDS_TOTAL_ROUNDS": str(args.rounds), "EDGEFLEET_ROUNDS_EDGE_MODE": args.edge_mode, "EDGEFLEET_EDGE_TORCH_THREADS": "1",
+           "EDGEFLEET_ROUNDS_TOTAL_ROUNDS": str(args.rounds), "EDGEFLEET_ROUNDS_EDGE_MODE": args.edge_mode,
+           # The "cloud" here shares this host's cores; price it as the remote machine it stands for
+           # (WAN round trip + admission), or the scheduler sends it everything and the edges idle.
+           "EDGEFLEET_ROUNDS_CLOUD_LATENCY_S": str(args.cloud_latency_s), "EDGEFLEET_EDGE_TORCH_THREADS": "1",
            "EDGEFLEET_CLOUD_TORCH_THREADS": "1",
            "PYTHONUNBUFFERED": "1"}
     nodes: list[Child] = []

@@ -43,3 +43,10 @@ def test_quality_prior_is_replaced_by_evaluations_and_queue_costs_time():
     assert fleet.quality["m"] == (0.4, 0.4, 0.9, 0.4, 0.4)
     assert fleet.edges[0].queue_delay_s == 6.0
     assert fleet.edges[0].memory_bytes == 500  # half the node's memory is for models
+
+
+def test_a_model_measured_elsewhere_predicts_unmeasured_nodes_by_their_speed():
+    inputs = CostInputs(models=(PROFILE,), reference_gflops=10.0, measured_token_time_s={("a", "m"): 0.004})
+    fleet = build_fleet([NodeFigures("a", 1000, gflops=10.0), NodeFigures("b", 1000, gflops=5.0)], inputs)
+    times = {edge.edge_id: edge.token_time_s["m"] for edge in fleet.edges}
+    assert times == {"a": 0.004, "b": 0.008}  # not the profile's 0.02 / 0.5 = 0.04
