@@ -37,6 +37,7 @@ def edge_config(mosquitto, store, tmp_path, node_id):
 def center_config(mosquitto, store, tmp_path, total_rounds):
     config = load(CenterConfig, env={}, overrides=[
         f"state_dir={tmp_path / 'center'}", "heartbeat_timeout_s=3", "tick_interval_s=0.2", "artifacts_port=0",
+        "record_metrics=false",  # never into an InfluxDB a developer may be running on the default port
         f"rounds.total_rounds={total_rounds}", "rounds.round_interval_s=0", "rounds.tasks_per_edge=1",
         "rounds.arrival=fixed", "rounds.models=tiny-a,tiny-b", "rounds.initial_model=tiny-a",
         f"rounds.model_store={store}", "rounds.max_new_tokens=6", "rounds.task_deadline_s=20",
