@@ -3,7 +3,8 @@
 `.venv/bin/python -m benchmarks.bus --json` prints one JSON object as its last line:
 qos1_msgs_per_s (20,000 messages as fast as they go), qos1_p50_ms / qos1_p99_ms (paced at 5,000 msg/s),
 qos1_p50_ms_busy (paced, while the publisher runs torch matmuls in another thread), qos0_p50_ms (paced),
-rtt_p50_ms (request/response), lost (published but never received, all runs).
+rtt_p50_ms (request/response), lost (published but never received, all runs), and
+flood_cpu_us_per_msg: CPU time per message of publisher, broker and subscriber in the flood.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import psutil
 
 from benchmarks.report import print_result
 from broker import topics
@@ -76,9 +78,11 @@ def subscriber(port: int, secrets: str, ready: mp.Event, results: mp.Queue, expe
     client.subscribe(topics.INFER_OPEN, on_open, shared_group="cloud")
     client.connect()
     time.sleep(0.3)
+    cpu_started = time.process_time()
     ready.set()
     done.wait(timeout_s)
-    results.put({"received": len(seqs), "latencies_ms": latencies_ms, "last_at": last_at[0]})
+    results.put({"received": len(seqs), "latencies_ms": latencies_ms, "last_at": last_at[0],
+                 "cpu_s": time.process_time() - cpu_started})
     client.close()
 
 
@@ -115,6 +119,7 @@ def publisher(port: int, secrets: str, phase: Phase, results: mp.Queue) -> None:
         results.put({"rtts_ms": rtts_ms, "start": 0.0})
         client.close()
         return
+    cpu_started = time.process_time()
     start = time.perf_counter()
     interval = 1.0 / phase.rate_per_s if phase.rate_per_s else 0.0
     for seq in range(phase.count):
@@ -124,13 +129,18 @@ def publisher(port: int, secrets: str, phase: Phase, results: mp.Queue) -> None:
                 time.sleep(delay)  # sleep, never spin: a spinning thread starves paho's network thread
         client.publish_bytes(topic, _chunk(seq), qos=phase.qos)
     stop.set()
-    results.put({"start": start})
     client.flush(120.0)  # every QoS 1 message acknowledged before we disconnect
+    results.put({"start": start, "cpu_s": time.process_time() - cpu_started})
     time.sleep(0.5 if phase.qos == 0 else 0.0)  # QoS 0 has no acks: give the socket a moment
     client.close()
 
 
-def run_phase(port: int, secrets: str, phase: Phase) -> dict:
+def _cpu_s(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def run_phase(port: int, secrets: str, phase: Phase, broker_pid: int) -> dict:
     ctx = mp.get_context("spawn")
     ready, results = ctx.Event(), ctx.Queue()
     expected = phase.count if phase.name != "rtt" else 10**9
@@ -138,6 +148,7 @@ def run_phase(port: int, secrets: str, phase: Phase) -> dict:
     sub.start()
     ready.wait(30)
     pub_results = ctx.Queue()
+    broker_cpu_started = _cpu_s(broker_pid)
     pub = ctx.Process(target=publisher, args=(port, secrets, phase, pub_results))
     pub.start()
     published = pub_results.get(timeout=120)
@@ -146,9 +157,12 @@ def run_phase(port: int, secrets: str, phase: Phase) -> dict:
         sub.terminate()
         return published
     received = results.get(timeout=120)
+    broker_cpu_s = _cpu_s(broker_pid) - broker_cpu_started
     pub.join(30)
     sub.join(30)
-    return {**received, "start": published["start"]}
+    cpu_us = {"publisher": published["cpu_s"], "broker": broker_cpu_s, "subscriber": received["cpu_s"]}
+    return {**received, "start": published["start"],
+            "cpu_us_per_msg": {role: round(seconds / phase.count * 1e6, 1) for role, seconds in cpu_us.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,13 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         config = BrokerConfig(port=free_port(), state_dir=f"{tmp}/broker", secrets_dir=f"{tmp}/secrets",
                               edge_users=(EDGE,), cloud_users=(CLOUD,))
-        with LocalBroker(config):
-            secrets = config.secrets_dir
-            flood = run_phase(config.port, secrets, Phase("flood", args.count, 0, qos=1))
-            paced = run_phase(config.port, secrets, Phase("paced", args.paced, 5000, qos=1))
-            busy = run_phase(config.port, secrets, Phase("busy", args.paced, 5000, qos=1, busy=True))
-            qos0 = run_phase(config.port, secrets, Phase("qos0", args.paced, 5000, qos=0))
-            rtt = run_phase(config.port, secrets, Phase("rtt", 500, 0, qos=1))
+        with LocalBroker(config) as broker:
+            secrets, pid = config.secrets_dir, broker.process.pid
+            flood = run_phase(config.port, secrets, Phase("flood", args.count, 0, qos=1), pid)
+            paced = run_phase(config.port, secrets, Phase("paced", args.paced, 5000, qos=1), pid)
+            busy = run_phase(config.port, secrets, Phase("busy", args.paced, 5000, qos=1, busy=True), pid)
+            qos0 = run_phase(config.port, secrets, Phase("qos0", args.paced, 5000, qos=0), pid)
+            rtt = run_phase(config.port, secrets, Phase("rtt", 500, 0, qos=1), pid)
     flood_s = flood["last_at"] - flood["start"] if flood["received"] else float("inf")
     result = {
         "qos1_msgs_per_s": round(flood["received"] / flood_s, 1),
@@ -179,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         "lost": (args.count - flood["received"]) + (args.paced - paced["received"]) + (args.paced - busy["received"])
         + (args.paced - qos0["received"]),
         "message_bytes": len(_chunk(0)),
+        "flood_cpu_us_per_msg": flood["cpu_us_per_msg"],  # where the CPU goes: all three share the host
     }
     print_result(result, args.json)
     return 0

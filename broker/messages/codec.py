@@ -13,6 +13,7 @@ import logging
 import math
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
 
 import msgpack
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 M = TypeVar("M", bound="Message")
 
 _REGISTRY: dict[str, type[Message]] = {}
+_LARGEST_CAP = [0]  # the biggest MAX_BYTES of any registered type: what an untyped decode accepts
 
 
 class Message:
@@ -39,12 +41,13 @@ class Message:
         # dataclass(slots=True) builds a second class; the slotted one registers last and wins.
         if cls.TAG:
             _REGISTRY[cls.TAG] = cls
+            _LARGEST_CAP[0] = max(_LARGEST_CAP[0], cls.MAX_BYTES)
 
     def to_bytes(self) -> bytes:
         """Encode to msgpack. Raises MessageError if the result is over the type's size cap."""
         body = {"t": self.TAG, "v": self.VERSION}
-        for field in dataclasses.fields(self):
-            body[field.name] = _to_wire(getattr(self, field.name))
+        for name in _field_names(type(self)):
+            body[name] = _to_wire(getattr(self, name))
         data = msgpack.packb(body, use_bin_type=True)
         if len(data) > self.MAX_BYTES:
             raise MessageError(f"{self.TAG}: encoded size {len(data)} B over the cap of {self.MAX_BYTES} B")
@@ -63,7 +66,7 @@ def decode(data: bytes, max_bytes: int | None = None) -> Message:
     """Decode any registered message type. Raises MessageError for anything malformed."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MessageError(f"payload must be bytes, got {type(data).__name__}")
-    cap = max_bytes if max_bytes is not None else max(cls.MAX_BYTES for cls in _REGISTRY.values())
+    cap = max_bytes if max_bytes is not None else _LARGEST_CAP[0]
     if len(data) > cap:
         raise MessageError(f"payload of {len(data)} B over the cap of {cap} B")
     try:
@@ -84,9 +87,19 @@ def decode(data: bytes, max_bytes: int | None = None) -> Message:
     return _build(cls, body, path=tag)
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _to_wire(value: Any) -> Any:
     if isinstance(value, Message):
-        return {f.name: _to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {name: _to_wire(getattr(value, name)) for name in _field_names(type(value))}
     if isinstance(value, tuple | list):
         return [_to_wire(item) for item in value]
     if isinstance(value, dict):
@@ -94,20 +107,45 @@ def _to_wire(value: Any) -> Any:
     return value
 
 
+# Decoding runs per received message (thousands per second on the token stream), so each type's
+# hints are compiled once into a plan of checker functions instead of being re-inspected per field.
+Checker = Callable[[Any, str], Any]  # (wire value, path for errors) -> checked value; raises MessageError
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _FieldPlan:
+    name: str
+    check: Checker
+    required: bool
+
+
+_PLANS: dict[type, tuple[tuple[_FieldPlan, ...], frozenset[str]]] = {}
+
+
+def _plan(cls: type) -> tuple[tuple[_FieldPlan, ...], frozenset[str]]:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        hints = typing.get_type_hints(cls)
+        fields = tuple(
+            _FieldPlan(f.name, _checker(hints[f.name]),
+                       f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+            for f in dataclasses.fields(cls))
+        plan = _PLANS[cls] = (fields, frozenset(f.name for f in fields))
+    return plan
+
+
 def _build(cls: type[M], body: Any, path: str) -> M:
     if not isinstance(body, dict):
         raise MessageError(f"{path}: expected a map, got {type(body).__name__}")
-    hints = _hints(cls)
+    fields, names = _plan(cls)
     kwargs: dict[str, Any] = {}
-    names = set()
-    for field in dataclasses.fields(cls):
-        names.add(field.name)
+    for field in fields:
         if field.name in body:
-            kwargs[field.name] = _coerce(body[field.name], hints[field.name], f"{path}.{field.name}")
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            kwargs[field.name] = field.check(body[field.name], f"{path}.{field.name}")
+        elif field.required:
             raise MessageError(f"{path}: missing required field {field.name!r}")
-    unknown = set(body) - names
-    if unknown:
+    if len(kwargs) != len(body):
+        unknown = set(body) - names
         # Same version, unknown fields: a peer with a bug or an attacker; refuse rather than guess.
         raise MessageError(f"{path}: unknown fields {sorted(map(str, unknown))}")
     try:
@@ -116,79 +154,100 @@ def _build(cls: type[M], body: Any, path: str) -> M:
         raise MessageError(f"{path}: {error}") from None
 
 
-_HINT_CACHE: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINT_CACHE:
-        _HINT_CACHE[cls] = typing.get_type_hints(cls)
-    return _HINT_CACHE[cls]
-
-
-def _coerce(value: Any, hint: Any, path: str) -> Any:
+def _checker(hint: Any) -> Checker:
+    """The function that validates (and converts) a wire value for type hint `hint`."""
     origin = get_origin(hint)
     if origin is Union or origin is types.UnionType:
-        options = get_args(hint)
-        if value is None and type(None) in options:
+        return _union_checker(get_args(hint))
+    if origin is typing.Literal:
+        allowed = get_args(hint)
+
+        def check_literal(value: Any, path: str) -> Any:
+            if value not in allowed:
+                raise MessageError(f"{path}: {value!r} is not one of {list(allowed)}")
+            return value
+        return check_literal
+    if origin in (tuple, list):
+        args = get_args(hint)
+        check_item = _checker(args[0] if args else Any)
+        as_tuple = origin is tuple
+
+        def check_sequence(value: Any, path: str) -> Any:
+            if not isinstance(value, list | tuple):
+                raise MessageError(f"{path}: expected a list, got {type(value).__name__}")
+            items = [check_item(item, f"{path}[{i}]") for i, item in enumerate(value)]
+            return tuple(items) if as_tuple else items
+        return check_sequence
+    if origin is dict:
+        key_hint, value_hint = get_args(hint) or (Any, Any)
+        check_key, check_value = _checker(key_hint), _checker(value_hint)
+
+        def check_map(value: Any, path: str) -> Any:
+            if not isinstance(value, dict):
+                raise MessageError(f"{path}: expected a map, got {type(value).__name__}")
+            return {check_key(k, f"{path}<key>"): check_value(v, f"{path}[{k!r}]") for k, v in value.items()}
+        return check_map
+    if hint is Any:
+        return lambda value, path: value
+    if isinstance(hint, type) and issubclass(hint, Message):
+        return lambda value, path: _build(hint, value, path)
+    if hint in _SCALAR_CHECKERS:
+        return _SCALAR_CHECKERS[hint]
+    supertype = getattr(hint, "__supertype__", None)  # NewType
+    if supertype is not None:
+        return _checker(supertype)
+
+    def no_decoder(value: Any, path: str) -> Any:
+        raise MessageError(f"{path}: no decoder for type {hint!r}")
+    return no_decoder
+
+
+def _union_checker(options: tuple[Any, ...]) -> Checker:
+    nullable = type(None) in options
+    checks = [_checker(option) for option in options if option is not type(None)]
+
+    def check_union(value: Any, path: str) -> Any:
+        if value is None and nullable:
             return None
         errors = []
-        for option in options:
-            if option is type(None):
-                continue
+        for check in checks:
             try:
-                return _coerce(value, option, path)
+                return check(value, path)
             except MessageError as error:
                 errors.append(str(error))
         raise MessageError("; ".join(errors) or f"{path}: unexpected None")
-    if origin is typing.Literal:
-        if value not in get_args(hint):
-            raise MessageError(f"{path}: {value!r} is not one of {list(get_args(hint))}")
+    return check_union
+
+
+def _check_float(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MessageError(f"{path}: expected a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise MessageError(f"{path}: {value} is not finite")
+    return float(value)
+
+
+def _check_int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MessageError(f"{path}: expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _exact_type_checker(expected: type, noun: str) -> Checker:
+    def check(value: Any, path: str) -> Any:
+        if not isinstance(value, expected):
+            raise MessageError(f"{path}: expected {noun}, got {type(value).__name__}")
         return value
-    if origin in (tuple, list):
-        if not isinstance(value, list | tuple):
-            raise MessageError(f"{path}: expected a list, got {type(value).__name__}")
-        args = get_args(hint)
-        item_hint = args[0] if args else Any
-        items = [_coerce(item, item_hint, f"{path}[{i}]") for i, item in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise MessageError(f"{path}: expected a map, got {type(value).__name__}")
-        key_hint, value_hint = get_args(hint) or (Any, Any)
-        return {
-            _coerce(k, key_hint, f"{path}<key>"): _coerce(v, value_hint, f"{path}[{k!r}]")
-            for k, v in value.items()
-        }
-    if hint is Any:
-        return value
-    if isinstance(hint, type) and issubclass(hint, Message):
-        return _build(hint, value, path)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise MessageError(f"{path}: expected a number, got {type(value).__name__}")
-        if not math.isfinite(value):
-            raise MessageError(f"{path}: {value} is not finite")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise MessageError(f"{path}: expected an integer, got {type(value).__name__}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise MessageError(f"{path}: expected a boolean, got {type(value).__name__}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise MessageError(f"{path}: expected a string, got {type(value).__name__}")
-        return value
-    if hint is bytes:
-        if not isinstance(value, bytes):
-            raise MessageError(f"{path}: expected bytes, got {type(value).__name__}")
-        return value
-    supertype = getattr(hint, "__supertype__", None)  # NewType
-    if supertype is not None:
-        return _coerce(value, supertype, path)
-    raise MessageError(f"{path}: no decoder for type {hint!r}")
+    return check
+
+
+_SCALAR_CHECKERS: dict[Any, Checker] = {
+    float: _check_float,
+    int: _check_int,
+    bool: _exact_type_checker(bool, "a boolean"),
+    str: _exact_type_checker(str, "a string"),
+    bytes: _exact_type_checker(bytes, "bytes"),
+}
 
 
 def require(condition: bool, message: str) -> None:

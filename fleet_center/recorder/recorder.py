@@ -83,9 +83,12 @@ class MetricRecorder:
         if full_batch:
             self._wake.set()
 
-    def attach(self, bus: BusClient) -> None:
-        """Record every MetricBatch published on `metrics/{node}` (the bus renews the subscription on reconnect)."""
-        bus.subscribe(topics.METRICS, self._on_batch)
+    def attach(self, bus: BusClient, wait_s: float | None = None) -> None:
+        """Record every MetricBatch published on `metrics/{node}` (the bus renews the subscription on reconnect).
+
+        With `wait_s`, return once the broker confirmed the subscription (metrics are QoS 0: a batch
+        published before that is not delivered)."""
+        bus.subscribe(topics.METRICS, self._on_batch, wait_s=wait_s)
 
     def _on_batch(self, envelope: Envelope) -> None:
         batch = envelope.message

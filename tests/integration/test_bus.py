@@ -7,8 +7,11 @@ import pytest
 from broker import topics
 from broker.client import BusClient
 from broker.errors import BusError, BusTimeoutError
-from broker.messages import NodeCommand, NodeDeath, TaskResult
+from broker.messages import Heartbeat, NodeCommand, NodeDeath, TaskResult
+from broker.messages.inference import ContextChunk
 from tests.conftest import wait_until
+
+HIDDEN_BYTES = 1152  # one fp16 hidden state of SmolLM2
 
 
 def connect(mosquitto, user):
@@ -123,3 +126,36 @@ def test_client_reconnects_and_resubscribes_after_broker_restart(mosquitto):
             edge.publish(topics.TASK_RESULT, TaskResult(task_id="after", node_id="pi-01", status="ok"), wait_s=5, node="pi-01")
             assert wait_until(lambda: received == ["after"])
     assert center.stats.counts["disconnects"] >= 1
+
+
+def test_a_flood_of_qos1_messages_arrives_once_and_in_order_alongside_requests(mosquitto):
+    # Thousands of hidden-state chunks share the connection with request/response traffic: batched
+    # reads, acks and writes must lose, repeat or reorder nothing, and keep replies correlated.
+    count, seqs, replies = 5000, [], []
+    with connect(mosquitto, "cloud-1") as cloud, connect(mosquitto, "pi-01") as edge:
+        cloud.subscribe(topics.INFER_UP, lambda env: seqs.append(env.message.seq), edge="pi-01", session="s1")
+        edge.subscribe(topics.NODE_COMMAND, lambda env: edge.reply(env, NodeDeath(node_id="pi-01", bd_seq=1)), node="pi-01")
+        wait_until(lambda: False, 0.3)
+        data = bytes(HIDDEN_BYTES)
+        for seq in range(count):
+            edge.publish(topics.INFER_UP, ContextChunk(session_id="s1", seq=seq, first_position=seq, count=1,
+                                                       hidden_size=HIDDEN_BYTES // 2, data=data), edge="pi-01", session="s1")
+        with connect(mosquitto, "center") as center:
+            for i in range(20):
+                replies.append(center.request(topics.NODE_COMMAND, NodeCommand(command_id=f"c{i}", kind="drain"),
+                                              timeout_s=5, node="pi-01").message.node_id)
+        assert edge.flush(30)
+        assert wait_until(lambda: len(seqs) >= count, 30)
+        wait_until(lambda: False, 0.3)
+    assert seqs == list(range(count))
+    assert replies == ["pi-01"] * 20
+
+
+def test_subscribe_can_wait_for_the_broker(mosquitto):
+    received = []
+    with connect(mosquitto, "center") as center, connect(mosquitto, "pi-01") as edge:
+        center.subscribe(topics.NODE_HEARTBEAT, lambda env: received.append(env), wait_s=5)
+        # QoS 0 right after the SUBACK: no sleep needed for it to be delivered.
+        edge.publish(topics.NODE_HEARTBEAT, Heartbeat(node_id="pi-01", bd_seq=1, seq=0, timestamp=0.0, cpu_percent=1.0, memory_percent=1.0,
+                                                         memory_used_bytes=1, load_avg_1m=0.0), node="pi-01")
+        assert wait_until(lambda: received, 2)

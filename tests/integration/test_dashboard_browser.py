@@ -62,7 +62,7 @@ def fleet(mosquitto_module: RunningBroker, influxd: RunningInflux, tmp_path_fact
     store_config = influxd.store_config()
     recorder = MetricRecorder(RecorderConfig(store=store_config, flush_interval_s=0.1)).start()
     center = BusClient("center", mosquitto_module.bus_config("center")).connect()
-    recorder.attach(center)
+    recorder.attach(center, wait_s=5.0)
     points = sample_fleet(time.time_ns())
     total = sum(len(batch) for batch in points.values())
     for node, node_points in points.items():

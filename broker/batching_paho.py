@@ -1,0 +1,251 @@
+"""paho-mqtt 2.2 tuned for a stream of thousands of small QoS 1 messages per second.
+
+paho handles one packet per call in Python: a select() and three or four recv() calls to read it,
+a Properties and a ReasonCode object per PUBLISH or PUBACK, a wake-up byte and a send() per PUBACK.
+On a 2-core host running the broker and both ends, that per-packet cost, not the network, caps a
+hidden-state stream. This subclass keeps paho's session logic (QoS 1 windows, retries, reconnects)
+and changes only how bytes move:
+
+- reads: one recv() of up to RECV_BYTES, then every complete packet in it is parsed in place;
+- PUBLISH (QoS 0/1, MQTT 5): decoded directly; Properties are built only when the packet has any;
+  received messages go to the owner in one batch per read, not one callback per message;
+- PUBACK: the acks for a read go out as one write; a plain incoming PUBACK skips paho's decoder;
+- writes: consecutive QoS 1 PUBLISH and PUBACK packets leave in one send().
+
+Everything else (CONNACK, SUBACK, QoS 2, DISCONNECT, websockets' framing underneath) is paho's own code.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+RECV_BYTES = 256 * 1024  # one recv() serves hundreds of hidden-state messages
+MAX_BATCH = 256  # deliver and acknowledge at least this often while a large read is parsed
+SEND_BYTES = 64 * 1024  # bytes joined into one send()
+
+PUBLISH, PUBACK = 0x30, 0x40
+_PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK, "Success")
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)
+_ACK = struct.Struct("!BBH")
+
+Received = tuple[str, bytes, Properties | None]  # topic, payload, properties (None when it had none)
+BatchSink = Callable[[list[Received]], None]
+
+
+class MalformedPacketError(ValueError):
+    pass
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """MQTT variable byte integer at `pos`: (value, position after it). Raises IndexError if cut short."""
+    value, shift = 0, 0
+    for _ in range(4):
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    raise MalformedPacketError("variable byte integer longer than 4 bytes")
+
+
+def decode_publish(command: int, packet: bytes) -> tuple[str, int, Properties | None, bytes]:
+    """MQTT 5 PUBLISH body -> (topic, packet id or 0, properties or None, payload).
+
+    Raises MalformedPacketError (or UnicodeDecodeError for a topic that is not UTF-8).
+    """
+    try:
+        topic_end = 2 + ((packet[0] << 8) | packet[1])
+        if topic_end > len(packet):
+            raise MalformedPacketError("topic longer than the packet")
+        topic = packet[2:topic_end].decode()
+        pos, mid = topic_end, 0
+        if command & 0x06:
+            mid = (packet[pos] << 8) | packet[pos + 1]
+            pos += 2
+        properties_length, payload_at = _varint(packet, pos)
+        properties = None
+        if properties_length:
+            payload_at += properties_length
+            if payload_at > len(packet):
+                raise MalformedPacketError("properties longer than the packet")
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.unpack(packet[pos:payload_at])
+    except IndexError:
+        raise MalformedPacketError("PUBLISH cut short") from None
+    return topic, mid, properties, packet[payload_at:]
+
+
+class BatchingPahoClient(paho.Client):
+    """A paho Client whose received messages go to `sink(batch)` on the network thread."""
+
+    _read_buffer = b""  # bytes received that do not yet make a whole packet
+    _sink: BatchSink | None = None
+
+    def set_batch_sink(self, sink: BatchSink) -> None:
+        """Receive messages in batches instead of through on_message (MQTT 5, QoS 0/1, automatic acks)."""
+        if self._protocol != paho.MQTTv5:
+            raise ValueError("batched delivery decodes MQTT 5 PUBLISH packets only")
+        self._sink = sink
+        self._received: list[Received] = []
+        self._acks: list[int] = []
+
+    # ---- reading ---------------------------------------------------------------------------------
+
+    def loop_read(self, max_packets: int = 1) -> paho.MQTTErrorCode:
+        while True:  # until the socket is drained: bytes left in a kernel buffer would not wake select()
+            if self._sock is None:
+                return paho.MQTTErrorCode.MQTT_ERR_NO_CONN
+            try:
+                data = self._sock_recv(RECV_BYTES)
+            except BlockingIOError:
+                return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+            except OSError as error:
+                self._easy_log(paho.MQTT_LOG_ERR, "failed to receive on socket: %s", error)
+                return self._loop_rc_handle(paho.MQTTErrorCode.MQTT_ERR_CONN_LOST)
+            if not data:
+                return self._loop_rc_handle(paho.MQTTErrorCode.MQTT_ERR_CONN_LOST)
+            with self._msgtime_mutex:
+                self._last_bytes_received = paho.time_func()
+            rc = self._handle_bytes(self._read_buffer + data if self._read_buffer else data)
+            self._flush_batch()
+            if rc != paho.MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return self._loop_rc_handle(rc)
+            if len(data) < RECV_BYTES:  # short read: nothing more queued (an SSL socket's pending() is checked by paho)
+                return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_bytes(self, data: bytes) -> paho.MQTTErrorCode:
+        """Handle every complete packet in `data`; keep the incomplete tail for the next read."""
+        pos, size, handled = 0, len(data), 0
+        while pos < size:
+            try:
+                length, body_at = _varint(data, pos + 1)
+            except IndexError:
+                break  # the fixed header itself is cut: wait for more bytes
+            except MalformedPacketError:
+                return paho.MQTTErrorCode.MQTT_ERR_PROTOCOL
+            end = body_at + length
+            if end > size:
+                break
+            rc = self._handle_packet(data[pos], data[body_at:end])
+            pos = end
+            if rc != paho.MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return rc
+            handled += 1
+            if handled % MAX_BATCH == 0:
+                self._flush_batch()
+        self._read_buffer = data[pos:] if pos < size else b""
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_packet(self, command: int, body: bytes) -> paho.MQTTErrorCode:
+        kind = command & 0xF0
+        if kind == PUBLISH and self._sink is not None and not (command & 0x04) and not self._manual_ack:
+            try:
+                topic, mid, properties, payload = decode_publish(command, body)
+            except MalformedPacketError as error:
+                self._easy_log(paho.MQTT_LOG_ERR, "malformed PUBLISH: %s", error)
+                return paho.MQTTErrorCode.MQTT_ERR_PROTOCOL
+            except UnicodeDecodeError:
+                return self._paho_handles(command, body)  # paho logs and skips a topic that is not UTF-8
+            self._received.append((topic, payload, properties))
+            if mid:
+                self._acks.append(mid)
+            return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+        if kind == PUBACK and len(body) == 2:  # success, no properties: the common case
+            mid = (body[0] << 8) | body[1]
+            with self._out_message_mutex:
+                if mid in self._out_messages:
+                    return self._do_on_publish(mid, _PUBACK_SUCCESS, _NO_PROPERTIES)
+            return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+        return self._paho_handles(command, body)
+
+    def _paho_handles(self, command: int, body: bytes) -> paho.MQTTErrorCode:
+        self._in_packet.update(command=command, have_remaining=1, remaining_length=len(body),
+                               packet=bytearray(body), to_process=0, pos=0)
+        try:
+            return self._packet_handle()
+        except paho.MalformedPacket as error:
+            self._easy_log(paho.MQTT_LOG_DEBUG, "Received malformed packet: %s", error)
+            return paho.MQTTErrorCode.MQTT_ERR_PROTOCOL
+        finally:
+            self._in_packet.update(command=0, have_remaining=0, remaining_count=[], remaining_mult=1,
+                                   remaining_length=0, packet=bytearray(b""), to_process=0, pos=0)
+
+    def _flush_batch(self) -> None:
+        """Acknowledge, then deliver, what the last read brought (acks first keep the broker sending)."""
+        if self._sink is None:
+            return
+        if self._acks:
+            acks = b"".join([_ACK.pack(PUBACK, 2, mid) for mid in self._acks])
+            self._acks = []
+            self._out_packet.append({"command": PUBACK, "mid": 0, "qos": 0, "pos": 0, "to_process": len(acks),
+                                     "packet": acks, "info": None})
+            self.loop_write()  # we are the network thread: no wake-up byte needed
+        if self._received:
+            batch, self._received = self._received, []
+            self._sink(batch)
+
+    def _sock_close(self) -> None:
+        self._read_buffer = b""  # a new connection must not see the old one's bytes
+        if self._sink is not None:
+            self._acks = []  # the broker resends unacknowledged QoS 1 messages to the resumed session
+        super()._sock_close()
+
+    # ---- writing ---------------------------------------------------------------------------------
+
+    def _packet_write(self) -> paho.MQTTErrorCode:
+        """Send runs of QoS 1 PUBLISH / PUBACK packets with one send(); paho writes anything else."""
+        while self._out_packet:
+            run = self._plain_run()
+            if len(run) < 2:
+                for packet in reversed(run):
+                    self._out_packet.appendleft(packet)
+                return super()._packet_write()
+            try:
+                sent = self._sock_send(b"".join([packet["packet"][packet["pos"]:] for packet in run]))
+            except (AttributeError, ValueError):
+                self._requeue(run)
+                return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+            except BlockingIOError:
+                self._requeue(run)
+                return paho.MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError as error:
+                self._requeue(run)
+                self._easy_log(paho.MQTT_LOG_ERR, "failed to send on socket: %s", error)
+                return paho.MQTTErrorCode.MQTT_ERR_CONN_LOST
+            unsent = []
+            for packet in run:
+                taken = min(sent, packet["to_process"])
+                sent -= taken
+                packet["pos"] += taken
+                packet["to_process"] -= taken
+                if packet["to_process"]:
+                    unsent.append(packet)
+            with self._msgtime_mutex:
+                self._last_msg_out = paho.time_func()
+            if unsent:
+                self._requeue(unsent)
+                return paho.MQTTErrorCode.MQTT_ERR_SUCCESS  # the socket is full; select() says when to go on
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _plain_run(self) -> list[dict]:
+        """Pop the leading packets that need nothing once written: QoS 1 PUBLISHes (done when acked) and PUBACKs."""
+        run, size = [], 0
+        while self._out_packet and size < SEND_BYTES:
+            packet = self._out_packet[0]
+            kind = packet["command"] & 0xF0
+            if not (kind == PUBACK or (kind == PUBLISH and packet["qos"] == 1)):
+                break
+            run.append(self._out_packet.popleft())
+            size += packet["to_process"]
+        return run
+
+    def _requeue(self, packets: list[dict]) -> None:
+        for packet in reversed(packets):
+            self._out_packet.appendleft(packet)
