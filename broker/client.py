@@ -4,28 +4,28 @@ What it takes care of, so callers don't:
 - Last Will set before connect; MQTT 5 with a session that survives reconnects (clean start only once).
 - Reconnect with exponential backoff (paho's loop thread) and re-subscription of every filter.
 - TCP_NODELAY on the socket: without it QoS 0 latency sits at Nagle's 5 ms.
-- Handlers run on a dispatcher thread, never on paho's network thread, so a slow handler cannot stall
-  keep-alives or acknowledgements; replies to our own requests are resolved on the network thread
-  (a handler may itself wait on a request without deadlocking).
+- Reads, acknowledgements and writes in batches (`broker/batching_paho.py`): a token stream is
+  thousands of small QoS 1 messages per second on a host that also runs a model.
+- Handlers run on a dispatcher thread (`broker/dispatcher.py`), never on paho's network thread, so a
+  slow handler cannot stall keep-alives or acknowledgements; replies to our own requests are resolved
+  on the network thread (a handler may itself wait on a request without deadlocking).
 - Payloads are decoded into typed messages before a handler sees them; garbage is logged, counted
   and dropped, and a handler's exception is logged and counted: one bad message never kills a node.
 - Request/response with MQTT 5 response topic + correlation data and a timeout.
-paho types never leave this module.
+paho types never leave these three modules.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import socket
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
@@ -34,7 +34,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from broker import topics
 from broker.batching_paho import BatchingPahoClient, Received
-from broker.errors import BusError, BusNotConnectedError, BusTimeoutError, MessageError, TopicError
+from broker.dispatcher import BusStats, Dispatcher, Envelope, Handler, Subscription
+from broker.errors import BusError, BusNotConnectedError, BusTimeoutError, MessageError
 from broker.messages.codec import Message, decode
 from broker.settings import BusConfig
 
@@ -49,40 +50,6 @@ class Will:
     message: Message
     qos: int = 1
     retain: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """A received message as handlers see it."""
-
-    topic: str
-    spec: topics.TopicSpec | None
-    params: dict[str, str]
-    message: Message
-    response_topic: str | None = None
-    correlation_data: bytes | None = None
-
-
-Handler = Callable[[Envelope], None]
-
-_CONNECTED: list[Received] = []  # dispatcher inbox marker (compared by identity)
-
-@dataclass(slots=True)
-class _Subscription:
-    filter: str
-    qos: int
-    handler: Handler
-    expect: type[Message] | None
-
-
-@dataclass(slots=True)
-class BusStats:
-    """Counters a node reports in its heartbeat."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-
-    def add(self, name: str, amount: int = 1) -> None:
-        self.counts[name] += amount
 
 
 class BusClient:
@@ -101,23 +68,18 @@ class BusClient:
         self.stats = BusStats()
         self._will_factory = will_factory
         self._will = will_factory() if will_factory is not None else will
-        self._subscriptions: list[_Subscription] = []
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._closing = False
         self._refused = ""  # reason of the last refused CONNACK
         self._last_qos1: paho.MQTTMessageInfo | None = None
         self._pending: dict[bytes, Future[Envelope]] = {}
-        # Batches of received messages for the dispatcher; _CONNECTED asks it to run on-connect callbacks.
-        self._inbox: queue.SimpleQueue[list[Received] | None] = queue.SimpleQueue()
         self._reply_topic = topics.REPLY.topic(client=client_id)
-        self._on_connect_callbacks: list[Callable[[], None]] = []
         self._shared_filters: dict[str, str] = {}  # plain filter -> $share/... filter actually subscribed
-        self._routes: dict[str, tuple[list[_Subscription], topics.TopicSpec, dict[str, str]]] = {}
         self._subacks: dict[int, list[ReasonCode]] = {}  # SUBACK reasons by packet id, until a waiter takes them
         self._suback_waiters: dict[int, threading.Event] = {}
+        self._dispatcher = Dispatcher(client_id, self.stats)
         self._mqtt = self._make_paho_client()
-        self._dispatcher = threading.Thread(target=self._dispatch_loop, name=f"bus-dispatch-{client_id}", daemon=True)
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -169,9 +131,7 @@ class BusClient:
                 self._mqtt.disconnect(reasoncode=reason)
         finally:
             self._mqtt.loop_stop()
-            self._inbox.put(None)
-            if self._dispatcher.is_alive() and threading.current_thread() is not self._dispatcher:
-                self._dispatcher.join(timeout_s)
+            self._dispatcher.stop(timeout_s)
             for future in list(self._pending.values()):
                 future.cancel()
 
@@ -182,10 +142,10 @@ class BusClient:
         sock = self._mqtt.socket()
         if sock is not None:
             sock.close()
-        self._inbox.put(None)
+        self._dispatcher.stop(timeout_s=0.0)
 
     def __enter__(self) -> BusClient:
-        return self if self._dispatcher.is_alive() else self.connect()
+        return self if self._dispatcher.started else self.connect()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -199,7 +159,7 @@ class BusClient:
 
     def on_connect(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the dispatcher thread after every (re)connection, e.g. to publish a birth."""
-        self._on_connect_callbacks.append(callback)
+        self._dispatcher.on_connected(callback)
 
     # ---- publish / subscribe ---------------------------------------------------------------------
 
@@ -288,10 +248,7 @@ class BusClient:
         """
         filter_ = spec.filter(**params)
         full_filter = topics.shared(filter_, shared_group) if shared_group else filter_
-        subscription = _Subscription(filter_, spec.qos, handler, spec.message)
-        with self._lock:
-            self._subscriptions.append(subscription)
-            self._routes.clear()
+        self._dispatcher.add(Subscription(filter_, spec.qos, handler))
         self._shared_filters[filter_] = full_filter
         if self._connected.is_set():
             _, mid = self._mqtt.subscribe(full_filter, qos=spec.qos)
@@ -315,9 +272,7 @@ class BusClient:
 
     def unsubscribe(self, spec: topics.TopicSpec, **params: str) -> None:
         filter_ = spec.filter(**params)
-        with self._lock:
-            self._subscriptions = [s for s in self._subscriptions if s.filter != filter_]
-            self._routes.clear()
+        self._dispatcher.remove(filter_)
         self._mqtt.unsubscribe(self._shared_filters.pop(filter_, filter_))
 
     # ---- request / response ----------------------------------------------------------------------
@@ -387,8 +342,7 @@ class BusClient:
             logger.warning("%s: connection refused: %s", self.client_id, reason)
             return
         self._refused = ""
-        with self._lock:
-            filters = {s.filter: s.qos for s in self._subscriptions}
+        filters = self._dispatcher.filters()
         filters[topics.REPLY.filter(client=self.client_id)] = 1
         for filter_, qos in filters.items():
             client.subscribe(self._shared_filters.get(filter_, filter_), qos=qos)
@@ -397,7 +351,7 @@ class BusClient:
         self.stats.add("connects")
         logger.info("%s: connected to %s:%s", self.client_id, self.config.host, self.config.port)
         self._connected.set()
-        self._inbox.put(_CONNECTED)  # tells the dispatcher to run on-connect callbacks in order
+        self._dispatcher.put_connected()  # on-connect callbacks run on the dispatcher, in order
 
     def _on_disconnect(self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode, properties: object) -> None:
         self._connected.clear()
@@ -430,7 +384,7 @@ class BusClient:
             else:
                 for_dispatcher.append(received)
         if for_dispatcher:
-            self._inbox.put(for_dispatcher)
+            self._dispatcher.put(for_dispatcher)
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         """What paho itself still delivers: a PUBLISH its batch path leaves to it (a topic that is not UTF-8)."""
@@ -455,64 +409,3 @@ class BusClient:
             return
         if not future.done():
             future.set_result(envelope)
-
-    # ---- dispatcher thread -----------------------------------------------------------------------
-
-    def _dispatch_loop(self) -> None:
-        while True:
-            batch = self._inbox.get()
-            if batch is None:
-                return
-            if batch is _CONNECTED:
-                self._run_connect_callbacks()
-                continue
-            for topic, payload, properties in batch:
-                self._dispatch(topic, payload, properties)
-
-    def _run_connect_callbacks(self) -> None:
-        for callback in self._on_connect_callbacks:
-            try:
-                callback()
-            except Exception:
-                self.stats.add("handler_errors")
-                logger.exception("%s: on-connect callback failed", self.client_id)
-
-    def _route(self, topic: str) -> tuple[list[_Subscription], topics.TopicSpec, dict[str, str]]:
-        """Subscriptions matching `topic` and its parsed spec, cached: matching and parsing cost more
-        than decoding a 1 KB message, and a token stream repeats the same topic thousands of times."""
-        route = self._routes.get(topic)
-        if route is None:
-            with self._lock:
-                matching = [s for s in self._subscriptions if paho.topic_matches_sub(s.filter, topic)]
-            spec, params = topics.parse(topic) if matching else (topics.REPLY, {})
-            if len(self._routes) >= 10_000:  # many short sessions: start over rather than grow forever
-                self._routes.clear()
-            route = self._routes[topic] = (matching, spec, params)
-        return route
-
-    def _dispatch(self, topic: str, payload: bytes, properties: Properties | None) -> None:
-        try:
-            matching, spec, params = self._route(topic)
-        except TopicError as error:
-            self.stats.add("malformed")
-            logger.warning("%s: dropped message on %s: %s", self.client_id, topic, error)
-            return
-        if not matching:
-            return
-        try:
-            message = decode(payload)
-            if spec.message is not None and not isinstance(message, spec.message):
-                raise MessageError(f"{topic} carries {spec.message.__name__}, got {type(message).__name__}")
-        except MessageError as error:
-            self.stats.add("malformed")
-            logger.warning("%s: dropped malformed message on %s: %s", self.client_id, topic, error)
-            return
-        response_topic = getattr(properties, "ResponseTopic", None)
-        correlation = getattr(properties, "CorrelationData", None)
-        envelope = Envelope(topic, spec, params, message, response_topic, correlation)
-        for subscription in matching:
-            try:
-                subscription.handler(envelope)
-            except Exception:
-                self.stats.add("handler_errors")
-                logger.exception("%s: handler for %s failed", self.client_id, topic)
