@@ -1,11 +1,10 @@
-"""What a node measures about itself: cores, memory, a quick matmul GFLOPS figure, psutil samples."""
+"""What a node announces about itself in its birth: cores, memory and a quick matmul GFLOPS figure."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import psutil
@@ -36,25 +35,4 @@ def measure_capabilities(http_url: str = "", bandwidth_mbps: float = 0.0) -> Cap
         gflops=round(measure_gflops(), 2),
         bandwidth_mbps=bandwidth_mbps,
         http_url=http_url,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class ResourceSample:
-    """One psutil reading for heartbeats."""
-
-    cpu_percent: float
-    memory_percent: float
-    memory_used_bytes: int
-    load_avg_1m: float
-
-
-def sample_resources() -> ResourceSample:
-    """CPU since the previous call (non-blocking), memory and 1-minute load average."""
-    memory = psutil.virtual_memory()
-    return ResourceSample(
-        cpu_percent=psutil.cpu_percent(interval=None),
-        memory_percent=memory.percent,
-        memory_used_bytes=memory.total - memory.available,
-        load_avg_1m=os.getloadavg()[0],
     )

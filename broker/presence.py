@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker import topics
-from broker.capabilities import measure_capabilities, sample_resources
+from broker.capabilities import measure_capabilities
 from broker.client import BusClient, Envelope, Will
 from broker.messages.membership import (
     Capabilities,
@@ -29,6 +29,7 @@ from broker.messages.membership import (
     NodeDeath,
     NodeRole,
 )
+from broker.resources import CpuMeter, take_snapshot
 from broker.settings import BusConfig
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class NodePresence:
     ) -> None:
         self.node_id = node_id
         self.role = role
+        self._cpu_meter = CpuMeter()
         self.heartbeat_interval_s = heartbeat_interval_s
         self.probes = probes or NodeProbes()
         self.capabilities = capabilities or measure_capabilities(http_url=http_url)
@@ -147,7 +149,7 @@ class NodePresence:
         logger.info("%s: birth published (bdSeq %d)", self.node_id, birth.bd_seq)
 
     def heartbeat(self) -> Heartbeat:
-        sample = sample_resources()
+        sample = take_snapshot(self._cpu_meter)  # CPU since the previous heartbeat
         self._heartbeat_seq += 1
         counters = {name: float(value) for name, value in self.bus.stats.counts.items()}
         counters.update(self.probes.counters())

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from broker.capabilities import sample_resources
 from broker.messages import Heartbeat, ModelStatus, TaskResult
+from broker.resources import CpuMeter, take_snapshot
 from fleet_center.center_db import CenterDb
 from fleet_center.cost_model import ModelProfile
 from fleet_center.recorder import schema
@@ -49,8 +49,9 @@ class MetricsFeed:
             beat.queue_depth, tuple(m.model_id for m in beat.loaded_models), timestamp_ns=schema.now_ns())])
 
     def _center_heartbeats(self) -> None:
+        cpu_meter = CpuMeter()
         while not self._stop.wait(5.0):
-            sample = sample_resources()
+            sample = take_snapshot(cpu_meter)
             self._record([schema.heartbeat_point(
                 "center", "center", sample.cpu_percent, sample.memory_percent, sample.load_avg_1m, 0,
                 metrics_dropped=self.recorder.stats().dropped, timestamp_ns=schema.now_ns())])

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from edge_node.resources import CpuMeter, ResourceSampler, ResourceSnapshot, summarise, take_snapshot
+from broker.resources import CpuMeter, ResourceSnapshot, take_snapshot
+from edge_node.resources import ResourceSampler, summarise
 
 
 def snapshot(cpu_percent: float, memory_percent: float = 50.0, rss: int = 100) -> ResourceSnapshot:
