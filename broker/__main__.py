@@ -1,12 +1,11 @@
 """`python -m broker`: run a local Mosquitto with the fleet's generated passwords and ACLs."""
 
-import argparse
 import signal
 import sys
 
 from broker.errors import BusError, ConfigError
 from broker.launcher import BrokerConfig, LocalBroker
-from broker.roles import configure_logging
+from broker.roles import command_line_error, configure_logging, settings_parser
 from broker.settings import load
 
 
@@ -15,17 +14,13 @@ def _interrupt(*_: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m broker", description=__doc__)
-    parser.add_argument("--config", help="TOML file; settings under [broker]")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
-    args = parser.parse_args(argv)
+    args = settings_parser("python -m broker", __doc__, "broker").parse_args(argv)
     configure_logging("broker")
     try:
         config = load(BrokerConfig, args.config, overrides=args.set, section="broker")
         broker = LocalBroker(config).start()
     except (ConfigError, BusError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return command_line_error(error)
     signal.signal(signal.SIGTERM, _interrupt)  # stop in the main thread, not inside the handler
     try:
         return broker.process.wait() if broker.process else 1

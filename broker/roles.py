@@ -47,17 +47,29 @@ def run_service(service: Service) -> int:
     return 0
 
 
+def settings_parser(prog: str, description: str | None, section: str) -> argparse.ArgumentParser:
+    """The options every role's entry point takes: `--config FILE` and repeated `--set KEY=VALUE`."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", help=f"TOML file; settings under [{section}]")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    return parser
+
+
+def command_line_error(error: Exception) -> int:
+    """Report a bad setting or an unreachable broker in one line; the exit code for it."""
+    print(f"error: {error}", file=sys.stderr)  # noqa: T201 - command-line error
+    return 2
+
+
 def node_main(prog: str, description: str | None, section: str, config_type: type,
               make_service: Callable[[Any], Service], argv: list[str] | None = None) -> int:
     """Entry point shared by edge and cloud nodes: config file, `--node-id`, `--broker`, `--set`.
 
     Returns the exit code: 2 with one line naming the problem for a bad setting or an unreachable broker.
     """
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--config", help=f"TOML file; settings under [{section}]")
+    parser = settings_parser(prog, description, section)
     parser.add_argument("--node-id", help="this node's id (default from config)")
     parser.add_argument("--broker", help="broker host[:port], e.g. center.local:1883")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     args = parser.parse_args(argv)
     overrides = list(args.set)
     if args.node_id:
@@ -68,11 +80,9 @@ def node_main(prog: str, description: str | None, section: str, config_type: typ
     try:
         config = load(config_type, args.config, overrides=overrides, section=section)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)  # noqa: T201 - command-line error
-        return 2
+        return command_line_error(error)
     configure_logging(config.node_id)
     try:
         return run_service(make_service(config))
     except BusError as error:
-        print(f"error: {error}", file=sys.stderr)  # noqa: T201 - command-line error
-        return 2
+        return command_line_error(error)
