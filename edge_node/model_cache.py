@@ -3,7 +3,7 @@
 The cache is generic over what a "model" is: it calls `loader(model_id)` to load one, `size_of(model)`
 to learn its real size, `unload(model)` to release it, and `estimate_bytes(model_id)` (for example from
 the store's manifest) to decide, before loading, whether it fits. Which models to evict is decided by
-the pure `choose_victims`; this module only applies its answer under a lock.
+the pure `edge_node.eviction_policy.choose_victims`; this module only applies its answer under a lock.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import psutil
+
+from edge_node.eviction_policy import ModelRecord, choose_victims
 
 logger = logging.getLogger(__name__)
 
@@ -83,58 +85,6 @@ def default_memory_budget_bytes(fraction: float = 0.6, reserve_bytes: int = 256 
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     available = psutil.virtual_memory().available
     return max(1, int((available - reserve_bytes) * fraction))
-
-
-@dataclass(frozen=True, slots=True)
-class ModelRecord:
-    """One model the cache holds, as seen at one moment (times are the cache clock's seconds)."""
-
-    model_id: str
-    size_bytes: int  # the estimate while loading, the measured size once loaded
-    loaded_at: float | None  # None while loading
-    last_used_at: float  # when a request last acquired or released it
-    expires_at: float | None  # None while loading, in use, pinned, or kept forever
-    pinned: bool
-    in_use: int  # requests holding it (or waiting on its load)
-    loading: bool
-    unloading: bool = False  # deregistered, memory not yet released; counts against the budget
-
-    @property
-    def evictable(self) -> bool:
-        return not (self.pinned or self.loading or self.unloading or self.in_use > 0)
-
-
-def choose_victims(
-    records: Sequence[ModelRecord], needed_bytes: int, budget_bytes: int, max_models: int
-) -> tuple[str, ...] | None:
-    """Which idle models to evict so one more model of `needed_bytes` fits; `()` if it fits already.
-
-    Returns None when evicting every evictable model would still not make room. Victims are taken
-    least-recently-used first until the newcomer fits; then any victim whose eviction turned out
-    unnecessary (a small old model followed by a large one) is spared, newest first, so only as many
-    models as needed are evicted and the more recently used ones stay.
-    """
-
-    def fits(evicted_ids: set[str]) -> bool:
-        kept = [r for r in records if r.model_id not in evicted_ids]
-        used = sum(r.size_bytes for r in kept)
-        return used + needed_bytes <= budget_bytes and len(kept) + 1 <= max_models
-
-    if fits(set()):
-        return ()
-    candidates = sorted((r for r in records if r.evictable), key=lambda r: (r.last_used_at, r.model_id))
-    victims: list[str] = []
-    for candidate in candidates:
-        victims.append(candidate.model_id)
-        if fits(set(victims)):
-            break
-    else:
-        return None
-    for spare in reversed(victims[:-1]):
-        trial = [v for v in victims if v != spare]
-        if fits(set(trial)):
-            victims = trial
-    return tuple(victims)
 
 
 @dataclass(slots=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge_node.model_cache import ModelRecord, choose_victims
+from edge_node.eviction_policy import ModelRecord, choose_victims
 
 
 def record(
