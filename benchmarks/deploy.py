@@ -24,7 +24,8 @@ from pathlib import Path
 import httpx
 
 from benchmarks.report import print_result
-from edge_node.deployer import STAGING_DIR, DeployConfig, ModelDeployer
+from edge_node.deployer import DeployConfig, ModelDeployer
+from edge_node.model_install import STAGING_DIR
 from fleet_center.artifacts import ArtifactServer
 from models.manifest import MANIFEST_NAME
 from models.paths import default_store_root

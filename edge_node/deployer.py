@@ -14,7 +14,6 @@ import hashlib
 import logging
 import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -30,14 +29,19 @@ from broker import topics
 from broker.client import BusClient
 from broker.messages import ModelStatus, NodeCommand
 from broker.messages.tasks import ModelState
+from edge_node.deploy_errors import DeployError, DeployFailed, TransientDeployError
+from edge_node.model_install import (
+    install_staged,
+    installed_matches,
+    prepare_staging,
+    recover_interrupted_install,
+    verify_staged,
+)
 from models.artifact_index import FILE_NAME, IndexEntry, IndexFormatError, ModelIndex
 from models.artifact_index import parse_index as parse_model_index
-from models.errors import ManifestError
-from models.manifest import MANIFEST_NAME, Manifest, sha256_file
 
 logger = logging.getLogger(__name__)
 
-STAGING_DIR = ".deploy"  # under the store root; no manifest.json at its top, so ModelStore.list() skips it
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 _RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 
@@ -67,18 +71,6 @@ class DeployConfig:
         for name in ("connect_timeout_s", "read_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"DeployConfig.{name} must be > 0")
-
-
-class DeployError(Exception):
-    """Root of deployment errors; `str()` is the reason reported in the failed status."""
-
-
-class DeployFailed(DeployError):
-    """A failure that retrying cannot fix: wrong hash, wrong size, unknown model, bad index."""
-
-
-class TransientDeployError(DeployError):
-    """A failure worth retrying: connection lost, timeout, 5xx."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,14 +238,14 @@ class ModelDeployer:
         if not command.url or len(command.sha256) != 64:
             raise DeployFailed("deploy command needs the index url and its sha256")
         self._status(model_id, "downloading", command.command_id)
-        self._recover_interrupted_install(model_id)
+        recover_interrupted_install(self.store_root, model_id)
         with self.client_factory() as client:
             raw_index = self._retry(f"index {command.url}", lambda: self._get_index(client, command))
             index = parse_index(raw_index, command.url, model_id)
-            if self._installed_matches(index):
+            if installed_matches(self.store_root, index):
                 logger.info("%s: %s version %s already installed and verified", self.node_id, model_id, index.model_version)
                 return
-            staging = self._prepare_staging(model_id, raw_index)
+            staging = prepare_staging(self.store_root, model_id, raw_index)
             progress = _Progress(partial(self._status, model_id, "downloading", command.command_id),
                                  index.total_bytes, self.config.progress_interval_s)
             hashed: set[str] = set()
@@ -261,8 +253,8 @@ class ModelDeployer:
                 if self._download(client, remote, staging, progress, received):
                     hashed.add(remote.name)
         self._status(model_id, "verifying", command.command_id, 1.0)
-        self._verify(index, staging, hashed)
-        self._install(model_id, staging)
+        verify_staged(index, staging, hashed)
+        install_staged(self.store_root, model_id, staging)
 
     def _get_index(self, client: httpx.Client, command: NodeCommand) -> bytes:
         with client.stream("GET", command.url) as response:
@@ -305,7 +297,7 @@ class ModelDeployer:
         final = staging / remote.name
         if final.is_file() and final.stat().st_size == remote.bytes:
             progress.finish_file(remote.bytes)
-            return False  # hashed again in _verify, since this run did not watch it being written
+            return False  # hashed again in verify_staged, since this run did not watch it being written
         part = staging / f"{remote.name}.part"
         restarted = [False]
 
@@ -383,67 +375,6 @@ class ModelDeployer:
             raise TransientDeployError(f"{what}: HTTP {response.status_code} {detail}")
         raise DeployFailed(f"{what}: center answered HTTP {response.status_code} {detail}")
 
-    # ---- staging, verification, install ----------------------------------------------------------
-
-    def _prepare_staging(self, model_id: str, raw_index: bytes) -> Path:
-        """The staging directory for this exact index; leftovers of another version are thrown away."""
-        staging = self.store_root / STAGING_DIR / model_id
-        index_copy = staging / "index.json"
-        if staging.exists() and not (index_copy.is_file() and index_copy.read_bytes() == raw_index):
-            shutil.rmtree(staging)
-        if not staging.exists():
-            staging.mkdir(parents=True)
-            index_copy.write_bytes(raw_index)
-        return staging
-
-    def _verify(self, index: ModelIndex, staging: Path, hashed: set[str]) -> None:
-        """Sizes and hashes of every staged file, and a manifest that agrees with the index. Raises DeployFailed."""
-        for remote in index.files:
-            path = staging / remote.name
-            size = path.stat().st_size if path.is_file() else -1
-            if size != remote.bytes:
-                raise DeployFailed(f"file {remote.name!r}: {size} bytes staged, index says {remote.bytes}")
-            if remote.name not in hashed and sha256_file(path) != remote.sha256:
-                path.unlink()
-                raise DeployFailed(f"file {remote.name!r}: staged copy does not match its sha256; not installed")
-        try:
-            manifest = Manifest.from_json((staging / MANIFEST_NAME).read_text(), f"{index.model_id}/{MANIFEST_NAME}")
-        except (ManifestError, UnicodeDecodeError) as error:
-            raise DeployFailed(str(error)) from error
-        listed = {r.name: (r.bytes, r.sha256) for r in index.files if r.name != MANIFEST_NAME}
-        declared = {name: (entry.bytes, entry.sha256) for name, entry in manifest.files.items()}
-        if manifest.id != index.model_id or listed != declared:
-            raise DeployFailed(f"manifest of {index.model_id!r} disagrees with the index; not installed")
-
-    def _install(self, model_id: str, staging: Path) -> None:
-        """Swap the staged directory in with two renames; the old copy is removed only afterwards."""
-        (staging / "index.json").unlink()
-        target = self.store_root / model_id
-        previous = self.store_root / STAGING_DIR / f"{model_id}.previous"
-        shutil.rmtree(previous, ignore_errors=True)
-        if target.exists():
-            target.rename(previous)
-        staging.rename(target)
-        shutil.rmtree(previous, ignore_errors=True)
-        _fsync_dir(self.store_root)
-
-    def _recover_interrupted_install(self, model_id: str) -> None:
-        """A crash between the two renames of `_install` leaves the old copy aside: put it back."""
-        target = self.store_root / model_id
-        previous = self.store_root / STAGING_DIR / f"{model_id}.previous"
-        if previous.is_dir() and not target.exists():
-            logger.warning("%s: restoring %s from an interrupted install", self.node_id, model_id)
-            previous.rename(target)
-
-    def _installed_matches(self, index: ModelIndex) -> bool:
-        """True if the store already holds exactly this version, every file hashed."""
-        directory = self.store_root / index.model_id
-        for remote in index.files:
-            path = directory / remote.name
-            if not path.is_file() or path.stat().st_size != remote.bytes or sha256_file(path) != remote.sha256:
-                return False
-        return True
-
     # ---- plumbing --------------------------------------------------------------------------------
 
     def _status(self, model_id: str, state: ModelState, command_id: str, progress: float = 0.0,
@@ -488,11 +419,3 @@ def _hash_prefix(part: Path, digest: hashlib._Hash, length: int) -> hashlib._Has
             digest.update(chunk)
             remaining -= len(chunk)
     return digest
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -7,7 +7,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edge_node.deployer import STAGING_DIR, DeployConfig, DeployFailed, ModelDeployer, parse_index
+from edge_node.deploy_errors import DeployFailed
+from edge_node.deployer import DeployConfig, ModelDeployer, parse_index
+from edge_node.model_install import STAGING_DIR
 from fleet_center.artifacts import ArtifactServer, build_index
 from models.manifest import MANIFEST_NAME, Manifest, describe_files
 
