@@ -16,9 +16,10 @@ from edge_node.collab_link import CollabClient
 from edge_node.metrics_csv import MetricsCsvWriter, TaskMetricsRow
 from edge_node.model_cache import CacheError, ModelCache
 from edge_node.resources import ResourceSampler, ResourceSummary
+from models.answers import parse_answer
 from models.errors import ModelStoreError
 from models.loaded import LoadedModel
-from models.prompts import build_prompt, parse_answer
+from models.prompts import build_prompt
 from models.runner import FULL_DEPTH, TaskOutcome, as_dict, encode_prompt, run_task
 
 logger = logging.getLogger(__name__)

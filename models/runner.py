@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 import torch
 
+from models.answers import parse_answer
 from models.exit_heads import exit_features
 from models.exit_policy import ExitPolicy
 from models.loaded import LoadedModel
-from models.prompts import ChatPrompt, build_prompt, parse_answer
+from models.prompts import ChatPrompt, build_prompt
 
 logger = logging.getLogger(__name__)
 

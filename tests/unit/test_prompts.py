@@ -7,16 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from models.prompts import (
-    EMOTION_LABELS,
+from models.answers import (
     EmotionAnswer,
     Entity,
     NerAnswer,
-    TaskType,
     TextAnswer,
-    UnknownTaskTypeError,
-    build_messages,
-    build_prompt,
     entities_to_bio,
     parse_answer,
     parse_chat,
@@ -26,6 +21,13 @@ from models.prompts import (
     parse_short_answer,
     parse_summary,
     parse_translation,
+)
+from models.prompts import (
+    EMOTION_LABELS,
+    TaskType,
+    UnknownTaskTypeError,
+    build_messages,
+    build_prompt,
     resolve_task_type,
     split_qa,
 )
