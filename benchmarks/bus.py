@@ -4,7 +4,8 @@
 qos1_msgs_per_s (20,000 messages as fast as they go), qos1_p50_ms / qos1_p99_ms (paced at 5,000 msg/s),
 qos1_p50_ms_busy (paced, while the publisher runs torch matmuls in another thread), qos0_p50_ms (paced),
 rtt_p50_ms (request/response), lost (published but never received, all runs), and
-flood_cpu_us_per_msg: CPU time per message of publisher, broker and subscriber in the flood.
+flood_cpu_us_per_msg: CPU time per message of publisher, broker and subscriber in the flood; and the
+same flood through plain paho 2.2 (`bus.batched_io = false`) for a side-by-side ratio.
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ class Phase:
     rate_per_s: float  # 0 = as fast as possible
     qos: int
     busy: bool = False
+    batched_io: bool = True  # False: plain paho 2.2 underneath the same wrapper, for the side-by-side ratio
 
 
-def _bus(port: int, secrets: str, user: str) -> BusConfig:
-    return BusConfig(port=port, password_file=f"{secrets}/{{node}}.password").for_node(user)
+def _bus(port: int, secrets: str, user: str, batched_io: bool = True) -> BusConfig:
+    return BusConfig(port=port, password_file=f"{secrets}/{{node}}.password", batched_io=batched_io).for_node(user)
 
 
 def _chunk(seq: int) -> bytes:
@@ -51,7 +53,8 @@ def _chunk(seq: int) -> bytes:
                         data=data, sent_at_ns=time.time_ns()).to_bytes()
 
 
-def subscriber(port: int, secrets: str, ready: mp.Event, results: mp.Queue, expected: int, timeout_s: float) -> None:
+def subscriber(port: int, secrets: str, ready: mp.Event, results: mp.Queue, expected: int, timeout_s: float,
+               batched_io: bool = True) -> None:
     """Receives chunks through the wrapper (decoded and validated like a cloud node would)."""
     latencies_ms: list[float] = []
     seqs: set[int] = set()
@@ -73,7 +76,7 @@ def subscriber(port: int, secrets: str, ready: mp.Event, results: mp.Queue, expe
         client.reply(envelope, SessionOpened(session_id=request.session_id, worker_id=CLOUD, ttl_s=60.0,
                                           max_positions=4096))  # the round trip
 
-    client = BusClient(CLOUD, _bus(port, secrets, CLOUD))
+    client = BusClient(CLOUD, _bus(port, secrets, CLOUD, batched_io))
     client.subscribe(topics.INFER_UP, on_chunk, edge=EDGE, session=SESSION)
     client.subscribe(topics.INFER_OPEN, on_open, shared_group="cloud")
     client.connect()
@@ -101,7 +104,7 @@ def _busy_torch(stop: threading.Event, running: threading.Event) -> None:
 
 
 def publisher(port: int, secrets: str, phase: Phase, results: mp.Queue) -> None:
-    client = BusClient(EDGE, _bus(port, secrets, EDGE)).connect()
+    client = BusClient(EDGE, _bus(port, secrets, EDGE, phase.batched_io)).connect()
     topic = topics.INFER_UP.topic(edge=EDGE, session=SESSION)
     stop = threading.Event()
     if phase.busy:
@@ -144,7 +147,8 @@ def run_phase(port: int, secrets: str, phase: Phase, broker_pid: int) -> dict:
     ctx = mp.get_context("spawn")
     ready, results = ctx.Event(), ctx.Queue()
     expected = phase.count if phase.name != "rtt" else 10**9
-    sub = ctx.Process(target=subscriber, args=(port, secrets, ready, results, expected, 60.0 if phase.name != "rtt" else 30.0))
+    sub = ctx.Process(target=subscriber, args=(port, secrets, ready, results, expected,
+                                               60.0 if phase.name != "rtt" else 30.0, phase.batched_io))
     sub.start()
     ready.wait(30)
     pub_results = ctx.Queue()
@@ -181,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             busy = run_phase(config.port, secrets, Phase("busy", args.paced, 5000, qos=1, busy=True), pid)
             qos0 = run_phase(config.port, secrets, Phase("qos0", args.paced, 5000, qos=0), pid)
             rtt = run_phase(config.port, secrets, Phase("rtt", 500, 0, qos=1), pid)
+            plain = run_phase(config.port, secrets, Phase("flood_plain", args.count, 0, qos=1, batched_io=False), pid)
     flood_s = flood["last_at"] - flood["start"] if flood["received"] else float("inf")
+    plain_s = plain["last_at"] - plain["start"] if plain["received"] else float("inf")
     result = {
         "qos1_msgs_per_s": round(flood["received"] / flood_s, 1),
         "qos1_p50_ms": round(float(np.percentile(paced["latencies_ms"], 50)), 3),
@@ -191,9 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         "qos0_p50_ms": round(float(np.percentile(qos0["latencies_ms"], 50)), 3),
         "rtt_p50_ms": round(float(np.percentile(rtt["rtts_ms"], 50)), 3),
         "lost": (args.count - flood["received"]) + (args.paced - paced["received"]) + (args.paced - busy["received"])
-        + (args.paced - qos0["received"]),
+        + (args.paced - qos0["received"]) + (args.count - plain["received"]),
         "message_bytes": len(_chunk(0)),
         "flood_cpu_us_per_msg": flood["cpu_us_per_msg"],  # where the CPU goes: all three share the host
+        # The same flood through plain paho 2.2 (bus.batched_io = false), in the same run:
+        "plain_paho_qos1_msgs_per_s": round(plain["received"] / plain_s, 1),
+        "plain_paho_cpu_us_per_msg": plain["cpu_us_per_msg"],
+        "batched_vs_plain_throughput": round(plain_s / flood_s, 2),
     }
     print_result(result, args.json)
     return 0

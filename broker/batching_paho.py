@@ -10,14 +10,17 @@ and changes only how bytes move:
 - PUBLISH (QoS 0/1, MQTT 5): decoded directly; Properties are built only when the packet has any;
   received messages go to the owner in one batch per read, not one callback per message;
 - PUBACK: the acks for a read go out as one write; a plain incoming PUBACK skips paho's decoder;
-- writes: consecutive QoS 1 PUBLISH and PUBACK packets leave in one send().
+- writes: consecutive QoS 1 PUBLISH and PUBACK packets leave in one send();
+- a clean disconnect waits for the broker to close first (`GracefulClosePahoClient`).
 
 Everything else (CONNACK, SUBACK, QoS 2, DISCONNECT, websockets' framing underneath) is paho's own code.
 """
 
 from __future__ import annotations
 
+import socket
 import struct
+import time
 from collections.abc import Callable
 
 import paho.mqtt.client as paho
@@ -28,6 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 RECV_BYTES = 256 * 1024  # one recv() serves hundreds of hidden-state messages
 MAX_BATCH = 256  # deliver and acknowledge at least this often while a large read is parsed
 SEND_BYTES = 64 * 1024  # bytes joined into one send()
+CLOSE_WAIT_S = 1.0  # how long a clean disconnect waits for the broker to close its side
 
 PUBLISH, PUBACK = 0x30, 0x40
 _PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK, "Success")
@@ -82,7 +86,31 @@ def decode_publish(command: int, packet: bytes) -> tuple[str, int, Properties | 
     return topic, mid, properties, packet[payload_at:]
 
 
-class BatchingPahoClient(paho.Client):
+class GracefulClosePahoClient(paho.Client):
+    """paho closes its socket right after writing DISCONNECT. If the broker's last packet (say the SUBACK
+    of a subscription made at connect) is still unread then, the kernel answers with a reset, and the
+    broker drops what it had not yet read: the DISCONNECT and any message published just before it.
+    Here our side shuts down writing and waits, briefly, for the broker to close first."""
+
+    def _sock_close(self) -> None:
+        sock = self._sock
+        if sock is not None and self._state == paho._ConnectionState.MQTT_CS_DISCONNECTING:
+            _drain_until_peer_closes(sock, CLOSE_WAIT_S)
+        super()._sock_close()
+
+
+def _drain_until_peer_closes(sock: object, timeout_s: float) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)  # type: ignore[attr-defined]
+        sock.settimeout(timeout_s)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and sock.recv(65536):  # type: ignore[attr-defined]
+            pass
+    except (OSError, AttributeError, ValueError):  # already reset, timed out, or not a plain socket
+        pass
+
+
+class BatchingPahoClient(GracefulClosePahoClient):
     """A paho Client whose received messages go to `sink(batch)` on the network thread."""
 
     _read_buffer = b""  # bytes received that do not yet make a whole packet

@@ -33,7 +33,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from broker import topics
-from broker.batching_paho import BatchingPahoClient, Received
+from broker.batching_paho import BatchingPahoClient, GracefulClosePahoClient, Received
 from broker.dispatcher import BusStats, Dispatcher, Envelope, Handler, Subscription
 from broker.errors import BusError, BusNotConnectedError, BusTimeoutError, MessageError
 from broker.messages.codec import Message, decode
@@ -70,6 +70,7 @@ class BusClient:
         self._will = will_factory() if will_factory is not None else will
         self._lock = threading.Lock()
         self._connected = threading.Event()
+        self._socket_closed = threading.Event()  # set once paho closed the socket after our DISCONNECT
         self._closing = False
         self._refused = ""  # reason of the last refused CONNACK
         self._last_qos1: paho.MQTTMessageInfo | None = None
@@ -129,6 +130,9 @@ class BusClient:
             if self._connected.is_set():
                 reason = ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message" if send_will else "Normal disconnection")
                 self._mqtt.disconnect(reasoncode=reason)
+                # paho writes what is queued (a last QoS 0 heartbeat or metrics batch), then the DISCONNECT,
+                # then closes the socket; stopping its thread before that would drop them.
+                self._socket_closed.wait(timeout_s)
         finally:
             self._mqtt.loop_stop()
             self._dispatcher.stop(timeout_s)
@@ -306,10 +310,10 @@ class BusClient:
     # ---- paho plumbing (network thread) ----------------------------------------------------------
 
     def _make_paho_client(self) -> paho.Client:
-        client = BatchingPahoClient(
-            paho.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5
-        )
-        client.set_batch_sink(self._on_batch)
+        client_type = BatchingPahoClient if self.config.batched_io else GracefulClosePahoClient
+        client = client_type(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5)
+        if isinstance(client, BatchingPahoClient):
+            client.set_batch_sink(self._on_batch)
         if self.config.username:
             client.username_pw_set(self.config.username, self.config.password or None)
         self._mqtt = client
@@ -355,6 +359,8 @@ class BusClient:
 
     def _on_disconnect(self, client: paho.Client, userdata: object, flags: object, reason: ReasonCode, properties: object) -> None:
         self._connected.clear()
+        if self._closing:
+            self._socket_closed.set()
         if self._will_factory is not None and not self._closing:
             self._set_will(self._will_factory())
         if not self._closing:
@@ -387,7 +393,7 @@ class BusClient:
             self._dispatcher.put(for_dispatcher)
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
-        """What paho itself still delivers: a PUBLISH its batch path leaves to it (a topic that is not UTF-8)."""
+        """What paho itself delivers: everything without batched I/O, else only a PUBLISH whose topic is not UTF-8."""
         try:
             topic = msg.topic
         except UnicodeDecodeError:

@@ -54,6 +54,9 @@ class BusConfig:
     # cheap and still covers 100 x the loopback round trip.
     max_inflight: int = 100
     receive_maximum: int = 1000  # unacknowledged QoS 1 messages the broker may have out to us
+    # Batched reads, acks and writes (broker/batching_paho.py), which replace part of paho 2.2's
+    # internals; false falls back to plain paho (e.g. to rule the batching out when debugging).
+    batched_io: bool = True
 
     def __post_init__(self) -> None:
         check(bool(self.host), "bus.host", "must not be empty")
