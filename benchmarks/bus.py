@@ -2,7 +2,8 @@
 
 `.venv/bin/python -m benchmarks.bus --json` prints one JSON object as its last line:
 qos1_msgs_per_s (20,000 messages as fast as they go), qos1_p50_ms / qos1_p99_ms (paced at 5,000 msg/s),
-qos1_p50_ms_busy (paced, while the publisher runs torch matmuls in another thread), qos0_p50_ms (paced),
+qos1_p50_ms_busy (paced, while the publisher runs torch matmuls in another thread), qos1_p50_ms_busy_python
+(the same next to pure-Python work, which holds the GIL), qos0_p50_ms (paced),
 rtt_p50_ms (request/response), lost (published but never received, all runs), and
 flood_cpu_us_per_msg: CPU time per message of publisher, broker and subscriber in the flood; and the
 same flood through plain paho 2.2 (`bus.batched_io = false`) for a side-by-side ratio.
@@ -39,7 +40,7 @@ class Phase:
     count: int
     rate_per_s: float  # 0 = as fast as possible
     qos: int
-    busy: bool = False
+    busy: str = ""  # "", "torch" (matmuls releasing the GIL) or "python" (pure-Python work holding it)
     batched_io: bool = True  # False: plain paho 2.2 underneath the same wrapper, for the side-by-side ratio
 
 
@@ -89,6 +90,16 @@ def subscriber(port: int, secrets: str, ready: mp.Event, results: mp.Queue, expe
     client.close()
 
 
+def _busy_python(stop: threading.Event, running: threading.Event) -> None:
+    """Python-heavy work, as the glue between torch ops is: it holds the GIL until the interpreter switches."""
+    lower_thread_priority(COMPUTE_NICE)
+    running.set()
+    while not stop.is_set():
+        total = 0
+        for i in range(10_000):
+            total += i * i
+
+
 def _busy_torch(stop: threading.Event, running: threading.Event) -> None:
     import torch  # imported here so the other phases never pay for it
 
@@ -109,7 +120,8 @@ def publisher(port: int, secrets: str, phase: Phase, results: mp.Queue) -> None:
     stop = threading.Event()
     if phase.busy:
         running = threading.Event()
-        threading.Thread(target=_busy_torch, args=(stop, running), daemon=True).start()
+        busy = _busy_torch if phase.busy == "torch" else _busy_python
+        threading.Thread(target=busy, args=(stop, running), daemon=True).start()
         running.wait(60)  # importing torch holds the GIL for seconds: start timing once it computes
         time.sleep(0.2)
     rtts_ms = []
@@ -182,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             secrets, pid = config.secrets_dir, broker.process.pid
             flood = run_phase(config.port, secrets, Phase("flood", args.count, 0, qos=1), pid)
             paced = run_phase(config.port, secrets, Phase("paced", args.paced, 5000, qos=1), pid)
-            busy = run_phase(config.port, secrets, Phase("busy", args.paced, 5000, qos=1, busy=True), pid)
+            busy = run_phase(config.port, secrets, Phase("busy", args.paced, 5000, qos=1, busy="torch"), pid)
+            busy_python = run_phase(config.port, secrets, Phase("busy_python", args.paced, 5000, qos=1, busy="python"), pid)
             qos0 = run_phase(config.port, secrets, Phase("qos0", args.paced, 5000, qos=0), pid)
             rtt = run_phase(config.port, secrets, Phase("rtt", 500, 0, qos=1), pid)
             plain = run_phase(config.port, secrets, Phase("flood_plain", args.count, 0, qos=1, batched_io=False), pid)
@@ -194,10 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         "qos1_p99_ms": round(float(np.percentile(paced["latencies_ms"], 99)), 3),
         "qos1_p50_ms_busy": round(float(np.percentile(busy["latencies_ms"], 50)), 3),
         "qos1_p99_ms_busy": round(float(np.percentile(busy["latencies_ms"], 99)), 3),
+        "qos1_p50_ms_busy_python": round(float(np.percentile(busy_python["latencies_ms"], 50)), 3),
         "qos0_p50_ms": round(float(np.percentile(qos0["latencies_ms"], 50)), 3),
         "rtt_p50_ms": round(float(np.percentile(rtt["rtts_ms"], 50)), 3),
         "lost": (args.count - flood["received"]) + (args.paced - paced["received"]) + (args.paced - busy["received"])
-        + (args.paced - qos0["received"]) + (args.count - plain["received"]),
+        + (args.paced - qos0["received"]) + (args.count - plain["received"]) + (args.paced - busy_python["received"]),
         "message_bytes": len(_chunk(0)),
         "flood_cpu_us_per_msg": flood["cpu_us_per_msg"],  # where the CPU goes: all three share the host
         # The same flood through plain paho 2.2 (bus.batched_io = false), in the same run:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -87,6 +88,8 @@ class BusClient:
     def connect(self, timeout_s: float | None = None) -> BusClient:
         """Connect and start the network and dispatcher threads. Raises BusTimeoutError."""
         timeout_s = self.config.connect_timeout_s if timeout_s is None else timeout_s
+        if 0 < self.config.gil_switch_interval_s < sys.getswitchinterval():
+            sys.setswitchinterval(self.config.gil_switch_interval_s)  # process-wide: see BusConfig
         self._dispatcher.start()
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self.config.session_expiry_s

@@ -1,6 +1,7 @@
 """The client wrapper against a real Mosquitto: delivery, request/response, ACLs, garbage, reconnects."""
 
 import dataclasses
+import sys
 import threading
 
 import pytest
@@ -179,3 +180,18 @@ def test_a_message_published_just_before_close_is_delivered(mosquitto, batched_i
                     memory_used_bytes=1, load_avg_1m=0.0, counters={f"c{i}": 1.0 for i in range(8000)}), node="pi-01")
         assert wait_until(lambda: len(received) == COUNT, 5), received
     assert received == list(range(COUNT))
+
+
+def test_connecting_shortens_the_gil_switch_interval(mosquitto):
+    # paho's network thread must get the GIL back quickly from Python-heavy model code.
+    default = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        with connect(mosquitto, "pi-01"):
+            assert sys.getswitchinterval() == pytest.approx(0.0005)
+        sys.setswitchinterval(0.005)
+        config = dataclasses.replace(mosquitto.bus_config("pi-01"), gil_switch_interval_s=0.0)
+        with BusClient("pi-01", config):
+            assert sys.getswitchinterval() == pytest.approx(0.005)  # 0 leaves the interpreter alone
+    finally:
+        sys.setswitchinterval(default)
