@@ -22,6 +22,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
@@ -113,8 +114,11 @@ def _drain_until_peer_closes(sock: object, timeout_s: float) -> None:
 class BatchingPahoClient(GracefulClosePahoClient):
     """A paho Client whose received messages go to `sink(batch)` on the network thread."""
 
-    _read_buffer = b""  # bytes received that do not yet make a whole packet
-    _sink: BatchSink | None = None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._partial = bytearray()  # the start of a packet whose remaining bytes have not arrived yet
+        self._partial_needs = 0  # bytes of it needed before parsing again (a lower bound while its header is cut)
+        self._sink: BatchSink | None = None
 
     def set_batch_sink(self, sink: BatchSink) -> None:
         """Receive messages in batches instead of through on_message (MQTT 5, QoS 0/1, automatic acks)."""
@@ -141,11 +145,19 @@ class BatchingPahoClient(GracefulClosePahoClient):
                 return self._loop_rc_handle(paho.MQTTErrorCode.MQTT_ERR_CONN_LOST)
             with self._msgtime_mutex:
                 self._last_bytes_received = paho.time_func()
-            rc = self._handle_bytes(self._read_buffer + data if self._read_buffer else data)
+            short_read = len(data) < RECV_BYTES
+            if self._partial:  # a packet spans reads: collect its bytes, parse once it is whole
+                self._partial += data
+                if len(self._partial) < self._partial_needs:
+                    if short_read:
+                        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+                    continue
+                data, self._partial = bytes(self._partial), bytearray()
+            rc = self._handle_bytes(data)
             self._flush_batch()
             if rc != paho.MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return self._loop_rc_handle(rc)
-            if len(data) < RECV_BYTES:  # short read: nothing more queued (an SSL socket's pending() is checked by paho)
+            if short_read:  # nothing more queued (an SSL socket's pending() is checked by paho)
                 return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _handle_bytes(self, data: bytes) -> paho.MQTTErrorCode:
@@ -155,11 +167,13 @@ class BatchingPahoClient(GracefulClosePahoClient):
             try:
                 length, body_at = _varint(data, pos + 1)
             except IndexError:
-                break  # the fixed header itself is cut: wait for more bytes
+                self._keep_partial(data[pos:], size - pos + 1)  # the fixed header itself is cut
+                break
             except MalformedPacketError:
                 return paho.MQTTErrorCode.MQTT_ERR_PROTOCOL
             end = body_at + length
             if end > size:
+                self._keep_partial(data[pos:], end - pos)
                 break
             rc = self._handle_packet(data[pos], data[body_at:end])
             pos = end
@@ -168,8 +182,12 @@ class BatchingPahoClient(GracefulClosePahoClient):
             handled += 1
             if handled % MAX_BATCH == 0:
                 self._flush_batch()
-        self._read_buffer = data[pos:] if pos < size else b""
         return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _keep_partial(self, head: bytes, needs: int) -> None:
+        """Hold the start of a packet until `needs` bytes of it (at least) have arrived."""
+        self._partial = bytearray(head)
+        self._partial_needs = needs
 
     def _handle_packet(self, command: int, body: bytes) -> paho.MQTTErrorCode:
         kind = command & 0xF0
@@ -220,7 +238,7 @@ class BatchingPahoClient(GracefulClosePahoClient):
             self._sink(batch)
 
     def _sock_close(self) -> None:
-        self._read_buffer = b""  # a new connection must not see the old one's bytes
+        self._partial = bytearray()  # a new connection must not see the old one's bytes
         if self._sink is not None:
             self._acks = []  # the broker resends unacknowledged QoS 1 messages to the resumed session
         super()._sock_close()
