@@ -25,7 +25,7 @@ class CorpusPrompt:
     split: str  # one of SPLITS
 
 
-_TOPICS = [
+TOPICS = [
     "volcanoes", "honey bees", "the Roman Empire", "solar panels", "black holes", "coffee", "the Amazon river",
     "chess", "vaccines", "electric cars", "the printing press", "photosynthesis", "jazz music", "glaciers",
     "the internet", "penguins", "earthquakes", "the human heart", "bread baking", "satellites", "rainforests",
@@ -35,7 +35,7 @@ _TOPICS = [
     "the piano", "climate change", "bridges", "mushrooms", "submarines", "the Renaissance", "batteries", "owls",
 ]
 
-_REVIEWS = [
+REVIEWS = [
     "The battery died after two days and support never answered my emails.",
     "Absolutely loved the food, the staff were friendly and the prices fair.",
     "The movie was long, but the ending made it worth every minute.",
@@ -58,7 +58,7 @@ _REVIEWS = [
     "The headphones sound great but hurt my ears after an hour.",
 ]
 
-_HEADLINES = [
+HEADLINES = [
     "Central bank raises interest rates for the third time this year",
     "Local team wins championship after dramatic penalty shootout",
     "New smartphone features a foldable screen and longer battery life",
@@ -73,7 +73,7 @@ _HEADLINES = [
     "Oil prices fall as demand slows",
 ]
 
-_SENTENCES_NER = [
+SENTENCES_NER = [
     "Maria Lopez flew from Madrid to Berlin on Monday to meet engineers at Siemens.",
     "Apple opened a new office in Nairobi, said Tim Cook during a visit in March.",
     "The United Nations held a climate summit in Glasgow led by Alok Sharma.",
@@ -118,7 +118,7 @@ _PASSAGE_QA = [
     ("The Great Barrier Reef is the world's largest coral reef system.", "What is the Great Barrier Reef?"),
 ]
 
-_TRANSLATE = [
+TRANSLATE = [
     "Good morning, how are you?", "The weather is nice today.", "Where is the train station?",
     "I would like a cup of coffee, please.", "My brother lives in a big city.", "We are going to the beach tomorrow.",
     "This book is very interesting.", "Can you help me find my keys?", "The children are playing in the park.",
@@ -137,42 +137,42 @@ _STORY_SEEDS = [
 
 
 def _classification() -> list[str]:
-    prompts = [f"Classify the sentiment of this review as positive, negative or neutral.\nReview: {r}" for r in _REVIEWS]
+    prompts = [f"Classify the sentiment of this review as positive, negative or neutral.\nReview: {r}" for r in REVIEWS]
     prompts += [f"What is the topic of this headline: business, sports, science, politics or technology?\nHeadline: {h}"
-                for h in _HEADLINES]
-    prompts += [f"Is this statement true or false? Explain briefly: {t} are found only in Europe." for t in _TOPICS[:20]]
+                for h in HEADLINES]
+    prompts += [f"Is this statement true or false? Explain briefly: {t} are found only in Europe." for t in TOPICS[:20]]
     return prompts
 
 
 def _ner() -> list[str]:
-    prompts = [f"List the people, organisations and places mentioned in this sentence.\nSentence: {s}" for s in _SENTENCES_NER]
-    prompts += [f"Extract all named entities (person, location, organisation) from: {s}" for s in _SENTENCES_NER]
-    prompts += [f"Which city names appear in this text? {s}" for s in _SENTENCES_NER[:8]]
+    prompts = [f"List the people, organisations and places mentioned in this sentence.\nSentence: {s}" for s in SENTENCES_NER]
+    prompts += [f"Extract all named entities (person, location, organisation) from: {s}" for s in SENTENCES_NER]
+    prompts += [f"Which city names appear in this text? {s}" for s in SENTENCES_NER[:8]]
     return prompts
 
 
 def _qa() -> list[str]:
     prompts = list(_QUESTIONS)
     prompts += [f"Context: {c}\nQuestion: {q}\nAnswer:" for c, q in _PASSAGE_QA]
-    prompts += [f"What are three interesting facts about {t}?" for t in _TOPICS[:25]]
-    prompts += [f"Explain {t} to a ten-year-old." for t in _TOPICS[25:]]
+    prompts += [f"What are three interesting facts about {t}?" for t in TOPICS[:25]]
+    prompts += [f"Explain {t} to a ten-year-old." for t in TOPICS[25:]]
     return prompts
 
 
 def _translation_summary() -> list[str]:
-    prompts = [f"Translate into {lang}: {s}" for s, lang in zip(_TRANSLATE, itertools.cycle(_LANGUAGES))]
-    prompts += [f"Translate into {lang}: {s}" for s, lang in zip(_TRANSLATE, itertools.cycle(_LANGUAGES[2:] + _LANGUAGES[:2]))]
+    prompts = [f"Translate into {lang}: {s}" for s, lang in zip(TRANSLATE, itertools.cycle(_LANGUAGES))]
+    prompts += [f"Translate into {lang}: {s}" for s, lang in zip(TRANSLATE, itertools.cycle(_LANGUAGES[2:] + _LANGUAGES[:2]))]
     prompts += [f"Summarise in one sentence: {c}" for c, _ in _PASSAGE_QA]
-    prompts += [f"Summarise this review in five words: {r}" for r in _REVIEWS[:12]]
-    prompts += [f"Write a one-sentence summary of a news story titled '{h}'." for h in _HEADLINES]
+    prompts += [f"Summarise this review in five words: {r}" for r in REVIEWS[:12]]
+    prompts += [f"Write a one-sentence summary of a news story titled '{h}'." for h in HEADLINES]
     return prompts
 
 
 def _generation() -> list[str]:
     prompts = [f"Write a short story about {s}." for s in _STORY_SEEDS]
-    prompts += [f"Write a short poem about {t}." for t in _TOPICS[::2]]
-    prompts += [f"Write a friendly email inviting a colleague to a talk about {t}." for t in _TOPICS[1::4]]
-    prompts += [f"Give me a catchy slogan for a shop that sells things related to {t}." for t in _TOPICS[3::5]]
+    prompts += [f"Write a short poem about {t}." for t in TOPICS[::2]]
+    prompts += [f"Write a friendly email inviting a colleague to a talk about {t}." for t in TOPICS[1::4]]
+    prompts += [f"Give me a catchy slogan for a shop that sells things related to {t}." for t in TOPICS[3::5]]
     return prompts
 
 

@@ -41,6 +41,19 @@ class ExitData:
         return ExitData({layer: h[mask] for layer, h in self.hidden.items()}, self.final[mask],
                         self.teacher_tokens[mask], self.sequence_index[mask], self.is_generated[mask])
 
+    @staticmethod
+    def concat(parts: list[ExitData]) -> ExitData:
+        """Positions of all parts in order; sequence indices are offset so they stay distinct."""
+        assert parts and all(p.hidden.keys() == parts[0].hidden.keys() for p in parts), "parts need the same exit layers"
+        offsets, offset = [], 0
+        for part in parts:
+            offsets.append(offset)
+            offset += int(part.sequence_index.max()) + 1 if len(part) else 0
+        return ExitData({layer: torch.cat([p.hidden[layer] for p in parts]) for layer in parts[0].hidden},
+                        torch.cat([p.final for p in parts]), torch.cat([p.teacher_tokens for p in parts]),
+                        torch.cat([p.sequence_index + o for p, o in zip(parts, offsets, strict=True)]),
+                        torch.cat([p.is_generated for p in parts]))
+
 
 @dataclass(frozen=True, slots=True)
 class Continuation:

@@ -43,22 +43,28 @@ def curve_table(report: dict[str, Any]) -> str:
 def write_report(report: dict[str, Any], out_dir: Path) -> None:
     """Write training_report.md and exit_curve.png next to the heads."""
     plot_curve(report, out_dir / "exit_curve.png")
-    history = "\n".join(f"| {h['epoch']} | {h['kl_sum_per_position']:.3f} | "
-                        + " | ".join(f"{v:.3f}" for k, v in h.items() if k.startswith("train_agreement"))
-                        + f" | {h['seconds']:.0f} |" for h in report["history"])
     layers = [k.removeprefix("train_agreement_") for k in report["history"][0] if k.startswith("train_agreement")]
+    history = "\n".join(f"| {h['epoch']} | {h['kl_sum_per_position']:.3f} | "
+                        + " | ".join(f"{h[f'train_agreement_{layer}']:.3f}" for layer in layers) + " | "
+                        + " | ".join(f"{h.get(f'calibration_agreement_{layer}', float('nan')):.3f}" for layer in layers)
+                        + f" | {h['seconds']:.0f} |" for h in report["history"])
     per_layer = "\n".join(f"| {layer} | {v['exit_fraction']:.3f} | {v['agreement']:.3f} | "
                           f"{report['head_agreement_held_out'][layer]:.3f} |"
                           for layer, v in report["held_out"]["per_layer"].items())
     text = f"""# Exit heads: training report
 
 Reproduce with `python -m models train-exits` (needs `python -m models prepare --base-only`).
+Prompts: {report.get('prompts', '-')} (train data = hashed train split + train-only prompts).
 Positions: {report['positions']} (generated: {report['generated_positions']}).
 Time: data {report['seconds']['data']} s, training {report['seconds']['training']} s.
 
-## Training (train split, KL summed over exits)
-| epoch | KL | {' | '.join(f'agree@{layer}' for layer in layers)} | s |
-|---|---|{'---|' * len(layers)}---|
+## Training (train data, KL summed over exits)
+Agreement = head argmax equals the full model's token: on the train data during the epoch, and on the
+calibration split's generated positions after it. Kept: epoch {report.get('best_epoch', len(report['history']))}
+(highest calibration agreement summed over exits; held-out plays no part).
+
+| epoch | KL | {' | '.join(f'train@{layer}' for layer in layers)} | {' | '.join(f'calib@{layer}' for layer in layers)} | s |
+|---|---|{'---|' * (2 * len(layers))}---|
 {history}
 
 ## Policy (fitted on calibration at agreement >= {report['config']['target_agreement']}), measured on held-out

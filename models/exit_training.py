@@ -1,12 +1,13 @@
 """`python -m models train-exits`: self-distil exit heads from the full model, then calibrate the policy.
 
-Heads are trained on the train split with full-vocabulary KL(teacher || head) in bfloat16 matmuls;
-the exit policy (logistic scores + thresholds) is fitted on the calibration split; the report
-figures come from the held-out split, which neither step sees.
+Heads are trained on the train split (plus train-only prompts) with full-vocabulary KL(teacher || head)
+in bfloat16 matmuls; the calibration split picks the epoch to keep and fits the exit policy (logistic
+scores + thresholds); the report figures come from the held-out split, which no step sees.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 
 from models.exit_calibration import OperatingPoint, calibrate, evaluate
 from models.exit_corpus import CorpusPrompt, split
+from models.exit_corpus_train import train_only
 from models.exit_data import ExitData, collect
 from models.exit_heads import EXIT_HEADS_NAME, ExitHeads, exit_features
 from models.loaded import LoadedModel
@@ -35,9 +37,12 @@ class TrainingConfig:
     exit_layers: tuple[int, ...] = (10, 15, 20)  # decoder layers before each head
     max_new_tokens: int = 64  # continuation length per prompt
     sampled_per_train_prompt: int = 2  # extra sampled continuations per train prompt (data multiplier)
-    epochs: int = 5
+    train_only_prompts: bool = True  # add models/exit_corpus_train.py's prompts to the train data
+    sampled_per_train_only_prompt: int = 1  # sampled continuations per train-only prompt
+    epochs: int = 5  # the epoch with the best calibration agreement is kept
     batch_size: int = 256  # positions per optimiser step
     learning_rate: float = 5e-3  # AdamW peak, cosine decay to 10 %
+    weight_decay: float = 0.1  # AdamW decoupled decay: pulls W towards zero (the plain final head)
     target_agreement: float = 0.92  # policy chosen on calibration at this agreement (margin over 0.90)
     seed: int = 0
 
@@ -49,16 +54,22 @@ def rms_norm(hidden_states: torch.Tensor, weight: torch.Tensor, eps: float) -> t
 
 
 def distill_heads(data: ExitData, norm_weight: torch.Tensor, eps: float, lm_head_weight: torch.Tensor,
-                  config: TrainingConfig) -> tuple[ExitHeads, list[dict[str, float]]]:
-    """Train one residual adapter per exit layer on `data`; returns heads and per-epoch history."""
+                  config: TrainingConfig, validation: ExitData | None = None) -> tuple[ExitHeads, list[dict[str, float]]]:
+    """Train one residual adapter per exit layer on `data`; returns heads and per-epoch history.
+
+    With `validation` (the calibration split's generated positions) each epoch also records the heads'
+    argmax agreement there, and the heads of the epoch with the highest sum over exits are returned:
+    early stopping chosen on calibration, never on held-out.
+    """
     hidden_size = lm_head_weight.shape[1]
     heads = ExitHeads(hidden_size, config.exit_layers).train()
     embedding = lm_head_weight.detach().to(torch.bfloat16)  # (V, C) frozen
-    optimizer = torch.optim.AdamW(heads.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(heads.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (summed agreement, epoch, weights)
     step = 0
     for epoch in range(config.epochs):
         started, loss_sum, agree = time.perf_counter(), 0.0, dict.fromkeys(config.exit_layers, 0)
@@ -82,9 +93,35 @@ def distill_heads(data: ExitData, norm_weight: torch.Tensor, eps: float, lm_head
         record = {"epoch": epoch + 1, "kl_sum_per_position": loss_sum / len(data),
                   "seconds": time.perf_counter() - started}
         record.update({f"train_agreement_{layer}": agree[layer] / len(data) for layer in config.exit_layers})
+        if validation is not None:
+            record.update({f"calibration_agreement_{layer}": value for layer, value in
+                           argmax_agreement(heads, validation, norm_weight, eps, embedding).items()})
+            score = sum(record[f"calibration_agreement_{layer}"] for layer in config.exit_layers)
+            if best is None or score > best[0]:
+                best = (score, epoch + 1, copy.deepcopy(heads.state_dict()))
         history.append(record)
         logger.info("epoch %d: %s", epoch + 1, record)
+    if best is not None:
+        heads.load_state_dict(best[2])
+        logger.info("kept epoch %d (best summed calibration agreement %.4f)", best[1], best[0])
     return heads.eval(), history
+
+
+@torch.no_grad()
+def argmax_agreement(heads: ExitHeads, data: ExitData, norm_weight: torch.Tensor, eps: float,
+                     embedding: torch.Tensor, chunk: int = 1024) -> dict[int, float]:
+    """Per exit layer: share of positions whose head argmax (bf16 LM head, as in training) is the teacher's."""
+    was_training = heads.training
+    heads.eval()
+    agree = dict.fromkeys(heads.exit_layers, 0)
+    for start in range(0, len(data), chunk):
+        teacher = data.teacher_tokens[start:start + chunk]
+        for layer in heads.exit_layers:
+            adapted = heads.adapter(layer)(data.hidden[layer][start:start + chunk].float())  # (n, C)
+            logits = rms_norm(adapted, norm_weight, eps).to(torch.bfloat16) @ embedding.T  # (n, V)
+            agree[layer] += int((logits.argmax(-1) == teacher).sum())
+    heads.train(was_training)
+    return {layer: count / max(len(data), 1) for layer, count in agree.items()}
 
 
 @torch.no_grad()
@@ -142,20 +179,30 @@ def train_exits(store: Any, out_dir: Path, config: TrainingConfig | None = None,
     datasets = {name: collect(loaded, prompts[name], config.exit_layers, config.max_new_tokens,
                               config.sampled_per_train_prompt if name == "train" else 0, config.seed, cache_dir)
                 for name in ("train", "calibration", "held_out")}
+    if config.train_only_prompts:
+        # Collected apart from the hashed train split so each part keeps its own cache entry.
+        extra = collect(loaded, train_only(), config.exit_layers, config.max_new_tokens,
+                        config.sampled_per_train_only_prompt, config.seed, cache_dir)
+        datasets["train"] = ExitData.concat([datasets["train"], extra])
     data_seconds = time.perf_counter() - started
     norm = loaded.model.model.norm
+    calibration_data = datasets["calibration"].subset(datasets["calibration"].is_generated)
     heads, history = distill_heads(datasets["train"], norm.weight.detach(), norm.variance_epsilon,
-                                   loaded.model.lm_head.weight, config)
+                                   loaded.model.lm_head.weight, config, validation=calibration_data)
     train_seconds = time.perf_counter() - started - data_seconds
-    calibration = head_features(heads, datasets["calibration"].subset(datasets["calibration"].is_generated), loaded)
+    calibration = head_features(heads, calibration_data, loaded)
     held_out = head_features(heads, datasets["held_out"].subset(datasets["held_out"].is_generated), loaded)
     policy = calibrate(*calibration, target_agreement=config.target_agreement, learned=True)
     report = {
         "config": asdict(config),
+        "prompts": {**{name: len(prompts[name]) for name in datasets},
+                    "train_only": len(train_only()) if config.train_only_prompts else 0},
         "positions": {name: len(data) for name, data in datasets.items()},
         "generated_positions": {name: int(data.is_generated.sum()) for name, data in datasets.items()},
         "seconds": {"data": round(data_seconds, 1), "training": round(train_seconds, 1)},
         "history": history,
+        "best_epoch": max(history, key=lambda h: sum(h.get(f"calibration_agreement_{layer}", 0.0)
+                                                     for layer in config.exit_layers))["epoch"],
         "head_agreement_held_out": {str(layer): round(float(c.mean()), 4) for layer, c in held_out[1].items()},
         "policy": policy.to_dict(),
         "calibration": point_to_dict(evaluate(policy, *calibration)),

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from models.exit_corpus import SPLITS, corpus, split
+from models.exit_corpus_train import train_only
 
 
 def test_corpus_has_a_few_hundred_prompts_over_five_task_types() -> None:
@@ -27,3 +28,12 @@ def test_every_split_sees_every_task_type() -> None:
 def test_unknown_split_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown split"):
         split("test")
+
+
+def test_train_only_prompts_never_enter_calibration_or_held_out() -> None:
+    extra = train_only()
+    hashed = {p.text for p in corpus()}
+    assert len(extra) >= 250 and {p.split for p in extra} == {"train"}
+    assert len({p.task_type for p in extra}) == 5
+    assert not {p.text for p in extra} & hashed
+    assert len({p.text for p in extra}) == len(extra)

@@ -8,7 +8,7 @@ import torch
 from models.exit_data import ExitData
 from models.exit_heads import ExitHeads, exit_features
 from models.exit_policy import ExitFeatures
-from models.exit_training import TrainingConfig, distill_heads, rms_norm
+from models.exit_training import TrainingConfig, argmax_agreement, distill_heads, rms_norm
 from models.loaded import LoadedModel
 
 
@@ -71,6 +71,27 @@ def test_distillation_on_tiny_model_runs_in_seconds_and_lowers_kl(tiny_model: Lo
     assert time.perf_counter() - started < 60  # ~3 s on an idle 2-core machine
     assert history[-1]["kl_sum_per_position"] < history[0]["kl_sum_per_position"]
     assert heads.exit_layers == (1, 2)
+
+
+def test_distillation_records_calibration_agreement_and_keeps_the_best_epoch(tiny_model: LoadedModel) -> None:
+    data = tiny_distillation_data(tiny_model)
+    norm = tiny_model.model.model.norm
+    config = TrainingConfig(exit_layers=(1, 2), epochs=3, batch_size=64, learning_rate=1e-2, weight_decay=0.5)
+    heads, history = distill_heads(data, norm.weight.detach(), norm.variance_epsilon, tiny_model.model.lm_head.weight,
+                                   config, validation=data.subset(torch.arange(len(data)) < 64))
+    assert all(0.0 <= record["calibration_agreement_2"] <= 1.0 for record in history)
+    embedding = tiny_model.model.lm_head.weight.detach().to(torch.bfloat16)
+    kept = argmax_agreement(heads, data.subset(torch.arange(len(data)) < 64), norm.weight, norm.variance_epsilon, embedding)
+    best = max(history, key=lambda record: record["calibration_agreement_1"] + record["calibration_agreement_2"])
+    assert kept == {1: best["calibration_agreement_1"], 2: best["calibration_agreement_2"]}
+
+
+def test_concatenated_data_keeps_sequences_apart(tiny_model: LoadedModel) -> None:
+    data = tiny_distillation_data(tiny_model, count=16)
+    data.sequence_index = torch.arange(16) // 4  # sequences 0..3
+    both = ExitData.concat([data, data])
+    assert len(both) == 32 and both.hidden.keys() == data.hidden.keys()
+    assert both.sequence_index.unique().tolist() == list(range(8))
 
 
 def test_rms_norm_matches_llama_norm(tiny_model: LoadedModel) -> None:
