@@ -18,8 +18,10 @@ Everything else (CONNACK, SUBACK, QoS 2, DISCONNECT, websockets' framing underne
 
 from __future__ import annotations
 
+import collections
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -119,6 +121,8 @@ class BatchingPahoClient(GracefulClosePahoClient):
         self._partial = bytearray()  # the start of a packet whose remaining bytes have not arrived yet
         self._partial_needs = 0  # bytes of it needed before parsing again (a lower bound while its header is cut)
         self._sink: BatchSink | None = None
+        self._write_lock = threading.RLock()  # one writer at a time: the network thread or a publishing thread
+        self._queued: collections.deque[paho.MQTTMessage] = collections.deque()  # waiting for the send window
 
     def set_batch_sink(self, sink: BatchSink) -> None:
         """Receive messages in batches instead of through on_message (MQTT 5, QoS 0/1, automatic acks)."""
@@ -224,38 +228,120 @@ class BatchingPahoClient(GracefulClosePahoClient):
                                    remaining_length=0, packet=bytearray(b""), to_process=0, pos=0)
 
     def _flush_batch(self) -> None:
-        """Acknowledge, then deliver, what the last read brought (acks first keep the broker sending)."""
-        if self._sink is None:
-            return
-        if self._acks:
+        """Acknowledge, then deliver, what the last read brought (acks first keep the broker sending).
+
+        Also writes what handling the read queued: the next messages of the send window after PUBACKs.
+        """
+        if self._sink is not None and self._acks:
             acks = b"".join([_ACK.pack(PUBACK, 2, mid) for mid in self._acks])
             self._acks = []
             self._out_packet.append({"command": PUBACK, "mid": 0, "qos": 0, "pos": 0, "to_process": len(acks),
                                      "packet": acks, "info": None})
+        if self._out_packet:
             self.loop_write()  # we are the network thread: no wake-up byte needed
-        if self._received:
+        if self._sink is not None and self._received:
             batch, self._received = self._received, []
             self._sink(batch)
 
     def _sock_close(self) -> None:
+        with self._write_lock:  # never while another thread is writing to this socket
+            self._close_socket()
+
+    def _close_socket(self) -> None:
         self._partial = bytearray()  # a new connection must not see the old one's bytes
         if self._sink is not None:
             self._acks = []  # the broker resends unacknowledged QoS 1 messages to the resumed session
         super()._sock_close()
 
+    # ---- the send window -------------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: paho.PayloadType = None, qos: int = 0, retain: bool = False,
+                properties: Properties | None = None) -> paho.MQTTMessageInfo:
+        with self._out_message_mutex:  # an RLock: paho takes it again inside
+            info = super().publish(topic, payload, qos, retain, properties)
+            message = self._out_messages.get(info.mid) if qos > 0 else None
+            if message is not None and message.state == paho.mqtt_ms_queued:
+                self._queued.append(message)
+        return info
+
+    def _update_inflight(self) -> paho.MQTTErrorCode:
+        """Send queued messages while the window has room (caller holds `_out_message_mutex`).
+
+        paho walks every outgoing message on each ack to find the next queued one, O(window) per ack;
+        queued messages are kept here in publish order instead.
+        """
+        while self._queued and self._inflight_messages < self._max_inflight_messages:
+            message = self._queued.popleft()
+            if message.state != paho.mqtt_ms_queued or self._out_messages.get(message.mid) is not message:
+                continue  # acknowledged or re-sent by a reconnect meanwhile
+            self._inflight_messages += 1
+            message.state = paho.mqtt_ms_wait_for_puback if message.qos == 1 else paho.mqtt_ms_wait_for_pubrec
+            rc = self._send_publish(message.mid, message.topic.encode("utf-8"), message.payload, message.qos,
+                                    message.retain, message.dup, properties=message.properties)
+            if rc != paho.MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return rc
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _messages_reconnect_reset_out(self) -> None:
+        super()._messages_reconnect_reset_out()
+        with self._out_message_mutex:  # whatever a reconnect left queued, in paho's order
+            self._queued = collections.deque(m for m in self._out_messages.values() if m.state == paho.mqtt_ms_queued)
+
     # ---- writing ---------------------------------------------------------------------------------
 
+    def _packet_queue(self, command: int, packet: bytes, mid: int, qos: int,
+                      info: paho.MQTTMessageInfo | None = None) -> paho.MQTTErrorCode:
+        """Queue a packet; a QoS 1 PUBLISH or a PUBACK is written at once by the thread that made it.
+
+        paho wakes its network thread with a byte for every packet, and that thread must take the GIL
+        back from whatever runs the model: at thousands of packets per second, that hand-off, not the
+        socket, was most of the publisher's cost. The network thread's own packets (acks, the next
+        message of the send window) go out at the end of the read that produced them.
+        """
+        if not _needs_nothing_after_write(command, qos):
+            return super()._packet_queue(command, packet, mid, qos, info)
+        self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0, "to_process": len(packet),
+                                 "packet": packet, "info": info})
+        if threading.current_thread() is self._thread:
+            return paho.MQTTErrorCode.MQTT_ERR_SUCCESS  # written by _flush_batch at the end of this read
+        if self._write_lock.acquire(blocking=False):  # else the network thread is writing: it takes ours too
+            try:
+                if self._state == paho._ConnectionState.MQTT_CS_CONNECTED:
+                    self._write_plain_runs()
+            finally:
+                self._write_lock.release()
+            if not self._out_packet:
+                return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+        self._wake_network_thread()  # leftovers (a full socket, a packet paho must write): select() takes over
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _wake_network_thread(self) -> None:
+        if self._sockpairW is not None:
+            try:
+                self._sockpairW.send(b"0")
+            except BlockingIOError:
+                pass
+
     def _packet_write(self) -> paho.MQTTErrorCode:
-        """Send runs of QoS 1 PUBLISH / PUBACK packets with one send(); paho writes anything else."""
+        """Runs of QoS 1 PUBLISH / PUBACK packets go out with one send(); paho writes anything else."""
+        with self._write_lock:
+            rc = self._write_plain_runs()
+            if rc != paho.MQTTErrorCode.MQTT_ERR_SUCCESS or not self._out_packet:
+                return rc
+            head = self._out_packet[0]
+            if _needs_nothing_after_write(head["command"], head["qos"]):
+                return rc  # a partly written run: the socket is full
+            return super()._packet_write()
+
+    def _write_plain_runs(self) -> paho.MQTTErrorCode:
+        """Send the queue's leading plain packets (caller holds the write lock); stop at any other kind."""
         while self._out_packet:
             run = self._plain_run()
-            if len(run) < 2:
-                for packet in reversed(run):
-                    self._out_packet.appendleft(packet)
-                return super()._packet_write()
+            if not run:
+                return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
             try:
                 sent = self._sock_send(b"".join([packet["packet"][packet["pos"]:] for packet in run]))
-            except (AttributeError, ValueError):
+            except (AttributeError, ValueError):  # as paho: the socket went away under us
                 self._requeue(run)
                 return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
             except BlockingIOError:
@@ -281,12 +367,11 @@ class BatchingPahoClient(GracefulClosePahoClient):
         return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _plain_run(self) -> list[dict]:
-        """Pop the leading packets that need nothing once written: QoS 1 PUBLISHes (done when acked) and PUBACKs."""
+        """Pop the leading packets that need nothing once written."""
         run, size = [], 0
         while self._out_packet and size < SEND_BYTES:
             packet = self._out_packet[0]
-            kind = packet["command"] & 0xF0
-            if not (kind == PUBACK or (kind == PUBLISH and packet["qos"] == 1)):
+            if not _needs_nothing_after_write(packet["command"], packet["qos"]):
                 break
             run.append(self._out_packet.popleft())
             size += packet["to_process"]
@@ -295,3 +380,9 @@ class BatchingPahoClient(GracefulClosePahoClient):
     def _requeue(self, packets: list[dict]) -> None:
         for packet in reversed(packets):
             self._out_packet.appendleft(packet)
+
+
+def _needs_nothing_after_write(command: int, qos: int) -> bool:
+    """A QoS 1 PUBLISH (done when acked) or a PUBACK: paho has no bookkeeping for the moment it is written."""
+    kind = command & 0xF0
+    return kind == PUBACK or (kind == PUBLISH and qos == 1)
