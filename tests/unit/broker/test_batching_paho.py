@@ -12,7 +12,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker.batching_paho import BatchingPahoClient, MalformedPacketError, decode_publish
+from broker.batching_paho import BatchingPahoClient, MalformedPacketError, decode_publish, encode_publish
 
 
 def varint(value: int) -> bytes:
@@ -168,3 +168,23 @@ def test_batching_needs_mqtt5():
     client = BatchingPahoClient(paho.CallbackAPIVersion.VERSION2, client_id="t", protocol=paho.MQTTv311)
     with pytest.raises(ValueError, match="MQTT 5"):
         client.set_batch_sink(lambda batch: None)
+
+
+@pytest.mark.parametrize(("topic", "payload", "mid", "qos", "retain", "dup"), [
+    (b"a/b", b"x" * 10, 5, 1, False, False),
+    (b"fleet/v1/infer/pi-01/s/up", b"y" * 1282, 65535, 1, False, True),
+    (b"t", b"", 0, 0, True, False),
+    (b"t" * 300, b"z" * 200_000, 7, 1, True, True),
+])
+def test_encode_publish_is_byte_for_byte_what_paho_builds(topic, payload, mid, qos, retain, dup):
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    built = []
+    client._packet_queue = lambda command, packet, *args, **kwargs: built.append(bytes(packet))
+    client._sock, peer = socket.socketpair()
+    try:
+        paho.Client._send_publish(client, mid, topic, payload, qos, retain, dup)
+    finally:
+        client._sock.close()
+        peer.close()
+        client._sock = None
+    assert encode_publish(topic, payload, mid, qos, retain, dup) == built[0]
