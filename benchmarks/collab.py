@@ -266,10 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.collab", description=__doc__)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--prompts-per-type", type=int, default=2)
+    # 20 responses: with 10, one run's agreement moved by +-0.012 (binomial noise over 640 tokens).
+    parser.add_argument("--prompts-per-type", type=int, default=4)
     parser.add_argument("--stop-at-eos", action="store_true",
                         help="end answers at <|im_end|> (default: exactly --new-tokens tokens each, as the issue asks)")
-    parser.add_argument("--target-agreement", type=float, default=0.91, help="collaborative agreement on calibration")
+    # The goal (0.90) plus the same 0.02 margin the standalone exit policy is calibrated with.
+    parser.add_argument("--target-agreement", type=float, default=0.92, help="collaborative agreement on calibration")
     parser.add_argument("--deadline-s", type=float, default=20.0, help="cloud deadline per token (normal modes)")
     parser.add_argument("--timeout-s", type=float, default=3600.0)
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset (sensitivity runs)")
