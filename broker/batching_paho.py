@@ -35,6 +35,9 @@ RECV_BYTES = 256 * 1024  # one recv() serves hundreds of hidden-state messages
 MAX_BATCH = 256  # deliver and acknowledge at least this often while a large read is parsed
 SEND_BYTES = 64 * 1024  # bytes joined into one send()
 CLOSE_WAIT_S = 1.0  # how long a clean disconnect waits for the broker to close its side
+QUEUED_HIGH_WATER = 1000  # messages waiting for the send window before a publisher sleeps
+QUEUED_LOW_WATER = 250  # ... until no more than this many wait
+ROOM_WAIT_S = 1.0  # longest sleep per publish: backpressure, never a stall
 
 PUBLISH, PUBACK = 0x30, 0x40
 _PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK, "Success")
@@ -140,6 +143,7 @@ class BatchingPahoClient(GracefulClosePahoClient):
         self._sink: BatchSink | None = None
         self._write_lock = threading.RLock()  # one writer at a time: the network thread or a publishing thread
         self._queued: collections.deque[paho.MQTTMessage] = collections.deque()  # waiting for the send window
+        self._room = threading.Condition(self._out_message_mutex)  # notified when _queued falls to the low water
 
     def set_batch_sink(self, sink: BatchSink) -> None:
         """Receive messages in batches instead of through on_message (MQTT 5, QoS 0/1, automatic acks)."""
@@ -279,7 +283,23 @@ class BatchingPahoClient(GracefulClosePahoClient):
             message = self._out_messages.get(info.mid) if qos > 0 else None
             if message is not None and message.state == paho.mqtt_ms_queued:
                 self._queued.append(message)
+                self._wait_for_room()
         return info
+
+    def _wait_for_room(self) -> None:
+        """Backpressure: a publisher far ahead of the send window sleeps until acks make room.
+
+        Without it a flood queues thousands of messages while the publishing thread and the network
+        thread trade the GIL at every message; sleeping hands the network thread the interpreter.
+        Never on the network thread (it makes the room), never while disconnected (paho keeps the
+        messages for the reconnect), and never for long: a stalled broker only slows the publisher.
+        """
+        if threading.current_thread() is self._thread:
+            return
+        deadline = time.monotonic() + ROOM_WAIT_S
+        while (len(self._queued) > QUEUED_HIGH_WATER and self._state == paho._ConnectionState.MQTT_CS_CONNECTED
+               and time.monotonic() < deadline):
+            self._room.wait(ROOM_WAIT_S)
 
     def _update_inflight(self) -> paho.MQTTErrorCode:
         """Send queued messages while the window has room (caller holds `_out_message_mutex`).
@@ -297,6 +317,9 @@ class BatchingPahoClient(GracefulClosePahoClient):
                                     message.retain, message.dup, properties=message.properties)
             if rc != paho.MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return rc
+        if len(self._queued) <= QUEUED_LOW_WATER:
+            with self._room:  # re-entrant: paho's callers already hold it
+                self._room.notify_all()
         return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _send_publish(self, mid: int, topic: bytes, payload: bytes | bytearray = b"", qos: int = 0,

@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from broker import topics
+from broker.batching_paho import QUEUED_HIGH_WATER
 from broker.client import BusClient
 from broker.errors import BusError, BusTimeoutError
 from broker.messages import Heartbeat, NodeCommand, NodeDeath, TaskResult
@@ -195,3 +196,21 @@ def test_connecting_shortens_the_gil_switch_interval(mosquitto):
             assert sys.getswitchinterval() == pytest.approx(0.005)  # 0 leaves the interpreter alone
     finally:
         sys.setswitchinterval(default)
+
+
+def test_a_publisher_far_ahead_of_the_send_window_waits_for_room(mosquitto):
+    # Backpressure: queueing thousands of messages while the network thread fights for the GIL cost
+    # twice the CPU; the publisher sleeps above the high-water mark until acks drain the queue.
+    seqs, most_queued, COUNT = [], 0, 10_000
+    with connect(mosquitto, "cloud-1") as cloud, connect(mosquitto, "pi-01") as edge:
+        cloud.subscribe(topics.INFER_UP, lambda env: seqs.append(env.message.seq), wait_s=5, edge="pi-01", session="s2")
+        topic = topics.INFER_UP.topic(edge="pi-01", session="s2")
+        payloads = [ContextChunk(session_id="s2", seq=seq, first_position=seq, count=1, hidden_size=HIDDEN_BYTES // 2,
+                                 data=bytes(HIDDEN_BYTES)).to_bytes() for seq in range(COUNT)]
+        for payload in payloads:  # as fast as paho takes them
+            edge.publish_bytes(topic, payload)
+            most_queued = max(most_queued, len(edge._mqtt._queued))
+        assert edge.flush(30)
+        assert wait_until(lambda: len(seqs) >= COUNT, 30)
+    assert most_queued <= QUEUED_HIGH_WATER + 1
+    assert seqs == list(range(COUNT))
