@@ -1,10 +1,12 @@
 """End to end in a real browser: nodes publish metric batches on the bus, the recorder writes them to influxd,
 `streamlit run` serves the dashboard, headless Chromium opens every page, checks it shows the fleet's
-data, and saves a screenshot under docs/screenshots/.
+data, and saves a screenshot of each: under $EDGEFLEET_SCREENSHOTS (set it to docs/screenshots to refresh the
+committed ones), else in pytest's temporary directory, so a test run leaves the checkout clean.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -34,7 +36,7 @@ from tests.integration.test_recorder_support import RunningInflux
 
 influxd = support.influxd  # fixture
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SCREENSHOTS_ENV = "EDGEFLEET_SCREENSHOTS"
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 CHROMIUM_FLAGS = (
@@ -143,7 +145,7 @@ def open_page(driver: webdriver.Chrome, url: str, title: str, expected: list[str
     return driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
 
 
-def screenshot(driver: webdriver.Chrome, name: str) -> None:
+def screenshot(driver: webdriver.Chrome, directory: Path, name: str) -> None:
     """The whole page: grow the window to the content's height first (Streamlit scrolls inside stMain)."""
     height = driver.execute_script(
         "const main = document.querySelector('[data-testid=\"stMain\"]');"
@@ -151,8 +153,8 @@ def screenshot(driver: webdriver.Chrome, name: str) -> None:
     )
     driver.set_window_size(WIDTH, min(4000, int(height) + 40))
     time.sleep(0.8)  # charts re-lay out to the new size
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    assert driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    directory.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(directory / f"{name}.png"))
 
 
 PAGES = [
@@ -167,12 +169,14 @@ PAGES = [
 
 @pytest.mark.parametrize(("path", "title", "expected", "charts", "cells"), PAGES, ids=[page[1] for page in PAGES])
 def test_page_shows_the_recorded_fleet(
-    fleet: Fleet, browser: webdriver.Chrome, path: str, title: str, expected: list[str], charts: int, cells: list[str]
+    fleet: Fleet, browser: webdriver.Chrome, path: str, title: str, expected: list[str], charts: int, cells: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     open_page(browser, f"{fleet.dashboard.url}/{path}", title, expected, charts)
     # Tables draw on a canvas; their accessible DOM copy carries the cell texts.
     assert wait_until(lambda: all(cell in browser.page_source for cell in cells), timeout_s=10), cells
-    screenshot(browser, title.lower())
+    screenshot(browser, Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path_factory.getbasetemp() / "screenshots"),
+               title.lower())
 
 
 def test_rounds_page_refreshes_live(fleet: Fleet, browser: webdriver.Chrome) -> None:
