@@ -49,9 +49,9 @@ class BusConfig:
     reconnect_min_s: float = 0.2  # first reconnect delay; doubles up to reconnect_max_s
     reconnect_max_s: float = 5.0
     session_expiry_s: int = 300  # broker keeps our subscriptions and QoS 1 backlog this long while away
-    # Unacknowledged QoS 1 messages we may have out. paho rescans its whole in-flight window on every
-    # PUBACK while messages queue behind it, so a big window costs O(window) per ack; 100 keeps a flood
-    # cheap and still covers 100 x the loopback round trip.
+    # Unacknowledged QoS 1 messages we may have out: 100 covers 100 x the loopback round trip. Plain paho
+    # (batched_io = false) walks every outgoing message on each PUBACK, so a big window costs O(window)
+    # per ack there; the batched client keeps its queue in order and pays O(1).
     max_inflight: int = 100
     receive_maximum: int = 1000  # unacknowledged QoS 1 messages the broker may have out to us
     # Batched reads, acks and writes (broker/batching_paho.py), which replace part of paho 2.2's
