@@ -29,6 +29,7 @@ class EdgeConfig:
     split_layer: int = 20  # collaborative mode: the edge runs layers [0, split), the cloud the rest
     cloud_deadline_s: float = 5.0  # collaborative mode: cloud silent this long -> finish the answer locally
     torch_threads: int = 0  # intra-op threads; 0 = torch's default (all cores). Several nodes on one host: 1
+    stop_wait_s: float = 8.0  # on stop, how long the running task may take to end and report (make run allows 10)
 
     def __post_init__(self) -> None:
         check(valid_node_id(self.node_id), "node_id", f"{self.node_id!r} must be 1-64 of letters, digits, '-', '_', '.'")
@@ -42,4 +43,5 @@ class EdgeConfig:
         check(self.split_layer >= 1, "split_layer", "must be >= 1")
         check(self.cloud_deadline_s > 0, "cloud_deadline_s", "must be > 0")
         check(self.torch_threads >= 0, "torch_threads", "must be >= 0")
+        check(self.stop_wait_s >= 0, "stop_wait_s", "must be >= 0")
         check(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")

@@ -98,10 +98,22 @@ class EdgeService:
         self._stop.set()
         self.queue.close()
         self.http.stop()
+        self._finish_running_task()
         self.deployer.close()
         self.presence.stop()
         self.cache.unload_idle()
         self.executor.csv.close()
+
+    def _finish_running_task(self) -> None:
+        """Let the task in progress end and report while the bus is still up. Returning with the worker
+        inside torch let the interpreter exit under it: a C++ abort ("terminate called without an active
+        exception") instead of a clean stop."""
+        worker = self._threads[0]
+        if worker.is_alive() and threading.current_thread() is not worker:
+            worker.join(self.config.stop_wait_s)
+            if worker.is_alive():
+                logger.warning("%s: the running task did not end within %.0f s of stop", self.node_id,
+                               self.config.stop_wait_s)
 
     # ---- intake ----------------------------------------------------------------------------------
 

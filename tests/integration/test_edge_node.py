@@ -160,3 +160,19 @@ def test_node_survives_garbage_dispatches_and_a_corrupt_model(mosquitto, edge, s
     assert "tiny-exits" in broken.json()["error"]
     fine = post(edge, {"task_type": "TC", "model_name": "tiny-llama", "prompt": "x", "wait": True})
     assert fine.json()["status"] == "ok"
+
+
+def test_stop_lets_the_running_task_end_and_report(mosquitto, edge):
+    # Stopping with the worker still inside torch let the interpreter exit under it (a C++ abort).
+    results = []
+    with BusClient("center", mosquitto.bus_config("center")) as center:
+        center.subscribe(topics.TASK_RESULT, lambda env: results.append(env.message), wait_s=5, node="pi-01")
+        task = TaskSpec(task_id="long", task_type="chat", prompt="Tell me a long story.", model_id="tiny-llama",
+                        round_id=1, max_new_tokens=400)
+        center.publish(topics.TASK_DISPATCH, TaskDispatch(round_id=1, tasks=(task,), sent_at=0.0), node="pi-01")
+        assert wait_until(lambda: edge.results.get("long") == "running", 10)
+        edge.stop()
+        assert not edge._threads[0].is_alive()
+        assert wait_until(lambda: results, 5)
+    assert results[0].task_id == "long"
+    assert results[0].status == "ok"
