@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.link_faults import CutTransport
 from benchmarks.report import print_result
 from edge_node.deployer import DeployConfig, ModelDeployer
 from edge_node.model_install import STAGING_DIR
@@ -33,44 +34,6 @@ from models.paths import default_store_root
 NODE = "pi-01"
 PREFERRED_MODELS = ("smollm2-135m-int8", "smollm2-135m")
 FAST_RETRY = DeployConfig(backoff_initial_s=0.05, progress_interval_s=1.0)
-
-
-class _CutStream(httpx.SyncByteStream):
-    """Passes bytes through, then breaks the connection after `limit` bytes, as a dropped link would."""
-
-    def __init__(self, inner: httpx.SyncByteStream, limit: int) -> None:
-        self.inner, self.limit = inner, limit
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        passed = 0
-        for chunk in self.inner:
-            if passed + len(chunk) >= self.limit:
-                yield chunk[: self.limit - passed]
-                raise httpx.ReadError("link cut by the benchmark")
-            passed += len(chunk)
-            yield chunk
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class CutOnceTransport(httpx.BaseTransport):
-    """Real HTTP; the first response for `file_name` breaks after `limit` bytes."""
-
-    def __init__(self, file_name: str, limit: int) -> None:
-        self.inner = httpx.HTTPTransport()
-        self.file_name, self.limit, self.cut = file_name, limit, False
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self.inner.handle_request(request)
-        if self.cut or not request.url.path.endswith("/" + self.file_name):
-            return response
-        self.cut = True
-        return httpx.Response(response.status_code, headers=response.headers,
-                              stream=_CutStream(response.stream, self.limit), extensions=response.extensions)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def pick_model(store: Path, scratch: Path) -> tuple[Path, str]:
@@ -113,7 +76,7 @@ def measure_resume(server: ArtifactServer, model_id: str, scratch: Path) -> dict
     """Cut the biggest file halfway; prove from the server's log that the retry sent only the rest."""
     file_name, size = largest_file(server.store_root, model_id)
     cut_at = size // 2
-    transport = CutOnceTransport(file_name, cut_at)
+    transport = CutTransport({file_name: cut_at})
     edge = scratch / "edge-resume"
     deployer = ModelDeployer(NODE, edge, lambda status: None, FAST_RETRY,
                              client_factory=lambda: httpx.Client(transport=transport, timeout=30))

@@ -3,7 +3,6 @@
 import hashlib
 import json
 import socket
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,23 +16,10 @@ from fleet_center.artifacts import (
     parse_range,
     parse_route,
 )
-from models.manifest import MANIFEST_NAME, Manifest, describe_files
+from models.manifest import MANIFEST_NAME
+from tests.unit.manifest_dirs import make_model
 
 WEIGHTS = bytes(range(256)) * 4096  # 1 MiB with a recognisable pattern
-
-
-def make_model(root: Path, model_id: str, files: dict[str, bytes]) -> Path:
-    """A store entry with a real manifest (sizes and sha256) but no torch weights."""
-    directory = root / model_id
-    directory.mkdir(parents=True)
-    for name, data in files.items():
-        (directory / name).write_bytes(data)
-    described = describe_files(directory)
-    manifest = Manifest(id=model_id, architecture="LlamaForCausalLM", layers=1, hidden_size=8, vocab_size=16,
-                        parameters=1, bytes=sum(e.bytes for e in described.values()), dtype="float32",
-                        variant="tiny", source="test", files=described)
-    (directory / MANIFEST_NAME).write_text(manifest.to_json())
-    return directory
 
 
 @pytest.fixture

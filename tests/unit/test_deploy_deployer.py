@@ -2,71 +2,20 @@
 
 import hashlib
 import threading
-from pathlib import Path
 
 import httpx
 import pytest
 
+from benchmarks.link_faults import CutTransport
 from edge_node.deploy_errors import DeployFailed
 from edge_node.deployer import DeployConfig, ModelDeployer, parse_index
 from edge_node.model_install import STAGING_DIR
 from fleet_center.artifacts import ArtifactServer, build_index
-from models.manifest import MANIFEST_NAME, Manifest, describe_files
+from models.manifest import MANIFEST_NAME
+from tests.unit.manifest_dirs import make_model
 
 WEIGHTS = bytes(range(256)) * 8192  # 2 MiB
 NODE = "pi-01"
-
-
-def make_model(root: Path, model_id: str, files: dict[str, bytes]) -> Path:
-    """A store entry with a real manifest (sizes and sha256) but no torch weights."""
-    directory = root / model_id
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        (directory / name).write_bytes(data)
-    described = describe_files(directory)
-    manifest = Manifest(id=model_id, architecture="LlamaForCausalLM", layers=1, hidden_size=8, vocab_size=16,
-                        parameters=1, bytes=sum(e.bytes for e in described.values()), dtype="float32",
-                        variant="tiny", source="test", files=described)
-    (directory / MANIFEST_NAME).write_text(manifest.to_json())
-    return directory
-
-
-class _CutStream(httpx.SyncByteStream):
-    def __init__(self, inner: httpx.SyncByteStream, limit: int) -> None:
-        self.inner, self.limit = inner, limit
-
-    def __iter__(self):
-        passed = 0
-        for chunk in self.inner:
-            if passed + len(chunk) >= self.limit:
-                yield chunk[: self.limit - passed]
-                raise httpx.ReadError("connection cut by the test")
-            passed += len(chunk)
-            yield chunk
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class CutTransport(httpx.BaseTransport):
-    """Real HTTP, except that the first response for each named file breaks after N bytes."""
-
-    def __init__(self, cut_after: dict[str, int]) -> None:
-        self.inner = httpx.HTTPTransport()
-        self.cut_after = dict(cut_after)
-        self.requests: list[httpx.Request] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        response = self.inner.handle_request(request)
-        limit = self.cut_after.pop(request.url.path.rsplit("/", 1)[-1], None)
-        if limit is None:
-            return response
-        return httpx.Response(response.status_code, headers=response.headers,
-                              stream=_CutStream(response.stream, limit), extensions=response.extensions)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @pytest.fixture
