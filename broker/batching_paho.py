@@ -141,6 +141,8 @@ class BatchingPahoClient(GracefulClosePahoClient):
         self._partial = bytearray()  # the start of a packet whose remaining bytes have not arrived yet
         self._partial_needs = 0  # bytes of it needed before parsing again (a lower bound while its header is cut)
         self._sink: BatchSink | None = None
+        self._received: list[Received] = []  # this read's messages, for the sink
+        self._acks: list[int] = []  # this read's QoS 1 packet ids, acknowledged in one write
         self._write_lock = threading.RLock()  # one writer at a time: the network thread or a publishing thread
         self._queued: collections.deque[paho.MQTTMessage] = collections.deque()  # waiting for the send window
         self._room = threading.Condition(self._out_message_mutex)  # notified when _queued falls to the low water
@@ -150,8 +152,6 @@ class BatchingPahoClient(GracefulClosePahoClient):
         if self._protocol != paho.MQTTv5:
             raise ValueError("batched delivery decodes MQTT 5 PUBLISH packets only")
         self._sink = sink
-        self._received: list[Received] = []
-        self._acks: list[int] = []
 
     # ---- reading ---------------------------------------------------------------------------------
 
@@ -253,26 +253,20 @@ class BatchingPahoClient(GracefulClosePahoClient):
 
         Also writes what handling the read queued: the next messages of the send window after PUBACKs.
         """
-        if self._sink is not None and self._acks:
-            acks = b"".join([_ACK.pack(PUBACK, 2, mid) for mid in self._acks])
-            self._acks = []
-            self._out_packet.append({"command": PUBACK, "mid": 0, "qos": 0, "pos": 0, "to_process": len(acks),
-                                     "packet": acks, "info": None})
+        if self._acks:
+            acks, self._acks = self._acks, []
+            self._packet_queue(PUBACK, b"".join([_ACK.pack(PUBACK, 2, mid) for mid in acks]), 0, 0)
         if self._out_packet:
             self.loop_write()  # we are the network thread: no wake-up byte needed
-        if self._sink is not None and self._received:
+        if self._received:
             batch, self._received = self._received, []
             self._sink(batch)
 
     def _sock_close(self) -> None:
         with self._write_lock:  # never while another thread is writing to this socket
-            self._close_socket()
-
-    def _close_socket(self) -> None:
-        self._partial = bytearray()  # a new connection must not see the old one's bytes
-        if self._sink is not None:
+            self._partial = bytearray()  # a new connection must not see the old one's bytes
             self._acks = []  # the broker resends unacknowledged QoS 1 messages to the resumed session
-        super()._sock_close()
+            super()._sock_close()
 
     # ---- the send window -------------------------------------------------------------------------
 
