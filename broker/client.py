@@ -78,8 +78,7 @@ class BusClient:
         self._pending: dict[bytes, Future[Envelope]] = {}
         self._reply_topic = topics.REPLY.topic(client=client_id)
         self._shared_filters: dict[str, str] = {}  # plain filter -> $share/... filter actually subscribed
-        self._subacks: dict[int, list[ReasonCode]] = {}  # SUBACK reasons by packet id, until a waiter takes them
-        self._suback_waiters: dict[int, threading.Event] = {}
+        self._subacks: dict[int, Future[list[ReasonCode]]] = {}  # subscribe(wait_s=) waiting, by packet id
         self._dispatcher = Dispatcher(client_id, self.stats)
         self._mqtt = self._make_paho_client()
 
@@ -257,25 +256,25 @@ class BusClient:
         full_filter = topics.shared(filter_, shared_group) if shared_group else filter_
         self._dispatcher.add(Subscription(filter_, spec.qos, handler))
         self._shared_filters[filter_] = full_filter
-        if self._connected.is_set():
+        if not self._connected.is_set():
+            return
+        suback: Future[list[ReasonCode]] = Future()
+        with self._lock:  # registered before _on_subscribe can look for it
             _, mid = self._mqtt.subscribe(full_filter, qos=spec.qos)
             if wait_s is not None:
-                self._wait_suback(mid, full_filter, wait_s)
-
-    def _wait_suback(self, mid: int, filter_: str, wait_s: float) -> None:
-        with self._lock:
-            reasons = self._subacks.pop(mid, None)
-            waiter = self._suback_waiters[mid] = threading.Event() if reasons is None else None
-        if waiter is not None:
-            if not waiter.wait(wait_s):
-                with self._lock:
-                    self._suback_waiters.pop(mid, None)
-                raise BusTimeoutError(f"{self.client_id}: no SUBACK for {filter_} within {wait_s:.1f} s")
+                self._subacks[mid] = suback
+        if wait_s is None:
+            return
+        try:
+            reasons = suback.result(wait_s)
+        except FutureTimeout:
+            raise BusTimeoutError(f"{self.client_id}: no SUBACK for {full_filter} within {wait_s:.1f} s") from None
+        finally:
             with self._lock:
-                reasons = self._subacks.pop(mid, [])
-        refused = [str(reason) for reason in reasons or [] if reason.is_failure]
+                self._subacks.pop(mid, None)
+        refused = [str(reason) for reason in reasons if reason.is_failure]
         if refused:
-            raise BusError(f"{self.client_id}: broker refused the subscription to {filter_}: {', '.join(refused)}")
+            raise BusError(f"{self.client_id}: broker refused the subscription to {full_filter}: {', '.join(refused)}")
 
     def unsubscribe(self, spec: topics.TopicSpec, **params: str) -> None:
         filter_ = spec.filter(**params)
@@ -373,12 +372,9 @@ class BusClient:
     def _on_subscribe(self, client: paho.Client, userdata: object, mid: int, reasons: list[ReasonCode],
                       properties: object) -> None:
         with self._lock:
-            waiter = self._suback_waiters.pop(mid, None)
-            if waiter is None and len(self._subacks) >= 1000:
-                self._subacks.clear()  # nobody waited for these; keep the table small
-            self._subacks[mid] = reasons
-        if waiter is not None:
-            waiter.set()
+            suback = self._subacks.pop(mid, None)
+        if suback is not None:
+            suback.set_result(reasons)
         for reason in reasons:
             if reason.is_failure:
                 logger.warning("%s: broker refused a subscription: %s", self.client_id, reason)
