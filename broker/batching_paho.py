@@ -288,8 +288,8 @@ class BatchingPahoClient(GracefulClosePahoClient):
         Never on the network thread (it makes the room), never while disconnected (paho keeps the
         messages for the reconnect), and never for long: a stalled broker only slows the publisher.
         """
-        if threading.current_thread() is self._thread:
-            return
+        if len(self._queued) <= QUEUED_HIGH_WATER or threading.current_thread() is self._thread:
+            return  # the common case, checked first: it runs for every queued publish
         deadline = time.monotonic() + ROOM_WAIT_S
         while (len(self._queued) > QUEUED_HIGH_WATER and self._state == paho._ConnectionState.MQTT_CS_CONNECTED
                and time.monotonic() < deadline):
