@@ -34,8 +34,9 @@ $(STAMP_VENV): requirements.txt pyproject.toml
 model-store: $(STAMP_VENV)
 	$(PY) -m models prepare
 
+# Extra flags for the fleet, e.g. make run ARGS="--set edge_link=wan --set edge_cpu_quota=0.25"
 run: setup
-	$(PY) -m fleet_center.local_fleet
+	$(PY) -m fleet_center.local_fleet $(ARGS)
 
 lint: $(STAMP_VENV)
 	$(PY) -m ruff check .

@@ -39,6 +39,7 @@ from broker.dispatcher import BusStats, Dispatcher, Envelope, Handler, Subscript
 from broker.errors import BusError, BusNotConnectedError, BusTimeoutError, MessageError
 from broker.messages.codec import Message, decode
 from broker.settings import BusConfig
+from emulation.link_proxy import LinkProxy, start_link_proxy
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class BusClient:
         self._shared_filters: dict[str, str] = {}  # plain filter -> $share/... filter actually subscribed
         self._subacks: dict[int, Future[list[ReasonCode]]] = {}  # subscribe(wait_s=) waiting, by packet id
         self._dispatcher = Dispatcher(client_id, self.stats)
+        self._link: LinkProxy | None = None  # the emulated link's proxy when bus.link_profile is not lan
         self._mqtt = self._make_paho_client()
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -93,10 +95,14 @@ class BusClient:
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self.config.session_expiry_s
         properties.ReceiveMaximum = self.config.receive_maximum
+        host, port = self.config.host, self.config.port
         try:
+            if self.config.link_profile != "lan":  # emulated link: paho talks to a local proxy in front of the broker
+                self._link = start_link_proxy(self.config.link_profile, host, port)
+                host, port = self._link.host, self._link.port
             self._mqtt.connect_async(
-                self.config.host,
-                self.config.port,
+                host,
+                port,
                 keepalive=self.config.keepalive_s,
                 clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY,
                 properties=properties,
@@ -138,6 +144,8 @@ class BusClient:
         finally:
             self._mqtt.loop_stop()
             self._dispatcher.stop(timeout_s)
+            if self._link is not None:
+                self._link.stop()
             for future in list(self._pending.values()):
                 future.cancel()
 
@@ -149,6 +157,8 @@ class BusClient:
         if sock is not None:
             sock.close()
         self._dispatcher.stop(timeout_s=0.0)
+        if self._link is not None:
+            self._link.stop()
 
     def __enter__(self) -> BusClient:
         return self if self._dispatcher.started else self.connect()

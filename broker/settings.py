@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
 from broker.errors import ConfigError
+from emulation.link_profiles import get_profile
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class BusConfig:
     # code, paho's network thread then waits ~5 ms per packet (measured: QoS 1 p50 54 ms -> 4 ms at
     # 0.5 ms). Connecting sets the process's switch interval to at most this; 0 leaves it alone.
     gil_switch_interval_s: float = 0.0005
+    # Emulated link to the broker (emulation/link_profiles.py): lan = direct; wan, cellular = through an
+    # in-process proxy adding their delay and rate (docs/emulation.md).
+    link_profile: str = "lan"
 
     def __post_init__(self) -> None:
         check(bool(self.host), "bus.host", "must not be empty")
@@ -71,6 +75,7 @@ class BusConfig:
         check(1 <= self.max_inflight <= 65535, "bus.max_inflight", "must be 1-65535")
         check(1 <= self.receive_maximum <= 65535, "bus.receive_maximum", "must be 1-65535")
         check(0 <= self.gil_switch_interval_s <= 0.1, "bus.gil_switch_interval_s", "must be between 0 and 0.1")
+        get_profile(self.link_profile, key="bus.link_profile")  # raises ConfigError listing the known ones
 
     def for_node(self, node_id: str) -> BusConfig:
         """This config with the node's credentials filled in (username = node id, password from file)."""

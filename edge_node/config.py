@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from broker.messages.membership import valid_node_id
 from broker.settings import FLEET_DIR, BusConfig, check
+from emulation.cpu_quota import check_quota
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class EdgeConfig:
     split_layer: int = 20  # collaborative mode: the edge runs layers [0, split), the cloud the rest
     cloud_deadline_s: float = 5.0  # collaborative mode: cloud silent this long -> finish the answer locally
     torch_threads: int = 0  # intra-op threads; 0 = torch's default (all cores). Several nodes on one host: 1
+    # Emulated edge speed (emulation/cpu_quota.py): the fraction of one core this node may use, e.g. 0.25
+    # for a Raspberry Pi next to a server; 0 = unlimited. A cgroup where writable, else per-layer delays.
+    cpu_quota: float = 0.0
     stop_wait_s: float = 8.0  # on stop, how long the running task may take to end and report (make run allows 10)
 
     def __post_init__(self) -> None:
@@ -44,4 +48,5 @@ class EdgeConfig:
         check(self.cloud_deadline_s > 0, "cloud_deadline_s", "must be > 0")
         check(self.torch_threads >= 0, "torch_threads", "must be >= 0")
         check(self.stop_wait_s >= 0, "stop_wait_s", "must be >= 0")
+        check(not check_quota(self.cpu_quota), "cpu_quota", check_quota(self.cpu_quota))
         check(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from edge_node.metrics_csv import MetricsCsvWriter
 from edge_node.model_cache import CacheConfig, ModelCache
 from edge_node.results import ResultBook
 from edge_node.task_queue import QueueError, TaskQueue
+from emulation.cpu_quota import CpuLimit, limit_cpu
 from models.errors import UnknownModelError
 from models.loaded import LoadedModel
 from models.paths import default_store_root
@@ -43,7 +45,7 @@ class EdgeService:
         self.store = ModelStore(Path(config.model_store) if config.model_store else default_store_root())
         budget = config.memory_budget_mb * 2**20 or None
         self.cache: ModelCache[LoadedModel] = ModelCache(
-            loader=self.store.load, size_of=LoadedModel.memory_bytes, clock=time.time,
+            loader=self._load_model, size_of=LoadedModel.memory_bytes, clock=time.time,
             config=CacheConfig(default_keep_alive_s=config.keep_alive_s, max_loaded_models=config.max_loaded_models,
                                memory_budget_bytes=budget, wait_timeout_s=config.cache_wait_s),
             estimate_bytes=self._estimate_bytes,
@@ -67,6 +69,7 @@ class EdgeService:
         # Downloads (index + files over HTTP, resumable, sha256-checked) report through _on_deploy_status.
         self.deployer = ModelDeployer(config.node_id, self.store.root, self._on_deploy_status)
         self._deploy_commands: dict[str, NodeCommand] = {}
+        self.cpu_limit = CpuLimit(0.0, "none", os.getpid())  # set by start() from config.cpu_quota
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._work_loop, name="edge-worker", daemon=True),
                          threading.Thread(target=self._expiry_loop, name="edge-cache-expiry", daemon=True)]
@@ -76,6 +79,8 @@ class EdgeService:
         return self.config.node_id
 
     def start(self) -> EdgeService:
+        # Before any model loads: the whole process runs under the emulated CPU (docs/emulation.md).
+        self.cpu_limit = limit_cpu(self.config.cpu_quota, self.node_id)
         if self.config.torch_threads:
             # OpenMP workers spin while they wait: on an oversubscribed host (several nodes, 2 cores)
             # two threads per node made a tiny model 10x slower than one.
@@ -103,6 +108,7 @@ class EdgeService:
         self.presence.stop()
         self.cache.unload_idle()
         self.executor.csv.close()
+        self.cpu_limit.release()
 
     def _finish_running_task(self) -> None:
         """Let the task in progress end and report while the bus is still up. Returning with the worker
@@ -238,6 +244,11 @@ class EdgeService:
         stats = self.queue.stats()
         return {"queue_refused": float(stats.refused_full), "tasks_expired": float(stats.expired),
                 "tasks_dequeued": float(stats.dequeued)}
+
+    def _load_model(self, model_id: str) -> LoadedModel:
+        model = self.store.load(model_id)
+        self.cpu_limit.install_on_layers(model.model.model.layers)  # the fallback when no cgroup is writable
+        return model
 
     def _estimate_bytes(self, model_id: str) -> int:
         try:

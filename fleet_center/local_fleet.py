@@ -16,10 +16,13 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from broker.errors import ConfigError
 from broker.launcher import BrokerConfig, LocalBroker
 from broker.settings import FLEET_DIR, REPO_ROOT
 from dashboards.config import DashboardConfig
 from dashboards.launcher import DashboardProcess, DashboardServerConfig
+from emulation.cpu_quota import check_quota
+from emulation.link_profiles import get_profile
 from fleet_center.recorder.launcher import LocalInfluxDB, ServerConfig
 
 logger = logging.getLogger(__name__)
@@ -59,6 +62,27 @@ def _stop(children: list[Child], timeout_s: float = 10.0) -> None:
             child.process.kill()
 
 
+def _edge_emulation(args: argparse.Namespace) -> list[str]:
+    """The edges' `--set` flags for an emulated link and CPU (`--set edge_link=wan` etc.). Raises ConfigError."""
+    link, quota = args.edge_link, str(args.edge_cpu_quota)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key.strip() == "edge_link":
+            link = value.strip()
+        elif key.strip() == "edge_cpu_quota":
+            quota = value.strip()
+        else:
+            raise ConfigError(f"{key.strip()}: unknown setting (known: edge_cpu_quota, edge_link)")
+    get_profile(link, key="edge_link")
+    try:
+        problem = check_quota(float(quota))
+    except ValueError:
+        problem = f"expected a number, got {quota!r}"
+    if problem:
+        raise ConfigError(f"edge_cpu_quota: {problem}")
+    return ["--set", f"bus.link_profile={link}", "--set", f"cpu_quota={quota}"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet_center.local_fleet", description=__doc__)
     parser.add_argument("--edges", type=int, default=3, help="number of edge nodes")
@@ -70,7 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=0, help="rounds the center runs; 0 = keep going")
     parser.add_argument("--influx-port", type=int, default=8086, help="InfluxDB HTTP port")
     parser.add_argument("--dashboard-port", type=int, default=8501, help="Streamlit dashboard port")
+    parser.add_argument("--edge-link", default="lan", help="link profile between each edge and the broker: "
+                        "lan, wan or cellular (docs/emulation.md)")
+    parser.add_argument("--edge-cpu-quota", type=float, default=0.0,
+                        help="fraction of one core each edge may use (0.25 ~ a Raspberry Pi); 0 = unlimited")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="edge_link=wan or edge_cpu_quota=0.25 (the same as the flags)")
     args = parser.parse_args(argv)
+    try:
+        edge_settings = _edge_emulation(args)
+    except ConfigError as error:
+        parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s    fleet | %(message)s")
     edge_ids = tuple(f"pi-{i:02d}" for i in range(1, args.edges + 1))
     broker = LocalBroker(BrokerConfig(port=args.port, edge_users=edge_ids))
@@ -90,15 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     center = _spawn("center", ["fleet_center"], env)
     nodes.append(_spawn("cloud-1", ["cloud_node", "--node-id", "cloud-1"], env))
     nodes += [
-        _spawn(node_id, ["edge_node", "--node-id", node_id, "--set", f"http_port={args.edge_http_port + i}"], env)
+        _spawn(node_id, ["edge_node", "--node-id", node_id, "--set", f"http_port={args.edge_http_port + i}",
+                         *edge_settings], env)
         for i, node_id in enumerate(edge_ids)
     ]
     dashboard.start()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    logger.info("fleet running: broker on 127.0.0.1:%d, InfluxDB at %s, center, cloud-1, %s", args.port, influx.url,
-                ", ".join(edge_ids))
+    logger.info("fleet running: broker on 127.0.0.1:%d, InfluxDB at %s, center, cloud-1, %s (edges: %s)", args.port,
+                influx.url, ", ".join(edge_ids), " ".join(edge_settings[1::2]))
     logger.info("dashboard: %s  (Ctrl-C stops everything)", dashboard.url)
     try:
         while not stop.wait(1.0):
