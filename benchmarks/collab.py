@@ -126,7 +126,7 @@ def summarize(model, prompt_ids: list[int], generation) -> dict:
         "agreeing_tokens": agree, "agrees": [int(a == b) for a, b in zip(full_choice, generation.token_ids, strict=True)], "ttft_ms": generation.ttft_s * 1e3, "total_s": generation.total_s,
         "bytes_up": generation.bytes_up, "bytes_down": generation.bytes_down,
         "cloud_requests": generation.cloud_requests, "fallback": generation.fallback,
-        "decided_by": [t.decided_by for t in generation.tokens], "exit_layers": [t.exit_layer for t in generation.tokens],
+        "decided_by": [t.decided_by for t in generation.tokens], "layers": [t.layer for t in generation.tokens],
     }
 
 
@@ -245,8 +245,8 @@ def agreement_by_source(rows: list[dict]) -> dict[str, float]:
     """Agreement of the tokens decided at each place (edge exit layer, cloud), to see where errors come from."""
     counts: dict[str, list[int]] = {}
     for row in rows:
-        for by, layer, agrees in zip(row["decided_by"], row["exit_layers"], row["agrees"], strict=True):
-            key = f"edge@{layer}" if by == "edge" else by
+        for by, layer, agrees in zip(row["decided_by"], row["layers"], row["agrees"], strict=True):
+            key = f"edge@{layer}" if by == "exit" else by
             counts.setdefault(key, [0, 0])
             counts[key][0] += agrees
             counts[key][1] += 1

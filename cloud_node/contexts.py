@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from cloud_node.eviction import SessionFigures, expired, lru_victims
+from models.decoding import LayerStack, top_token
 from models.loaded import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,7 @@ class SessionContext:
         self.model = model
         self.split_layer = split_layer
         self.hidden_size = model.hidden_size
-        self.decoder = model.decoder_slice(split_layer, model.num_layers)
-        self.head = model.head_slice()
+        self.stack = LayerStack(model, split_layer, model.num_layers)  # layers [k, L) and their KV cache
         self.states = torch.zeros(64, self.hidden_size, dtype=torch.float16)  # (capacity, C), grows by doubling
         self.known = torch.zeros(64, dtype=torch.bool)  # (capacity,)
         self.contiguous = 0  # positions [0, contiguous) are all known
@@ -81,19 +81,18 @@ class SessionContext:
         """The full model's greedy token after positions [0, position]. Asserts the states are all here."""
         assert self.contiguous > position, f"{self.session_id}: positions from {self.contiguous} missing"
         started = time.perf_counter()
-        start = self.decoder.length
+        start = self.stack.length
         if position < start:  # asked again (a retry): recompute the last position only
             start = position
         rows = self.states[start : position + 1].to(self.model.dtype).unsqueeze(0)  # (1, n, C)
-        hidden_states = self.decoder(rows, position=start)  # (1, n, C)
-        logits = self.head(hidden_states[:, -1:])[0, -1]  # (V,)
-        probabilities = torch.softmax(logits.float(), dim=-1)
-        probability, token = probabilities.max(dim=-1)
+        hidden_states = self.stack.run(rows, position=start).hidden_states  # (1, n, C)
+        assert hidden_states is not None, "a range without exits always reaches its end"
+        token, probability = top_token(self.stack.logits(hidden_states[:, -1:])[0, -1])
         compute_ms = (time.perf_counter() - started) * 1e3
         return CloudToken(position, int(token), float(probability), compute_ms, position + 1 - start)
 
     def nbytes(self) -> int:
-        return self.states.numel() * self.states.element_size() + self.decoder.cache.nbytes()
+        return self.states.numel() * self.states.element_size() + self.stack.cache_bytes()
 
     def figures(self) -> SessionFigures:
         return SessionFigures(self.session_id, self.last_used_s, self.nbytes())

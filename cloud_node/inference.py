@@ -39,6 +39,8 @@ from cloud_node.chunk_check import ChunkError, chunk_rows
 from cloud_node.config import CloudConfig
 from cloud_node.contexts import ContextManager
 from cloud_node.model_pool import ModelPool, ModelStoreError
+from models.decode_loop import LocalStepper, decode
+from models.decoding import LayerStack, top_token
 from models.loaded import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -203,21 +205,11 @@ class CloudInference:
     def _generate(self, request: GenerateRequest) -> GenerateReply:
         """Greedy generation with the whole model (cloud-only baseline and routed queries)."""
         self.counts["generate_requests"] += 1
-        started = time.perf_counter()
         model = self.models.get(request.model_id)
-        embedding, decoder, head = model.embedding_slice(), model.decoder_slice(0, model.num_layers), model.head_slice()
-        input_ids = torch.tensor([list(request.prompt_ids)])  # (1, T)
-        tokens: list[int] = []
-        first_token_ms = 0.0
-        for _ in range(request.max_new_tokens):
-            token = int(head(decoder(embedding(input_ids)))[0, -1].argmax())
-            if not tokens:
-                first_token_ms = (time.perf_counter() - started) * 1e3
-            tokens.append(token)
-            if request.stop_at_eos and token == model.eos_token_id:
-                break
-            input_ids = torch.tensor([[token]])  # (1, 1)
-        return GenerateReply(request.request_id, tuple(tokens), first_token_ms, (time.perf_counter() - started) * 1e3)
+        eos = model.eos_token_id if request.stop_at_eos else None
+        stepper = LocalStepper(LayerStack(model, 0, model.num_layers))
+        answer = decode(stepper, [list(request.prompt_ids)], request.max_new_tokens, eos_token_id=eos)[0]
+        return GenerateReply(request.request_id, answer.token_ids, answer.ttft_s * 1e3, answer.total_s * 1e3)
 
     @torch.no_grad()
     def _naive_step(self, step: NaiveStep) -> TokenReply:
@@ -226,10 +218,10 @@ class CloudInference:
         started = time.perf_counter()
         model = self._model(step.model_id, step.split_layer, step.hidden_size)
         rows = chunk_rows(step, model.hidden_size, self.config.max_positions)
-        hidden_states = torch.from_numpy(rows.copy()).to(model.dtype).unsqueeze(0)  # (1, T, C)
-        hidden_states = model.decoder_slice(step.split_layer, model.num_layers)(hidden_states, position=0)
-        probabilities = torch.softmax(model.head_slice()(hidden_states[:, -1:])[0, -1].float(), dim=-1)  # (V,)
-        probability, token = probabilities.max(dim=-1)
+        stack = LayerStack(model, step.split_layer, model.num_layers)
+        hidden_states = stack.run(torch.from_numpy(rows.copy()).to(model.dtype).unsqueeze(0)).hidden_states  # (1, T, C)
+        assert hidden_states is not None, "a range without exits always reaches its end"
+        token, probability = top_token(stack.logits(hidden_states[:, -1:])[0, -1])
         compute_ms = (time.perf_counter() - started) * 1e3
         return TokenReply(step.request_id, 0, step.count - 1, int(token), min(1.0, float(probability)), compute_ms)
 

@@ -31,7 +31,7 @@ class CloudService:
             config.node_id, "cloud", config.bus, heartbeat_interval_s=config.heartbeat_interval_s,
             state_dir=Path(config.state_dir), probes=probes,
         )
-        self.tasks = CloudTaskWorker(config.node_id, self.presence.bus, self.models.store)
+        self.tasks = CloudTaskWorker(config.node_id, self.presence.bus, self.models)
 
     def start(self) -> CloudService:
         if self.config.preload_model:

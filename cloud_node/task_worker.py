@@ -14,10 +14,9 @@ import time
 from broker import topics
 from broker.client import BusClient, Envelope
 from broker.messages import TaskDispatch, TaskResult, TaskSpec, TokenRecord
+from cloud_node.model_pool import ModelPool
 from models.errors import ModelStoreError
-from models.loaded import LoadedModel
 from models.runner import run_task
-from models.store import ModelStore
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +24,11 @@ logger = logging.getLogger(__name__)
 class CloudTaskWorker:
     """One worker thread; models stay loaded (the cloud has the memory the edges lack)."""
 
-    def __init__(self, node_id: str, bus: BusClient, store: ModelStore, max_queue: int = 10_000) -> None:
+    def __init__(self, node_id: str, bus: BusClient, models: ModelPool, max_queue: int = 10_000) -> None:
         self.node_id = node_id
         self.bus = bus
-        self.store = store
+        self.models = models  # shared with the session contexts: one copy of each model per process
         self._tasks: queue.Queue[TaskSpec] = queue.Queue(max_queue)
-        self._models: dict[str, LoadedModel] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cloud-tasks", daemon=True)
 
@@ -69,7 +67,7 @@ class CloudTaskWorker:
             return self._failure(task, "expired", "deadline passed in the cloud queue")
         started = time.perf_counter()
         try:
-            model = self._model(task.model_id)
+            model = self.models.get(task.model_id)
             load_time_s = time.perf_counter() - started
             outcome = run_task(model, task.task_type, task.prompt, task.max_new_tokens, policy=None)
         except ModelStoreError as error:
@@ -82,14 +80,9 @@ class CloudTaskWorker:
             task_id=task.task_id, node_id=self.node_id, status="ok", model_id=task.model_id, task_type=task.task_type,
             round_id=task.round_id, answer=outcome.answer, parsed=outcome.parsed, load_time_s=load_time_s,
             ttft_s=generation.ttft_s, total_s=generation.total_s, finished_at=time.time(),
-            tokens=tuple(TokenRecord(position=t.position, token_id=t.token_id, latency_ms=t.latency_ms, source="cloud")
-                         for t in generation.tokens),
+            tokens=tuple(TokenRecord(position=t.position, token_id=t.token_id, latency_ms=t.latency_ms,
+                                     decided_by="cloud", layer=t.layer) for t in generation.tokens),
         )
-
-    def _model(self, model_id: str) -> LoadedModel:
-        if model_id not in self._models:
-            self._models[model_id] = self.store.load(model_id)
-        return self._models[model_id]
 
     def _failure(self, task: TaskSpec, status: str, error: str) -> TaskResult:
         return TaskResult(task_id=task.task_id, node_id=self.node_id, status=status, model_id=task.model_id,  # type: ignore[arg-type]

@@ -1,15 +1,18 @@
 """Cloud-edge collaborative generation (CE-CoLLM) on the edge, plus its baselines, in one harness.
 
-Modes (CollabConfig.mode):
-- `standalone`: the edge alone; a token no exit is sure of takes the split layer's exit head.
-- `collaborative`: tokens an exit head is sure of are emitted at the edge; the others are asked of the
-  cloud, which holds layers [k, L) and the session's KV cache, kept current from the layer-k states
-  the edge streams in the background. Cloud silent past the deadline: the rest of the answer is
-  finished locally (standalone) and the record says so.
+Modes (CollabConfig.mode), each a thin driver over the decoding core (`models/decoding.py`) and the
+one decode loop (`models/decode_loop.py`):
+- `standalone`: the edge alone over its model's full depth; a token leaves at the first exit head the
+  policy is sure of, else at the model's own head (the same driver as a standalone task).
+- `collaborative`: the edge runs layers [0, k) with exits; tokens an exit head is sure of are emitted
+  at the edge, the others are asked of the cloud, which holds layers [k, L) and the session's KV
+  cache, kept current from the layer-k states the edge streams in the background (a sink at layer
+  k). Cloud silent past the deadline: the rest of the answer is finished with the split layer's
+  head and the record says so.
 - `cloud_only`: the cloud generates the whole answer from the prompt.
 - `naive_split`: the edge runs [0, k); every step sends the whole context's fp32 layer-k states to a
   stateless cloud worker.
-Every mode returns the same `CollabGeneration` with a per-token record.
+Every mode returns the same `CollabGeneration` with one `DecodedToken` per token.
 """
 
 from __future__ import annotations
@@ -18,32 +21,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import numpy as np
 import torch
 
 from edge_node.collab_config import CollabConfig
-from edge_node.collab_edge import NO_EXIT, EdgeDecision, EdgeStack
 from edge_node.collab_link import CloudSession, CloudUnavailableError, CollabClient, LinkCounters, LinkFaults
+from models.decode_loop import Decoded, DecodedToken, LocalStepper, TokenDecision, decode
+from models.decoding import LayerStack, PassResult
 from models.exit_policy import ExitPolicy
 from models.loaded import LoadedModel
 
 logger = logging.getLogger(__name__)
 
-DecidedBy = Literal["edge", "cloud", "fallback"]
 _NEVER_EXIT = 1.01  # exit rule thresholds above 1 disable the exit (a top probability can round to 1.0)
-
-
-@dataclass(frozen=True, slots=True)
-class CollabToken:
-    position: int  # index of the generated token in the whole sequence (prompt included)
-    token_id: int
-    decided_by: DecidedBy  # edge exit, cloud, or the edge after the cloud fell silent
-    exit_layer: int  # edge: exit layer; cloud: the model's depth; fallback: the split layer
-    latency_ms: float  # step start -> token known
-    bytes_up: int  # payload bytes sent towards the cloud during this step
-    bytes_down: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +42,7 @@ class CollabGeneration:
     mode: str
     prompt_tokens: int
     token_ids: tuple[int, ...]
-    tokens: tuple[CollabToken, ...]
+    tokens: tuple[DecodedToken, ...]
     ttft_s: float
     total_s: float
     bytes_up: int  # whole answer, session open and close included
@@ -89,7 +80,7 @@ def generate(
     *,
     stop_at_eos: bool = True,
     faults: LinkFaults | None = None,
-    on_token: Callable[[CollabToken], None] | None = None,
+    on_token: Callable[[DecodedToken], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> CollabGeneration:
     """Generate greedily in `config.mode`. Modes other than standalone need `client`.
@@ -101,71 +92,87 @@ def generate(
     assert max_new_tokens >= 1, "max_new_tokens must be >= 1"
     assert config.mode == "standalone" or client is not None, f"mode {config.mode} needs a CollabClient"
     run = _Run(model, prompt_ids, max_new_tokens, config, client, stop_at_eos, faults or LinkFaults(), on_token, clock)
-    if config.mode == "cloud_only":
-        return run.cloud_only()
-    if config.mode == "naive_split":
-        return run.naive_split()
-    return run.edge_led()
+    match config.mode:
+        case "cloud_only":
+            return run.cloud_only()
+        case "naive_split":
+            return run.naive_split()
+        case "collaborative":
+            return run.collaborative()
+        case _:
+            return run.standalone()
 
 
 class _Run:
-    """State of one answer; each mode is a method."""
+    """State of one answer; each mode is a method, each edge-side mode a stepper for the decode loop."""
 
     def __init__(self, model: LoadedModel, prompt_ids: list[int], max_new_tokens: int, config: CollabConfig,
                  client: CollabClient | None, stop_at_eos: bool, faults: LinkFaults,
-                 on_token: Callable[[CollabToken], None] | None, clock: Callable[[], float]) -> None:
+                 on_token: Callable[[DecodedToken], None] | None, clock: Callable[[], float]) -> None:
         self.model, self.prompt_ids, self.max_new_tokens = model, prompt_ids, max_new_tokens
         self.config, self.client, self.stop_at_eos, self.faults = config, client, stop_at_eos, faults
         self.on_token, self.clock = on_token, clock
         self.counters = LinkCounters()
-        self.tokens: list[CollabToken] = []
         self.start = clock()
-        self.first_token_at = 0.0
         self.cloud_requests = 0
         self.fallback_position = -1
         self.worker_id = ""  # the last worker that held this answer's session
 
-    # ---- standalone and collaborative ------------------------------------------------------------
+    def standalone(self) -> CollabGeneration:
+        policy = exit_policy_for(self.model, self.config)
+        stack = LayerStack(self.model, 0, self.model.num_layers, exit_policy=policy, clock=self.clock)
+        return self._result(self._decode(LocalStepper(stack)))
 
-    def edge_led(self) -> CollabGeneration:
-        config, model = self.config, self.model
-        session = self._open_session() if config.mode == "collaborative" else None
-        sink = None if session is None else _session_sink(session)
-        stack = EdgeStack(model, config.split_layer, exit_policy_for(model, config), sink, self.clock)
-        feed = list(self.prompt_ids)
-        for step in range(self.max_new_tokens):
-            step_start, up_before, down_before = self.clock(), self._up(session), self._down(session)
-            # The prompt pass completes every layer so its upload starts before the first cloud request.
-            decision = stack.run(feed, complete=step == 0)
-            token, decided_by, exit_layer, known_at = self._decide(decision, stack, session)
-            if decided_by == "fallback" and session is not None:
-                self._absorb(session, notify=False)
-                session = None
-                stack.on_layer_k = None
-            record = CollabToken(stack.length, token, decided_by, exit_layer, (known_at - step_start) * 1e3,
-                                 self._up(session) - up_before if session else 0,
-                                 self._down(session) - down_before if session else 0)
-            if self._emit(record):
-                break
-            feed = [token]
-        if session is not None:
-            self._absorb(session, notify=config.session_close)
-        return self._result(session.worker_id if session else self.worker_id)
+    def collaborative(self) -> CollabGeneration:
+        session = self._open_session()
+        if session is None:  # no cloud at all: the whole answer standalone
+            return replace(_as_fallback(self._standalone_run().standalone()), mode=self.config.mode)
+        stepper = _CollaborativeStepper(self, session)
+        decoded = self._decode(stepper)
+        if stepper.session is not None:
+            self._absorb(stepper.session, notify=self.config.session_close)
+        return self._result(decoded)
 
-    def _decide(self, decision: EdgeDecision, stack: EdgeStack,
-                session: CloudSession | None) -> tuple[int, DecidedBy, int, float]:
-        if decision.token_id != NO_EXIT:
-            return decision.token_id, "edge", decision.exit_layer, decision.decided_at
-        if session is None:
-            by: DecidedBy = "fallback" if self.fallback_position >= 0 else "edge"
-            return decision.local_token_id, by, self.config.split_layer, self.clock()
-        self.cloud_requests += 1
-        answer = session.ask(stack.length - 1, self.config.cloud_deadline_s, self.config.max_reopens)
-        if answer is not None:
-            return answer.token_id, "cloud", self.model.num_layers, self.clock()
-        self.fallback_position = stack.length
-        logger.warning("session %s: cloud silent; finishing locally from position %d", session.session_id, stack.length)
-        return decision.local_token_id, "fallback", self.config.split_layer, self.clock()
+    def naive_split(self) -> CollabGeneration:
+        return self._result(self._decode(_NaiveSplitStepper(self)))
+
+    def cloud_only(self) -> CollabGeneration:
+        assert self.client is not None
+        try:
+            reply = self.client.generate_cloud_only(self.model.model_id, self.prompt_ids, self.max_new_tokens,
+                                                    timeout_s=self.config.cloud_deadline_s * self.max_new_tokens,
+                                                    counters=self.counters, stop_at_eos=self.stop_at_eos)
+        except CloudUnavailableError as error:
+            logger.warning("cloud-only generation failed (%s): answering standalone", error)
+            return replace(_as_fallback(self._standalone_run().standalone()), mode=self.config.mode)
+        elapsed_s = self.clock() - self.start
+        count = len(reply.token_ids)
+        decode_s = (reply.total_ms - reply.first_token_ms) / 1e3
+        first_s = max(0.0, elapsed_s - decode_s)  # network + prompt + first token, as the edge sees it
+        per_token_s = decode_s / max(1, count - 1)
+        self.cloud_requests = count
+        tokens = []
+        for index, token in enumerate(reply.token_ids):  # the cloud ran the loop; this only records its answer
+            record = DecodedToken(len(self.prompt_ids) + index, token, "cloud", self.model.num_layers,
+                                  (first_s if index == 0 else per_token_s) * 1e3,
+                                  self.counters.bytes_up if index == 0 else 0,
+                                  self.counters.bytes_down if index == count - 1 else 0)
+            tokens.append(record)
+            if self.on_token:
+                self.on_token(record)
+        return self._result(Decoded(len(self.prompt_ids), tuple(tokens), first_s, self.clock() - self.start))
+
+    # ---- shared ----------------------------------------------------------------------------------
+
+    def _decode(self, stepper: LocalStepper | _CollaborativeStepper | _NaiveSplitStepper) -> Decoded:
+        eos = self.model.eos_token_id if self.stop_at_eos else None
+        return decode(stepper, [self.prompt_ids], self.max_new_tokens, eos_token_id=eos, on_token=self.on_token,
+                      clock=self.clock)[0]
+
+    def _standalone_run(self) -> _Run:
+        self.fallback_position = len(self.prompt_ids)
+        return _Run(self.model, self.prompt_ids, self.max_new_tokens, replace(self.config, mode="standalone"), None,
+                    self.stop_at_eos, self.faults, self.on_token, self.clock)
 
     def _open_session(self) -> CloudSession | None:
         assert self.client is not None
@@ -177,7 +184,6 @@ class _Run:
             )
         except CloudUnavailableError as error:
             logger.warning("no cloud session (%s): answering standalone", error)
-            self.fallback_position = len(self.prompt_ids)
             return None
         self.worker_id = session.worker_id
         return session
@@ -189,106 +195,102 @@ class _Run:
         for name in ("bytes_up", "bytes_down", "chunks", "resends", "reopens"):
             setattr(self.counters, name, getattr(self.counters, name) + getattr(session.counters, name))
 
-    # ---- baselines -------------------------------------------------------------------------------
+    def _local_token(self, stack: LayerStack, result: PassResult) -> int:
+        """The edge's own guess at the split layer (its exit head there, or the final norm + LM head)."""
+        assert result.hidden_states is not None, "a pass without an exit reaches the split layer"
+        return int(stack.logits(result.hidden_states[:, -1:])[0, -1].argmax())
 
-    def cloud_only(self) -> CollabGeneration:
-        assert self.client is not None
-        try:
-            reply = self.client.generate_cloud_only(self.model.model_id, self.prompt_ids, self.max_new_tokens,
-                                                    timeout_s=self.config.cloud_deadline_s * self.max_new_tokens,
-                                                    counters=self.counters, stop_at_eos=self.stop_at_eos)
-        except CloudUnavailableError as error:
-            logger.warning("cloud-only generation failed (%s): answering standalone", error)
-            self.fallback_position = len(self.prompt_ids)
-            return _as_mode(_Run(self.model, self.prompt_ids, self.max_new_tokens,
-                                               _standalone(self.config), None, self.stop_at_eos, self.faults,
-                                               self.on_token, self.clock).edge_led(), "cloud_only", fallback=True)
-        elapsed_s = self.clock() - self.start
-        count = len(reply.token_ids)
-        decode_s = (reply.total_ms - reply.first_token_ms) / 1e3
-        first_s = max(0.0, elapsed_s - decode_s)  # network + prompt + first token, as the edge sees it
-        per_token_s = decode_s / max(1, count - 1)
-        self.cloud_requests = count
-        for index, token in enumerate(reply.token_ids):
-            latency_s = first_s if index == 0 else per_token_s
-            self.first_token_at = self.first_token_at or self.start + first_s
-            record = CollabToken(len(self.prompt_ids) + index, token, "cloud", self.model.num_layers, latency_s * 1e3,
-                                 self.counters.bytes_up if index == 0 else 0,
-                                 self.counters.bytes_down if index == count - 1 else 0)
-            self.tokens.append(record)
-            if self.on_token:
-                self.on_token(record)
-        return self._result("")
-
-    def naive_split(self) -> CollabGeneration:
-        assert self.client is not None
-        rows: list[np.ndarray] = []
-        stack = EdgeStack(self.model, self.config.split_layer, None,
-                          lambda first, states: rows.append(states.float().numpy()), self.clock)
-        feed = list(self.prompt_ids)
-        cloud_alive = True
-        for _ in range(self.max_new_tokens):
-            step_start, up_before, down_before = self.clock(), self.counters.bytes_up, self.counters.bytes_down
-            decision = stack.run(feed, complete=True)
-            token, decided_by, exit_layer = decision.local_token_id, "fallback", self.config.split_layer
-            if cloud_alive:
-                self.cloud_requests += 1
-                try:
-                    answer = self.client.naive_step(self.model.model_id, self.config.split_layer, np.concatenate(rows),
-                                                    timeout_s=self.config.cloud_deadline_s, counters=self.counters)
-                    token, decided_by, exit_layer = answer.token_id, "cloud", self.model.num_layers
-                except CloudUnavailableError as error:
-                    logger.warning("naive split: cloud silent (%s); finishing locally", error)
-                    cloud_alive = False
-                    self.fallback_position = stack.length
-            record = CollabToken(stack.length, token, decided_by, exit_layer, (self.clock() - step_start) * 1e3,
-                                 self.counters.bytes_up - up_before, self.counters.bytes_down - down_before)
-            if self._emit(record):
-                break
-            feed = [token]
-        return self._result("")
-
-    # ---- shared ----------------------------------------------------------------------------------
-
-    def _emit(self, record: CollabToken) -> bool:
-        """Record a token; True when generation should stop (end of sequence)."""
-        self.tokens.append(record)
-        self.first_token_at = self.first_token_at or self.clock()
-        if self.on_token is not None:
-            self.on_token(record)
-        return self.stop_at_eos and record.token_id == self.model.eos_token_id
-
-    def _result(self, worker_id: str) -> CollabGeneration:
+    def _result(self, decoded: Decoded) -> CollabGeneration:
         return CollabGeneration(
-            mode=self.config.mode, prompt_tokens=len(self.prompt_ids),
-            token_ids=tuple(t.token_id for t in self.tokens), tokens=tuple(self.tokens),
-            ttft_s=(self.first_token_at or self.start) - self.start, total_s=self.clock() - self.start,
+            mode=self.config.mode, prompt_tokens=decoded.prompt_tokens, token_ids=decoded.token_ids,
+            tokens=decoded.tokens, ttft_s=decoded.ttft_s, total_s=self.clock() - self.start,
             bytes_up=self.counters.bytes_up, bytes_down=self.counters.bytes_down,
             cloud_requests=self.cloud_requests, fallback=self.fallback_position >= 0,
-            fallback_position=self.fallback_position, worker_id=worker_id, reopens=self.counters.reopens,
+            fallback_position=self.fallback_position, worker_id=self.worker_id, reopens=self.counters.reopens,
             resends=self.counters.resends, chunks=self.counters.chunks,
         )
 
-    @staticmethod
-    def _up(session: CloudSession | None) -> int:
-        return session.counters.bytes_up if session else 0
 
-    @staticmethod
-    def _down(session: CloudSession | None) -> int:
-        return session.counters.bytes_down if session else 0
+class _CollaborativeStepper:
+    """Layers [0, k) with exits and a sink at k feeding the session; unsure tokens are asked of the cloud."""
+
+    def __init__(self, run: _Run, session: CloudSession) -> None:
+        self.run = run
+        self.session: CloudSession | None = session
+        policy = exit_policy_for(run.model, run.config)
+        self.stack = LayerStack(run.model, 0, run.config.split_layer, exit_policy=policy,
+                                sinks={run.config.split_layer: self._upload}, clock=run.clock)
+        self.first = True
+
+    def step(self, feed: list[list[int]]) -> list[list[TokenDecision]]:
+        session, run = self.session, self.run
+        up_before, down_before = _counts(session)
+        # The prompt pass completes every layer so its upload starts before the first cloud request.
+        result = self.stack.run_tokens(feed, complete=self.first)
+        self.first = False
+        if result.exit is not None:
+            token, by, layer, known_at = result.exit.token_id, "exit", result.exit.exit_layer, result.exit.decided_at
+        elif session is None:
+            token, by, layer, known_at = run._local_token(self.stack, result), "fallback", self.stack.end, run.clock()
+        else:
+            run.cloud_requests += 1
+            answer = session.ask(self.stack.length - 1, run.config.cloud_deadline_s, run.config.max_reopens)
+            if answer is not None:
+                token, by, layer, known_at = answer.token_id, "cloud", run.model.num_layers, run.clock()
+            else:
+                run.fallback_position = self.stack.length
+                logger.warning("session %s: cloud silent; finishing locally from position %d", session.session_id,
+                               self.stack.length)
+                token, by, layer, known_at = run._local_token(self.stack, result), "fallback", self.stack.end, run.clock()
+        up_after, down_after = _counts(session)
+        if by == "fallback" and self.session is not None:
+            run._absorb(self.session, notify=False)
+            self.session = None
+            self.stack.sinks.clear()  # nobody to upload to any more
+        return [[TokenDecision(token, by, layer, known_at, up_after - up_before, down_after - down_before)]]  # type: ignore[arg-type]
+
+    def _upload(self, first_position: int, hidden_states: torch.Tensor) -> None:
+        if self.session is not None:
+            self.session.add_rows(first_position, hidden_states[0].to(torch.float16).numpy())  # (n, C) fp16
 
 
-def _session_sink(session: CloudSession) -> Callable[[int, torch.Tensor], None]:
-    def sink(first_position: int, hidden_states: torch.Tensor) -> None:
-        session.add_rows(first_position, hidden_states.to(torch.float16).numpy())  # (n, C) fp16
+class _NaiveSplitStepper:
+    """Layers [0, k) complete every pass; each token sends the whole context's fp32 layer-k states."""
 
-    return sink
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.rows: list[np.ndarray] = []
+        self.stack = LayerStack(run.model, 0, run.config.split_layer, clock=run.clock)
+        self.cloud_alive = True
+
+    def step(self, feed: list[list[int]]) -> list[list[TokenDecision]]:
+        run = self.run
+        assert run.client is not None
+        up_before, down_before = run.counters.bytes_up, run.counters.bytes_down
+        result = self.stack.run_tokens(feed)
+        assert result.hidden_states is not None
+        self.rows.append(result.hidden_states[0].float().numpy())
+        decision = None
+        if self.cloud_alive:
+            run.cloud_requests += 1
+            try:
+                answer = run.client.naive_step(run.model.model_id, run.config.split_layer, np.concatenate(self.rows),
+                                               timeout_s=run.config.cloud_deadline_s, counters=run.counters)
+                decision = (answer.token_id, "cloud", run.model.num_layers)
+            except CloudUnavailableError as error:
+                logger.warning("naive split: cloud silent (%s); finishing locally", error)
+                self.cloud_alive = False
+                run.fallback_position = self.stack.length
+        if decision is None:
+            decision = (run._local_token(self.stack, result), "fallback", self.stack.end)
+        token, by, layer = decision
+        return [[TokenDecision(token, by, layer, run.clock(), run.counters.bytes_up - up_before,  # type: ignore[arg-type]
+                               run.counters.bytes_down - down_before)]]
 
 
-def _standalone(config: CollabConfig) -> CollabConfig:
-    return replace(config, mode="standalone")
+def _counts(session: CloudSession | None) -> tuple[int, int]:
+    return (session.counters.bytes_up, session.counters.bytes_down) if session else (0, 0)
 
 
-def _as_mode(generation: CollabGeneration, mode: str, fallback: bool) -> CollabGeneration:
-    return replace(generation, mode=mode, fallback=fallback,
-                   fallback_position=generation.prompt_tokens if fallback else generation.fallback_position)
+def _as_fallback(generation: CollabGeneration) -> CollabGeneration:
+    return replace(generation, fallback=True, fallback_position=generation.prompt_tokens)

@@ -20,7 +20,7 @@ from models.answers import parse_answer
 from models.errors import ModelStoreError
 from models.loaded import LoadedModel
 from models.prompts import build_prompt
-from models.runner import FULL_DEPTH, TaskOutcome, as_dict, encode_prompt, run_task
+from models.runner import TaskOutcome, as_dict, encode_prompt, run_task
 
 logger = logging.getLogger(__name__)
 
@@ -90,20 +90,9 @@ class TaskExecutor:
 
     def _success(self, task: TaskSpec, outcome: TaskOutcome | CollabOutcome, queue_wait_s: float,
                  load_time_s: float) -> TaskResult:
-        if isinstance(outcome, CollabOutcome):
-            tokens = tuple(
-                TokenRecord(position=t.position, token_id=t.token_id, latency_ms=t.latency_ms,
-                            source="cloud" if t.decided_by == "cloud" else "edge",
-                            exit_layer=t.exit_layer if t.decided_by != "cloud" else FULL_DEPTH,
-                            bytes_up=t.bytes_up, bytes_down=t.bytes_down)
-                for t in outcome.generation.tokens
-            )
-        else:
-            tokens = tuple(
-                TokenRecord(position=t.position, token_id=t.token_id, latency_ms=t.latency_ms, source="edge",
-                            exit_layer=t.exit_layer)
-                for t in outcome.generation.tokens
-            )
+        tokens = tuple(TokenRecord(position=t.position, token_id=t.token_id, latency_ms=t.latency_ms,
+                                   decided_by=t.decided_by, layer=t.layer, bytes_up=t.bytes_up, bytes_down=t.bytes_down)
+                       for t in outcome.generation.tokens)
         generation = outcome.generation
         return TaskResult(
             task_id=task.task_id, node_id=self.node_id, status="ok", model_id=task.model_id, task_type=task.task_type,
@@ -120,7 +109,7 @@ class TaskExecutor:
         )
 
     def _log(self, result: TaskResult, resources: ResourceSummary | None) -> None:
-        exits = [t.exit_layer for t in result.tokens if t.exit_layer != FULL_DEPTH]
+        exits = [t.layer for t in result.tokens if t.decided_by == "exit"]
         tokens = len(result.tokens)
         loaded = tuple(record.model_id for record in self.cache.status())
         try:

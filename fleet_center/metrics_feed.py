@@ -18,9 +18,6 @@ from fleet_center.round_plan import task_type_name
 
 logger = logging.getLogger(__name__)
 
-FULL_DEPTH_LAYER = 30  # SmolLM2's depth: where a token decided by the whole model (or the cloud) "exits"
-
-
 class MetricsFeed:
     """Every method is cheap and never raises into its caller: metrics must not break the fleet."""
 
@@ -68,7 +65,7 @@ class MetricsFeed:
             start_ns = now - int(sum(t.latency_ms for t in result.tokens) * 1e6)
             timings = [schema.TokenTiming(
                 source="cloud" if result.node_id in clouds else t.source, position=i,
-                exit_layer=t.exit_layer if t.exit_layer >= 0 else FULL_DEPTH_LAYER, latency_ms=t.latency_ms,
+                exit_layer=t.layer, latency_ms=t.latency_ms,
                 bytes_up=t.bytes_up, bytes_down=t.bytes_down) for i, t in enumerate(result.tokens)]
             points += schema.token_points(result.node_id, result.task_id, timings, start_ns=start_ns)
         self._record(points)

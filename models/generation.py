@@ -1,4 +1,4 @@
-"""Token-by-token generation through the model's slices (greedy or temperature + top-p)."""
+"""Plain generation with the whole model (greedy or temperature + top-p), a thin driver of the decode loop."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import logging
 from typing import TYPE_CHECKING
 
 import torch
+
+from models.decode_loop import LocalStepper, decode
+from models.decoding import LayerStack
 
 if TYPE_CHECKING:
     from models.loaded import LoadedModel
@@ -32,14 +35,14 @@ def generate(model: LoadedModel, prompt_ids: list[int], max_new_tokens: int, tem
              top_p: float = 1.0, generator: torch.Generator | None = None, eos_token_id: int | None = None) -> list[int]:
     """Continue `prompt_ids` for up to `max_new_tokens`, stopping after `eos_token_id` if given."""
     assert len(prompt_ids) > 0, "prompt must not be empty"
-    embedding, decoder, head = model.embedding_slice(), model.decoder_slice(0, model.num_layers), model.head_slice()
-    input_ids = torch.tensor([prompt_ids])  # (1, T)
-    new_tokens: list[int] = []
-    for _ in range(max_new_tokens):
-        logits = head(decoder(embedding(input_ids)))[0, -1]  # (V,)
-        token = pick_token(logits, temperature, top_p, generator)
-        new_tokens.append(token)
-        if token == eos_token_id:
-            break
-        input_ids = torch.tensor([[token]])  # (1, 1)
-    return new_tokens
+    stepper = LocalStepper(LayerStack(model, 0, model.num_layers),
+                           lambda logits: [pick_token(row, temperature, top_p, generator) for row in logits])
+    return list(decode(stepper, [prompt_ids], max_new_tokens, eos_token_id=eos_token_id)[0].token_ids)
+
+
+@torch.no_grad()
+def generate_batch(model: LoadedModel, prompts: list[list[int]], max_new_tokens: int,
+                   eos_token_id: int | None = None) -> list[list[int]]:
+    """Greedy continuations of several prompts in one forward per step (left-padded to the longest)."""
+    stepper = LocalStepper(LayerStack(model, 0, model.num_layers))
+    return [list(answer.token_ids) for answer in decode(stepper, prompts, max_new_tokens, eos_token_id=eos_token_id)]

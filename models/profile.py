@@ -53,6 +53,8 @@ def measure(store_root: str, model_id: str) -> dict[str, Any]:
     """Measure one variant in this process (call in a fresh subprocess for a clean peak RSS)."""
     import torch
 
+    from models.decode_loop import LocalStepper, decode
+    from models.decoding import LayerStack
     from models.store import ModelStore
 
     torch.set_num_threads(2)
@@ -61,16 +63,10 @@ def measure(store_root: str, model_id: str) -> dict[str, Any]:
     loaded = ModelStore(store_root).load(model_id)
     load_s = time.perf_counter() - started
     prompt_ids = loaded.encode_chat(PROFILE_PROMPT)
-    embedding, decoder, head = loaded.embedding_slice(), loaded.decoder_slice(0, loaded.num_layers), loaded.head_slice()
-    started = time.perf_counter()
-    logits = head(decoder(embedding(torch.tensor([prompt_ids]))))
-    prefill_s = time.perf_counter() - started
-    token_times = []
-    for _ in range(DECODE_TOKENS):
-        token = int(logits[0, -1].argmax())
-        started = time.perf_counter()
-        logits = head(decoder(embedding(torch.tensor([[token]]))))
-        token_times.append(time.perf_counter() - started)
+    # The first step is the prompt (prefill); each later step one token: the loop times both.
+    answer = decode(LocalStepper(LayerStack(loaded, 0, loaded.num_layers)), [prompt_ids], DECODE_TOKENS + 1)[0]
+    prefill_s = answer.tokens[0].latency_ms / 1e3
+    token_times = [token.latency_ms / 1e3 for token in answer.tokens[1:]]
     perplexity = heldout_perplexity(loaded)
     manifest = loaded.manifest
     return {"model_id": model_id, "variant": manifest.variant, "dtype": manifest.dtype, "layers": manifest.layers,

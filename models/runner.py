@@ -1,9 +1,10 @@
 """Runs one task on a loaded model: prompt → tokens (early exits where the policy allows) → parsed answer.
 
-Shared by the edge (standalone mode, exits on) and the cloud (full model, routed tasks).
+Shared by the edge (standalone mode, exits on) and the cloud (full model, routed tasks); both drive
+the one decoding core (`models/decoding.py`) through the one loop (`models/decode_loop.py`).
 
 Early exit on the edge emits a token as soon as an exit head is confident enough, and records the
-layer it exited at. The deeper layers still run for that position before the next token: later
+layer it exited at. The deeper layers still run for that position, deferred to the next pass: later
 tokens attend to their keys and values, so skipping them would change every later answer (see
 docs/edge-node.md). The saving is latency to emission, not compute.
 """
@@ -18,38 +19,19 @@ from dataclasses import dataclass
 import torch
 
 from models.answers import parse_answer
-from models.exit_heads import exit_features
+from models.decode_loop import Decoded, LocalStepper, decode
+from models.decoding import LayerStack
 from models.exit_policy import ExitPolicy
 from models.loaded import LoadedModel
 from models.prompts import ChatPrompt, build_prompt
 
 logger = logging.getLogger(__name__)
 
-FULL_DEPTH = -1  # exit_layer of a token decided by the model's own head
-
-
-@dataclass(frozen=True, slots=True)
-class TokenTiming:
-    position: int  # index in the whole sequence (prompt included)
-    token_id: int
-    latency_ms: float  # from the start of this decode step to the token's emission
-    exit_layer: int  # layer whose exit head emitted it, or FULL_DEPTH
-
-
-@dataclass(frozen=True, slots=True)
-class Generation:
-    prompt_tokens: int
-    token_ids: tuple[int, ...]
-    tokens: tuple[TokenTiming, ...]
-    ttft_s: float  # prompt processing + first token
-    total_s: float
-
-
 @dataclass(frozen=True, slots=True)
 class TaskOutcome:
     answer: str
     parsed: dict[str, object]
-    generation: Generation
+    generation: Decoded
 
 
 @torch.no_grad()
@@ -60,47 +42,12 @@ def generate_with_exits(
     policy: ExitPolicy | None = None,
     clock: Callable[[], float] = time.perf_counter,
     stop_at_eos: bool = True,
-) -> Generation:
-    """Greedy generation; with a policy, each token leaves at the first confident exit head."""
+) -> Decoded:
+    """Greedy generation over the whole model; with a policy, each token leaves at the first confident exit."""
     assert prompt_ids, "prompt must not be empty"
-    exit_layers = [layer for layer in (policy.exit_layers if policy else ()) if 0 < layer < model.num_layers]
-    boundaries = [0, *exit_layers, model.num_layers]
-    segments = [model.decoder_slice(a, b) for a, b in zip(boundaries, boundaries[1:], strict=False)]
-    embedding, head = model.embedding_slice(), model.head_slice()
-    start = clock()
-    input_ids = torch.tensor([prompt_ids])  # (1, T)
-    position = len(prompt_ids)
-    timings: list[TokenTiming] = []
-    first_emitted_at = None
-    for _ in range(max_new_tokens):
-        step_start = clock()
-        hidden_states = embedding(input_ids)  # (1, t, C)
-        token, exit_layer, emitted_at = -1, FULL_DEPTH, 0.0
-        previous_tokens = previous_top = None
-        for segment, layer in zip(segments, boundaries[1:], strict=True):
-            hidden_states = segment(hidden_states)
-            if token >= 0 or layer == model.num_layers or policy is None:
-                continue  # already emitted: this segment only fills the KV cache
-            probabilities = model.exit_probabilities(layer, hidden_states[:, -1:])[0]  # (1, V)
-            features, candidates, top = exit_features(probabilities, previous_tokens, previous_top)
-            if policy.should_exit(layer, tuple(features[0].tolist())):
-                token, exit_layer, emitted_at = int(candidates[0]), layer, clock()
-            previous_tokens, previous_top = candidates, top
-        if token < 0:
-            token, emitted_at = int(head(hidden_states)[0, -1].argmax()), clock()
-        first_emitted_at = first_emitted_at or emitted_at
-        timings.append(TokenTiming(position, token, (emitted_at - step_start) * 1e3, exit_layer))
-        position += 1
-        if stop_at_eos and token == model.eos_token_id:
-            break
-        input_ids = torch.tensor([[token]])  # (1, 1)
-    return Generation(
-        prompt_tokens=len(prompt_ids),
-        token_ids=tuple(t.token_id for t in timings),
-        tokens=tuple(timings),
-        ttft_s=(first_emitted_at or start) - start,
-        total_s=clock() - start,
-    )
+    stepper = LocalStepper(LayerStack(model, 0, model.num_layers, exit_policy=policy, clock=clock))
+    eos = model.eos_token_id if stop_at_eos else None
+    return decode(stepper, [prompt_ids], max_new_tokens, eos_token_id=eos, clock=clock)[0]
 
 
 def encode_prompt(model: LoadedModel, prompt: ChatPrompt) -> list[int]:

@@ -71,6 +71,27 @@ def causal_mask(query_length: int, offset: int) -> torch.Tensor | None:
     return (key_positions <= query_positions)[None, None]  # (1, 1, T, S)
 
 
+def padded_causal_mask(query_length: int, offset: int, pad_lengths: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, offset + T) mask for left-padded rows: row b never attends its first pad_lengths[b] keys.
+
+    A padding query attends to itself only: its states stay finite (a fully masked softmax gives NaN,
+    and NaN values leak through later queries' zero attention weights).
+    """
+    query_positions = torch.arange(query_length).view(1, query_length, 1) + offset  # (1, T, 1)
+    key_positions = torch.arange(offset + query_length).view(1, 1, -1)  # (1, 1, S)
+    causal = key_positions <= query_positions  # (1, T, S)
+    real_key = key_positions >= pad_lengths.view(-1, 1, 1)  # (B, 1, S)
+    return ((causal & real_key) | (key_positions == query_positions))[:, None]  # (B, 1, T, S)
+
+
+def position_ids_for(query_length: int, offset: int, pad_lengths: torch.Tensor | None) -> torch.Tensor:
+    """Rotary positions (B or 1, T) of the next T positions; a left-padded row counts from its first real token."""
+    positions = torch.arange(offset, offset + query_length).unsqueeze(0)  # (1, T)
+    if pad_lengths is None:
+        return positions
+    return (positions - pad_lengths.view(-1, 1)).clamp_min(0)  # (B, T)
+
+
 class EmbeddingSlice(nn.Module):
     """Token ids (B, T) -> hidden states (B, T, C)."""
 
@@ -107,10 +128,12 @@ class DecoderSlice(nn.Module):
         return self.cache.length()
 
     @torch.no_grad()
-    def forward(self, hidden_states: torch.Tensor, position: int | None = None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, position: int | None = None,
+                pad_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Run the layers on (B, T, C) hidden states for positions [position, position + T).
 
         `position` defaults to the cache length; a smaller value truncates the cache first.
+        `pad_lengths` (B,) marks left padding of rows in a batch of unequal prompts (None: no padding).
         """
         assert hidden_states.dim() == 3, f"hidden_states must be (B, T, C), got {tuple(hidden_states.shape)}"
         offset = self.length if position is None else position
@@ -118,9 +141,10 @@ class DecoderSlice(nn.Module):
             self.cache.truncate(offset)
         assert offset == self.length, f"position {offset} skips ahead of cache length {self.length}"
         query_length = hidden_states.shape[1]
-        position_ids = torch.arange(offset, offset + query_length).unsqueeze(0)  # (1, T)
-        position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)  # cos, sin (1, T, hd)
-        mask = causal_mask(query_length, offset)
+        padded = pad_lengths is not None and bool(pad_lengths.any())
+        position_ids = position_ids_for(query_length, offset, pad_lengths if padded else None)  # (B or 1, T)
+        position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)  # cos, sin (B or 1, T, hd)
+        mask = padded_causal_mask(query_length, offset, pad_lengths) if padded else causal_mask(query_length, offset)
         for layer in self.layers:
             hidden_states = layer(
                 hidden_states,

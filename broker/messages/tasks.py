@@ -10,6 +10,10 @@ from broker.messages.membership import valid_node_id
 
 TaskStatus = Literal["ok", "error", "expired", "refused"]
 TokenSource = Literal["edge", "cloud"]
+# Who decided a token (the decoding core's `models.decode_loop.DecidedBy`, kept equal by a test): an
+# edge exit head, the local model's own head, the cloud, the edge after the cloud fell silent, or a
+# speculative draft the verifier accepted / replaced with its correction.
+TokenDecider = Literal["exit", "head", "cloud", "fallback", "draft_accepted", "draft_corrected"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +61,28 @@ class TokenRecord(Message):
     """How one generated token was decided."""
 
     TAG = "token_record"
+    VERSION = 2  # v2: decided_by + layer replace source + exit_layer (-1 for full depth)
     position: int
     token_id: int
     latency_ms: float
-    source: TokenSource = "edge"
-    exit_layer: int = -1  # layer whose exit head emitted it; -1 = full depth (cloud or last layer)
+    decided_by: TokenDecider = "head"
+    layer: int = 0  # decoder layers the deciding state went through (exit layer, split layer, model depth)
     bytes_up: int = 0
     bytes_down: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.position >= 0, "position must be >= 0")
+        require(self.layer >= 0, "layer must be >= 0")
+
+    @property
+    def source(self) -> TokenSource:
+        """Where the token was decided: the cloud, or the edge (exits, its own head, fallback, drafts it made)."""
+        return "cloud" if self.decided_by in ("cloud", "draft_corrected") else "edge"
+
+    @property
+    def exit_layer(self) -> int | None:
+        """The exit head's layer for a token an exit decided, else None."""
+        return self.layer if self.decided_by == "exit" else None
 
 
 @dataclass(frozen=True, slots=True)

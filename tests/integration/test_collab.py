@@ -234,3 +234,21 @@ def test_bad_chunks_are_rejected_with_reasons_and_the_session_goes_on(cloud, cli
         assert cloud.inference.counts["chunks_rejected"] == 3
     finally:
         session.close()
+
+
+def test_cloud_tasks_and_sessions_share_one_copy_of_each_model(mosquitto, store, tmp_path, client, model, prompt):
+    from broker.messages import TaskSpec
+
+    service = start_cloud(mosquitto, store, tmp_path)
+    loads = []
+    original_load = service.models.store.load
+    service.models.store.load = lambda model_id, *a, **k: loads.append(model_id) or original_load(model_id, *a, **k)
+    try:
+        result = service.tasks.run(TaskSpec(task_id="t-1", task_type="TC", prompt="I loved it.", model_id=MODEL_ID,
+                                            max_new_tokens=4))
+        collaborative = run(model, prompt, client, config(threshold=1.0))
+    finally:
+        service.stop()
+    assert result.status == "ok" and {t.decided_by for t in result.tokens} == {"cloud"}
+    assert collaborative.cloud_requests == NEW_TOKENS
+    assert loads == [MODEL_ID], "the task worker and the session contexts load a model once between them"

@@ -17,6 +17,7 @@ from fleet_center.artifacts import (
     parse_route,
 )
 from models.manifest import MANIFEST_NAME
+from tests.conftest import wait_until
 from tests.unit.manifest_dirs import make_model
 
 WEIGHTS = bytes(range(256)) * 4096  # 1 MiB with a recognisable pattern
@@ -77,6 +78,8 @@ def test_range_request_returns_206_with_content_range(server):
     assert response.status_code == 206
     assert response.headers["Content-Range"] == f"bytes 1000-{len(WEIGHTS) - 1}/{len(WEIGHTS)}"
     assert response.content == WEIGHTS[1000:]
+    # The server logs a range after its last byte is written: the client can finish reading first.
+    assert wait_until(lambda: server.served(), timeout_s=5)
     assert server.served()[-1].start == 1000 and server.served()[-1].bytes_sent == len(WEIGHTS) - 1000
 
 

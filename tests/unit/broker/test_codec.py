@@ -46,7 +46,7 @@ def _birth(**changes):
         TaskDispatch(round_id=3, tasks=(TaskSpec(task_id="t1", task_type="QA", prompt="Q?", model_id="m"),), sent_at=2.0),
         TaskResult(
             task_id="t1", node_id="pi-01", status="ok", answer="Paris", parsed={"label": "happy", "tags": ["O", "B-PER"]},
-            tokens=(TokenRecord(position=10, token_id=42, latency_ms=12.5, source="cloud", bytes_up=1152),),
+            tokens=(TokenRecord(position=10, token_id=42, latency_ms=12.5, decided_by="cloud", layer=30, bytes_up=1152),),
         ),
         MetricBatch(node_id="pi-01", points=(MetricPoint("heartbeat", {"node": "pi-01"}, {"cpu": 1.5, "ok": True}, 1),)),
     ],

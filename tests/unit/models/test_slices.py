@@ -4,22 +4,7 @@ import pytest
 import torch
 
 from models.loaded import LoadedModel
-
-
-@torch.no_grad()
-def reference_logits(loaded: LoadedModel, prompt_ids: list[int], steps: int) -> tuple[list[torch.Tensor], list[int]]:
-    """transformers' own forward with its DynamicCache: prompt, then `steps` greedy tokens."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=loaded.config)
-    logits = loaded.model(input_ids=torch.tensor([prompt_ids]), past_key_values=cache, use_cache=True).logits
-    outputs, tokens = [logits[0]], []
-    for _ in range(steps):
-        token = int(outputs[-1][-1].argmax())
-        tokens.append(token)
-        logits = loaded.model(input_ids=torch.tensor([[token]]), past_key_values=cache, use_cache=True).logits
-        outputs.append(logits[0])
-    return outputs, tokens
+from models.reference import reference_greedy as reference_logits
 
 
 @torch.no_grad()

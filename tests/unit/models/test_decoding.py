@@ -1,0 +1,202 @@
+"""The decoding core (LayerStack) and the one decode loop on tiny random-weight models, no broker."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.decode_loop import DECIDERS, LocalStepper, TokenDecision, decode
+from models.decoding import LayerStack
+from models.exit_policy import ExitPolicy
+from models.generation import generate_batch
+from models.loaded import LoadedModel
+from models.reference import reference_greedy
+from models.store import ModelStore, VariantSpec, write_model
+from models.tiny import make_tiny_model
+
+LAYERS, EXITS = 6, (1, 2, 4)
+PROMPTS = ("Write one sentence about the sea.", "What is DNA?", "List three colours.", "Translate: 你好")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> LoadedModel:
+    """A tiny model whose residual branches are scaled up so greedy output varies from token to token."""
+    from models.exit_heads import ExitHeads
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("decoding-store")
+    tiny = make_tiny_model(seed=1, layers=LAYERS)
+    with torch.no_grad():
+        tiny.model.embed_tokens.weight.mul_(3.0)
+        for layer in tiny.model.layers:
+            for linear in (layer.self_attn.o_proj, layer.mlp.down_proj, layer.mlp.up_proj):
+                linear.weight.mul_(60.0)
+    write_model(root, "tiny-decoding", tiny, VariantSpec(variant="tiny", storage_dtype="float32", source="test"),
+                exit_heads=ExitHeads(64, EXITS))
+    return ModelStore(root).load("tiny-decoding")
+
+
+@pytest.fixture(scope="module")
+def plain_model(tmp_path_factory) -> LoadedModel:
+    """An unscaled tiny model (small activations), for comparisons at 1e-5."""
+    from models.tiny import write_tiny_model
+
+    root = tmp_path_factory.mktemp("plain-store")
+    write_tiny_model(root, "tiny-plain", seed=2, layers=LAYERS, exit_layers=EXITS)
+    return ModelStore(root).load("tiny-plain")
+
+
+def prompt_ids(model: LoadedModel, index: int = 0) -> list[int]:
+    return model.encode_chat(PROMPTS[index])
+
+
+def test_whole_range_matches_transformers_over_64_tokens(model):
+    for index in range(3):
+        ids = prompt_ids(model, index)
+        _, expected = reference_greedy(model, ids, 64)
+        answer = decode(LocalStepper(LayerStack(model, 0, LAYERS)), [ids], 64)[0]
+        assert list(answer.token_ids) == expected
+        assert len(set(expected)) > 5, "the test model must not repeat one token"
+        assert {t.decided_by for t in answer.tokens} == {"head"} and {t.layer for t in answer.tokens} == {LAYERS}
+
+
+def test_exits_disabled_by_threshold_equal_the_full_model(model):
+    ids = prompt_ids(model, 1)
+    _, expected = reference_greedy(model, ids, 64)
+    never = ExitPolicy.top_probability({layer: 1.01 for layer in EXITS})
+    answer = decode(LocalStepper(LayerStack(model, 0, LAYERS, exit_policy=never)), [ids], 64)[0]
+    assert list(answer.token_ids) == expected
+
+
+def test_two_stacks_chained_at_a_split_equal_the_whole_model(model):
+    ids = prompt_ids(model, 2)
+    expected, tokens = reference_greedy(model, ids, 20)
+    edge, cloud = LayerStack(model, 0, 3), LayerStack(model, 3, LAYERS)
+    for feed, logits in zip([ids] + [[t] for t in tokens], expected, strict=True):
+        states = edge.run_tokens([feed]).hidden_states
+        actual = cloud.logits(cloud.run(states.clone()).hidden_states)[0]
+        assert float((actual - logits).abs().max()) <= 1e-4
+
+
+@pytest.mark.parametrize("thresholds", [{1: 0.0, 2: 0.0, 4: 0.0}, {1: 2.0, 2: 0.0, 4: 0.0}, {1: 2.0, 2: 2.0, 4: 0.0}])
+def test_deferred_completion_leaves_the_caches_of_a_full_pass(plain_model, thresholds):
+    """Exited tokens' deeper layers run later, batched; every position ends with the full model's keys/values."""
+    model = plain_model
+    arrived = []
+    stack = LayerStack(model, 0, 4, exit_policy=ExitPolicy.top_probability(thresholds),
+                       sinks={4: lambda first, rows: arrived.append((first, rows[0].clone()))})
+    fed = [1, 42, 4242, 17, 99]
+    result = stack.run_tokens([fed])
+    for _ in range(6):
+        assert result.exit is not None
+        fed.append(result.exit.token_id)
+        result = stack.run_tokens([[result.exit.token_id]], complete=False)
+    stack.flush()
+    reference = LayerStack(model, 0, 4)
+    states = reference.run_tokens([fed]).hidden_states[0]
+    assert stack.completed == len(fed)
+    for segment in stack.segments:
+        whole = reference.segments[0].cache
+        for layer in range(segment.start, segment.end):
+            torch.testing.assert_close(segment.cache.keys[layer - segment.start], whole.keys[layer], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(segment.cache.values[layer - segment.start], whole.values[layer], atol=1e-5, rtol=1e-4)
+    positions = [first + i for first, rows in arrived for i in range(rows.shape[0])]
+    assert positions == list(range(len(fed))), "every position reaches the sink exactly once, in order"
+    torch.testing.assert_close(torch.cat([rows for _, rows in arrived]), states, atol=1e-5, rtol=1e-4)
+
+
+def test_an_exit_defers_the_deeper_layers_by_at_most_one_token(plain_model):
+    model = plain_model
+    stack = LayerStack(model, 0, 4, exit_policy=ExitPolicy.top_probability({1: 0.0, 2: 0.0, 4: 0.0}))
+    result = stack.run_tokens([[1, 42, 4242]])
+    assert stack.completed == 3
+    result = stack.run_tokens([[result.exit.token_id]], complete=False)
+    assert result.exit.exit_layer == 1 and result.hidden_states is None
+    assert stack.segments[0].length == 4 and stack.completed == 3
+    result = stack.run_tokens([[result.exit.token_id]], complete=False)
+    assert result.exit.exit_layer == 1
+    assert stack.completed == 5  # the waiting row and this one went on to the end together
+
+
+def test_rollback_then_redecode_gives_identical_states(plain_model):
+    model = plain_model
+    ids = prompt_ids(model, 0)
+    drafts = [11, 222, 3333, 4444]
+    stack = LayerStack(model, 0, LAYERS)
+    stack.run_tokens([ids])
+    first = stack.run_tokens([drafts]).hidden_states
+    keys_before = [segment.cache.keys[0].clone() for segment in stack.segments]
+    stack.run_tokens([[5, 6, 7]])  # positions that get rejected
+    stack.rollback(len(ids) + len(drafts))
+    assert stack.length == stack.completed == len(ids) + len(drafts)
+    again = stack.run_tokens([[99]]).hidden_states
+    stack.rollback(len(ids))
+    redone = stack.run_tokens([drafts]).hidden_states
+    assert float((redone - first).abs().max()) <= 1e-5
+    assert all(float((s.cache.keys[0] - k).abs().max()) <= 1e-5 for s, k in zip(stack.segments, keys_before, strict=True))
+    fresh = LayerStack(model, 0, LAYERS)
+    fresh.run_tokens([ids + drafts])
+    expected = fresh.run_tokens([[99]]).hidden_states
+    assert float((again - expected).abs().max()) <= 1e-5
+
+
+def test_rollback_drops_deferred_rows_past_the_cut(plain_model):
+    model = plain_model
+    stack = LayerStack(model, 0, 4, exit_policy=ExitPolicy.top_probability({1: 0.0, 2: 0.0, 4: 0.0}))
+    result = stack.run_tokens([[1, 42, 4242]])
+    stack.run_tokens([[result.exit.token_id]], complete=False)  # position 3 waits past layer 1
+    stack.rollback(3)
+    assert stack.length == 3 and stack.completed == 3 and stack.segments[0].length == 3
+    stack.flush()
+    assert stack.completed == 3
+
+
+def test_a_batch_of_four_sequences_equals_four_single_runs(model):
+    prompts = [prompt_ids(model, index) for index in range(4)]
+    assert len({len(p) for p in prompts}) > 1, "prompts of unequal length exercise the left padding"
+    singles = [model.generate_greedy(p, 24, stop_at_eos=False) for p in prompts]
+    assert generate_batch(model, prompts, 24) == singles
+
+
+def test_several_positions_in_one_forward_equal_one_at_a_time(model):
+    ids, drafts = prompt_ids(model, 1), [3, 30, 300, 3000]
+    batched = LayerStack(model, 0, LAYERS)
+    batched.run_tokens([ids])
+    together = batched.logits(batched.run_tokens([drafts]).hidden_states)[0]  # (4, V)
+    single = LayerStack(model, 0, LAYERS)
+    single.run_tokens([ids])
+    one_by_one = torch.cat([single.logits(single.run_tokens([[t]]).hidden_states)[0] for t in drafts])
+    assert float((together - one_by_one).abs().max()) <= 1e-4
+
+
+class ScriptedStepper:
+    """Decides tokens from a script; records what it was fed."""
+
+    def __init__(self, script: list[list[int]]) -> None:
+        self.script, self.fed = script, []
+
+    def step(self, feed):
+        self.fed.append([list(row) for row in feed])
+        tokens = self.script.pop(0)
+        return [[TokenDecision(token, "draft_accepted", 3, 0.0) for token in tokens]]
+
+
+def test_loop_stops_at_end_of_sequence_and_feeds_back_what_was_decided():
+    stepper = ScriptedStepper([[5], [6, 7], [2], [8]])
+    answer = decode(stepper, [[1, 2, 3]], 10, eos_token_id=2, clock=lambda: 0.0)[0]
+    assert answer.token_ids == (5, 6, 7, 2)
+    assert [t.position for t in answer.tokens] == [3, 4, 5, 6]
+    assert stepper.fed == [[[1, 2, 3]], [[5]], [[6, 7]]]
+
+
+def test_loop_keeps_only_the_token_budget_of_a_multi_token_step():
+    answer = decode(ScriptedStepper([[5, 6, 7, 8]]), [[1]], 3, clock=lambda: 0.0)[0]
+    assert answer.token_ids == (5, 6, 7)
+
+
+def test_decided_by_matches_the_wire_vocabulary():
+    from typing import get_args
+
+    from broker.messages.tasks import TokenDecider
+
+    assert get_args(TokenDecider) == DECIDERS
