@@ -81,6 +81,8 @@ class LinkPump:
             wait_s = self._queue[0][0] - loop.time()
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
+            if self._writer.is_closing():  # the other direction ended the connection: nobody to write to
+                return
             now = loop.time()
             while self._queue and self._queue[0][0] <= now:  # everything due leaves in one write
                 _, data = self._queue.popleft()

@@ -1,5 +1,6 @@
 """Emulation settings: bus.link_profile and the edge's cpu_quota are validated with errors naming the key."""
 
+import argparse
 import os
 
 import pytest
@@ -8,6 +9,7 @@ from broker.errors import ConfigError
 from broker.settings import BusConfig, load
 from edge_node.config import EdgeConfig
 from emulation.cpu_quota import cfs_settings
+from fleet_center.local_fleet import _edge_emulation
 from fleet_center.local_fleet import main as local_fleet_main
 
 
@@ -46,3 +48,8 @@ def test_local_fleet_refuses_a_bad_emulation_setting_before_starting_anything(fl
         local_fleet_main(["--set", flag])
     assert exit_info.value.code == 2
     assert flag.split("=")[0] in capsys.readouterr().err
+
+
+def test_local_fleet_set_flags_become_the_edges_settings():
+    args = argparse.Namespace(edge_link="lan", edge_cpu_quota=0.0, set=["edge_link=cellular", "edge_cpu_quota=0.25"])
+    assert _edge_emulation(args) == ["--set", "bus.link_profile=cellular", "--set", "cpu_quota=0.25"]
