@@ -18,6 +18,7 @@ from torch import nn
 
 from broker import topics
 from broker.client import BusClient
+from broker.messages import CenterState
 from broker.messages.inference import SessionOpen, SessionOpened
 from emulation.cpu_quota import CGROUP_PARENT, DEFAULT_CGROUP_ROOT, limit_cpu
 from emulation.link_profiles import Direction, LinkProfile, get_profile
@@ -227,3 +228,28 @@ def test_unwritable_cgroup_root_falls_back_to_layer_delays_with_a_warning(tmp_pa
     limit.release()
     assert all(not layer._forward_hooks for layer in layers)
     assert f"/{CGROUP_PARENT}/" not in Path("/proc/self/cgroup").read_text()
+
+
+@pytest.mark.skipif(not cgroup_writable(), reason="needs root and a writable cgroup v1 cpu hierarchy")
+def test_edge_process_on_an_emulated_pi_and_wan_link_joins_the_fleet_and_cleans_up(mosquitto, tmp_path):
+    births = threading.Event()
+    center = BusClient("center", mosquitto.bus_config("center"))
+    center.subscribe(topics.NODE_BIRTH, lambda envelope: births.set(), node="pi-02")
+    center.connect()
+    center.publish(topics.CENTER_STATE, CenterState(online=True, center_id="center", timestamp=time.time()), wait_s=5)
+    settings = [f"bus.port={mosquitto.port}", f"bus.password_file={mosquitto.secrets_dir}/{{node}}.password",
+                "bus.link_profile=wan", "cpu_quota=0.5", "http_port=0", f"state_dir={tmp_path}",
+                f"model_store={tmp_path / 'models'}"]
+    edge = subprocess.Popen([sys.executable, "-m", "edge_node", "--node-id", "pi-02",
+                             *[arg for setting in settings for arg in ("--set", setting)]],
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cgroup_dir = DEFAULT_CGROUP_ROOT / CGROUP_PARENT / "pi-02"
+    try:
+        assert births.wait(60), "the edge never published its birth through the wan link"
+        assert f"/{CGROUP_PARENT}/pi-02" in Path(f"/proc/{edge.pid}/cgroup").read_text()
+        assert (cgroup_dir / "cpu.cfs_quota_us").read_text().strip() == "5000"
+    finally:
+        edge.terminate()
+        assert edge.wait(30) == 0
+        center.close()
+    assert not cgroup_dir.exists()
