@@ -31,6 +31,8 @@ def parse_task_request(body: bytes, now: float) -> TaskRequest:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise RequestError(f"body is not valid JSON: {error}") from None
+    except RecursionError:  # e.g. 100,000 nested arrays: the parser gives up before the body is a task
+        raise RequestError("body is nested too deeply to be a task") from None
     if not isinstance(data, dict):
         raise RequestError(f"body must be a JSON object, got {type(data).__name__}")
     known = {"task_id", "task_type", "model_name", "model_id", "prompt", "task_token", "priority", "timeout_s",

@@ -72,6 +72,7 @@ def test_task_id_can_be_polled(edge):
     [
         (b"{not json", 400, "not valid JSON"),
         (b"[1, 2]", 400, "JSON object"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
         (b'{"model_name": "tiny-llama", "prompt": "x"}', 400, "task_type"),
         (b'{"task_type": "TC", "model_name": "tiny-llama"}', 400, "prompt"),
         (b'{"task_type": "TC", "model_name": "tiny-llama", "prompt": "x", "max_new_tokens": -3}', 400, "max_new_tokens"),

@@ -38,6 +38,7 @@ def test_full_task_object_with_deadline_and_keep_alive():
         (b'{"task_type": "TC", "model_name": "m", "prompt": "x", "keep_alive_s": "5m"}', "keep_alive_s"),
         (b'{"task_type": "TC", "model_name": "m", "prompt": "x", "wait": "yes"}', "wait"),
         (b'{"task_type": "TC", "model_name": "m", "prompt": "x", "max_new_tokens": 0}', "max_new_tokens"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     ],
 )
 def test_bad_bodies_name_the_problem(body, fragment):
