@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker import topics
-from broker.capabilities import measure_capabilities
+from broker.capabilities import SpeedProbe, measure_capabilities
 from broker.client import BusClient, Envelope, Will
 from broker.messages.membership import (
     Capabilities,
@@ -91,7 +91,13 @@ class NodePresence:
         self._cpu_meter = CpuMeter()
         self.heartbeat_interval_s = heartbeat_interval_s
         self.probes = probes or NodeProbes()
-        self.capabilities = capabilities or measure_capabilities(http_url=http_url)
+        # Given capabilities (tests, benchmarks of many simulated nodes) are taken as they are: no probing.
+        self.speed: SpeedProbe | None = None
+        if capabilities is None:
+            self.speed = SpeedProbe()
+            self.speed.maybe_probe()  # the first probe, at start
+            capabilities = measure_capabilities(http_url=http_url, gflops=self.speed.gflops)
+        self.capabilities = capabilities
         self.center_online = threading.Event()
         self.command_handlers: dict[str, Callable[[NodeCommand], None]] = {}
         self._bd_seq = BdSeqCounter(state_dir / f"{node_id}.bdseq" if state_dir else None)
@@ -149,6 +155,8 @@ class NodePresence:
         logger.info("%s: birth published (bdSeq %d)", self.node_id, birth.bd_seq)
 
     def heartbeat(self) -> Heartbeat:
+        if self.speed is not None:
+            self.speed.maybe_probe()  # a few ms on a server, ~50 ms on a Pi: fine on the heartbeat thread
         sample = take_snapshot(self._cpu_meter)  # CPU since the previous heartbeat
         self._heartbeat_seq += 1
         counters = {name: float(value) for name, value in self.bus.stats.counts.items()}
@@ -165,6 +173,7 @@ class NodePresence:
             queue_depth=self.probes.queue_depth(),
             loaded_models=tuple(self.probes.loaded_models()),
             counters=counters,
+            gflops=round(self.speed.gflops if self.speed is not None else self.capabilities.gflops, 2),
         )
 
     # ---- handlers --------------------------------------------------------------------------------

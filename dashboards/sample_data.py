@@ -98,6 +98,7 @@ def _rounds_and_tasks(points: dict[str, list[MetricPoint]], rng: random.Random, 
                     where, "smollm2-135m" if where == CLOUD else "smollm2-135m-int8", task_type, status,
                     round_id=round_id, task_id=f"r{round_id}-{task_type}-{task_index}", latency_ms=latency_ms,
                     tokens=tokens, quality=None if status == "failed" else rng.uniform(0.4, 0.95),
+                    predicted_ms=latency_ms * rng.uniform(0.7, 1.3), measured_ms=latency_ms,
                     timestamp_ns=end_ns - rng.randint(1, 5 * SECOND_NS),
                 ))
             latencies.sort()
@@ -108,7 +109,7 @@ def _rounds_and_tasks(points: dict[str, list[MetricPoint]], rng: random.Random, 
             )
         points[CENTER].extend(schema.round_points(
             round_id, per_type, duration_s=ROUND_INTERVAL_S * rng.uniform(0.5, 0.9),
-            caching_round=round_id in (0, 21), timestamp_ns=end_ns,
+            caching_round=round_id in (0, 21), timestamp_ns=end_ns, quality_keep=0.9,
         ))
 
 

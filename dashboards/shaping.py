@@ -91,6 +91,54 @@ def quality_by_type(rounds: pd.DataFrame) -> pd.DataFrame:
     return per_type.sort_values(["round_id", "task_type"])[columns].reset_index(drop=True)
 
 
+def prediction_vs_measured(tasks: pd.DataFrame) -> pd.DataFrame:
+    """round_id, series (predicted | measured), latency_s: per round, the median of each over its tasks."""
+    columns = ["round_id", "series", "latency_s"]
+    if tasks.empty or not {"predicted_ms", "measured_ms", "round_id"} <= set(tasks.columns):
+        return pd.DataFrame(columns=columns)
+    known = tasks.dropna(subset=["predicted_ms", "measured_ms"])
+    known = known[known["round_id"] >= 0]
+    if known.empty:
+        return pd.DataFrame(columns=columns)
+    medians = known.groupby("round_id", as_index=False)[["predicted_ms", "measured_ms"]].median()
+    long = medians.melt(id_vars=["round_id"], var_name="series", value_name="latency_ms")
+    long["series"] = long["series"].str.removesuffix("_ms")
+    long["latency_s"] = long["latency_ms"] / 1e3
+    long["round_id"] = long["round_id"].astype(int)
+    return long.sort_values(["round_id", "series"])[columns].reset_index(drop=True)
+
+
+def prediction_error_pct(tasks: pd.DataFrame) -> float | None:
+    """Median over tasks of |predicted - measured| / measured, in percent; None without both figures."""
+    if tasks.empty or not {"predicted_ms", "measured_ms"} <= set(tasks.columns):
+        return None
+    known = tasks.dropna(subset=["predicted_ms", "measured_ms"])
+    known = known[known["measured_ms"] > 0]
+    if known.empty:
+        return None
+    return float(((known["predicted_ms"] - known["measured_ms"]).abs() / known["measured_ms"]).median() * 100)
+
+
+def measured_quality(tasks: pd.DataFrame) -> pd.DataFrame:
+    """model, task_type, quality (mean of evaluated answers), tasks: what the center's evaluations measured."""
+    columns = ["model", "task_type", "quality", "tasks"]
+    if tasks.empty or "quality" not in tasks.columns:
+        return pd.DataFrame(columns=columns)
+    known = tasks.dropna(subset=["quality"])
+    if known.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = known.groupby(["model", "task_type"], as_index=False).agg(quality=("quality", "mean"), tasks=("quality", "size"))
+    return grouped.sort_values(["model", "task_type"])[columns].reset_index(drop=True)
+
+
+def latest_quality_keep(rounds: pd.DataFrame) -> float | None:
+    """The center's quality-against-latency setting from its newest round summary, if recorded."""
+    if rounds.empty or "quality_keep" not in rounds.columns:
+        return None
+    known = rounds.dropna(subset=["quality_keep"]).sort_values("time")
+    return None if known.empty else float(known["quality_keep"].iloc[-1])
+
+
 # ---- Caching -----------------------------------------------------------------------------------------
 
 KEPT, ADDED, EVICTED, FAILED = "kept", "added", "evicted", "failed"

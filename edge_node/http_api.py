@@ -4,7 +4,7 @@ POST /perform_task   {"task_type", "model_name", "prompt"} or a full task object
                      or 200 + result with "wait": true. 400 bad body, 404 unknown model, 413 too big,
                      503 queue full.
 GET  /tasks/{id}     200 result, 202 still queued/running, 404 unknown id
-GET  /health         node, queue and bus status
+GET  /health         200 ok / degraded (bus down), 503 unavailable (worker dead, stopping, queue full)
 GET  /api/ps         models in memory (as Ollama's /api/ps)
 """
 
@@ -75,13 +75,9 @@ def create_app(service: EdgeService, max_body_bytes: int) -> FastAPI:
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        stats = service.queue.stats()
-        return JSONResponse({
-            "status": "ok", "node_id": service.node_id, "bus_connected": service.presence.bus.connected,
-            "center_online": service.presence.center_online.is_set(), "queue_depth": stats.depth,
-            "queue_capacity": stats.capacity, "loaded_models": [m.model_id for m in service.loaded_models()],
-            "malformed_messages": service.presence.bus.stats.counts["malformed"],
-        })
+        verdict, figures = service.health()
+        return JSONResponse({"status": verdict.status, "problems": list(verdict.problems), **figures},
+                            status_code=verdict.http_status)
 
     @app.get("/api/ps")
     async def ps() -> JSONResponse:

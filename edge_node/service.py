@@ -21,6 +21,7 @@ from edge_node.collab_link import CollabClient
 from edge_node.config import EdgeConfig
 from edge_node.deployer import ModelDeployer
 from edge_node.executor import TaskExecutor
+from edge_node.health import Health, HealthFacts, assess
 from edge_node.http_api import HttpServer
 from edge_node.metrics_csv import MetricsCsvWriter
 from edge_node.model_cache import CacheConfig, ModelCache
@@ -239,6 +240,20 @@ class EdgeService:
                               expires_at=r.expires_at)
             for r in self.cache.status() if not r.loading
         )
+
+    def health(self) -> tuple[Health, dict[str, object]]:
+        """Whether the node can serve, and the figures behind the answer (for `/health`)."""
+        stats = self.queue.stats()
+        facts = HealthFacts(bus_connected=self.presence.bus.connected, worker_alive=self._threads[0].is_alive(),
+                            stopping=self._stop.is_set(), queue_depth=stats.depth, queue_capacity=stats.capacity)
+        speed = self.presence.speed
+        return assess(facts), {
+            "node_id": self.node_id, "bus_connected": facts.bus_connected, "worker_alive": facts.worker_alive,
+            "center_online": self.presence.center_online.is_set(), "queue_depth": stats.depth,
+            "queue_capacity": stats.capacity, "loaded_models": [m.model_id for m in self.loaded_models()],
+            "malformed_messages": self.presence.bus.stats.counts["malformed"],
+            "gflops": speed.gflops if speed is not None else self.presence.capabilities.gflops,
+        }
 
     def _counters(self) -> dict[str, float]:
         stats = self.queue.stats()

@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS results (
     tokens INTEGER,
     finished_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS predictions (
+    instance_id TEXT PRIMARY KEY,
+    predicted_s REAL NOT NULL,        -- the scheduler's dispatch-to-result latency at dispatch
+    measured_s REAL                   -- what it took, dispatch to result at the center
+);
 CREATE TABLE IF NOT EXISTS placements (
     round_index INTEGER NOT NULL,
     edge_id TEXT NOT NULL,
@@ -144,6 +149,18 @@ class CenterDb:
                 return False
             self._conn.execute("UPDATE tasks SET status = 'done' WHERE instance_id = ?", (instance_id,))
             return True
+
+    def record_prediction(self, instance_id: str, predicted_s: float) -> None:
+        """The latest dispatch's predicted latency (a reassignment predicts again)."""
+        self._run("INSERT OR REPLACE INTO predictions VALUES (?, ?, NULL)", (instance_id, predicted_s))
+
+    def record_measured(self, instance_id: str, measured_s: float) -> None:
+        self._run("UPDATE predictions SET measured_s = ? WHERE instance_id = ?", (measured_s, instance_id))
+
+    def predictions_of(self, round_index: int) -> list[tuple[str, float, float | None]]:
+        """(instance id, predicted s, measured s or None) of a round's tasks."""
+        return self._run("SELECT p.instance_id, p.predicted_s, p.measured_s FROM predictions p JOIN tasks t "
+                         "USING (instance_id) WHERE t.round_index = ?", (round_index,))
 
     def results_of(self, round_index: int) -> list[tuple]:
         return self._run(

@@ -53,14 +53,16 @@ class MetricsFeed:
                 "center", "center", sample.cpu_percent, sample.memory_percent, sample.load_avg_1m, 0,
                 metrics_dropped=self.recorder.stats().dropped, timestamp_ns=schema.now_ns())])
 
-    def result(self, result: TaskResult, quality: float | None, clouds: set[str]) -> None:
+    def result(self, result: TaskResult, quality: float | None, clouds: set[str], predicted_s: float | None = None,
+               measured_s: float | None = None) -> None:
         now = schema.now_ns()
         latency_s = result.queue_wait_s + result.load_time_s + result.total_s
         points = [schema.task_point(
             result.node_id, result.model_id or "-", result.task_type or "-", result.status, result.round_id,
             result.task_id, latency_s * 1e3, queue_ms=result.queue_wait_s * 1e3,
             first_token_ms=result.ttft_s * 1e3 if result.tokens else None, tokens=len(result.tokens), quality=quality,
-            timestamp_ns=now)]
+            predicted_ms=None if predicted_s is None else predicted_s * 1e3,
+            measured_ms=None if measured_s is None else measured_s * 1e3, timestamp_ns=now)]
         if result.tokens:
             start_ns = now - int(sum(t.latency_ms for t in result.tokens) * 1e6)
             timings = [schema.TokenTiming(
@@ -90,7 +92,7 @@ class MetricsFeed:
                 quality=float(np.mean(qualities)) if qualities else None)
         if per_type:
             self._record(schema.round_points(round_index, per_type, float(summary.get("duration_s", 0.0)),
-                                             timestamp_ns=schema.now_ns()))
+                                             timestamp_ns=schema.now_ns(), quality_keep=summary.get("quality_keep")))
 
     def _caching(self, round_index: int, summary: dict) -> None:
         now = schema.now_ns()

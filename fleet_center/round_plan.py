@@ -25,11 +25,18 @@ class Outstanding:
     model_id: str
     deadline: float
     attempts: int
+    dispatched_at: float = 0.0  # wall clock, seconds
+    predicted_s: float | None = None  # the scheduler's dispatch-to-result latency
 
 
 def overdue(outstanding: dict[str, Outstanding], now: float, online: set[str]) -> list[Outstanding]:
     """Tasks whose node went offline or whose deadline passed: they must be reassigned."""
     return [item for item in outstanding.values() if item.node_id not in online or now >= item.deadline]
+
+
+def prediction_error_pct(predicted_s: float, measured_s: float) -> float:
+    """|predicted - measured| / measured, in percent."""
+    return abs(predicted_s - measured_s) / max(measured_s, 1e-9) * 100.0
 
 
 def reassignment_target(failed_node: str, candidates: list[str]) -> str | None:

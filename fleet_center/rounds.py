@@ -13,18 +13,21 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from broker import topics
+from broker.capabilities import SpeedProbe
 from broker.client import BusClient, Envelope
 from broker.messages import ModelStatus, NodeCommand, TaskDispatch, TaskResult, TaskSpec
 from fleet_center import workload
 from fleet_center.center_db import CenterDb, StoredTask
 from fleet_center.config import RoundsConfig
-from fleet_center.cost_model import CostInputs, ModelProfile, NodeFigures, build_fleet, running_means
+from fleet_center.cost_model import CostInputs, ModelProfile, NodeFigures, build_fleet
+from fleet_center.estimates import Estimate, Exploration, observe
 from fleet_center.evaluation import score_task
 from fleet_center.membership import FleetMembership
 from fleet_center.round_plan import (
     Outstanding,
     is_caching_round,
     overdue,
+    prediction_error_pct,
     reassignment_target,
     task_type_name,
 )
@@ -50,28 +53,34 @@ class RoundRunner:
     def __init__(self, config: RoundsConfig, bus: BusClient, membership: FleetMembership, db: CenterDb,
                  profiles: tuple[ModelProfile, ...], reference_gflops: float,
                  task_set: tuple[workload.Task, ...] | None = None,
-                 deploy_command: Callable[[str, str, bool], NodeCommand] | None = None) -> None:
+                 deploy_command: Callable[[str, str, bool], NodeCommand] | None = None,
+                 reference_probe: SpeedProbe | None = None) -> None:
         """`deploy_command(model_id, command_id, pin)` builds a deploy command whose URL serves the model;
-        without it, deploy commands carry no URL and edges use the copy in their own store."""
+        without it, deploy commands carry no URL and edges use the copy in their own store.
+        `reference_probe`, if given, re-measures the reference GFLOPS (this host) as rounds go by: a
+        probe taken while the fleet starts up reads low, like the edges' own."""
         self.config = config
         self.bus = bus
         self.membership = membership
         self.db = db
         self.profiles = profiles
         self.reference_gflops = reference_gflops
+        self.reference_probe = reference_probe
         self.task_set = task_set or workload.load_tasks(config.tasks_file or workload.DEFAULT_TASKS_PATH)
         self.tasks_by_id = {task.task_id: task for task in self.task_set}
         self.scheduler = make_scheduler(config.scheduler)
         self.workload = workload.WorkloadConfig(arrival=config.arrival, tasks_per_edge=config.tasks_per_edge)
         self.listeners: list[RoundListener] = []
-        self.result_listeners: list[Callable[[TaskResult, float | None, set[str]], None]] = []
+        # (result, quality, cloud ids, predicted latency s, measured dispatch-to-result s)
+        self.result_listeners: list[Callable[[TaskResult, float | None, set[str], float | None, float | None], None]] = []
         self.status_listeners: list[Callable[[ModelStatus], None]] = []
         self.deploy_command = deploy_command or (
             lambda model_id, command_id, pin: NodeCommand(command_id=command_id, kind="deploy_model",
                                                           model_id=model_id, pin=pin))
         self._results: queue.SimpleQueue[TaskResult] = queue.SimpleQueue()
         self._statuses: queue.SimpleQueue[ModelStatus] = queue.SimpleQueue()
-        self._token_time: dict[tuple[str, str], float] = {}
+        self._token_estimates: dict[tuple[str, str], Estimate] = {}  # (node, model) seconds per token
+        self.exploration = Exploration(bonus=config.exploration_bonus, half_life_s=config.estimate_half_life_s)
         self._cloud_turn = 0
         self.placement: dict[str, set[str]] = db.latest_placement()
 
@@ -108,6 +117,8 @@ class RoundRunner:
                 logger.warning("round %d: no edge online; waiting", round_index)
                 stop.wait(2.0)
                 continue
+            if self.reference_probe is not None and self.reference_probe.maybe_probe():
+                self.reference_gflops = max(self.reference_gflops, self.reference_probe.gflops)
             caching = is_caching_round(round_index, self.config.offloading_rounds)
             self.db.start_round(round_index, "caching" if caching else "offloading")
             started = time.monotonic()
@@ -153,8 +164,8 @@ class RoundRunner:
             stored = {t.instance_id: t for t in self.db.tasks_of(round_index)}
         return RoundContext(round_index, stored, self.tasks_by_id)
 
-    def _schedule(self, pending: list[StoredTask], context: RoundContext) -> list[tuple[str, str, str]]:
-        """(instance id, node id, model id) for every pending task."""
+    def _schedule(self, pending: list[StoredTask], context: RoundContext) -> list[tuple[str, str, str, float]]:
+        """(instance id, node id, model id, predicted latency s) for every pending task."""
         if not pending:
             return []
         edges = self._edge_figures()
@@ -173,9 +184,9 @@ class RoundRunner:
         for item in plan.assignments:
             if item.edge_id is None:
                 target = self._next_cloud(clouds) or self._fallback_edge(edges)
-                decisions.append((item.task_id, target, self.config.models[0]))
+                decisions.append((item.task_id, target, self.config.models[0], item.latency_s))
             else:
-                decisions.append((item.task_id, item.edge_id, item.model_id or self.config.initial_model))
+                decisions.append((item.task_id, item.edge_id, item.model_id or self.config.initial_model, item.latency_s))
         return decisions
 
     def _placed(self, edge_id: str) -> set[str]:
@@ -191,12 +202,13 @@ class RoundRunner:
     def _fallback_edge(edges: list[NodeFigures]) -> str:
         return min(edges, key=lambda e: e.queue_depth).node_id
 
-    def _dispatch(self, round_index: int, decisions: list[tuple[str, str, str]], context: RoundContext,
+    def _dispatch(self, round_index: int, decisions: list[tuple[str, str, str, float | None]], context: RoundContext,
                   outstanding: dict[str, Outstanding]) -> None:
         by_node: dict[str, list[TaskSpec]] = {}
-        deadline = time.time() + self.config.task_deadline_s
+        now = time.time()
+        deadline = now + self.config.task_deadline_s
         clouds = set(self._clouds())
-        for instance_id, node_id, model_id in decisions:
+        for instance_id, node_id, model_id, predicted_s in decisions:
             stored = context.tasks[instance_id]
             task = context.by_id[stored.task_id]
             by_node.setdefault(node_id, []).append(TaskSpec(
@@ -205,7 +217,10 @@ class RoundRunner:
                 mode="standalone" if node_id in clouds else self.config.edge_mode,
             ))
             self.db.assign(instance_id, node_id, model_id)
-            outstanding[instance_id] = Outstanding(instance_id, node_id, model_id, deadline, stored.attempts + 1)
+            if predicted_s is not None:
+                self.db.record_prediction(instance_id, predicted_s)
+            outstanding[instance_id] = Outstanding(instance_id, node_id, model_id, deadline, stored.attempts + 1,
+                                                   now, predicted_s)
         for node_id, specs in by_node.items():
             dispatch = TaskDispatch(round_id=round_index, tasks=tuple(specs), sent_at=time.time())
             self.bus.publish(topics.TASK_DISPATCH, dispatch, expiry_s=int(self.config.task_deadline_s), node=node_id)
@@ -232,7 +247,7 @@ class RoundRunner:
             return  # another round's, a duplicate, or a late answer from a node we gave up on
         stored = context.tasks[result.task_id]
         if result.status != "ok":
-            self._notify(self.result_listeners, result, None, set(self._clouds()))
+            self._notify(self.result_listeners, result, None, set(self._clouds()), item.predicted_s, None)
             logger.warning("task %s failed on %s: %s", result.task_id, result.node_id, result.error)
             del outstanding[result.task_id]
             self._reassign(context.round_index, item, context, outstanding, set(self._edges()) | set(self._clouds()))
@@ -242,11 +257,15 @@ class RoundRunner:
         if self.db.record_result(result.task_id, result.node_id, result.model_id, "ok", result.answer, quality,
                                  result.total_s + result.queue_wait_s + result.load_time_s, len(result.tokens)):
             del outstanding[result.task_id]
-            self._notify(self.result_listeners, result, quality, set(self._clouds()))
+            measured_s = time.time() - item.dispatched_at
+            if item.predicted_s is not None:
+                self.db.record_measured(result.task_id, measured_s)
+            self._notify(self.result_listeners, result, quality, set(self._clouds()), item.predicted_s, measured_s)
             if result.tokens and result.total_s > 0:
                 key = (result.node_id, result.model_id)
                 per_token = result.total_s / len(result.tokens)
-                self._token_time[key] = 0.7 * self._token_time.get(key, per_token) + 0.3 * per_token
+                self._token_estimates[key] = observe(self._token_estimates.get(key), per_token, time.monotonic(),
+                                                     self.exploration.weight)
 
     def _reassign(self, round_index: int, item: Outstanding, context: RoundContext,
                   outstanding: dict[str, Outstanding], online: set[str]) -> None:
@@ -263,7 +282,7 @@ class RoundRunner:
         logger.warning("round %d: task %s reassigned from %s to %s", round_index, item.instance_id, item.node_id, target)
         model_id = item.model_id if target in self._clouds() else next(iter(self._placed(target)))
         context.tasks[item.instance_id] = _with_attempts(context.tasks[item.instance_id], item.attempts)
-        self._dispatch(round_index, [(item.instance_id, target, model_id)], context, outstanding)
+        self._dispatch(round_index, [(item.instance_id, target, model_id, None)], context, outstanding)
 
     def _summarise(self, round_index: int, context: RoundContext) -> dict:
         rows = self.db.results_of(round_index)
@@ -275,6 +294,7 @@ class RoundRunner:
         for row in rows:
             where[row[3]] = where.get(row[3], 0) + 1
         latencies = [r[8] for r in ok]
+        errors = [prediction_error_pct(p, m) for _, p, m in self.db.predictions_of(round_index) if m is not None]
         return {
             "kind": "offloading", "round": round_index, "tasks": len(context.tasks), "ok": len(ok),
             "failed": len(rows) - len(ok), "where": where,
@@ -282,6 +302,8 @@ class RoundRunner:
             "latency_mean_s": float(np.mean(latencies)) if latencies else 0.0,
             "latency_p95_s": float(np.percentile(latencies, 95)) if latencies else 0.0,
             "quality": {name: float(np.mean(values)) for name, values in per_type.items()},
+            "prediction_error_pct_median": float(np.median(errors)) if errors else None,
+            "quality_keep": self.config.quality_keep,
         }
 
     # ---- caching ---------------------------------------------------------------------------------
@@ -368,29 +390,51 @@ class RoundRunner:
     def _edge_figures(self) -> list[NodeFigures]:
         state = self.membership.snapshot()
         return [
-            NodeFigures(n.node_id, n.capabilities.memory_bytes, n.capabilities.gflops,
-                        n.last_heartbeat.queue_depth if n.last_heartbeat else 0)
+            NodeFigures(n.node_id, n.capabilities.memory_bytes, _best_gflops(n.capabilities.gflops, n.last_heartbeat),
+                        n.last_heartbeat.queue_depth if n.last_heartbeat else 0, n.capabilities.host_id,
+                        n.capabilities.cores)
             for n in sorted(state.online("edge"), key=lambda n: n.node_id)
         ]
 
     def _cost_inputs(self) -> CostInputs:
-        quality = running_means([((m, t), q) for m, t, q in self.db.quality_history()])
+        now = time.monotonic()
+        quality: dict[tuple[str, int], Estimate] = {}
+        for model_id, task_type, value in reversed(self.db.quality_history()):  # oldest first
+            previous = quality.get((model_id, task_type))
+            # Quality of a (model, type) does not drift: a running mean, every evaluation weighs alike.
+            weight = 1.0 / (previous.samples + 1) if previous else 1.0
+            quality[(model_id, task_type)] = observe(previous, value, now, weight)
         clouds = self._clouds()
-        cloud_times = [v for (node, _), v in self._token_time.items() if node in clouds]
+        cloud_times = [e.mean for (node, _), e in self._token_estimates.items() if node in clouds]
         state = self.membership.snapshot()
         # One cloud worker runs its tasks one after another: what it already holds delays new ones.
         cloud_queue = sum(state.nodes[c].last_heartbeat.queue_depth for c in clouds
                           if state.nodes[c].last_heartbeat is not None)
         cloud_token_s = float(np.mean(cloud_times)) if cloud_times else self.config.cloud_token_time_s
+        nodes_per_host: dict[str, int] = {}
+        for node in state.nodes.values():
+            if node.online and node.capabilities.host_id:
+                nodes_per_host[node.capabilities.host_id] = nodes_per_host.get(node.capabilities.host_id, 0) + 1
         return CostInputs(
             models=tuple(p for p in self.profiles if p.model_id in self.config.models),
             reference_gflops=self.reference_gflops,
+            cloud_model=self.config.models[0],
             cloud_token_time_s=cloud_token_s,
             cloud_latency_s=(self.config.cloud_latency_s + cloud_queue * self.config.max_new_tokens * cloud_token_s
                              / max(1, len(clouds))) if clouds else 1e6,
-            measured_token_time_s={k: v for k, v in self._token_time.items() if k[0] not in clouds},
-            measured_quality=quality,
+            quality_keep=self.config.quality_keep,
+            token_estimates={k: v for k, v in self._token_estimates.items() if k[0] not in clouds},
+            quality_estimates=quality,
+            nodes_per_host=nodes_per_host,
+            now=now,
+            exploration=self.exploration,
         )
+
+
+def _best_gflops(birth_gflops: float, heartbeat: object | None) -> float:
+    """The heartbeat's re-measured probe when it has one, else the birth's."""
+    measured = getattr(heartbeat, "gflops", 0.0) if heartbeat is not None else 0.0
+    return measured if measured > 0 else birth_gflops
 
 
 def _prediction(task: workload.Task, result: TaskResult) -> str | list[str]:

@@ -6,7 +6,7 @@ import logging
 import threading
 from pathlib import Path
 
-from broker.capabilities import measure_gflops
+from broker.capabilities import SpeedProbe
 from fleet_center.artifacts import ArtifactServer, ArtifactServerConfig
 from fleet_center.center_db import CenterDb
 from fleet_center.config import CenterConfig
@@ -42,8 +42,11 @@ class CenterService:
             profiles = load_profiles(store, config.rounds.models, profiles_path())
             self.artifacts = ArtifactServer(store.root, ArtifactServerConfig(
                 host=config.artifacts_host, port=config.artifacts_port, public_url=config.artifacts_public_url))
+            probe = SpeedProbe()
+            probe.maybe_probe()
             self.rounds = RoundRunner(config.rounds, self.membership.bus, self.membership, self.db, profiles,
-                                      reference_gflops=measure_gflops(), deploy_command=self.artifacts.deploy_command)
+                                      reference_gflops=probe.gflops, deploy_command=self.artifacts.deploy_command,
+                                      reference_probe=probe)
             self.rounds.attach()
             if self.feed is not None:
                 sizes = {p.model_id: p.size_bytes for p in profiles}

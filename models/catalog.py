@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tqdm import tqdm
 
 from models.errors import CorruptModelError, ModelStoreError, UnknownModelError
 from models.exit_heads import EXIT_HEADS_NAME, ExitHeads
@@ -127,6 +130,7 @@ def prepare(store: ModelStore, repair: bool = False, only_base: bool = False) ->
         logger.info("model store %s is up to date (%d variants)", store.root, len(entries))
         return [store.manifest(entry.model_id) for entry in entries]
     if not store.has(base.model_id) or base.model_id in damaged:
+        logger.info("dequantizing the GGUF into %s (about 20 s)", base.model_id)
         _build_base(store, base)
         todo = [entry for entry in todo if entry is not base]
     if todo:
@@ -134,10 +138,12 @@ def prepare(store: ModelStore, repair: bool = False, only_base: bool = False) ->
         staged_tokenizer = Path(tempfile.mkdtemp(prefix="edgefleet-tokenizer-"))
         try:
             copy_tokenizer(store.path(base.model_id), staged_tokenizer)  # the base directory may be rewritten
-            for entry in todo:
-                started = time.perf_counter()
-                build_entry(store, entry, base_model, staged_tokenizer)
-                logger.info("built %s in %.1f s", entry.model_id, time.perf_counter() - started)
+            with tqdm(todo, desc="building variants", unit="model", file=sys.stderr) as progress:
+                for entry in progress:
+                    progress.set_postfix_str(entry.model_id)
+                    started = time.perf_counter()
+                    build_entry(store, entry, base_model, staged_tokenizer)
+                    logger.info("built %s in %.1f s", entry.model_id, time.perf_counter() - started)
         finally:
             shutil.rmtree(staged_tokenizer, ignore_errors=True)
     return [store.manifest(entry.model_id) for entry in entries]

@@ -54,6 +54,7 @@ class Capabilities(Message):
     gflops: float  # measured fp32 matmul throughput
     bandwidth_mbps: float = 0.0  # 0 = not measured
     http_url: str = ""  # the node's HTTP API, if it serves one
+    host_id: str = ""  # names the machine: nodes sharing one share its cores ("" = unknown)
 
     def __post_init__(self) -> None:
         require(1 <= self.cores <= 4096, "cores out of range")
@@ -112,6 +113,7 @@ class Heartbeat(Message):
     queue_depth: int = 0
     loaded_models: tuple[LoadedModelStatus, ...] = ()
     counters: dict[str, float] = field(default_factory=dict)  # e.g. malformed_messages, sessions
+    gflops: float = 0.0  # best recent matmul probe (re-measured periodically); 0 = not measured yet
 
     def __post_init__(self) -> None:
         require(valid_node_id(self.node_id), f"invalid node id {self.node_id!r}")
@@ -119,6 +121,7 @@ class Heartbeat(Message):
         require(0 <= self.cpu_percent <= 100 * 4096, "cpu_percent out of range")
         require(0 <= self.memory_percent <= 100, "memory_percent out of range")
         require(self.queue_depth >= 0, "queue_depth must be >= 0")
+        require(self.gflops >= 0, "gflops must be >= 0")
 
 
 CommandKind = Literal["rebirth", "deploy_model", "unload_model", "drain", "stop"]

@@ -46,6 +46,7 @@ def render(context: PageContext) -> None:
                 "token_ms": st.column_config.NumberColumn("Per token (ms)", format="%.1f"),
             },
         )
+    _measured_quality(context)
     st.subheader("Loads and unloads")
     log = shaping.model_event_log(events)
     if log.empty:
@@ -61,6 +62,36 @@ def render(context: PageContext) -> None:
         },
     )
     right.dataframe(shaping.loaded_per_node(events), hide_index=True, placeholder="–", column_config={"node": "Node", "model": "Loaded now"})
+
+
+def _measured_quality(context: PageContext) -> None:
+    """Each model's quality as the center's evaluations measured it, and the trade-off the scheduler keeps."""
+    st.subheader("Measured quality")
+    tasks = fetch(context, queries.tasks, "tasks")
+    rounds = fetch(context, queries.rounds, "rounds")
+    if tasks is None or rounds is None:
+        return
+    keep = shaping.latest_quality_keep(rounds)
+    if keep is not None:
+        st.caption(f"Trade-off: an edge model takes a task type only if its quality is at least {keep:.0%} of the best "
+                   "model's for that type (`rounds.quality_keep`); faster models win among those.")
+    quality = shaping.measured_quality(tasks)
+    if quality.empty:
+        st.caption(f"No evaluated answers in the last {context.range_label}.")
+        return
+    chart = (
+        alt.Chart(quality)
+        .mark_bar()
+        .encode(
+            x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=-30)),
+            y=alt.Y("quality:Q", title="mean quality", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("model:N", legend=None),
+            column=alt.Column("task_type:N", title=None),
+            tooltip=["model:N", "task_type:N", alt.Tooltip("quality:Q", format=".3f"), "tasks:Q"],
+        )
+        .properties(width=120, height=200)
+    )
+    st.altair_chart(chart)
 
 
 def _versus_size(latest: pd.DataFrame, value: str, title: str) -> alt.LayerChart:

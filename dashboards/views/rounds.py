@@ -29,6 +29,9 @@ def render(context: PageContext) -> None:
     left, right = st.columns(2)
     left.altair_chart(_where_tasks_ran(shaping.placement_split(summary)), width="stretch")
     right.altair_chart(_latency(summary), width="stretch")
+    tasks = fetch(context, queries.tasks, "tasks")
+    if tasks is not None:
+        _prediction(tasks)
     st.altair_chart(_quality(shaping.quality_by_type(rounds)), width="stretch")
     _table(summary)
 
@@ -48,6 +51,28 @@ def _kpis(summary: pd.DataFrame) -> None:
         delta=None if previous is None or pd.isna(previous) or pd.isna(quality) else f"{quality - previous:+.2f}",
         border=True,
     )
+
+
+def _prediction(tasks: pd.DataFrame) -> None:
+    """The scheduler's predicted dispatch-to-result latency next to the measured one, per round (medians)."""
+    series = shaping.prediction_vs_measured(tasks)
+    if series.empty:
+        st.caption("No predicted latencies recorded yet: the center records one per task it schedules.")
+        return
+    error = shaping.prediction_error_pct(tasks)
+    chart = (
+        alt.Chart(series, title=f"Predicted vs measured latency (median per round; median error {error:.0f} %)")
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("round_id:O", title="round", axis=ROUND_AXIS),
+            y=alt.Y("latency_s:Q", title="dispatch to result (s)"),
+            color=alt.Color("series:N", scale=alt.Scale(domain=["predicted", "measured"], range=["#7e57c2", "#26a69a"]),
+                            title=None),
+            tooltip=["round_id:O", "series:N", alt.Tooltip("latency_s:Q", format=".2f")],
+        )
+        .properties(height=240)
+    )
+    st.altair_chart(chart, width="stretch")
 
 
 def _timeline(summary: pd.DataFrame) -> alt.Chart:

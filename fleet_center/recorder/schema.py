@@ -105,11 +105,19 @@ def round_points(
     caching_round: bool = False,
     *,
     timestamp_ns: int,
+    quality_keep: float | None = None,
 ) -> list[MetricPoint]:
-    """One point per task type plus a summary point tagged task_type="all" (weighted by task count)."""
+    """One point per task type plus a summary point tagged task_type="all" (weighted by task count).
+
+    `quality_keep` (the center's quality-against-latency setting) rides on the summary point.
+    """
     points = [_round_point(round_id, task_type, stats, duration_s, caching_round, timestamp_ns) for task_type, stats in per_type.items()]
     summary = summarize(per_type.values())
-    points.append(_round_point(round_id, ALL_TASK_TYPES, summary, duration_s, caching_round, timestamp_ns))
+    overall = _round_point(round_id, ALL_TASK_TYPES, summary, duration_s, caching_round, timestamp_ns)
+    if quality_keep is not None:
+        overall = MetricPoint(overall.measurement, overall.tags, {**overall.fields, "quality_keep": float(quality_keep)},
+                              overall.timestamp_ns)
+    points.append(overall)
     return points
 
 
@@ -196,10 +204,15 @@ def task_point(
     first_token_ms: float | None = None,
     tokens: int = 0,
     quality: float | None = None,
+    predicted_ms: float | None = None,
+    measured_ms: float | None = None,
     *,
     timestamp_ns: int,
 ) -> MetricPoint:
-    """One finished (or failed) task; tokens/s is derived from tokens and latency."""
+    """One finished (or failed) task; tokens/s is derived from tokens and latency.
+
+    `predicted_ms` is the scheduler's dispatch-to-result latency at dispatch, `measured_ms` what it took.
+    """
     tokens_per_s = tokens / (latency_ms / 1000.0) if latency_ms > 0 and tokens > 0 else None
     return _point(
         TASK,
@@ -213,6 +226,8 @@ def task_point(
             "tokens": int(tokens),
             "tokens_per_s": _float(tokens_per_s),
             "quality": _float(quality),
+            "predicted_ms": _float(predicted_ms),
+            "measured_ms": _float(measured_ms),
         },
         timestamp_ns,
     )

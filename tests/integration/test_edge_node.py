@@ -110,6 +110,18 @@ def test_health_and_ps_show_loaded_model(edge):
     assert models[0]["size"] > 0 and models[0]["expires_at"]
 
 
+def test_health_is_degraded_without_the_bus_and_503_without_a_worker(edge, mosquitto):
+    healthy = httpx.get(f"{edge.http.url}/health")
+    assert healthy.status_code == 200 and healthy.json()["worker_alive"] and healthy.json()["gflops"] > 0
+    mosquitto.broker.stop()
+    assert wait_until(lambda: httpx.get(f"{edge.http.url}/health").json()["status"] == "degraded", 10)
+    assert httpx.get(f"{edge.http.url}/health").status_code == 200  # HTTP tasks still run locally
+    edge.stop_worker()
+    assert wait_until(lambda: httpx.get(f"{edge.http.url}/health").status_code == 503, 5)
+    body = httpx.get(f"{edge.http.url}/health").json()
+    assert body["status"] == "unavailable" and "node is stopping" in body["problems"]
+
+
 def test_keep_alive_zero_unloads_after_the_task(edge):
     post(edge, {"task_type": "TC", "model_name": "tiny-llama", "prompt": "hi", "wait": True, "keep_alive_s": 0})
     assert wait_until(lambda: httpx.get(f"{edge.http.url}/api/ps").json()["models"] == [], 5)

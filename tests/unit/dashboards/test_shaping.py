@@ -151,3 +151,38 @@ def test_models_whose_last_event_is_a_load_are_loaded() -> None:
 )
 def test_empty_input_gives_an_empty_frame(shape: object) -> None:
     assert shape(pd.DataFrame()).empty  # type: ignore[operator]
+
+
+def test_prediction_and_measurement_become_per_round_medians_and_an_error():
+    points = [schema.task_point("pi-01", "m", "QA", "ok", round_id=r, task_id=f"t{r}{i}", latency_ms=1.0,
+                                predicted_ms=p, measured_ms=m, timestamp_ns=T0 + (r * 10 + i) * S)
+              for r, i, p, m in ((1, 0, 1000.0, 2000.0), (1, 1, 3000.0, 2000.0), (1, 2, 2000.0, 2000.0),
+                                 (2, 0, 500.0, 1000.0))]
+    data = rows(points)
+    series = shaping.prediction_vs_measured(data)
+    assert series.to_dict("records") == [
+        {"round_id": 1, "series": "measured", "latency_s": 2.0}, {"round_id": 1, "series": "predicted", "latency_s": 2.0},
+        {"round_id": 2, "series": "measured", "latency_s": 1.0}, {"round_id": 2, "series": "predicted", "latency_s": 0.5}]
+    assert shaping.prediction_error_pct(data) == pytest.approx(50.0)  # errors 50, 50, 0, 50 %
+
+
+def test_tasks_without_predictions_give_empty_shapes():
+    data = rows([schema.task_point("pi-01", "m", "QA", "ok", round_id=1, task_id="t", latency_ms=1.0, timestamp_ns=T0)])
+    assert shaping.prediction_vs_measured(data).empty and shaping.prediction_error_pct(data) is None
+
+
+def test_measured_quality_is_the_mean_per_model_and_type():
+    points = [schema.task_point("pi-01", model, "NER", "ok", round_id=1, task_id=f"{model}{q}", latency_ms=1.0,
+                                quality=q, timestamp_ns=T0 + int(q * 100) * S)
+              for model, q in (("fp32", 0.4), ("fp32", 0.6), ("int8", 0.1))]
+    quality = shaping.measured_quality(rows(points))
+    assert quality.to_dict("records") == [{"model": "fp32", "task_type": "NER", "quality": pytest.approx(0.5), "tasks": 2},
+                                          {"model": "int8", "task_type": "NER", "quality": pytest.approx(0.1), "tasks": 1}]
+
+
+def test_quality_keep_comes_from_the_newest_round_summary():
+    stats = {"QA": schema.TaskTypeStats(tasks=1, edge=1, cloud=0, failed=0, latency_ms_mean=1.0, latency_ms_p95=1.0,
+                                        quality=0.5)}
+    points = schema.round_points(1, stats, 1.0, timestamp_ns=T0, quality_keep=0.8)
+    points += schema.round_points(2, stats, 1.0, timestamp_ns=T0 + S, quality_keep=0.9)
+    assert shaping.latest_quality_keep(rows(points)) == 0.9
