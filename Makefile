@@ -36,7 +36,7 @@ model-store: $(STAMP_VENV)
 
 # Extra flags for the fleet, e.g. make run ARGS="--set edge_link=wan --set edge_cpu_quota=0.25"
 run: setup
-	$(PY) -m fleet_center.local_fleet $(ARGS)
+	$(PY) -m local_fleet $(ARGS)
 
 lint: $(STAMP_VENV)
 	$(PY) -m ruff check .

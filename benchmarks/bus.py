@@ -24,10 +24,10 @@ import psutil
 from benchmarks.report import print_result
 from broker import topics
 from broker.client import BusClient, Envelope
+from broker.config import BusConfig
 from broker.launcher import BrokerConfig, LocalBroker, free_port
 from broker.messages.inference import ContextChunk, SessionOpen, SessionOpened
-from broker.settings import BusConfig
-from broker.threads import COMPUTE_NICE, lower_thread_priority
+from runtime.threads import COMPUTE_NICE, lower_thread_priority
 
 HIDDEN_SIZE = 576  # SmolLM2-135M: one fp16 hidden state is 1,152 bytes
 SESSION = "bench"

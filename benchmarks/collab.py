@@ -35,10 +35,10 @@ def edge_worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     from broker.client import BusClient
-    from broker.settings import BusConfig
-    from edge_node.collab import generate
-    from edge_node.collab_config import CollabConfig
-    from edge_node.collab_link import CollabClient
+    from broker.config import BusConfig
+    from edge_node.collab.config import CollabConfig
+    from edge_node.collab.generation import generate
+    from edge_node.collab.link import CollabClient
     from models.exit_corpus import split
     from models.paths import default_store_root
     from models.store import ModelStore
@@ -85,7 +85,7 @@ def with_committed_exits(model):
 
 def collaborative_point(store, model, target_agreement: float):
     """Thresholds for collaborative mode, chosen on the calibration split's generated positions."""
-    from edge_node.collab_operating_point import choose_collab_point
+    from edge_node.collab.operating_point import choose_collab_point
     from models.exit_corpus import split
     from models.exit_data import collect
     from models.exit_training import TrainingConfig, head_features
@@ -134,7 +134,7 @@ def fallback_answer(model, client, base, prompt, args) -> dict:
     """One collaborative answer at threshold 1.0 (every token from the cloud) while the parent kills the cloud."""
     import dataclasses
 
-    from edge_node.collab import generate
+    from edge_node.collab.generation import generate
 
     config = dataclasses.replace(base, threshold=1.0, exit_thresholds=(), cloud_deadline_s=2.0)
 

@@ -21,8 +21,8 @@ import httpx
 from benchmarks.report import print_result
 from broker import topics
 from broker.client import BusClient
+from broker.config import BusConfig
 from broker.launcher import BrokerConfig, LocalBroker, free_port
-from broker.settings import BusConfig
 from edge_node.config import EdgeConfig
 from edge_node.service import EdgeService
 from models.paths import default_store_root

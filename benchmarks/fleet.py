@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.fleet --rounds 40 --json
 
-Starts `python -m fleet_center.local_fleet` (Mosquitto, InfluxDB, center, cloud-1, three edges, the
+Starts `python -m local_fleet` (Mosquitto, InfluxDB, center, cloud-1, three edges, the
 dashboard server; no browser) on free ports with a fresh center database, waits until the center has
 finished `rounds` offloading rounds plus the caching rounds they bring, reads every edge's `/health`
 (its re-measured speed probe), stops the fleet and reports from the center's database:
@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from benchmarks.report import print_result
 from broker.launcher import free_port
-from broker.settings import REPO_ROOT
+from runtime.settings import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     rounds = total_rounds(args.rounds)
     env = {**os.environ, "EDGEFLEET_CENTER_STATE_DIR": str(state_dir), "EDGEFLEET_CENTER_ARTIFACTS_PORT": "0",
            "EDGEFLEET_QUIET_BROKER": "1", "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    command = [sys.executable, "-m", "fleet_center.local_fleet", "--rounds", str(rounds), "--port", str(free_port()),
+    command = [sys.executable, "-m", "local_fleet", "--rounds", str(rounds), "--port", str(free_port()),
                "--influx-port", str(free_port()), "--dashboard-port", str(free_port()),
                "--edge-http-port", str(first_http)]
     log_path = workdir / "fleet.log"

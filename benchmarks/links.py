@@ -25,9 +25,9 @@ import numpy as np
 from benchmarks.report import print_result
 from broker import topics
 from broker.client import BusClient, Envelope
+from broker.config import BusConfig
 from broker.launcher import BrokerConfig, LocalBroker, free_port
 from broker.messages.inference import ContextChunk, SessionOpen, SessionOpened
-from broker.settings import BusConfig
 from emulation.cpu_quota import DEFAULT_CGROUP_ROOT, limit_cpu
 from emulation.link_profiles import PROFILES
 

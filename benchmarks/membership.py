@@ -22,10 +22,10 @@ import time
 import psutil
 
 from benchmarks.report import print_result
+from broker.config import BusConfig
 from broker.launcher import BrokerConfig, LocalBroker, free_port
 from broker.messages import Capabilities
 from broker.presence import NodePresence
-from broker.settings import BusConfig
 from fleet_center.config import CenterConfig
 from fleet_center.membership import FleetMembership
 

@@ -3,10 +3,10 @@
 import signal
 import sys
 
-from broker.errors import BusError, ConfigError
+from broker.errors import BusError
 from broker.launcher import BrokerConfig, LocalBroker
-from broker.roles import command_line_error, configure_logging, settings_parser
-from broker.settings import load
+from runtime.roles import command_line_error, configure_logging, settings_parser
+from runtime.settings import ConfigError, load
 
 
 def _interrupt(*_: object) -> None:

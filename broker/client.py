@@ -35,10 +35,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from broker import topics
 from broker.batching_paho import BatchingPahoClient, GracefulClosePahoClient, Received
+from broker.config import BusConfig
 from broker.dispatcher import BusStats, Dispatcher, Envelope, Handler, Subscription
 from broker.errors import BusError, BusNotConnectedError, BusTimeoutError, MessageError
 from broker.messages.codec import Message, decode
-from broker.settings import BusConfig
 from emulation.link_proxy import LinkProxy, start_link_proxy
 
 logger = logging.getLogger(__name__)

@@ -20,6 +20,3 @@ class MessageError(ValueError):
 class TopicError(ValueError):
     """A topic string is not part of the fleet's topic tree, or a topic parameter is malformed."""
 
-
-class ConfigError(ValueError):
-    """A configuration value is missing or invalid; the message names the key."""

@@ -18,8 +18,8 @@ from broker.credentials import (
     write_password_file,
 )
 from broker.errors import BusError
-from broker.processes import kill_process, stop_process, wait_ready
-from broker.settings import FLEET_DIR, REPO_ROOT, check
+from runtime.processes import kill_process, stop_process, wait_ready
+from runtime.settings import FLEET_DIR, REPO_ROOT, check
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker import topics
-from broker.capabilities import SpeedProbe, measure_capabilities
 from broker.client import BusClient, Envelope, Will
+from broker.config import BusConfig
 from broker.messages.membership import (
     Capabilities,
     CenterState,
@@ -29,8 +29,8 @@ from broker.messages.membership import (
     NodeDeath,
     NodeRole,
 )
-from broker.resources import CpuMeter, take_snapshot
-from broker.settings import BusConfig
+from runtime.capabilities import SpeedProbe, measure_capabilities
+from runtime.resources import CpuMeter, take_snapshot
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import sys
 
-from broker.roles import node_main
 from cloud_node.config import CloudConfig
 from cloud_node.service import CloudService
+from runtime.roles import node_main
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from broker.config import BusConfig
 from broker.messages.membership import valid_node_id
-from broker.settings import FLEET_DIR, BusConfig, check
+from runtime.settings import FLEET_DIR, check
 
 
 @dataclass(frozen=True)

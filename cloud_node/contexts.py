@@ -110,7 +110,7 @@ class SessionContext:
         self.states, self.known = states, known
 
 
-class ContextManager:
+class SessionContexts:
     """All sessions of one worker, with TTL expiry and an LRU memory cap. Thread-safe (one lock)."""
 
     def __init__(self, ttl_s: float, memory_cap_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:

@@ -37,7 +37,7 @@ from broker.messages.inference import (
 )
 from cloud_node.chunk_check import ChunkError, chunk_rows
 from cloud_node.config import CloudConfig
-from cloud_node.contexts import ContextManager
+from cloud_node.contexts import SessionContexts
 from cloud_node.model_pool import ModelPool, ModelStoreError
 from models.decode_loop import LocalStepper, decode
 from models.decoding import LayerStack, top_token
@@ -57,7 +57,7 @@ class CloudInference:
         self.worker_id = config.node_id
         self.bus = bus
         self.models = models
-        self.contexts = ContextManager(config.session_ttl_s, config.memory_cap_bytes, clock)
+        self.contexts = SessionContexts(config.session_ttl_s, config.memory_cap_bytes, clock)
         self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._stop = threading.Event()
         self._compute = threading.Thread(target=self._compute_loop, name=f"cloud-compute-{self.worker_id}", daemon=True)

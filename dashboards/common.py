@@ -10,11 +10,11 @@ from typing import TypeVar
 import pandas as pd
 import streamlit as st
 
-from broker.errors import ConfigError
 from dashboards.config import DashboardConfig, load_config
 from dashboards.queries import TimeRange
-from fleet_center.recorder.errors import StoreError
-from fleet_center.recorder.store import MetricStore, open_store
+from metrics.errors import StoreError
+from metrics.store import MetricStore, open_store
+from runtime.settings import ConfigError
 
 logger = logging.getLogger(__name__)
 

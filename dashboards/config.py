@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from broker.settings import check, load
-from fleet_center.recorder.config import StoreConfig
+from metrics.config import StoreConfig
+from runtime.settings import check, load
 
 
 @dataclass(frozen=True)

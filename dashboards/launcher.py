@@ -18,12 +18,12 @@ from pathlib import Path
 
 import httpx
 
-from broker.processes import stop_process, wait_ready
-from broker.settings import check
 from dashboards.config import DashboardConfig
 from dashboards.sample_data import write_sample
-from fleet_center.recorder.launcher import LocalInfluxDB, ServerConfig, free_port
-from fleet_center.recorder.store import open_store
+from metrics.launcher import LocalInfluxDB, ServerConfig, free_port
+from metrics.store import open_store
+from runtime.processes import stop_process, wait_ready
+from runtime.settings import check
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from fleet_center.recorder import schema
-from fleet_center.recorder.store import MetricStore
+from metrics import schema
+from metrics.store import MetricStore
 
 logger = logging.getLogger(__name__)
 

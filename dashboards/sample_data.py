@@ -13,8 +13,8 @@ import random
 from collections import defaultdict
 
 from broker.messages.metrics import MetricPoint
-from fleet_center.recorder import schema
-from fleet_center.recorder.store import MetricStore
+from metrics import schema
+from metrics.store import MetricStore
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import logging
 
 import pandas as pd
 
-from fleet_center.recorder import schema
+from metrics import schema
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import sys
 
-from broker.roles import node_main
 from edge_node.config import EdgeConfig
 from edge_node.service import EdgeService
+from runtime.roles import node_main
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from broker.messages import TaskResult, TaskSpec, TokenRecord
-from edge_node.collab import CollabGeneration
-from edge_node.collab import generate as collab_generate
-from edge_node.collab_config import CollabConfig
-from edge_node.collab_link import CollabClient
+from edge_node.collab.config import CollabConfig
+from edge_node.collab.generation import CollabGeneration
+from edge_node.collab.generation import generate as collab_generate
+from edge_node.collab.link import CollabClient
 from edge_node.metrics_csv import MetricsCsvWriter, TaskMetricsRow
 from edge_node.model_cache import CacheError, ModelCache
 from edge_node.resources import ResourceSampler, ResourceSummary

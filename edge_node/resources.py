@@ -1,4 +1,4 @@
-"""Resources while a task runs: a background sampler of `broker.resources` snapshots and their summary.
+"""Resources while a task runs: a background sampler of `runtime.resources` snapshots and their summary.
 
 Each sampler has its own `CpuMeter`, so its CPU figures cover its own sampling intervals only.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from statistics import fmean
 from types import TracebackType
 
-from broker.resources import CpuMeter, ResourceSnapshot, take_snapshot
+from runtime.resources import CpuMeter, ResourceSnapshot, take_snapshot
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,8 @@ from broker import topics
 from broker.client import Envelope
 from broker.messages import LoadedModelStatus, ModelStatus, NodeCommand, TaskDispatch, TaskResult, TaskSpec
 from broker.presence import NodePresence, NodeProbes
-from broker.threads import lower_thread_priority
-from edge_node.collab_config import CollabConfig
-from edge_node.collab_link import CollabClient
+from edge_node.collab.config import CollabConfig
+from edge_node.collab.link import CollabClient
 from edge_node.config import EdgeConfig
 from edge_node.deployer import ModelDeployer
 from edge_node.executor import TaskExecutor
@@ -32,6 +31,7 @@ from models.errors import UnknownModelError
 from models.loaded import LoadedModel
 from models.paths import default_store_root
 from models.store import ModelStore
+from runtime.threads import lower_thread_priority
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from broker.errors import ConfigError
+from runtime.settings import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import sys
 
-from broker.errors import BusError, ConfigError
-from broker.roles import command_line_error, configure_logging, run_service, settings_parser
-from broker.settings import load
+from broker.errors import BusError
 from fleet_center.config import CenterConfig
 from fleet_center.service import CenterService
+from runtime.roles import command_line_error, configure_logging, run_service, settings_parser
+from runtime.settings import ConfigError, load
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from broker.settings import FLEET_DIR, BusConfig, check
-from fleet_center.recorder.config import RecorderConfig
+from broker.config import BusConfig
+from metrics.config import RecorderConfig
+from runtime.settings import FLEET_DIR, check
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ from collections.abc import Callable
 import numpy as np
 
 from broker.messages import Heartbeat, ModelStatus, TaskResult
-from broker.resources import CpuMeter, take_snapshot
 from fleet_center.center_db import CenterDb
 from fleet_center.cost_model import ModelProfile
-from fleet_center.recorder import schema
-from fleet_center.recorder.recorder import MetricRecorder
+from fleet_center.recorder import MetricRecorder
 from fleet_center.round_plan import task_type_name
+from metrics import schema
+from runtime.resources import CpuMeter, take_snapshot
 
 logger = logging.getLogger(__name__)
 

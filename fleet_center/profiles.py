@@ -7,10 +7,10 @@ import json
 import logging
 from pathlib import Path
 
-from broker.settings import FLEET_DIR
 from fleet_center.cost_model import ModelProfile
 from models.errors import ModelStoreError
 from models.store import ModelStore
+from runtime.settings import FLEET_DIR
 
 logger = logging.getLogger(__name__)
 

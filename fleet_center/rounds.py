@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from broker import topics
-from broker.capabilities import SpeedProbe
 from broker.client import BusClient, Envelope
 from broker.messages import ModelStatus, NodeCommand, TaskDispatch, TaskResult, TaskSpec
 from fleet_center import workload
@@ -33,6 +32,7 @@ from fleet_center.round_plan import (
 )
 from fleet_center.scheduling import problem as sched
 from fleet_center.scheduling.solvers import make_scheduler
+from runtime.capabilities import SpeedProbe
 
 logger = logging.getLogger(__name__)
 

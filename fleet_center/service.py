@@ -6,17 +6,17 @@ import logging
 import threading
 from pathlib import Path
 
-from broker.capabilities import SpeedProbe
 from fleet_center.artifacts import ArtifactServer, ArtifactServerConfig
 from fleet_center.center_db import CenterDb
 from fleet_center.config import CenterConfig
 from fleet_center.membership import FleetMembership
 from fleet_center.metrics_feed import MetricsFeed
 from fleet_center.profiles import load_profiles, measured_perplexity, profiles_path
-from fleet_center.recorder.recorder import MetricRecorder
+from fleet_center.recorder import MetricRecorder
 from fleet_center.rounds import RoundRunner
 from models.paths import default_store_root
 from models.store import ModelStore
+from runtime.capabilities import SpeedProbe
 
 logger = logging.getLogger(__name__)
 

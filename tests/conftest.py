@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from broker.config import BusConfig
 from broker.launcher import BrokerConfig, LocalBroker, free_port
-from broker.settings import BusConfig
 
 EDGE_USERS = ("pi-01", "pi-02", "pi-03")
 CLOUD_USERS = ("cloud-1", "cloud-2")

@@ -16,9 +16,9 @@ import torch
 from broker.client import BusClient
 from cloud_node.config import CloudConfig
 from cloud_node.service import CloudService
-from edge_node.collab import generate
-from edge_node.collab_config import CollabConfig
-from edge_node.collab_link import CollabClient, LinkFaults
+from edge_node.collab.config import CollabConfig
+from edge_node.collab.generation import generate
+from edge_node.collab.link import CollabClient, LinkFaults
 from models.exit_heads import ExitHeads
 from models.store import ModelStore, VariantSpec, write_model
 from models.tiny import make_tiny_model

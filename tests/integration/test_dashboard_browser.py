@@ -26,15 +26,12 @@ from broker.topics import METRICS
 from dashboards.config import DashboardConfig
 from dashboards.launcher import DashboardProcess, DashboardServerConfig
 from dashboards.sample_data import CENTER, sample_fleet
-from fleet_center.recorder import schema
-from fleet_center.recorder.config import RecorderConfig
-from fleet_center.recorder.launcher import free_port
-from fleet_center.recorder.recorder import MetricRecorder
+from fleet_center.recorder import MetricRecorder
+from metrics import schema
+from metrics.config import RecorderConfig
+from metrics.launcher import free_port
 from tests.conftest import RunningBroker, wait_until
-from tests.integration import test_recorder_support as support
-from tests.integration.test_recorder_support import RunningInflux
-
-influxd = support.influxd  # fixture
+from tests.integration.metrics_servers import RunningInflux
 
 SCREENSHOTS_ENV = "EDGEFLEET_SCREENSHOTS"
 CHROMIUM = shutil.which("chromium")

@@ -10,15 +10,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboards.sample_data import EDGES, MODELS, sample_fleet
-from fleet_center.recorder import schema
-from fleet_center.recorder.config import RecorderConfig
-from fleet_center.recorder.launcher import free_port
-from fleet_center.recorder.recorder import MetricRecorder
+from fleet_center.recorder import MetricRecorder
+from metrics import schema
+from metrics.config import RecorderConfig
+from metrics.launcher import free_port
 from tests.conftest import wait_until
-from tests.integration import test_recorder_support as support
-from tests.integration.test_recorder_support import RunningInflux
-
-influxd = support.influxd  # fixture
+from tests.integration.metrics_servers import RunningInflux
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py")
 PAGES = ("fleet", "rounds", "caching", "tokens", "models")

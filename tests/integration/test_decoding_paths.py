@@ -14,9 +14,9 @@ import torch
 from broker.client import BusClient
 from cloud_node.config import CloudConfig
 from cloud_node.service import CloudService
-from edge_node.collab import generate
-from edge_node.collab_config import CollabConfig
-from edge_node.collab_link import CollabClient
+from edge_node.collab.config import CollabConfig
+from edge_node.collab.generation import generate
+from edge_node.collab.link import CollabClient
 from models.catalog import BASE_MODEL_ID, prepare
 from models.paths import default_store_root
 from models.reference import reference_greedy

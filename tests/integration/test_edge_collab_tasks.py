@@ -5,12 +5,12 @@ import dataclasses
 import httpx
 import pytest
 
-from broker.settings import load
 from cloud_node.config import CloudConfig
 from cloud_node.service import CloudService
 from edge_node.config import EdgeConfig
 from edge_node.service import EdgeService
 from models.tiny import write_tiny_model
+from runtime.settings import load
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import pytest
 from broker import topics
 from broker.client import BusClient
 from broker.messages import TaskDispatch, TaskSpec
-from broker.settings import load
 from edge_node.config import EdgeConfig
 from edge_node.metrics_csv import read_rows
 from edge_node.service import EdgeService
 from models.tiny import write_tiny_model
+from runtime.settings import load
 from tests.conftest import wait_until
 
 

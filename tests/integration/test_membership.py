@@ -6,12 +6,12 @@ import subprocess
 import sys
 
 from broker import topics
-from broker.capabilities import measure_capabilities
 from broker.client import BusClient
 from broker.messages import NodeDeath
 from broker.presence import NodePresence
 from fleet_center.config import CenterConfig
 from fleet_center.membership import FleetMembership
+from runtime.capabilities import measure_capabilities
 from tests.conftest import wait_until
 
 CAPS = measure_capabilities()
@@ -62,7 +62,7 @@ def test_killed_node_is_detected_by_last_will(mosquitto, tmp_path):
     script = (
         "import sys, time\n"
         "from broker.presence import NodePresence\n"
-        "from broker.settings import BusConfig\n"
+        "from runtime.settings import BusConfig\n"
         f"config = BusConfig(port={mosquitto.port}, keepalive_s=2, password_file={str(mosquitto.secrets_dir / '{node}.password')!r})\n"
         f"NodePresence('pi-03', 'edge', config, heartbeat_interval_s=0.5, state_dir=__import__('pathlib').Path({str(tmp_path)!r})).start()\n"
         "time.sleep(60)\n"

@@ -10,18 +10,14 @@ import pytest
 from broker.client import BusClient
 from broker.messages.metrics import MetricBatch, MetricPoint
 from broker.topics import METRICS
-from fleet_center.recorder import schema
-from fleet_center.recorder.config import RecorderConfig, StoreConfig
-from fleet_center.recorder.errors import StoreUnavailableError
-from fleet_center.recorder.influx1 import Influx1Store
-from fleet_center.recorder.launcher import LocalInfluxDB, free_port
-from fleet_center.recorder.recorder import MetricRecorder
+from fleet_center.recorder import MetricRecorder
+from metrics import schema
+from metrics.config import RecorderConfig, StoreConfig
+from metrics.errors import StoreUnavailableError
+from metrics.influx1 import Influx1Store
+from metrics.launcher import LocalInfluxDB, free_port
 from tests.conftest import RunningBroker, wait_until
-from tests.integration import test_recorder_support as support
-from tests.integration.test_recorder_support import RunningInflux
-
-influxd = support.influxd  # fixtures shared with the dashboard tests
-own_influxd = support.own_influxd
+from tests.integration.metrics_servers import RunningInflux
 
 HOUR_NS = 3600 * 1_000_000_000
 

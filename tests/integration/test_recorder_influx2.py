@@ -13,16 +13,13 @@ import time
 import httpx
 import pytest
 
-from fleet_center.recorder import schema
-from fleet_center.recorder.config import RecorderConfig, StoreConfig
-from fleet_center.recorder.errors import StoreUnavailableError
-from fleet_center.recorder.influx2 import Influx2Store
-from fleet_center.recorder.launcher import LocalVictoriaMetrics, free_port
-from fleet_center.recorder.recorder import MetricRecorder
+from fleet_center.recorder import MetricRecorder
+from metrics import schema
+from metrics.config import RecorderConfig, StoreConfig
+from metrics.errors import StoreUnavailableError
+from metrics.influx2 import Influx2Store
+from metrics.launcher import LocalVictoriaMetrics, free_port
 from tests.conftest import wait_until
-from tests.integration import test_recorder_support as support
-
-victoria_metrics = support.victoria_metrics  # fixture
 
 
 def exported(server: LocalVictoriaMetrics, series_regex: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], list[float]]:

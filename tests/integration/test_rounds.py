@@ -5,7 +5,6 @@ import dataclasses
 import pytest
 import torch
 
-from broker.settings import load
 from cloud_node.config import CloudConfig
 from cloud_node.service import CloudService
 from edge_node.config import EdgeConfig
@@ -14,6 +13,7 @@ from fleet_center.center_db import CenterDb
 from fleet_center.config import CenterConfig
 from fleet_center.service import CenterService
 from models.tiny import write_tiny_model
+from runtime.settings import load
 from tests.conftest import wait_until
 
 

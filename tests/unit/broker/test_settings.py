@@ -2,9 +2,8 @@
 
 import pytest
 
-from broker.errors import ConfigError
-from broker.settings import load
 from edge_node.config import EdgeConfig
+from runtime.settings import ConfigError, load
 
 
 def test_defaults_run_locally():

@@ -1,6 +1,6 @@
 """The repeated speed probe: its schedule and its best-of-recent figure (fake clock and fake probe)."""
 
-from broker.capabilities import EARLY_PROBES_S, SpeedProbe, host_id, probe_due
+from runtime.capabilities import EARLY_PROBES_S, SpeedProbe, host_id, probe_due
 
 
 def test_probes_spread_over_the_first_minute_then_periodically():

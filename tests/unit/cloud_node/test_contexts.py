@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cloud_node.contexts import ContextManager, SessionContext
+from cloud_node.contexts import SessionContext, SessionContexts
 from models.store import ModelStore
 from models.tiny import write_tiny_model
 
@@ -62,7 +62,7 @@ def test_gap_is_reported_as_first_missing_position(model):
 
 def test_idle_sessions_expire_with_a_reason(model):
     clock = FakeClock()
-    manager = ContextManager(ttl_s=10.0, memory_cap_bytes=1 << 30, clock=clock)
+    manager = SessionContexts(ttl_s=10.0, memory_cap_bytes=1 << 30, clock=clock)
     manager.open("a", "pi-01", model, SPLIT)
     clock.now = 5.0
     manager.open("b", "pi-01", model, SPLIT)
@@ -74,7 +74,7 @@ def test_idle_sessions_expire_with_a_reason(model):
 
 def test_memory_cap_evicts_the_least_recently_used_session(model):
     clock = FakeClock()
-    manager = ContextManager(ttl_s=100.0, memory_cap_bytes=1 << 30, clock=clock)
+    manager = SessionContexts(ttl_s=100.0, memory_cap_bytes=1 << 30, clock=clock)
     rows = np.zeros((100, model.hidden_size), dtype=np.float16)
     for index, session_id in enumerate(("a", "b", "c")):
         clock.now = float(index)
@@ -88,5 +88,5 @@ def test_memory_cap_evicts_the_least_recently_used_session(model):
 
 
 def test_unknown_session_reason_says_never_opened(model):
-    manager = ContextManager(ttl_s=10.0, memory_cap_bytes=1 << 20)
+    manager = SessionContexts(ttl_s=10.0, memory_cap_bytes=1 << 20)
     assert "never opened" in manager.why_unknown("nope")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.errors import ConfigError
 from dashboards.config import load_config
+from runtime.settings import ConfigError
 
 
 def test_environment_sets_backend_url_and_database() -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from broker.messages.metrics import MetricPoint
 from dashboards import shaping
-from fleet_center.recorder import schema
-from fleet_center.recorder.store import frame
+from metrics import schema
+from metrics.store import frame
 
 T0 = 1_700_000_000_000_000_000
 S = 1_000_000_000

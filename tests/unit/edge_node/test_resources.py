@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from broker.resources import CpuMeter, ResourceSnapshot, take_snapshot
 from edge_node.resources import ResourceSampler, summarise
+from runtime.resources import CpuMeter, ResourceSnapshot, take_snapshot
 
 
 def snapshot(cpu_percent: float, memory_percent: float = 50.0, rss: int = 100) -> ResourceSnapshot:

@@ -2,8 +2,8 @@
 
 import pytest
 
-from broker.errors import ConfigError
 from emulation.link_profiles import PROFILES, Direction, get_profile, schedule_chunk
+from runtime.settings import ConfigError
 
 RATE = 1_000_000.0  # bytes per second: 1,000 bytes take 1 ms
 

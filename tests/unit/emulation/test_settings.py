@@ -5,12 +5,12 @@ import os
 
 import pytest
 
-from broker.errors import ConfigError
-from broker.settings import BusConfig, load
+from broker.config import BusConfig
 from edge_node.config import EdgeConfig
 from emulation.cpu_quota import cfs_settings
-from fleet_center.local_fleet import _edge_emulation
-from fleet_center.local_fleet import main as local_fleet_main
+from local_fleet.launcher import _edge_emulation
+from local_fleet.launcher import main as local_fleet_main
+from runtime.settings import ConfigError, load
 
 
 def test_link_profile_defaults_to_a_direct_lan():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from broker.messages.metrics import MetricPoint
-from fleet_center.recorder.line_protocol import encode, encode_point
+from metrics.line_protocol import encode, encode_point
 
 T0 = 1_700_000_000_000_000_000
 

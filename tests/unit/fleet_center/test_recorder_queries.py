@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from broker.errors import ConfigError
-from fleet_center.recorder.config import RecorderConfig, StoreConfig
-from fleet_center.recorder.influx1 import Influx1Store, quote_identifier, quote_string
-from fleet_center.recorder.influx2 import Influx2Store, flux_query, flux_string
-from fleet_center.recorder.store import open_store
+from metrics.config import RecorderConfig, StoreConfig
+from metrics.influx1 import Influx1Store, quote_identifier, quote_string
+from metrics.influx2 import Influx2Store, flux_query, flux_string
+from metrics.store import open_store
+from runtime.settings import ConfigError
 
 
 def test_influxql_quotes_identifiers_and_strings() -> None:

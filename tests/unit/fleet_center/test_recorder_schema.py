@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from broker.messages.metrics import MetricBatch
-from fleet_center.recorder import schema
+from metrics import schema
 
 T0 = 1_700_000_000_000_000_000
 

@@ -9,10 +9,10 @@ import httpx
 import pandas as pd
 
 from broker.messages.metrics import MetricPoint
-from fleet_center.recorder.config import StoreConfig
-from fleet_center.recorder.errors import StoreRejectedError, StoreUnavailableError
-from fleet_center.recorder.line_protocol import encode
-from fleet_center.recorder.store import frame
+from metrics.config import StoreConfig
+from metrics.errors import StoreRejectedError, StoreUnavailableError
+from metrics.line_protocol import encode
+from metrics.store import frame
 
 logger = logging.getLogger(__name__)
 

@@ -16,14 +16,13 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from broker.errors import ConfigError
 from broker.launcher import BrokerConfig, LocalBroker
-from broker.settings import FLEET_DIR, REPO_ROOT
 from dashboards.config import DashboardConfig
 from dashboards.launcher import DashboardProcess, DashboardServerConfig
 from emulation.cpu_quota import check_quota
 from emulation.link_profiles import get_profile
-from fleet_center.recorder.launcher import LocalInfluxDB, ServerConfig
+from metrics.launcher import LocalInfluxDB, ServerConfig
+from runtime.settings import FLEET_DIR, REPO_ROOT, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ def _edge_emulation(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fleet_center.local_fleet", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m local_fleet", description=__doc__)
     parser.add_argument("--edges", type=int, default=3, help="number of edge nodes")
     parser.add_argument("--port", type=int, default=1883, help="broker port")
     parser.add_argument("--edge-http-port", type=int, default=8081, help="HTTP port of the first edge; the next get +1")

@@ -25,8 +25,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from edge_node.collab_config import CollabConfig
-from edge_node.collab_link import CloudSession, CloudUnavailableError, CollabClient, LinkCounters, LinkFaults
+from edge_node.collab.config import CollabConfig
+from edge_node.collab.link import CloudSession, CloudUnavailableError, CollabClient, LinkCounters, LinkFaults
 from models.decode_loop import Decoded, DecodedToken, LocalStepper, TokenDecision, decode
 from models.decoding import LayerStack, PassResult
 from models.exit_policy import ExitPolicy

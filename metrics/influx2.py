@@ -18,10 +18,10 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from urllib3.exceptions import HTTPError as TransportError
 
 from broker.messages.metrics import MetricPoint
-from fleet_center.recorder.config import StoreConfig
-from fleet_center.recorder.errors import StoreRejectedError, StoreUnavailableError
-from fleet_center.recorder.line_protocol import encode
-from fleet_center.recorder.store import frame
+from metrics.config import StoreConfig
+from metrics.errors import StoreRejectedError, StoreUnavailableError
+from metrics.line_protocol import encode
+from metrics.store import frame
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from broker.settings import check
+from runtime.settings import check
 
 CollabMode = Literal["standalone", "collaborative", "cloud_only", "naive_split"]
 MODES: tuple[CollabMode, ...] = ("standalone", "collaborative", "cloud_only", "naive_split")
@@ -19,7 +19,7 @@ class CollabConfig:
     threshold: float | None = None  # None: the model's calibrated policy; else top-probability threshold
     # at every exit (0 exits always at the first exit; >= 1.0 never exits, every token goes to the cloud)
     exit_thresholds: tuple[float, ...] = ()  # per exit layer (same order), replacing the calibrated policy's
-    # thresholds with a collaborative operating point (edge_node/collab_operating_point.py); () keeps them
+    # thresholds with a collaborative operating point (edge_node/collab/operating_point.py); () keeps them
     cloud_deadline_s: float = 5.0  # a token not back from the cloud by then: finish the answer locally
     open_timeout_s: float = 5.0  # session open request/response
     upload_chunk_positions: int = 512  # most positions in one context chunk

@@ -9,7 +9,7 @@ from typing import Protocol
 import pandas as pd
 
 from broker.messages.metrics import MetricPoint
-from fleet_center.recorder.config import StoreConfig
+from metrics.config import StoreConfig
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,10 @@ class MetricStore(Protocol):
 def open_store(config: StoreConfig) -> MetricStore:
     """The backend `config.backend` names (validated by StoreConfig)."""
     if config.backend == "influx2":
-        from fleet_center.recorder.influx2 import Influx2Store  # influxdb-client only when configured
+        from metrics.influx2 import Influx2Store  # influxdb-client only when configured
 
         return Influx2Store(config)
-    from fleet_center.recorder.influx1 import Influx1Store
+    from metrics.influx1 import Influx1Store
 
     return Influx1Store(config)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from broker.settings import check
+from runtime.settings import check
 
 BACKENDS = ("influx1", "influx2")
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from broker import topics
 from broker.client import BusClient, Envelope
 from broker.messages.metrics import MetricBatch, MetricPoint
-from fleet_center.recorder.config import RecorderConfig
-from fleet_center.recorder.errors import StoreError, StoreRejectedError
-from fleet_center.recorder.store import MetricStore, open_store
+from metrics.config import RecorderConfig
+from metrics.errors import StoreError, StoreRejectedError
+from metrics.store import MetricStore, open_store
 
 logger = logging.getLogger(__name__)
 

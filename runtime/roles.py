@@ -10,8 +10,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from broker.errors import BusError, ConfigError
-from broker.settings import load
+from broker.errors import BusError
+from runtime.settings import ConfigError, load
 
 logger = logging.getLogger(__name__)
 

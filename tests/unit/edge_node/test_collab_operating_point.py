@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from edge_node.collab_operating_point import choose_collab_point, overall_agreement
+from edge_node.collab.operating_point import choose_collab_point, overall_agreement
 from models.exit_policy import ExitPolicy
 
 

@@ -1,0 +1,1 @@
+"""`make run`: the whole fleet on one machine (see launcher.py)."""
