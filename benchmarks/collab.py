@@ -51,7 +51,9 @@ def edge_worker(args: argparse.Namespace) -> None:
     client = CollabClient(bus, "pi-01")
     base = CollabConfig(cloud_deadline_s=args.deadline_s, exit_thresholds=tuple(r.threshold for r in point.policy.rules))
     responses = []
-    for prompt in prompts:
+    from tqdm import tqdm
+
+    for prompt in tqdm(prompts, desc="prompts (all modes each)", unit="prompt", file=sys.stderr):
         prompt_ids = model.encode_chat(prompt.text)
         row = {"task_type": prompt.task_type, "prompt_tokens": len(prompt_ids), "modes": {}}
         for mode in args.modes.split(","):

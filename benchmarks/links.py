@@ -15,12 +15,14 @@ import argparse
 import multiprocessing as mp
 import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from benchmarks.report import print_result
 from broker import topics
@@ -129,15 +131,15 @@ def measure_quota(tokens: int, repeats: int, cgroup_root: str) -> dict:
     ctx = mp.get_context("spawn")
     runs: dict[float, list[float]] = {quota: [] for quota in QUOTAS}
     mechanisms = set()
-    for _ in range(repeats):
-        for quota in QUOTAS:
-            results = ctx.Queue()
-            process = ctx.Process(target=quota_worker, args=(quota, tokens, cgroup_root, results))
-            process.start()
-            result = results.get(timeout=600)
-            process.join(60)
-            runs[quota].append(result["per_token_ms"])
-            mechanisms.add(result["mechanism"])
+    schedule = [quota for _ in range(repeats) for quota in QUOTAS]
+    for quota in tqdm(schedule, desc="quota runs", unit="run", file=sys.stderr):
+        results = ctx.Queue()
+        process = ctx.Process(target=quota_worker, args=(quota, tokens, cgroup_root, results))
+        process.start()
+        result = results.get(timeout=600)
+        process.join(60)
+        runs[quota].append(result["per_token_ms"])
+        mechanisms.add(result["mechanism"])
     full, quarter = statistics.median(runs[1.0]), statistics.median(runs[0.25])
     return {
         "per_token_ms_quota_1_0": round(full, 2),
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         config = BrokerConfig(port=free_port(), state_dir=f"{tmp}/broker", secrets_dir=f"{tmp}/secrets",
                               edge_users=(EDGE,), cloud_users=(CLOUD,))
         with LocalBroker(config):
-            for name in PROFILES:
+            for name in tqdm(PROFILES, desc="link profiles", unit="profile", file=sys.stderr):
                 profiles[name] = measure_profile(name, config.port, config.secrets_dir, args.requests, args.upload_chunks)
     result: dict = {"profiles": profiles}
     if not args.skip_quota:

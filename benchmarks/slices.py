@@ -15,9 +15,11 @@ import argparse
 import json
 import logging
 import statistics
+import sys
 import time
 
 import torch
+from tqdm import tqdm
 
 from models.catalog import BASE_MODEL_ID, prepare
 from models.paths import default_store_root
@@ -51,7 +53,7 @@ def batch_speedup(loaded) -> dict:
 
     prompts = [loaded.encode_chat(text) for text in BATCH_PROMPTS]
     sequential, batched = [], []
-    for _ in range(3):
+    for _ in tqdm(range(3), desc="batch vs sequential", unit="run", file=sys.stderr):
         started = time.perf_counter()
         singles = [loaded.generate_greedy(ids, BATCH_TOKENS, stop_at_eos=False) for ids in prompts]
         sequential.append(time.perf_counter() - started)
@@ -80,7 +82,8 @@ def main() -> None:
         load_times.append(time.perf_counter() - started)
     prompt_ids = loaded.encode_chat(PROMPT)
     reference, tokens = reference_greedy(loaded, prompt_ids, DECODE_STEPS)
-    diffs = {layer: split_diff(loaded, prompt_ids, reference, tokens, layer) for layer in SPLIT_LAYERS}
+    diffs = {layer: split_diff(loaded, prompt_ids, reference, tokens, layer)
+             for layer in tqdm(SPLIT_LAYERS, desc="split layers", unit="split", file=sys.stderr)}
     from models.gguf_import import load_gguf
 
     started = time.perf_counter()

@@ -62,7 +62,7 @@ def test_killed_node_is_detected_by_last_will(mosquitto, tmp_path):
     script = (
         "import sys, time\n"
         "from broker.presence import NodePresence\n"
-        "from runtime.settings import BusConfig\n"
+        "from broker.config import BusConfig\n"
         f"config = BusConfig(port={mosquitto.port}, keepalive_s=2, password_file={str(mosquitto.secrets_dir / '{node}.password')!r})\n"
         f"NodePresence('pi-03', 'edge', config, heartbeat_interval_s=0.5, state_dir=__import__('pathlib').Path({str(tmp_path)!r})).start()\n"
         "time.sleep(60)\n"
