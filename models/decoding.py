@@ -72,7 +72,8 @@ class LayerStack:
     """
 
     def __init__(self, model: LoadedModel, start: int, end: int, *, exit_policy: ExitPolicy | None = None,
-                 sinks: Mapping[int, StateSink] | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+                 sinks: Mapping[int, StateSink] | None = None, clock: Callable[[], float] = time.perf_counter,
+                 transformers_layers: bool = False) -> None:
         assert 0 <= start < end <= model.num_layers, f"range [{start}, {end}) outside 0..{model.num_layers}"
         self.model = model
         self.start, self.end = start, end
@@ -81,7 +82,9 @@ class LayerStack:
         self.sinks = dict(sinks or {})
         assert all(start < layer <= end for layer in self.sinks), f"sink layers {tuple(self.sinks)} outside ({start}, {end}]"
         self.boundaries = sorted({start, *self.exit_layers, *self.sinks, end})
-        self.segments = [model.decoder_slice(a, b) for a, b in zip(self.boundaries, self.boundaries[1:], strict=False)]
+        # transformers_layers: transformers' own layer modules, the yardstick the lean layers are measured against
+        self.segments = [model.decoder_slice(a, b, transformers_layers)
+                         for a, b in zip(self.boundaries, self.boundaries[1:], strict=False)]
         self.clock = clock
         self._waiting: list[torch.Tensor | None] = [None] * len(self.segments)  # rows at each segment's input
         self._pad_lengths: torch.Tensor | None = None  # (B,) left padding of a batch of unequal prompts

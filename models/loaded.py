@@ -13,7 +13,7 @@ from models.exit_policy import ExitPolicy
 from models.generation import generate
 from models.manifest import Manifest
 from models.quantize import module_bytes
-from models.slices import DecoderSlice, EmbeddingSlice, HeadSlice
+from models.slices import DecoderSlice, EmbeddingSlice, HeadSlice, TransformersDecoderSlice
 from models.tokenizer import encode_chat
 
 logger = logging.getLogger(__name__)
@@ -66,10 +66,14 @@ class LoadedModel:
     def embedding_slice(self) -> EmbeddingSlice:
         return EmbeddingSlice(self.model.model.embed_tokens)
 
-    def decoder_slice(self, start: int, end: int) -> DecoderSlice:
-        """Layers [start, end) with a fresh KV cache. Asserts 0 <= start < end <= num_layers."""
+    def decoder_slice(self, start: int, end: int, transformers_layers: bool = False) -> DecoderSlice:
+        """Layers [start, end) with a fresh KV cache. Asserts 0 <= start < end <= num_layers.
+
+        `transformers_layers` runs transformers' own layer modules instead of the lean ones (the yardstick).
+        """
         assert 0 <= start < end <= self.num_layers, f"slice [{start}, {end}) outside 0..{self.num_layers}"
-        return DecoderSlice(self.model.model.layers, self.model.model.rotary_emb, start, end)
+        kind = TransformersDecoderSlice if transformers_layers else DecoderSlice
+        return kind(self.model.model.layers, self.model.model.rotary_emb, start, end)  # type: ignore[return-value]
 
     def head_slice(self) -> HeadSlice:
         """Final norm + LM head; for a depth-truncated edge variant, its last exit head in front."""

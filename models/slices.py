@@ -2,8 +2,9 @@
 
 Chaining `EmbeddingSlice` -> `DecoderSlice(0, k)` -> `DecoderSlice(k, L)` -> `HeadSlice`
 reproduces the full model; each decoder slice can live in a different process (edge / cloud).
-The decoder layers and rotary embedding are transformers' Llama modules, shared (not copied)
-with the loaded model, so slices cost no extra weight memory.
+A decoder slice runs the loaded model's own weights through lean layer math (`models/lean_layers.py`:
+fused projections, a rotary table, a preallocated KV cache); `TransformersDecoderSlice` runs the same
+layers through transformers' modules, the yardstick it is measured against.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import logging
 
 import torch
 from torch import nn
+
+from models.lean_layers import LayerKVCache, LeanDecoderLayer, rotary_table
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +108,94 @@ class EmbeddingSlice(nn.Module):
         return self.embed_tokens(input_ids)  # (B, T, C)
 
 
-class DecoderSlice(nn.Module):
-    """Decoder layers [start, end) with their own KV cache.
+class LeanSliceCache:
+    """The per-layer preallocated caches of a lean slice, viewed like `SliceKVCache` (keys/values per layer)."""
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = start, end
+        self.layers = [LayerKVCache() for _ in range(end - start)]
+
+    @property
+    def keys(self) -> list[torch.Tensor | None]:
+        return [cache.keys for cache in self.layers]
+
+    @property
+    def values(self) -> list[torch.Tensor | None]:
+        return [cache.values for cache in self.layers]
+
+    def length(self) -> int:
+        return self.layers[0].length
+
+    def truncate(self, length: int) -> None:
+        assert 0 <= length <= self.length(), f"cannot truncate cache of {self.length()} to {length}"
+        for cache in self.layers:
+            cache.truncate(length)
+
+    def reset(self) -> None:
+        self.truncate(0)
+
+    def nbytes(self) -> int:
+        return sum(cache.nbytes() for cache in self.layers)
+
+
+class DecoderSlice:
+    """Decoder layers [start, end) with their own KV cache, on plain torch ops (`models/lean_layers.py`).
+
+    `forward(hidden_states)` continues at position `self.length` (the cache length) unless a
+    `position` is given, in which case the cache is first truncated to it. Positions drive the
+    rotary embedding, so a slice started at any offset computes exactly what the full model does.
+    """
+
+    def __init__(self, layers: nn.ModuleList, rotary_emb: nn.Module, start: int, end: int) -> None:
+        assert 0 <= start < end <= len(layers), f"bad slice [{start}, {end}) of {len(layers)} layers"
+        self.start = start
+        self.end = end
+        self.layers = [LeanDecoderLayer(layer) for layer in layers[start:end]]
+        self.rotary = rotary_table(rotary_emb)
+        self.cache = LeanSliceCache(start, end)
+
+    @property
+    def length(self) -> int:
+        """Number of positions in this slice's KV cache."""
+        return self.cache.length()
+
+    @torch.no_grad()
+    def __call__(self, hidden_states: torch.Tensor, position: int | None = None,
+                 pad_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the layers on (B, T, C) hidden states for positions [position, position + T).
+
+        `position` defaults to the cache length; a smaller value truncates the cache first.
+        `pad_lengths` (B,) marks left padding of rows in a batch of unequal prompts (None: no padding).
+        """
+        assert hidden_states.dim() == 3, f"hidden_states must be (B, T, C), got {tuple(hidden_states.shape)}"
+        offset = self.length if position is None else position
+        if offset < self.length:
+            self.cache.truncate(offset)
+        assert offset == self.length, f"position {offset} skips ahead of cache length {self.length}"
+        query_length = hidden_states.shape[1]
+        padded = pad_lengths is not None and bool(pad_lengths.any())
+        position_ids = position_ids_for(query_length, offset, pad_lengths if padded else None)  # (B or 1, T)
+        cos, sin = self.rotary.at(position_ids, hidden_states.dtype)  # (B or 1, 1, T, D)
+        mask = padded_causal_mask(query_length, offset, pad_lengths) if padded else causal_mask(query_length, offset)
+        for layer, cache in zip(self.layers, self.cache.layers, strict=True):
+            hidden_states = layer(hidden_states, cos, sin, cache, mask)  # (B, T, C)
+        return hidden_states
+
+    forward = __call__
+
+    def truncate(self, length: int) -> None:
+        """Drop cached positions >= `length` (speculative rollback)."""
+        self.cache.truncate(length)
+
+    def reset(self) -> None:
+        """Forget every cached position."""
+        self.cache.reset()
+
+
+class TransformersDecoderSlice(nn.Module):
+    """Decoder layers [start, end) through transformers' own layer modules and a duck-typed cache (the yardstick).
+
+    The decoding core runs `DecoderSlice`; this one stays to measure it against (benchmarks.decode).
 
     `forward(hidden_states)` continues at position `self.length` (the cache length) unless a
     `position` is given, in which case the cache is first truncated to it. Positions drive the

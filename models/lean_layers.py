@@ -1,0 +1,181 @@
+"""Llama decoder layers on plain torch ops, as nanoGPT writes GPT: the decoding core's layer math.
+
+Batch-1 decoding is bound by weight bytes, and what it spends beyond them is per-call overhead:
+transformers' layer modules build a cache object, a mask and rotary embeddings, and concatenate the
+whole KV cache, on every token of every layer. Here, per layer and token: one fused QKV projection,
+rotary from a table computed once per model, an in-place write into a preallocated KV cache,
+`scaled_dot_product_attention` (no mask for one new position), one fused gate/up projection.
+
+Weights are the loaded model's own: fusing q/k/v (and gate/up) concatenates them once and re-points
+the original modules' weights at views of the fused tensor, so nothing is held twice and the
+transformers model keeps working (it is the yardstick, `models/reference.py`). Modules that are not
+plain float `nn.Linear` (quantized variants) are called one by one instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+Projection = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+_fusing = threading.Lock()  # two stacks built at once over one model must fuse its weights once
+
+
+def fuse_linears(modules: list[nn.Module]) -> Projection:
+    """One matmul for several linears reading the same input; their outputs split back apart.
+
+    Only bias-free float nn.Linear of one dtype are fused; anything else is called module by module.
+    """
+    plain = all(type(m) is nn.Linear and m.bias is None for m in modules)
+    if not plain or len({m.weight.dtype for m in modules}) != 1:
+        return lambda x: tuple(m(x) for m in modules)
+    sizes = [m.out_features for m in modules]
+    with _fusing, torch.no_grad():
+        fused = getattr(modules[0], "_fused_with", None)  # fused before (another stack over the same layer)
+        if fused is None:
+            fused = torch.cat([m.weight for m in modules], dim=0).contiguous()  # (sum(out), C)
+            offset = 0
+            for module, size in zip(modules, sizes, strict=True):
+                module.weight = nn.Parameter(fused[offset : offset + size], requires_grad=False)  # a view: no copy kept
+                module._fused_with = fused
+                offset += size
+    return lambda x: F.linear(x, fused).split(sizes, dim=-1)
+
+
+class RotaryTable:
+    """cos/sin of every position up to a capacity, computed once by the model's own rotary embedding."""
+
+    def __init__(self, rotary_emb: nn.Module, capacity: int = 2048) -> None:
+        self.rotary_emb = rotary_emb
+        self.cos = self.sin = torch.empty(0)
+        self._grow(capacity)
+
+    def _grow(self, capacity: int) -> None:
+        with torch.no_grad():
+            probe = torch.zeros(1, dtype=torch.float32)
+            positions = torch.arange(capacity).unsqueeze(0)  # (1, P)
+            cos, sin = self.rotary_emb(probe, position_ids=positions)  # (1, P, D) float32
+        self.cos, self.sin = cos[0], sin[0]  # (P, D)
+
+    def at(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B or 1, T) positions -> cos, sin (B or 1, 1, T, D) in `dtype`, ready to broadcast over heads."""
+        needed = int(position_ids.max()) + 1
+        if needed > self.cos.shape[0]:
+            self._grow(max(needed, 2 * self.cos.shape[0]))
+        return self.cos[position_ids].to(dtype).unsqueeze(1), self.sin[position_ids].to(dtype).unsqueeze(1)
+
+
+_tables: weakref.WeakKeyDictionary[nn.Module, RotaryTable] = weakref.WeakKeyDictionary()
+
+
+def rotary_table(rotary_emb: nn.Module) -> RotaryTable:
+    """The one table of this rotary embedding (shared by every stack over the model)."""
+    table = _tables.get(rotary_emb)
+    if table is None:
+        table = _tables[rotary_emb] = RotaryTable(rotary_emb)
+    return table
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class LayerKVCache:
+    """Keys/values of one layer in a preallocated buffer (B, kv_heads, capacity, head_dim), grown by doubling.
+
+    Appending writes in place; rollback only moves the length.
+    """
+
+    def __init__(self, initial_capacity: int = 256) -> None:
+        self.initial_capacity = initial_capacity
+        self._keys: torch.Tensor | None = None
+        self._values: torch.Tensor | None = None
+        self.length = 0
+
+    def append(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add (B, KV, T, D) keys/values; returns views of everything cached, (B, KV, length, D)."""
+        batch, heads, count, dim = keys.shape
+        end = self.length + count
+        if self._keys is None or end > self._keys.shape[2] or self._keys.shape[0] != batch:
+            self._reserve(batch, heads, dim, end, keys.dtype)
+        assert self._keys is not None and self._values is not None
+        self._keys[:, :, self.length : end] = keys
+        self._values[:, :, self.length : end] = values
+        self.length = end
+        return self._keys[:, :, :end], self._values[:, :, :end]
+
+    def truncate(self, length: int) -> None:
+        assert 0 <= length <= self.length, f"cannot truncate a cache of {self.length} to {length}"
+        self.length = length
+
+    @property
+    def keys(self) -> torch.Tensor | None:
+        return None if self._keys is None or self.length == 0 else self._keys[:, :, : self.length]
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        return None if self._values is None or self.length == 0 else self._values[:, :, : self.length]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self._keys, self._values) if t is not None)
+
+    def _reserve(self, batch: int, heads: int, dim: int, needed: int, dtype: torch.dtype) -> None:
+        old_keys, old_values = self._keys, self._values
+        capacity = max(self.initial_capacity, needed)
+        if old_keys is not None and old_keys.shape[0] == batch:
+            capacity = max(capacity, 2 * old_keys.shape[2])
+        self._keys = torch.empty(batch, heads, capacity, dim, dtype=dtype)
+        self._values = torch.empty(batch, heads, capacity, dim, dtype=dtype)
+        if old_keys is not None and old_values is not None and self.length:
+            assert old_keys.shape[0] == batch, "the batch of a cache cannot change mid-sequence"
+            self._keys[:, :, : self.length] = old_keys[:, :, : self.length]
+            self._values[:, :, : self.length] = old_values[:, :, : self.length]
+
+
+class LeanDecoderLayer:
+    """One Llama decoder layer (pre-norm attention + SwiGLU MLP) over the loaded layer's weights."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        attention, mlp = layer.self_attn, layer.mlp
+        self.head_dim = int(attention.head_dim)
+        self.num_heads = attention.q_proj.out_features // self.head_dim if hasattr(attention.q_proj, "out_features") \
+            else int(attention.config.num_attention_heads)
+        self.num_kv_heads = int(attention.config.num_key_value_heads)
+        self.scaling = float(attention.scaling)
+        self.input_norm, self.post_norm = layer.input_layernorm, layer.post_attention_layernorm
+        self.qkv = fuse_linears([attention.q_proj, attention.k_proj, attention.v_proj])
+        self.output = attention.o_proj
+        self.gate_up = fuse_linears([mlp.gate_proj, mlp.up_proj])
+        self.down = mlp.down_proj
+        self.activation = mlp.act_fn
+
+    def __call__(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LayerKVCache,
+                 mask: torch.Tensor | None) -> torch.Tensor:
+        batch, count, _ = hidden_states.shape  # (B, T, C)
+        query, key, value = self.qkv(_rms_norm(self.input_norm, hidden_states))
+        query = query.view(batch, count, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        key = key.view(batch, count, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, D)
+        value = value.view(batch, count, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        query = query * cos + rotate_half(query) * sin
+        key = key * cos + rotate_half(key) * sin
+        keys, values = cache.append(key, value)  # (B, KV, S, D)
+        attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=self.scaling,
+                                                  enable_gqa=self.num_kv_heads != self.num_heads)  # (B, H, T, D)
+        hidden_states = hidden_states + self.output(attended.transpose(1, 2).reshape(batch, count, -1))
+        gate, up = self.gate_up(_rms_norm(self.post_norm, hidden_states))
+        return hidden_states + self.down(self.activation(gate) * up)
+
+
+def _rms_norm(norm: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """transformers' LlamaRMSNorm exactly: normalise in float32, cast back, then scale."""
+    normalised = F.rms_norm(hidden_states.float(), (hidden_states.shape[-1],), eps=norm.variance_epsilon)
+    return norm.weight * normalised.to(hidden_states.dtype)
