@@ -42,7 +42,12 @@ CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry(BASE_MODEL_ID, VariantSpec("fp32", "float32"), "full 30 layers, float32 (dequantized GGUF)"),
     CatalogEntry(f"{BASE_MODEL_ID}-bf16", VariantSpec("bf16", "bfloat16"), "full 30 layers, bfloat16"),
     CatalogEntry(f"{BASE_MODEL_ID}-int8", VariantSpec("int8", "int8"),
-                 "full 30 layers, int8 per-channel weights, dynamic-quantized linears"),
+                 "full 30 layers, int8 per-channel weights, dynamic-quantized linears (demoted: 2x perplexity)"),
+    # Lossless: the fp32 weights were dequantized from Q4_1 (linears) and Q8_0 (embedding) blocks.
+    CatalogEntry(f"{BASE_MODEL_ID}-q4", VariantSpec("q4", "q4", max_abs_error=0.0),
+                 "full 30 layers, 4-bit blocks (scale + min per 32, = GGUF Q4_1), q8 embedding/head"),
+    CatalogEntry(f"{BASE_MODEL_ID}-int8w", VariantSpec("int8w", "int8w"),
+                 "full 30 layers, int8 weight-only blocks (scale per 32), float32 activations"),
     CatalogEntry(f"{BASE_MODEL_ID}-edge20", VariantSpec("edge", "float32", num_layers=20),
                  "first 20 layers + exit head 20, float32"),
     CatalogEntry(f"{BASE_MODEL_ID}-edge15", VariantSpec("edge", "float32", num_layers=15),
@@ -99,7 +104,8 @@ def build_entry(store: ModelStore, entry: CatalogEntry, base_model: object, toke
     heads, policy = committed_heads_for(num_layers)
     if entry.spec.variant == "edge" and (heads is None or num_layers not in heads.exit_layers):
         raise ModelStoreError(f"{entry.model_id} needs an exit head at layer {num_layers}; run train-exits")
-    spec = VariantSpec(entry.spec.variant, entry.spec.storage_dtype, entry.spec.num_layers, source_label(entry))
+    spec = VariantSpec(entry.spec.variant, entry.spec.storage_dtype, entry.spec.num_layers, source_label(entry),
+                       entry.spec.max_abs_error)
     return write_model(store.root, entry.model_id, base_model, spec, heads, policy, tokenizer_source=tokenizer_dir)
 
 

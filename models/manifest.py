@@ -33,7 +33,7 @@ class Manifest:
     vocab_size: int  # tokenizer / LM head size
     parameters: int  # parameter count (tied embedding counted once)
     bytes: int  # sum of file bytes, manifest excluded
-    dtype: str  # storage dtype: float32, bfloat16 or int8
+    dtype: str  # storage dtype: float32, bfloat16, int8, q4 or int8w
     variant: str  # fp32, bf16, int8, edge or tiny
     source: str  # where the weights came from
     exit_layers: tuple[int, ...] = ()  # layers with an exit head (after that many decoder layers)

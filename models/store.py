@@ -24,10 +24,11 @@ EXIT_POLICY_NAME = "exit_policy.json"
 
 @dataclass(frozen=True, slots=True)
 class VariantSpec:
-    variant: str  # fp32, bf16, int8, edge or tiny
-    storage_dtype: str = "float32"  # float32, bfloat16 or int8
+    variant: str  # fp32, bf16, int8, q4, int8w, edge or tiny
+    storage_dtype: str = "float32"  # float32, bfloat16, int8, q4 or int8w
     num_layers: int | None = None  # keep only the first N decoder layers (None: all)
     source: str = "unknown"  # provenance written into the manifest
+    max_abs_error: float | None = None  # q4 / int8w: refuse to write a weight re-encoded further off
 
 
 class ModelStore:
@@ -102,7 +103,7 @@ def write_model(root: Path | str, model_id: str, model: Any, spec: VariantSpec,
     staging = root / f".staging-{model_id}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    save_weights(model, staging, spec.storage_dtype, spec.num_layers)
+    save_weights(model, staging, spec.storage_dtype, spec.num_layers, spec.max_abs_error)
     if tokenizer_source is None:
         write_committed_tokenizer(staging)
     else:

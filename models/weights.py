@@ -1,7 +1,8 @@
 """Write a Llama's weights + config into a directory, and build a Llama back from one, fast.
 
 Storage by variant: float32 / bfloat16 safetensors with transformers' parameter names (the tied LM
-head is not stored twice), or int8 per-row weights + float32 scales (see `models.quantize`).
+head is not stored twice), int8 per-row weights + float32 scales (see `models.quantize`), or q4 / int8w
+blocks of 32 (see `models.lowbit.storage`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models.errors import ManifestError
+from models.lowbit.storage import LOWBIT_DTYPES, encode_state_dict, install_lowbit_modules
 from models.quantize import (
     QWEIGHT_SUFFIX,
     SCALE_SUFFIX,
@@ -32,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.int8}
+STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.int8,
+                  "q4": torch.uint8, "int8w": torch.int8}
 _DROPPED_CONFIG_KEYS = ("quantization_config", "_name_or_path", "_model_name_or_path", "transformers_version")
 
 
@@ -61,17 +64,21 @@ def storage_state_dict(model: LlamaForCausalLM, num_layers: int | None = None) -
 
 
 def save_weights(
-    model: LlamaForCausalLM, directory: Path, storage_dtype: str, num_layers: int | None = None
+    model: LlamaForCausalLM, directory: Path, storage_dtype: str, num_layers: int | None = None,
+    max_abs_error: float | None = None,
 ) -> None:
     """Write config.json + model.safetensors for `model` stored as `storage_dtype`.
 
     int8 keeps one copy of a tied embedding: the lookup dequantizes it, the LM head runs it as int8.
+    q4 / int8w with `max_abs_error` check every re-encoded weight (raises ModelStoreError).
     """
     assert storage_dtype in STORAGE_DTYPES, f"unknown storage dtype {storage_dtype!r}"
     config = clean_config(model.config, num_layers)
     state = storage_state_dict(model, num_layers)
     if storage_dtype == "int8":
         state = quantize_state_dict(state)  # a tied LM head reuses the int8 embedding at load time
+    elif storage_dtype in LOWBIT_DTYPES:
+        state = encode_state_dict(state, storage_dtype, max_abs_error)  # the tied head too, at load time
     else:
         state = {name: t.to(STORAGE_DTYPES[storage_dtype]).contiguous() for name, t in state.items()}
     config_data = config.to_dict()
@@ -106,7 +113,13 @@ def load_llama(directory: Path) -> LlamaForCausalLM:
         model.config.tie_word_embeddings = False
     else:
         state = stored
+    if storage_dtype in LOWBIT_DTYPES:
+        replaced = install_lowbit_modules(model, stored, config.tie_word_embeddings)
+        model.config.tie_word_embeddings = False
+        state = stored
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if storage_dtype in LOWBIT_DTYPES:
+        missing = [name for name in missing if name.rsplit(".", 1)[0] not in replaced]
     if storage_dtype == "int8":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # torch deprecates qint8 tensor creation
@@ -115,7 +128,7 @@ def load_llama(directory: Path) -> LlamaForCausalLM:
     int8_embedding = storage_dtype == "int8" and ("model.embed_tokens.qweight", "model.embed_tokens.scale")
     missing = [name for name in missing if name != "lm_head.weight" and not (int8_embedding and name in int8_embedding)]
     assert not missing and not unexpected, f"weights mismatch: missing {missing}, unexpected {unexpected}"
-    if config.tie_word_embeddings and storage_dtype != "int8":
+    if config.tie_word_embeddings and storage_dtype not in ("int8", *LOWBIT_DTYPES):
         model.lm_head.weight = model.model.embed_tokens.weight
     _materialise_buffers(model, config)
     model.eval()

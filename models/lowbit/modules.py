@@ -1,0 +1,82 @@
+"""nn.Modules over low-bit block weights: a Linear for q4 / q8 weights and a q8 embedding lookup.
+
+A batch of up to `SMALL_BATCH_ROWS` rows (decoding, verification of a few drafts) runs the C
+kernel, which reads each weight once; a longer prompt dequantizes the matrix (C) and calls
+F.linear, which is faster from about that many rows on (see docs/lowbit.md).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.lowbit import native
+from models.lowbit.formats import Q4Weight, Q8Weight, decode_q4, decode_q8, nbytes
+
+logger = logging.getLogger(__name__)
+
+SMALL_BATCH_ROWS = 16  # rows up to which the fused kernel beats dequantize + F.linear
+
+
+class LowBitLinear(nn.Module):
+    """y = x W^T with W held as q4 or q8 blocks; activations and output float32."""
+
+    def __init__(self, weight: Q4Weight | Q8Weight) -> None:
+        super().__init__()
+        self.format = "q4" if isinstance(weight, Q4Weight) else "q8"
+        self.out_features = weight.qweight.shape[0]
+        self.in_features = weight.qweight.shape[1] * (2 if self.format == "q4" else 1)
+        self.register_buffer("qweight", weight.qweight)
+        self.register_buffer("scale", weight.scale)
+        if isinstance(weight, Q4Weight):
+            self.register_buffer("minimum", weight.minimum)
+
+    def encoded(self) -> Q4Weight | Q8Weight:
+        if self.format == "q4":
+            return Q4Weight(self.qweight, self.scale, self.minimum)
+        return Q8Weight(self.qweight, self.scale)
+
+    def weight_bytes(self) -> int:
+        return nbytes(self.encoded())
+
+    def dequantized(self) -> torch.Tensor:
+        """(N, K) float32 weights (exactly the stored fp32 weights for a lossless encoding)."""
+        if native.kernels() is None:
+            encoded = self.encoded()
+            return decode_q4(encoded) if isinstance(encoded, Q4Weight) else decode_q8(encoded)
+        if self.format == "q4":
+            return native.q4_dequantize(self.qweight, self.scale, self.minimum)
+        return native.q8_dequantize(self.qweight, self.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[-1] == self.in_features, f"input {tuple(x.shape)} does not end in {self.in_features}"
+        rows = x.reshape(-1, self.in_features).float().contiguous()  # (M, K)
+        if rows.shape[0] > SMALL_BATCH_ROWS or native.kernels() is None:
+            return F.linear(x.float(), self.dequantized())
+        if self.format == "q4":
+            y = native.q4_linear(rows, self.qweight, self.scale, self.minimum)
+        else:
+            y = native.q8_linear(rows, self.qweight, self.scale)
+        return y.reshape(*x.shape[:-1], self.out_features)  # (..., N)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, format={self.format}"
+
+
+class Q8Embedding(nn.Module):
+    """Embedding lookup from q8 rows; shares its buffers with a tied LM head (`as_linear`)."""
+
+    def __init__(self, weight: Q8Weight) -> None:
+        super().__init__()
+        self.register_buffer("qweight", weight.qweight)  # (V, C) int8
+        self.register_buffer("scale", weight.scale)  # (V, C/32) float16
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        rows = Q8Weight(self.qweight[input_ids.reshape(-1)], self.scale[input_ids.reshape(-1)])
+        return decode_q8(rows).reshape(*input_ids.shape, -1)  # (B, T, C)
+
+    def as_linear(self) -> LowBitLinear:
+        return LowBitLinear(Q8Weight(self.qweight, self.scale))

@@ -1,0 +1,125 @@
+"""Build (once, cached under .fleet/kernels) and call the C kernels of kernels.c through ctypes.
+
+The library is compiled with the machine's gcc for its own CPU (-march=native); the file name
+carries a hash of the source, the flags and the CPU model, so a change rebuilds it. Without a
+compiler `kernels()` returns None and callers fall back to dequantize + F.linear.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from models.paths import REPO_ROOT
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).resolve().parent / "kernels.c"
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC")
+KERNEL_DIR_ENV = "EDGEFLEET_KERNEL_DIR"
+BUILD_TIMEOUT_S = 120
+MAX_ROWS = 8  # rows of x per weight pass in kernels.c (larger batches loop over chunks of 8)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def library_path() -> Path:
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_model().encode()).hexdigest()[:16]
+    directory = Path(os.environ.get(KERNEL_DIR_ENV, REPO_ROOT / ".fleet" / "kernels"))
+    return directory / f"lowbit-{key}.so"
+
+
+def build(path: Path) -> None:
+    """Compile kernels.c into `path` (atomically). Raises OSError or subprocess.CalledProcessError."""
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        raise OSError("no C compiler (gcc) on PATH")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as staging:
+        target = Path(staging) / path.name
+        subprocess.run([compiler, *FLAGS, "-o", str(target), str(SOURCE)], check=True, capture_output=True,
+                       text=True, timeout=BUILD_TIMEOUT_S)
+        target.rename(path)
+    logger.info("built low-bit kernels %s", path)
+
+
+_P = ctypes.c_void_p
+_I64 = ctypes.c_int64
+_SIGNATURES = {
+    "q4_linear": (_P, _I64, _I64, _P, _P, _P, _I64, _P, ctypes.c_int),
+    "q8_linear": (_P, _I64, _I64, _P, _P, _I64, _P, ctypes.c_int),
+    "q4_dequantize": (_P, _P, _P, _I64, _I64, _P, ctypes.c_int),
+    "q8_dequantize": (_P, _P, _I64, _I64, _P, ctypes.c_int),
+}
+
+
+@cache
+def kernels() -> ctypes.CDLL | None:
+    """The loaded kernel library (built on first use), or None if it cannot be built here."""
+    path = library_path()
+    try:
+        if not path.is_file():
+            build(path)
+        library = ctypes.CDLL(str(path))
+    except (OSError, subprocess.SubprocessError) as error:
+        detail = getattr(error, "stderr", "") or ""
+        logger.warning("low-bit kernels unavailable (%s %s); using dequantize + F.linear", error, detail[-500:])
+        return None
+    for name, argtypes in _SIGNATURES.items():
+        function = getattr(library, name)
+        function.argtypes, function.restype = argtypes, None
+    return library
+
+
+def q4_linear(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor) -> torch.Tensor:
+    """(M, K) float32 contiguous x -> (M, N) through the q4 kernel (the library must be available)."""
+    rows, k = x.shape
+    out = qweight.shape[0]
+    y = torch.empty(rows, out)
+    kernels().q4_linear(x.data_ptr(), rows, k, qweight.data_ptr(), scale.data_ptr(), minimum.data_ptr(),  # type: ignore[union-attr]
+                        out, y.data_ptr(), torch.get_num_threads())
+    return y
+
+
+def q8_linear(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(M, K) float32 contiguous x -> (M, N) through the q8 kernel (the library must be available)."""
+    rows, k = x.shape
+    out = qweight.shape[0]
+    y = torch.empty(rows, out)
+    kernels().q8_linear(x.data_ptr(), rows, k, qweight.data_ptr(), scale.data_ptr(), out, y.data_ptr(),  # type: ignore[union-attr]
+                        torch.get_num_threads())
+    return y
+
+
+def q4_dequantize(qweight: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor) -> torch.Tensor:
+    out, k = qweight.shape[0], qweight.shape[1] * 2
+    weight = torch.empty(out, k)
+    kernels().q4_dequantize(qweight.data_ptr(), scale.data_ptr(), minimum.data_ptr(), out, k, weight.data_ptr(),  # type: ignore[union-attr]
+                            torch.get_num_threads())
+    return weight
+
+
+def q8_dequantize(qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    out, k = qweight.shape
+    weight = torch.empty(out, k)
+    kernels().q8_dequantize(qweight.data_ptr(), scale.data_ptr(), out, k, weight.data_ptr(),  # type: ignore[union-attr]
+                            torch.get_num_threads())
+    return weight

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.errors import CorruptModelError, ModelStoreError
+from models.lowbit import native
+from models.lowbit.formats import decode_q4, decode_q8, encode_q4, encode_q8
+from models.lowbit.modules import SMALL_BATCH_ROWS, LowBitLinear
+from models.lowbit.storage import linear_weight_bytes
+from models.store import ModelStore, VariantSpec, write_model
+from models.tiny import make_tiny_model
+
+
+def q4_1_grid(rows: int, columns: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights as the GGUF Q4_1 quantizer leaves them: per block q = 0 at the minimum, 15 at the maximum."""
+    generator = torch.Generator().manual_seed(seed)
+    blocks = columns // 32
+    q = torch.randint(0, 16, (rows, blocks, 32), generator=generator)
+    q[..., 0], q[..., 1] = 0, 15
+    scale = (torch.rand(rows, blocks, 1, generator=generator) * 0.01).half().float()
+    minimum = (-torch.rand(rows, blocks, 1, generator=generator) * 0.08).half().float()
+    return (scale * q.float() + minimum).reshape(rows, columns), q.reshape(rows, columns)
+
+
+def snap_to_grid(model: torch.nn.Module) -> torch.nn.Module:
+    """Round a tiny model's weights onto the q4 grid (linears) and q8 grid (embedding), like SmolLM2's."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 2 and parameter.shape[1] % 32 == 0 and name != "lm_head.weight":
+                snapped = decode_q8(encode_q8(parameter)) if "embed" in name else decode_q4(encode_q4(parameter))
+                parameter.copy_(snapped)
+    return model
+
+
+def test_q4_round_trips_exactly_on_the_q4_1_grid() -> None:
+    weight, q = q4_1_grid(48, 96)
+    encoded = encode_q4(weight)
+    unpacked = torch.cat([encoded.qweight.reshape(48, 3, 16) & 0x0F, encoded.qweight.reshape(48, 3, 16) >> 4], dim=2)
+    assert torch.equal(decode_q4(encoded), weight)
+    assert torch.equal(unpacked.reshape(48, 96).long(), q)
+
+
+def test_q8_round_trips_exactly_on_the_q8_0_grid() -> None:
+    generator = torch.Generator().manual_seed(1)
+    q = torch.randint(-127, 128, (40, 64), generator=generator, dtype=torch.int8)
+    q[:, 0], q[:, 32] = 127, -127
+    scale = (torch.rand(40, 2, 1, generator=generator) * 0.01).half().float()
+    weight = (scale * q.reshape(40, 2, 32).float()).reshape(40, 64)
+    assert torch.equal(decode_q8(encode_q8(weight)), weight)
+
+
+def test_off_grid_weights_stay_within_half_a_step() -> None:
+    weight = torch.randn(16, 64)
+    encoded = encode_q4(weight)
+    step = encoded.scale.float().repeat_interleave(32, dim=1)  # (N, K)
+    assert torch.all((decode_q4(encoded) - weight).abs() <= step / 2 + 1e-3)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, SMALL_BATCH_ROWS + 5])
+@pytest.mark.parametrize("encode", [encode_q4, encode_q8])
+def test_lowbit_linear_matches_the_dequantized_fp32_linear(rows: int, encode: object) -> None:
+    weight, _ = q4_1_grid(80, 192, seed=rows)
+    linear = LowBitLinear(encode(weight))  # type: ignore[operator]
+    x = torch.randn(2, rows, 192)
+    expected = torch.nn.functional.linear(x, linear.dequantized())
+    assert torch.allclose(linear(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_dequantized_q4_weights_are_exactly_the_source() -> None:
+    weight, _ = q4_1_grid(64, 128, seed=3)
+    assert torch.equal(LowBitLinear(encode_q4(weight)).dequantized(), weight)
+
+
+def test_lowbit_linear_falls_back_without_the_c_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    weight, _ = q4_1_grid(32, 64, seed=4)
+    linear = LowBitLinear(encode_q4(weight))
+    x = torch.randn(1, 64)
+    with_kernels = linear(x)
+    monkeypatch.setattr(native, "kernels", lambda: None)
+    assert torch.allclose(linear(x), with_kernels, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["q4", "int8w"])
+def test_lowbit_variants_store_verify_and_load(tmp_path: Path, dtype: str) -> None:
+    model = snap_to_grid(make_tiny_model(seed=8, hidden=96))
+    manifest = write_model(tmp_path, f"tiny-{dtype}", model, VariantSpec(dtype, dtype))
+    store = ModelStore(tmp_path)
+    assert store.verify(f"tiny-{dtype}").files == manifest.files and manifest.dtype == dtype
+    loaded = store.load(f"tiny-{dtype}", verify=True)
+    ids = torch.tensor([loaded.encode_chat("Name the capital of France.")])
+    error = float((loaded.full_logits(ids) - model(ids).logits.detach()).abs().max())
+    assert error < {"q4": 1e-4, "int8w": 0.05}[dtype]
+    assert len(loaded.generate_greedy(ids[0].tolist(), 4, stop_at_eos=False)) == 4
+
+
+def test_q4_variant_decodes_the_same_tokens_as_its_fp32_source(tmp_path: Path) -> None:
+    model = snap_to_grid(make_tiny_model(seed=9, hidden=96))
+    write_model(tmp_path, "f", model, VariantSpec("fp32", "float32"))
+    write_model(tmp_path, "q", model, VariantSpec("q4", "q4", max_abs_error=0.0))
+    store = ModelStore(tmp_path)
+    prompt = store.load("f").encode_chat("Write a haiku about rain.")
+    assert store.load("q").generate_greedy(prompt, 12, False) == store.load("f").generate_greedy(prompt, 12, False)
+
+
+def test_lossless_spec_refuses_weights_off_the_grid(tmp_path: Path) -> None:
+    with pytest.raises(ModelStoreError, match="not on a q4 grid"):
+        write_model(tmp_path, "q", make_tiny_model(seed=10, hidden=96), VariantSpec("q4", "q4", max_abs_error=0.0))
+
+
+def test_a_tampered_lowbit_file_is_named(tmp_path: Path) -> None:
+    write_model(tmp_path, "q", snap_to_grid(make_tiny_model(seed=11, hidden=96)), VariantSpec("q4", "q4"))
+    path = tmp_path / "q" / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptModelError, match="model.safetensors"):
+        ModelStore(tmp_path).verify("q")
+
+
+def test_lower_bits_read_fewer_weight_bytes_per_token(tmp_path: Path) -> None:
+    model = snap_to_grid(make_tiny_model(seed=12, hidden=96))
+    for dtype in ("float32", "int8w", "q4"):
+        write_model(tmp_path, dtype, model, VariantSpec(dtype, dtype))
+    store = ModelStore(tmp_path)
+    read = {dtype: linear_weight_bytes(store.load(dtype).model) for dtype in ("float32", "int8w", "q4")}
+    assert read["q4"] < read["int8w"] < read["float32"]
