@@ -162,6 +162,14 @@ class CenterDb:
         return self._run("SELECT p.instance_id, p.predicted_s, p.measured_s FROM predictions p JOIN tasks t "
                          "USING (instance_id) WHERE t.round_index = ?", (round_index,))
 
+    def generated_tokens(self) -> tuple[dict[int, float], dict[int, float]]:
+        """Mean tokens generated per task item and per task type, over answered tasks."""
+        by_task = self._run("SELECT t.task_id, AVG(r.tokens) FROM results r JOIN tasks t USING (instance_id) "
+                            "WHERE r.status = 'ok' AND r.tokens > 0 GROUP BY t.task_id")
+        by_type = self._run("SELECT t.task_type, AVG(r.tokens) FROM results r JOIN tasks t USING (instance_id) "
+                            "WHERE r.status = 'ok' AND r.tokens > 0 GROUP BY t.task_type")
+        return {int(k): float(v) for k, v in by_task}, {int(k): float(v) for k, v in by_type}
+
     def results_of(self, round_index: int) -> list[tuple]:
         return self._run(
             "SELECT r.instance_id, t.task_id, t.task_type, r.node_id, r.model_id, r.status, r.answer, r.quality, "

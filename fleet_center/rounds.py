@@ -21,6 +21,7 @@ from fleet_center.config import RoundsConfig
 from fleet_center.cost_model import CostInputs, ModelProfile, NodeFigures, build_fleet
 from fleet_center.estimates import Estimate, Exploration, observe
 from fleet_center.evaluation import score_task
+from fleet_center.latency_prediction import cloud_queue_latencies, planned_tokens
 from fleet_center.membership import FleetMembership
 from fleet_center.round_plan import (
     Outstanding,
@@ -80,6 +81,7 @@ class RoundRunner:
         self._results: queue.SimpleQueue[TaskResult] = queue.SimpleQueue()
         self._statuses: queue.SimpleQueue[ModelStatus] = queue.SimpleQueue()
         self._token_estimates: dict[tuple[str, str], Estimate] = {}  # (node, model) seconds per token
+        self._cloud_overhead_s = 0.3  # learned from cloud results (messages, model lookup, parsing)
         self.exploration = Exploration(bonus=config.exploration_bonus, half_life_s=config.estimate_half_life_s)
         self._cloud_turn = 0
         self.placement: dict[str, set[str]] = db.latest_placement()
@@ -172,22 +174,38 @@ class RoundRunner:
         fleet = build_fleet(edges, self._cost_inputs())
         known = set(fleet.model_ids)
         placement = sched.Placement({e.node_id: frozenset(self._placed(e.node_id) & known) for e in edges})
+        by_task, by_type = self.db.generated_tokens()
+        tokens = {t.instance_id: planned_tokens(t.task_id, t.task_type, workload.expected_tokens(context.by_id[t.task_id]),
+                                                by_task, by_type) for t in pending}
         problem = sched.OffloadingProblem(
             fleet=fleet,
-            tasks=tuple(sched.TaskSpec(t.instance_id, t.task_type, workload.expected_tokens(context.by_id[t.task_id]))
-                        for t in pending),
+            tasks=tuple(sched.TaskSpec(t.instance_id, t.task_type, tokens[t.instance_id]) for t in pending),
             placement=placement,
         )
         plan = self.scheduler.offload(problem)
         clouds = self._clouds()
         decisions = []
-        for item in plan.assignments:
+        cloud_items = []
+        # Each edge runs its tasks in the plan's order: dispatch them in that order.
+        for item in sorted(plan.assignments, key=lambda a: (a.edge_id or "", a.order)):
             if item.edge_id is None:
                 target = self._next_cloud(clouds) or self._fallback_edge(edges)
                 decisions.append((item.task_id, target, self.config.models[0], item.latency_s))
+                cloud_items.append((item.task_id, target, tokens[item.task_id] * fleet.cloud.token_time_s))
             else:
                 decisions.append((item.task_id, item.edge_id, item.model_id or self.config.initial_model, item.latency_s))
-        return decisions
+        queued = cloud_queue_latencies(cloud_items, self._cloud_overhead_s, self._cloud_backlog_s())
+        return [(task_id, node, model, queued.get(task_id, latency)) for task_id, node, model, latency in decisions]
+
+    def _cloud_backlog_s(self) -> dict[str, float]:
+        """Seconds of work each cloud worker already holds (its heartbeat's queue depth x a mean task)."""
+        state = self.membership.snapshot()
+        return {c: state.nodes[c].last_heartbeat.queue_depth * self.config.max_new_tokens * self._cloud_token_s()
+                for c in self._clouds() if state.nodes[c].last_heartbeat is not None}
+
+    def _cloud_token_s(self) -> float:
+        times = [e.mean for (node, _), e in self._token_estimates.items() if node in set(self._clouds())]
+        return float(np.mean(times)) if times else self.config.cloud_token_time_s
 
     def _placed(self, edge_id: str) -> set[str]:
         return self.placement.get(edge_id) or {self.config.initial_model}
@@ -260,6 +278,9 @@ class RoundRunner:
             measured_s = time.time() - item.dispatched_at
             if item.predicted_s is not None:
                 self.db.record_measured(result.task_id, measured_s)
+            if result.node_id in set(self._clouds()):  # what a cloud result costs beyond its queue and its run
+                overhead_s = max(0.0, measured_s - result.queue_wait_s - result.total_s)
+                self._cloud_overhead_s = 0.8 * self._cloud_overhead_s + 0.2 * overhead_s
             self._notify(self.result_listeners, result, quality, set(self._clouds()), item.predicted_s, measured_s)
             if result.tokens and result.total_s > 0:
                 key = (result.node_id, result.model_id)
@@ -405,12 +426,11 @@ class RoundRunner:
             weight = 1.0 / (previous.samples + 1) if previous else 1.0
             quality[(model_id, task_type)] = observe(previous, value, now, weight)
         clouds = self._clouds()
-        cloud_times = [e.mean for (node, _), e in self._token_estimates.items() if node in clouds]
         state = self.membership.snapshot()
         # One cloud worker runs its tasks one after another: what it already holds delays new ones.
         cloud_queue = sum(state.nodes[c].last_heartbeat.queue_depth for c in clouds
                           if state.nodes[c].last_heartbeat is not None)
-        cloud_token_s = float(np.mean(cloud_times)) if cloud_times else self.config.cloud_token_time_s
+        cloud_token_s = self._cloud_token_s()
         nodes_per_host: dict[str, int] = {}
         for node in state.nodes.values():
             if node.online and node.capabilities.host_id:
