@@ -41,6 +41,56 @@ static inline void halves_to_floats(const uint16_t *h, float *out, int64_t count
     for (; i < count; i++) out[i] = half_to_float(h[i]);
 }
 
+#ifdef __AVX512F__
+/* The 32 weights of a q4 block, exactly d * q + m: a 16-entry table of the block's levels
+ * (multiply, then add: no fused rounding) looked up with vpermps, which reads only the low 4 bits
+ * of each index, so the low nibbles need no mask. Cheaper than converting q to float per weight. */
+static inline void q4_block(const uint8_t *qb, float scale, float minimum, __m512 *w_lo, __m512 *w_hi) {
+    const __m512 levels = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512 table = _mm512_add_ps(_mm512_mul_ps(levels, _mm512_set1_ps(scale)), _mm512_set1_ps(minimum));
+    __m512i packed = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)qb));
+    *w_lo = _mm512_permutexvar_ps(packed, table);
+    *w_hi = _mm512_permutexvar_ps(_mm512_srli_epi32(packed, 4), table);
+}
+/* q (32 int8) . x (32 floats) as 16 partial sums, before the block's scale. */
+static inline __m512 q8_dot(const int8_t *qb, const float *xb) {
+    __m512 w_lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)qb)));
+    __m512 w_hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(qb + 16))));
+    return _mm512_fmadd_ps(w_hi, _mm512_loadu_ps(xb + 16), _mm512_mul_ps(w_lo, _mm512_loadu_ps(xb)));
+}
+/* Rows 2..8 of x against one weight row: separate sums for the low and high halves of a block. */
+static inline __attribute__((always_inline)) void q4_rows(const float *x, const int rows, int64_t k, const uint8_t *q,
+                                                          const float *scales, const float *minimums, float *y,
+                                                          int64_t n, int64_t out) {
+    __m512 lo[MAX_ROWS], hi[MAX_ROWS], w_lo, w_hi;
+    for (int r = 0; r < rows; r++) lo[r] = hi[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < k / BLOCK; b++) {
+        q4_block(q + b * 16, scales[b], minimums[b], &w_lo, &w_hi);
+        for (int r = 0; r < rows; r++) {
+            lo[r] = _mm512_fmadd_ps(w_lo, _mm512_loadu_ps(x + r * k + b * BLOCK), lo[r]);
+            hi[r] = _mm512_fmadd_ps(w_hi, _mm512_loadu_ps(x + r * k + b * BLOCK + 16), hi[r]);
+        }
+    }
+    for (int r = 0; r < rows; r++) y[r * out + n] = _mm512_reduce_add_ps(_mm512_add_ps(lo[r], hi[r]));
+}
+
+static inline __attribute__((always_inline)) void q8_rows(const float *x, const int rows, int64_t k, const int8_t *q,
+                                                          const float *scales, float *y, int64_t n, int64_t out) {
+    __m512 lo[MAX_ROWS], hi[MAX_ROWS];
+    for (int r = 0; r < rows; r++) lo[r] = hi[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < k / BLOCK; b++) {
+        __m512 scale = _mm512_set1_ps(scales[b]);
+        __m512 w_lo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + b * BLOCK)))), scale);
+        __m512 w_hi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + b * BLOCK + 16)))), scale);
+        for (int r = 0; r < rows; r++) {
+            lo[r] = _mm512_fmadd_ps(w_lo, _mm512_loadu_ps(x + r * k + b * BLOCK), lo[r]);
+            hi[r] = _mm512_fmadd_ps(w_hi, _mm512_loadu_ps(x + r * k + b * BLOCK + 16), hi[r]);
+        }
+    }
+    for (int r = 0; r < rows; r++) y[r * out + n] = _mm512_reduce_add_ps(_mm512_add_ps(lo[r], hi[r]));
+}
+#endif
+
 /* One output row n for up to MAX_ROWS rows of x. */
 static void q4_row(const float *x, int64_t rows, int64_t k, const uint8_t *q, const uint16_t *d,
                    const uint16_t *m, float *y, int64_t n, int64_t out) {
@@ -49,34 +99,35 @@ static void q4_row(const float *x, int64_t rows, int64_t k, const uint8_t *q, co
     halves_to_floats(d, scales, blocks);
     halves_to_floats(m, minimums, blocks);
 #ifdef __AVX512F__
-    const __m512i low_mask = _mm512_set1_epi32(0x0f);
-    if (rows == 1) {  /* four independent sums: one fused multiply-add chain would bound the speed */
-        __m512 sum[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        for (int64_t b = 0; b < blocks; b++) {
-            __m512i packed = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + b * 16)));
-            __m512 scale = _mm512_set1_ps(scales[b]), minimum = _mm512_set1_ps(minimums[b]);
-            __m512 w_lo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(packed, low_mask)), scale, minimum);
-            __m512 w_hi = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(packed, 4)), scale, minimum);
-            sum[2 * (b & 1)] = _mm512_fmadd_ps(w_lo, _mm512_loadu_ps(x + b * BLOCK), sum[2 * (b & 1)]);
-            sum[2 * (b & 1) + 1] = _mm512_fmadd_ps(w_hi, _mm512_loadu_ps(x + b * BLOCK + 16), sum[2 * (b & 1) + 1]);
+    if (rows == 1) {  /* four named sums (registers), two blocks a step: one chain would bound the speed */
+        __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps(), sum2 = _mm512_setzero_ps(),
+               sum3 = _mm512_setzero_ps(), w_lo, w_hi;
+        int64_t b = 0;
+        for (; b + 2 <= blocks; b += 2) {
+            q4_block(q + b * 16, scales[b], minimums[b], &w_lo, &w_hi);
+            sum0 = _mm512_fmadd_ps(w_lo, _mm512_loadu_ps(x + b * BLOCK), sum0);
+            sum1 = _mm512_fmadd_ps(w_hi, _mm512_loadu_ps(x + b * BLOCK + 16), sum1);
+            q4_block(q + b * 16 + 16, scales[b + 1], minimums[b + 1], &w_lo, &w_hi);
+            sum2 = _mm512_fmadd_ps(w_lo, _mm512_loadu_ps(x + b * BLOCK + 32), sum2);
+            sum3 = _mm512_fmadd_ps(w_hi, _mm512_loadu_ps(x + b * BLOCK + 48), sum3);
         }
-        y[n] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(sum[0], sum[1]), _mm512_add_ps(sum[2], sum[3])));
+        if (b < blocks) {
+            q4_block(q + b * 16, scales[b], minimums[b], &w_lo, &w_hi);
+            sum0 = _mm512_fmadd_ps(w_lo, _mm512_loadu_ps(x + b * BLOCK), sum0);
+            sum1 = _mm512_fmadd_ps(w_hi, _mm512_loadu_ps(x + b * BLOCK + 16), sum1);
+        }
+        y[n] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(sum0, sum1), _mm512_add_ps(sum2, sum3)));
         return;
     }
-    __m512 acc[MAX_ROWS];
-    for (int64_t r = 0; r < rows; r++) acc[r] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < blocks; b++) {
-        __m512i packed = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + b * 16)));
-        __m512 scale = _mm512_set1_ps(scales[b]), minimum = _mm512_set1_ps(minimums[b]);
-        __m512 w_lo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(packed, low_mask)), scale, minimum);
-        __m512 w_hi = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(packed, 4)), scale, minimum);
-        const float *xb = x + b * BLOCK;
-        for (int64_t r = 0; r < rows; r++) {
-            acc[r] = _mm512_fmadd_ps(w_lo, _mm512_loadu_ps(xb + r * k), acc[r]);
-            acc[r] = _mm512_fmadd_ps(w_hi, _mm512_loadu_ps(xb + r * k + 16), acc[r]);
-        }
+    switch (rows) {  /* a constant row count lets the compiler keep every sum in a register */
+        case 2: q4_rows(x, 2, k, q, scales, minimums, y, n, out); break;
+        case 3: q4_rows(x, 3, k, q, scales, minimums, y, n, out); break;
+        case 4: q4_rows(x, 4, k, q, scales, minimums, y, n, out); break;
+        case 5: q4_rows(x, 5, k, q, scales, minimums, y, n, out); break;
+        case 6: q4_rows(x, 6, k, q, scales, minimums, y, n, out); break;
+        case 7: q4_rows(x, 7, k, q, scales, minimums, y, n, out); break;
+        default: q4_rows(x, 8, k, q, scales, minimums, y, n, out); break;
     }
-    for (int64_t r = 0; r < rows; r++) y[r * out + n] = _mm512_reduce_add_ps(acc[r]);
 #else
     float acc[MAX_ROWS] = {0};
     for (int64_t b = 0; b < blocks; b++) {
@@ -97,31 +148,26 @@ static void q8_row(const float *x, int64_t rows, int64_t k, const int8_t *q, con
     float scales[blocks];
     halves_to_floats(d, scales, blocks);
 #ifdef __AVX512F__
-    if (rows == 1) {  /* four independent sums, as in q4_row */
-        __m512 sum[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        for (int64_t b = 0; b < blocks; b++) {
-            __m512 scale = _mm512_set1_ps(scales[b]);
-            __m512 w_lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + b * BLOCK))));
-            __m512 w_hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + b * BLOCK + 16))));
-            __m512 dot = _mm512_fmadd_ps(w_hi, _mm512_loadu_ps(x + b * BLOCK + 16), _mm512_mul_ps(w_lo, _mm512_loadu_ps(x + b * BLOCK)));
-            sum[b & 3] = _mm512_fmadd_ps(dot, scale, sum[b & 3]);
+    if (rows == 1) {  /* independent sums in registers, as in q4_row */
+        __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
+        int64_t b = 0;
+        for (; b + 2 <= blocks; b += 2) {
+            sum0 = _mm512_fmadd_ps(q8_dot(q + b * BLOCK, x + b * BLOCK), _mm512_set1_ps(scales[b]), sum0);
+            sum1 = _mm512_fmadd_ps(q8_dot(q + b * BLOCK + BLOCK, x + b * BLOCK + BLOCK), _mm512_set1_ps(scales[b + 1]), sum1);
         }
-        y[n] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(sum[0], sum[1]), _mm512_add_ps(sum[2], sum[3])));
+        if (b < blocks) sum0 = _mm512_fmadd_ps(q8_dot(q + b * BLOCK, x + b * BLOCK), _mm512_set1_ps(scales[b]), sum0);
+        y[n] = _mm512_reduce_add_ps(_mm512_add_ps(sum0, sum1));
         return;
     }
-    __m512 acc[MAX_ROWS];
-    for (int64_t r = 0; r < rows; r++) acc[r] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < blocks; b++) {
-        __m512 scale = _mm512_set1_ps(scales[b]);
-        __m512 w_lo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + b * BLOCK)))), scale);
-        __m512 w_hi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + b * BLOCK + 16)))), scale);
-        const float *xb = x + b * BLOCK;
-        for (int64_t r = 0; r < rows; r++) {
-            acc[r] = _mm512_fmadd_ps(w_lo, _mm512_loadu_ps(xb + r * k), acc[r]);
-            acc[r] = _mm512_fmadd_ps(w_hi, _mm512_loadu_ps(xb + r * k + 16), acc[r]);
-        }
+    switch (rows) {  /* as in q4_row */
+        case 2: q8_rows(x, 2, k, q, scales, y, n, out); break;
+        case 3: q8_rows(x, 3, k, q, scales, y, n, out); break;
+        case 4: q8_rows(x, 4, k, q, scales, y, n, out); break;
+        case 5: q8_rows(x, 5, k, q, scales, y, n, out); break;
+        case 6: q8_rows(x, 6, k, q, scales, y, n, out); break;
+        case 7: q8_rows(x, 7, k, q, scales, y, n, out); break;
+        default: q8_rows(x, 8, k, q, scales, y, n, out); break;
     }
-    for (int64_t r = 0; r < rows; r++) y[r * out + n] = _mm512_reduce_add_ps(acc[r]);
 #else
     float acc[MAX_ROWS] = {0};
     for (int64_t b = 0; b < blocks; b++) {
@@ -165,6 +211,15 @@ void q4_dequantize(const uint8_t *q, const uint16_t *d, const uint16_t *m, int64
             float scale = half_to_float(d[n * (k / BLOCK) + b]), minimum = half_to_float(m[n * (k / BLOCK) + b]);
             const uint8_t *qb = q + n * (k / 2) + b * 16;
             float *wb = w + n * k + b * BLOCK;
+#ifdef __AVX512F__
+            __m512i packed = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)qb));
+            __m512 scales = _mm512_set1_ps(scale), minimums = _mm512_set1_ps(minimum);
+            __m512 q_lo = _mm512_cvtepi32_ps(_mm512_and_si512(packed, _mm512_set1_epi32(0x0f)));
+            __m512 q_hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(packed, 4));
+            _mm512_storeu_ps(wb, _mm512_add_ps(_mm512_mul_ps(q_lo, scales), minimums));
+            _mm512_storeu_ps(wb + 16, _mm512_add_ps(_mm512_mul_ps(q_hi, scales), minimums));
+            continue;
+#endif
             for (int j = 0; j < 16; j++) {
                 wb[j] = (float)(qb[j] & 0x0f) * scale + minimum;  /* built with -ffp-contract=off */
                 wb[16 + j] = (float)(qb[j] >> 4) * scale + minimum;

@@ -18,7 +18,7 @@ from models.lowbit.formats import Q4Weight, Q8Weight, decode_q4, decode_q8, nbyt
 
 logger = logging.getLogger(__name__)
 
-SMALL_BATCH_ROWS = 16  # rows up to which the fused kernel beats dequantize + F.linear
+SMALL_BATCH_ROWS = 32  # rows up to which the fused kernel beats dequantize + F.linear (docs/lowbit.md)
 
 
 class LowBitLinear(nn.Module):
@@ -42,20 +42,24 @@ class LowBitLinear(nn.Module):
     def weight_bytes(self) -> int:
         return nbytes(self.encoded())
 
-    def dequantized(self) -> torch.Tensor:
-        """(N, K) float32 weights (exactly the stored fp32 weights for a lossless encoding)."""
+    def dequantized(self, reuse_buffer: bool = False) -> torch.Tensor:
+        """(N, K) float32 weights (exactly the stored fp32 weights for a lossless encoding).
+
+        `reuse_buffer` writes them into this thread's scratch buffer (valid until the next call).
+        """
         if native.kernels() is None:
             encoded = self.encoded()
             return decode_q4(encoded) if isinstance(encoded, Q4Weight) else decode_q8(encoded)
+        buffer = native.scratch(self.out_features, self.in_features) if reuse_buffer else None
         if self.format == "q4":
-            return native.q4_dequantize(self.qweight, self.scale, self.minimum)
-        return native.q8_dequantize(self.qweight, self.scale)
+            return native.q4_dequantize(self.qweight, self.scale, self.minimum, buffer)
+        return native.q8_dequantize(self.qweight, self.scale, buffer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert x.shape[-1] == self.in_features, f"input {tuple(x.shape)} does not end in {self.in_features}"
         rows = x.reshape(-1, self.in_features).float().contiguous()  # (M, K)
         if rows.shape[0] > SMALL_BATCH_ROWS or native.kernels() is None:
-            return F.linear(x.float(), self.dequantized())
+            return F.linear(x.float(), self.dequantized(reuse_buffer=True))
         if self.format == "q4":
             y = native.q4_linear(rows, self.qweight, self.scale, self.minimum)
         else:

@@ -15,6 +15,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -109,17 +110,31 @@ def q8_linear(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> to
     return y
 
 
-def q4_dequantize(qweight: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor) -> torch.Tensor:
+_scratch = threading.local()
+
+
+def scratch(out: int, k: int) -> torch.Tensor:
+    """A per-thread (out, k) float32 buffer reused across calls: a fresh multi-MB tensor costs page faults."""
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.numel() < out * k:
+        buffer = _scratch.buffer = torch.empty(out * k)
+    return buffer[: out * k].view(out, k)
+
+
+def q4_dequantize(qweight: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, K) float32 weights, written into `weight` if given."""
     out, k = qweight.shape[0], qweight.shape[1] * 2
-    weight = torch.empty(out, k)
+    weight = torch.empty(out, k) if weight is None else weight
     kernels().q4_dequantize(qweight.data_ptr(), scale.data_ptr(), minimum.data_ptr(), out, k, weight.data_ptr(),  # type: ignore[union-attr]
                             torch.get_num_threads())
     return weight
 
 
-def q8_dequantize(qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def q8_dequantize(qweight: torch.Tensor, scale: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, K) float32 weights, written into `weight` if given."""
     out, k = qweight.shape
-    weight = torch.empty(out, k)
+    weight = torch.empty(out, k) if weight is None else weight
     kernels().q8_dequantize(qweight.data_ptr(), scale.data_ptr(), out, k, weight.data_ptr(),  # type: ignore[union-attr]
                             torch.get_num_threads())
     return weight
