@@ -70,6 +70,29 @@ class LowBitLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, format={self.format}"
 
 
+def fuse_lowbit_linears(modules: list[nn.Module]) -> LowBitLinear | None:
+    """One LowBitLinear over several of one format reading the same input (q/k/v, gate/up), or None.
+
+    Their blocks are concatenated along the output rows once; each original module is re-pointed at
+    its rows of the fused buffers (views), so nothing is held twice. Split the output at
+    `[m.out_features for m in modules]`. For the decoding core's `fuse_linears` (models/lean_layers.py).
+    """
+    if not modules or not all(isinstance(m, LowBitLinear) for m in modules):
+        return None
+    linears: list[LowBitLinear] = modules  # type: ignore[assignment]
+    if len({(m.format, m.in_features) for m in linears}) != 1:
+        return None
+    names = ("qweight", "scale", "minimum") if linears[0].format == "q4" else ("qweight", "scale")
+    fused = {name: torch.cat([getattr(m, name) for m in linears]).contiguous() for name in names}
+    offset = 0
+    for module in linears:
+        for name in names:
+            setattr(module, name, fused[name][offset : offset + module.out_features])
+        offset += module.out_features
+    parts = [fused[name] for name in names]
+    return LowBitLinear(Q4Weight(*parts) if linears[0].format == "q4" else Q8Weight(*parts))
+
+
 class Q8Embedding(nn.Module):
     """Embedding lookup from q8 rows; shares its buffers with a tied LM head (`as_linear`)."""
 

@@ -8,7 +8,7 @@ import torch
 from models.errors import CorruptModelError, ModelStoreError
 from models.lowbit import native
 from models.lowbit.formats import decode_q4, decode_q8, encode_q4, encode_q8
-from models.lowbit.modules import SMALL_BATCH_ROWS, LowBitLinear
+from models.lowbit.modules import SMALL_BATCH_ROWS, LowBitLinear, fuse_lowbit_linears
 from models.lowbit.storage import linear_weight_bytes
 from models.store import ModelStore, VariantSpec, write_model
 from models.tiny import make_tiny_model
@@ -127,3 +127,15 @@ def test_lower_bits_read_fewer_weight_bytes_per_token(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
     read = {dtype: linear_weight_bytes(store.load(dtype).model) for dtype in ("float32", "int8w", "q4")}
     assert read["q4"] < read["int8w"] < read["float32"]
+
+
+def test_fused_lowbit_linears_equal_the_separate_ones() -> None:
+    weights = [q4_1_grid(rows, 64, seed=rows)[0] for rows in (48, 16, 16)]
+    linears = [LowBitLinear(encode_q4(weight)) for weight in weights]
+    x = torch.randn(1, 3, 64)
+    separate = [linear(x) for linear in linears]
+    fused = fuse_lowbit_linears(linears)
+    assert fused is not None and fused.out_features == 80
+    for expected, part in zip(separate, fused(x).split([48, 16, 16], dim=-1), strict=True):
+        assert torch.allclose(part, expected, rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(linear(x), expected) for linear, expected in zip(linears, separate, strict=True))
