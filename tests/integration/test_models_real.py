@@ -1,4 +1,4 @@
-"""The real SmolLM2-135M store: load time, slice exactness, catalog variants (slow)."""
+"""The real SmolLM2-135M store: load time, slice exactness, catalog variants, lossless q4 (slow)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,17 @@ import pytest
 import torch
 
 from models.catalog import BASE_MODEL_ID, CATALOG, prepare
+from models.decode_loop import LocalStepper, decode
+from models.decoding import LayerStack
 from models.loaded import LoadedModel
+from models.lowbit.modules import LowBitLinear
 from models.paths import default_store_root
 from models.store import ModelStore
 
 pytestmark = pytest.mark.slow
+Q4_MODEL_ID = f"{BASE_MODEL_ID}-q4"
+Q4_PROMPTS = ("Explain how a compass works in three sentences.", "Translate to French: The weather is nice today.",
+              "List three uses of copper.")
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +82,26 @@ def test_committed_exit_heads_ship_with_the_base_model(real_model: LoadedModel) 
     hidden_states = real_model.decoder_slice(0, 10)(real_model.embedding_slice()(torch.tensor([[1, 9690, 198]])))
     probabilities = real_model.exit_probabilities(10, hidden_states)
     assert torch.allclose(probabilities.sum(-1), torch.ones(1, 3), atol=1e-4)
+
+
+def greedy_tokens(store: ModelStore, model_id: str, prompt: str, steps: int) -> tuple[int, ...]:
+    loaded = store.load(model_id)
+    stack = LayerStack(loaded, 0, loaded.num_layers)
+    return decode(LocalStepper(stack), [loaded.encode_chat(prompt)], steps)[0].token_ids
+
+
+@pytest.mark.parametrize("prompt", Q4_PROMPTS)
+def test_q4_greedy_tokens_equal_fp32_over_32_steps(real_store: ModelStore, prompt: str) -> None:
+    assert greedy_tokens(real_store, Q4_MODEL_ID, prompt, 32) == greedy_tokens(real_store, BASE_MODEL_ID, prompt, 32)
+
+
+@torch.no_grad()
+def test_q4_weights_dequantize_to_the_fp32_weights_exactly(real_store: ModelStore) -> None:
+    fp32 = dict(real_store.load(BASE_MODEL_ID).model.named_modules())
+    q4 = real_store.load(Q4_MODEL_ID).model
+    checked = 0
+    for name, module in q4.named_modules():
+        if isinstance(module, LowBitLinear):
+            assert torch.equal(module.dequantized(), fp32[name].weight), f"{name} differs from fp32"
+            checked += 1
+    assert checked == 30 * 7 + 1  # every decoder linear and the tied LM head
