@@ -74,6 +74,27 @@ def host_speeds(nodes: Iterable[NodeFigures]) -> dict[str, float]:
     return {node.node_id: best_on_host.get(node.host_id, node.gflops) if node.host_id else node.gflops for node in nodes}
 
 
+def host_pooled_estimates(nodes: list[NodeFigures], estimates: Mapping[tuple[str, str], Estimate],
+                          ) -> dict[tuple[str, str], Estimate]:
+    """Each node's estimate, its mean replaced by its host's (nodes on one machine share its cores, so one
+    slow sample must not brand one of them slow), its sample count its own (exploration stays per node)."""
+    host_of = {node.node_id: node.host_id for node in nodes if node.host_id}
+    sums: dict[tuple[str, str], tuple[float, int]] = {}
+    for (node_id, model_id), estimate in estimates.items():
+        if node_id in host_of:
+            total, count = sums.get((host_of[node_id], model_id), (0.0, 0))
+            sums[(host_of[node_id], model_id)] = (total + estimate.mean * estimate.samples, count + estimate.samples)
+    pooled = dict(estimates)
+    for node_id, host_id in host_of.items():
+        for (host, model_id), (total, count) in sums.items():
+            if host != host_id or count == 0:
+                continue
+            own = estimates.get((node_id, model_id))
+            pooled[(node_id, model_id)] = Estimate(total / count, own.variance if own else 0.0,
+                                                   own.samples if own else 0, own.updated_at if own else 0.0)
+    return pooled
+
+
 def host_crowding(node: NodeFigures, nodes_per_host: Mapping[str, int]) -> float:
     """How many nodes share each of the host's cores (>= 1): a quiet-machine profile is this much too fast."""
     sharing = nodes_per_host.get(node.host_id, 1) if node.host_id else 1
@@ -91,6 +112,7 @@ def build_fleet(nodes: list[NodeFigures], inputs: CostInputs) -> Fleet:
     for (node_id, model_id), estimate in inputs.token_estimates.items():
         if node_id in speeds:
             measured_at_reference.setdefault(model_id, []).append(estimate.mean * speeds[node_id])
+    pooled = host_pooled_estimates(nodes, inputs.token_estimates)
     for node in nodes:
         speed = speeds[node.node_id]
         crowding = host_crowding(node, inputs.nodes_per_host)
@@ -98,7 +120,7 @@ def build_fleet(nodes: list[NodeFigures], inputs: CostInputs) -> Fleet:
         for model in inputs.models:
             observed = measured_at_reference.get(model.model_id)
             prior = sum(observed) / len(observed) / speed if observed else model.token_time_s * crowding / speed
-            estimate = inputs.token_estimates.get((node.node_id, model.model_id))
+            estimate = pooled.get((node.node_id, model.model_id))
             token_time[model.model_id] = planned_time(estimate, prior, inputs.now, inputs.exploration)
         edges.append(EdgeSpec(
             edge_id=node.node_id,

@@ -14,7 +14,7 @@ import numpy as np
 
 from broker import topics
 from broker.client import BusClient, Envelope
-from broker.messages import ModelStatus, NodeCommand, TaskDispatch, TaskResult, TaskSpec
+from broker.messages import Heartbeat, ModelStatus, NodeCommand, TaskDispatch, TaskResult, TaskSpec
 from fleet_center import workload
 from fleet_center.center_db import CenterDb, StoredTask
 from fleet_center.config import RoundsConfig
@@ -81,6 +81,7 @@ class RoundRunner:
         self._results: queue.SimpleQueue[TaskResult] = queue.SimpleQueue()
         self._statuses: queue.SimpleQueue[ModelStatus] = queue.SimpleQueue()
         self._token_estimates: dict[tuple[str, str], Estimate] = {}  # (node, model) seconds per token
+        self._last_result_at: dict[str, float] = {}  # node id -> wall clock of its latest result
         self._cloud_overhead_s = 0.3  # learned from cloud results (messages, model lookup, parsing)
         self.exploration = Exploration(bonus=config.exploration_bonus, half_life_s=config.estimate_half_life_s)
         self._cloud_turn = 0
@@ -200,8 +201,8 @@ class RoundRunner:
     def _cloud_backlog_s(self) -> dict[str, float]:
         """Seconds of work each cloud worker already holds (its heartbeat's queue depth x a mean task)."""
         state = self.membership.snapshot()
-        return {c: state.nodes[c].last_heartbeat.queue_depth * self.config.max_new_tokens * self._cloud_token_s()
-                for c in self._clouds() if state.nodes[c].last_heartbeat is not None}
+        return {c: self._queue_depth(c, state.nodes[c].last_heartbeat) * self.config.max_new_tokens * self._cloud_token_s()
+                for c in self._clouds()}
 
     def _cloud_token_s(self) -> float:
         times = [e.mean for (node, _), e in self._token_estimates.items() if node in set(self._clouds())]
@@ -260,6 +261,7 @@ class RoundRunner:
                 self._reassign(round_index, item, context, outstanding, online)
 
     def _accept(self, result: TaskResult, context: RoundContext, outstanding: dict[str, Outstanding]) -> None:
+        self._last_result_at[result.node_id] = time.time()
         item = outstanding.get(result.task_id)
         if item is None or result.node_id != item.node_id:
             return  # another round's, a duplicate, or a late answer from a node we gave up on
@@ -412,10 +414,20 @@ class RoundRunner:
         state = self.membership.snapshot()
         return [
             NodeFigures(n.node_id, n.capabilities.memory_bytes, _best_gflops(n.capabilities.gflops, n.last_heartbeat),
-                        n.last_heartbeat.queue_depth if n.last_heartbeat else 0, n.capabilities.host_id,
+                        self._queue_depth(n.node_id, n.last_heartbeat), n.capabilities.host_id,
                         n.capabilities.cores)
             for n in sorted(state.online("edge"), key=lambda n: n.node_id)
         ]
+
+    def _queue_depth(self, node_id: str, heartbeat: Heartbeat | None) -> int:
+        """The node's queue from its heartbeat, unless the heartbeat predates its last result to us.
+
+        Rounds collect every result before the next starts: a heartbeat sent before the last of them
+        counts tasks that are done (heartbeats come every ~2 s, so most are that stale at round start).
+        """
+        if heartbeat is None or heartbeat.timestamp <= self._last_result_at.get(node_id, 0.0):
+            return 0
+        return heartbeat.queue_depth
 
     def _cost_inputs(self) -> CostInputs:
         now = time.monotonic()
@@ -428,8 +440,7 @@ class RoundRunner:
         clouds = self._clouds()
         state = self.membership.snapshot()
         # One cloud worker runs its tasks one after another: what it already holds delays new ones.
-        cloud_queue = sum(state.nodes[c].last_heartbeat.queue_depth for c in clouds
-                          if state.nodes[c].last_heartbeat is not None)
+        cloud_queue = sum(self._queue_depth(c, state.nodes[c].last_heartbeat) for c in clouds)
         cloud_token_s = self._cloud_token_s()
         nodes_per_host: dict[str, int] = {}
         for node in state.nodes.values():

@@ -117,3 +117,11 @@ def test_three_identical_edges_on_one_host_all_get_work_despite_a_bad_start_up_p
     plan = make_scheduler("fast").offload(sched.OffloadingProblem(fleet=fleet, tasks=tasks, placement=placement))
     per_edge = {node.node_id: len(plan.tasks_for(node.node_id)) for node in nodes}
     assert min(per_edge.values()) >= 2, per_edge
+
+
+def test_nodes_on_one_host_plan_with_the_hosts_mean_and_their_own_exploration():
+    nodes = [NodeFigures("a", 1000, gflops=10.0, host_id="h"), NodeFigures("b", 1000, gflops=10.0, host_id="h")]
+    estimates = {("a", "m"): measured(0.010, samples=30), ("b", "m"): measured(0.040, samples=3)}
+    times = {e.edge_id: e.token_time_s["m"] for e in build_fleet(nodes, CostInputs(
+        models=(PROFILE,), reference_gflops=10.0, token_estimates=estimates)).edges}
+    assert times["b"] < times["a"] < 0.02  # one slow sample does not brand b slow; b is explored more
