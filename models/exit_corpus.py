@@ -1,8 +1,12 @@
 """Prompts for exit-head self-distillation, covering the five task types, split three ways.
 
-Written for this project (templates x subjects). The full model's own continuations of these
-prompts are the distillation data. Splits are disjoint by prompt and fixed by a hash of the text:
-train (fit the heads), calibration (fit the exit policy), held-out (report only).
+Written for this project (templates x source material). The full model's own continuations of
+these prompts are the distillation data. Splits are disjoint by content, not only by prompt: every
+prompt names its source material (the review, headline, sentence, passage, question, text to
+translate, story seed or topic it is built on), and all prompts built on one item share its split.
+Held-out (report only) is its own material, written apart with subjects no other split mentions;
+the rest is split by a hash of the source text into train (fit the heads) and calibration (fit
+the exit policy), so re-templating an item never carries it across splits.
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "calibration", "held_out")
-_SPLIT_WEIGHTS = (60, 20, 20)  # percent of prompts per split
+_CALIBRATION_PERCENT = 20  # share of the train/calibration source items that go to calibration
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +29,18 @@ class CorpusPrompt:
     task_type: str  # classification, ner, qa, translation_summary, generation
     text: str
     split: str  # one of SPLITS
+    sources: tuple[str, ...] = ()  # source material in the text; sources[0] fixes the split
+
+
+def normalise(text: str) -> str:
+    """Lower case, words only, single spaces: how source material is compared and hashed."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def split_of(source: str) -> str:
+    """Train or calibration from a hash of the normalised source item (no RNG state involved)."""
+    bucket = int(hashlib.sha256(normalise(source).encode()).hexdigest()[:8], 16) % 100
+    return "calibration" if bucket < _CALIBRATION_PERCENT else "train"
 
 
 TOPICS = [
@@ -124,7 +142,6 @@ TRANSLATE = [
     "This book is very interesting.", "Can you help me find my keys?", "The children are playing in the park.",
     "I am learning to cook.", "The museum opens at nine o'clock.", "Thank you for your help.",
 ]
-_LANGUAGES = ["French", "Spanish", "German", "Italian"]
 
 _STORY_SEEDS = [
     "a robot who wants to learn to paint", "a lighthouse keeper who finds a message in a bottle",
@@ -136,67 +153,178 @@ _STORY_SEEDS = [
 ]
 
 
-def _classification() -> list[str]:
-    prompts = [f"Classify the sentiment of this review as positive, negative or neutral.\nReview: {r}" for r in REVIEWS]
-    prompts += [f"What is the topic of this headline: business, sports, science, politics or technology?\nHeadline: {h}"
-                for h in HEADLINES]
-    prompts += [f"Is this statement true or false? Explain briefly: {t} are found only in Europe." for t in TOPICS[:20]]
+# Held-out material: written apart from everything above and from models/exit_corpus_train.py, on
+# subjects none of them mentions (tests/unit/models/test_exit_split_content.py checks it).
+HELD_OUT_TOPICS = [
+    "hedgehogs", "hummingbirds", "carrier pigeons", "the bagpipes", "the Incas", "sundials", "fireflies",
+    "the Bayeux Tapestry",
+    "the abacus", "the Panama Canal", "typewriters", "skateboarding", "sign language",
+]
+
+HELD_OUT_REVIEWS = [
+    "The rental kayak had a cracked seat and the shop refused a refund.",
+    "Our dentist explained every step and the cleaning did not hurt at all.",
+    "The sofa looks elegant, but one cushion already sags after a month.",
+    "The ferry crossing was calm, punctual and surprisingly cheap.",
+    "The paint peeled off the fence within a single summer.",
+]
+
+HELD_OUT_HEADLINES = [
+    "Farmers protest as drought cuts the wheat harvest by half",
+    "Start-up unveils earbuds that translate conversations for travellers",
+    "Veteran jockey retires after twenty seasons and 3,000 wins",
+    "Senate approves the budget after an all-night session",
+    "Astronomers detect water vapour on a distant exoplanet",
+]
+
+HELD_OUT_SENTENCES_NER = [
+    "Ingrid Olsen left Equinor in Bergen to teach engineering at Delft University.",
+    "Kwame Mensah opened a clinic in Kumasi with support from the Gates Foundation.",
+    "Lufthansa and Airbus agreed on a new order at a meeting in Hamburg.",
+    "Mei Lin sang at the Sydney Opera House before touring Chile with her band.",
+    "Rahul Mehta of the World Bank visited Dhaka to discuss mobile banking in Bangladesh.",
+]
+
+HELD_OUT_QUESTIONS = [
+    "Why do bats hang upside down?", "How does a refrigerator keep food cold?", "What do caterpillars turn into?",
+    "How many players are on a basketball team?", "Why do we get goosebumps?", "What makes a boomerang come back?",
+]
+
+HELD_OUT_PASSAGE_QA = [
+    ("Sloths move so slowly that algae grow in their fur, which helps them hide in the trees.",
+     "Why do algae grow on sloths?"),
+    ("The Rosetta Stone, found in Egypt in 1799, carries the same decree in three scripts.",
+     "When was the Rosetta Stone found?"),
+    ("Axolotls can regrow lost legs and even parts of their spinal cord.", "What can axolotls regrow?"),
+    ("Ada Lovelace wrote what is often called the first computer program, for Charles Babbage's engine, in 1843.",
+     "Who wrote the first computer program?"),
+]
+
+HELD_OUT_TRANSLATE = [
+    "The post office is next to the bakery.", "My grandfather grows tomatoes in his garden.",
+    "Could you speak a little more slowly?", "Our flight was cancelled because of the fog.",
+    "She forgot to water the plants.",
+]
+
+HELD_OUT_STORY_SEEDS = [
+    "a lonely lamppost that wants to see the sea", "a tailor who sews winter coats for mice",
+    "an inventor whose umbrella can fly", "a town where singing is forbidden",
+]
+
+# Templates shared by the splits: held-out differs from train by content, not by wording.
+SENTIMENT = "Classify the sentiment of this review as positive, negative or neutral.\nReview: {}"
+HEADLINE_TOPIC = "What is the topic of this headline: business, sports, science, politics or technology?\nHeadline: {}"
+TRUE_OR_FALSE = "Is this statement true or false? Explain briefly: {} are found only in Europe."
+LIST_ENTITIES = "List the people, organisations and places mentioned in this sentence.\nSentence: {}"
+EXTRACT_ENTITIES = "Extract all named entities (person, location, organisation) from: {}"
+PASSAGE_QUESTION = "Context: {}\nQuestion: {}\nAnswer:"
+THREE_FACTS = "What are three interesting facts about {}?"
+EXPLAIN_TO_CHILD = "Explain {} to a ten-year-old."
+TRANSLATE_INTO = "Translate into {}: {}"
+SUMMARISE_SENTENCE = "Summarise in one sentence: {}"
+SUMMARISE_REVIEW = "Summarise this review in five words: {}"
+SUMMARISE_HEADLINE = "Write a one-sentence summary of a news story titled '{}'."
+STORY = "Write a short story about {}."
+POEM = "Write a short poem about {}."
+INVITATION = "Write a friendly email inviting a colleague to a talk about {}."
+SLOGAN = "Give me a catchy slogan for a shop that sells things related to {}."
+LANGUAGES = ["French", "Spanish", "German", "Italian"]
+
+Built = list[tuple[tuple[str, ...], str]]  # (source material, prompt text)
+
+
+def fill(template: str, items: Iterable[str]) -> Built:
+    """One prompt per source item."""
+    return [((item,), template.format(item)) for item in items]
+
+
+def translations(template: str, sentences: Iterable[str], languages: Iterable[str]) -> Built:
+    """One prompt per sentence (languages cycle), the template taking the language then the sentence."""
+    return [((s,), template.format(language, s)) for s, language in zip(sentences, languages, strict=False)]
+
+
+def passage_questions(template: str, passages: Iterable[tuple[str, str]]) -> Built:
+    """Source: the passage (it fixes the split), then its question."""
+    return [((c, q), template.format(c, q)) for c, q in passages]
+
+
+def _classification() -> Built:
+    return (fill(SENTIMENT, REVIEWS) + fill(HEADLINE_TOPIC, HEADLINES) + fill(TRUE_OR_FALSE, TOPICS[:20]))
+
+
+def _ner() -> Built:
+    return (fill(LIST_ENTITIES, SENTENCES_NER) + fill(EXTRACT_ENTITIES, SENTENCES_NER)
+            + fill("Which city names appear in this text? {}", SENTENCES_NER[:8]))
+
+
+def _qa() -> Built:
+    return (fill("{}", _QUESTIONS) + passage_questions(PASSAGE_QUESTION, _PASSAGE_QA)
+            + fill(THREE_FACTS, TOPICS[:25]) + fill(EXPLAIN_TO_CHILD, TOPICS[25:]))
+
+
+def _translation_summary() -> Built:
+    return (translations(TRANSLATE_INTO, TRANSLATE, itertools.cycle(LANGUAGES))
+            + translations(TRANSLATE_INTO, TRANSLATE, itertools.cycle(LANGUAGES[2:] + LANGUAGES[:2]))
+            + fill(SUMMARISE_SENTENCE, [c for c, _ in _PASSAGE_QA]) + fill(SUMMARISE_REVIEW, REVIEWS[:12])
+            + fill(SUMMARISE_HEADLINE, HEADLINES))
+
+
+def _generation() -> Built:
+    return (fill(STORY, _STORY_SEEDS) + fill(POEM, TOPICS[::2]) + fill(INVITATION, TOPICS[1::4])
+            + fill(SLOGAN, TOPICS[3::5]))
+
+
+def _held_out_classification() -> Built:
+    return (fill(SENTIMENT, HELD_OUT_REVIEWS[:4]) + fill(HEADLINE_TOPIC, HELD_OUT_HEADLINES[:3])
+            + fill(TRUE_OR_FALSE, HELD_OUT_TOPICS[:3]))
+
+
+def _held_out_ner() -> Built:
+    return fill(LIST_ENTITIES, HELD_OUT_SENTENCES_NER) + fill(EXTRACT_ENTITIES, HELD_OUT_SENTENCES_NER)
+
+
+def _held_out_qa() -> Built:
+    return (fill("{}", HELD_OUT_QUESTIONS) + passage_questions(PASSAGE_QUESTION, HELD_OUT_PASSAGE_QA)
+            + fill(THREE_FACTS, HELD_OUT_TOPICS[3:7]) + fill(EXPLAIN_TO_CHILD, HELD_OUT_TOPICS[7:10]))
+
+
+def _held_out_translation_summary() -> Built:
+    return (translations(TRANSLATE_INTO, HELD_OUT_TRANSLATE, itertools.cycle(LANGUAGES))
+            + fill(SUMMARISE_SENTENCE, [c for c, _ in HELD_OUT_PASSAGE_QA[:2]])
+            + fill(SUMMARISE_REVIEW, HELD_OUT_REVIEWS[2:]) + fill(SUMMARISE_HEADLINE, HELD_OUT_HEADLINES[3:]))
+
+
+def _held_out_generation() -> Built:
+    return (fill(STORY, HELD_OUT_STORY_SEEDS) + fill(POEM, HELD_OUT_TOPICS[10:] + HELD_OUT_TOPICS[:1])
+            + fill(INVITATION, HELD_OUT_TOPICS[5:7]) + fill(SLOGAN, HELD_OUT_TOPICS[10:12]))
+
+
+Builders = dict[str, Callable[[], Built]]
+_BUILDERS: Builders = {"classification": _classification, "ner": _ner, "qa": _qa,
+                       "translation_summary": _translation_summary, "generation": _generation}
+_HELD_OUT_BUILDERS: Builders = {
+    "classification": _held_out_classification, "ner": _held_out_ner, "qa": _held_out_qa,
+    "translation_summary": _held_out_translation_summary, "generation": _held_out_generation}
+
+
+def build(builders: Builders, split_for: Callable[[tuple[str, ...]], str | None],
+          skip: set[str] | None = None) -> list[CorpusPrompt]:
+    """Prompts of every builder in a fixed order, deduplicated by text; `split_for` None drops a prompt."""
+    seen = set(skip or ())
+    prompts: list[CorpusPrompt] = []
+    for task_type, builder in builders.items():
+        for sources, text in builder():
+            name = split_for(sources)
+            if text not in seen and name is not None:
+                seen.add(text)
+                prompts.append(CorpusPrompt(task_type, text, name, sources))
     return prompts
-
-
-def _ner() -> list[str]:
-    prompts = [f"List the people, organisations and places mentioned in this sentence.\nSentence: {s}" for s in SENTENCES_NER]
-    prompts += [f"Extract all named entities (person, location, organisation) from: {s}" for s in SENTENCES_NER]
-    prompts += [f"Which city names appear in this text? {s}" for s in SENTENCES_NER[:8]]
-    return prompts
-
-
-def _qa() -> list[str]:
-    prompts = list(_QUESTIONS)
-    prompts += [f"Context: {c}\nQuestion: {q}\nAnswer:" for c, q in _PASSAGE_QA]
-    prompts += [f"What are three interesting facts about {t}?" for t in TOPICS[:25]]
-    prompts += [f"Explain {t} to a ten-year-old." for t in TOPICS[25:]]
-    return prompts
-
-
-def _translation_summary() -> list[str]:
-    prompts = [f"Translate into {lang}: {s}" for s, lang in zip(TRANSLATE, itertools.cycle(_LANGUAGES))]
-    prompts += [f"Translate into {lang}: {s}" for s, lang in zip(TRANSLATE, itertools.cycle(_LANGUAGES[2:] + _LANGUAGES[:2]))]
-    prompts += [f"Summarise in one sentence: {c}" for c, _ in _PASSAGE_QA]
-    prompts += [f"Summarise this review in five words: {r}" for r in REVIEWS[:12]]
-    prompts += [f"Write a one-sentence summary of a news story titled '{h}'." for h in HEADLINES]
-    return prompts
-
-
-def _generation() -> list[str]:
-    prompts = [f"Write a short story about {s}." for s in _STORY_SEEDS]
-    prompts += [f"Write a short poem about {t}." for t in TOPICS[::2]]
-    prompts += [f"Write a friendly email inviting a colleague to a talk about {t}." for t in TOPICS[1::4]]
-    prompts += [f"Give me a catchy slogan for a shop that sells things related to {t}." for t in TOPICS[3::5]]
-    return prompts
-
-
-_BUILDERS = {"classification": _classification, "ner": _ner, "qa": _qa,
-             "translation_summary": _translation_summary, "generation": _generation}
-
-
-def split_of(text: str) -> str:
-    """Deterministic split from a hash of the prompt text (no RNG state involved)."""
-    bucket = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 100
-    edge_train, edge_calibration = _SPLIT_WEIGHTS[0], _SPLIT_WEIGHTS[0] + _SPLIT_WEIGHTS[1]
-    return "train" if bucket < edge_train else "calibration" if bucket < edge_calibration else "held_out"
 
 
 def corpus() -> list[CorpusPrompt]:
-    """Every prompt with its task type and split, deduplicated, in a fixed order."""
-    seen: set[str] = set()
-    prompts: list[CorpusPrompt] = []
-    for task_type, build in _BUILDERS.items():
-        for text in build():
-            if text not in seen:
-                seen.add(text)
-                prompts.append(CorpusPrompt(task_type, text, split_of(text)))
-    return prompts
+    """Every prompt with its task type, split and source material, in a fixed order."""
+    return (build(_BUILDERS, lambda sources: split_of(sources[0]))
+            + build(_HELD_OUT_BUILDERS, lambda _sources: "held_out"))
 
 
 def split(name: str) -> list[CorpusPrompt]:

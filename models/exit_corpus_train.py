@@ -1,8 +1,8 @@
-"""Train-only prompts for exit-head distillation: other templates and subjects than the hashed corpus.
+"""Train-only prompts for exit-head distillation: other templates and subjects than models/exit_corpus.py.
 
-Heads trained on the hashed train split alone overfit (train agreement far above calibration), so
-these add variety. They never enter calibration or held-out (those stay exactly the hashed splits,
-so results remain comparable), and any text that a hashed split already holds is dropped.
+Heads trained on the corpus's train split alone overfit (train agreement far above calibration), so
+these add variety. They only enter train: a prompt built on source material that the corpus puts in
+calibration or held-out is dropped, so no item of those splits reaches train, however re-templated.
 Written for this project; not taken from the fleet's task set, which measures the running system.
 """
 
@@ -11,7 +11,21 @@ from __future__ import annotations
 import itertools
 import logging
 
-from models.exit_corpus import HEADLINES, REVIEWS, SENTENCES_NER, TOPICS, TRANSLATE, CorpusPrompt, corpus
+from models.exit_corpus import (
+    HEADLINES,
+    REVIEWS,
+    SENTENCES_NER,
+    TOPICS,
+    TRANSLATE,
+    Built,
+    CorpusPrompt,
+    build,
+    corpus,
+    fill,
+    normalise,
+    passage_questions,
+    translations,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -109,50 +123,45 @@ _STORY_SEEDS_TRAIN = [
 ]
 
 
-def _classification() -> list[str]:
-    prompts = [f"Is this review positive, negative or mixed? Answer in one word.\nReview: {r}" for r in _MORE_REVIEWS]
-    prompts += [f"Does the writer recommend it? Answer yes or no, then give a reason.\n{r}" for r in REVIEWS]
-    prompts += [f"Which emotion fits this sentence best: sad, happy, love, angry, scared or surprise?\nSentence: {s}"
-                for s in _FEELINGS]
-    prompts += [f"Put this headline into one category (business, sports, science, politics, technology): {h}"
-                for h in HEADLINES]
-    return prompts
+def _classification() -> Built:
+    return (fill("Is this review positive, negative or mixed? Answer in one word.\nReview: {}", _MORE_REVIEWS)
+            + fill("Does the writer recommend it? Answer yes or no, then give a reason.\n{}", REVIEWS)
+            + fill("Which emotion fits this sentence best: sad, happy, love, angry, scared or surprise?\nSentence: {}",
+                   _FEELINGS)
+            + fill("Put this headline into one category (business, sports, science, politics, technology): {}",
+                   HEADLINES))
 
 
-def _ner() -> list[str]:
-    sentences = SENTENCES_NER + _MORE_SENTENCES_NER
-    prompts = [f"Find the named entities in this sentence and label each as PER, LOC or ORG.\n{s}" for s in sentences]
-    prompts += [f"Who are the people mentioned in this sentence? {s}" for s in _MORE_SENTENCES_NER]
-    prompts += [f"Which organisations are named here? {s}" for s in SENTENCES_NER[8:]]
-    return prompts
+def _ner() -> Built:
+    return (fill("Find the named entities in this sentence and label each as PER, LOC or ORG.\n{}",
+                 SENTENCES_NER + _MORE_SENTENCES_NER)
+            + fill("Who are the people mentioned in this sentence? {}", _MORE_SENTENCES_NER)
+            + fill("Which organisations are named here? {}", SENTENCES_NER[8:]))
 
 
-def _qa() -> list[str]:
-    prompts = list(_MORE_QUESTIONS)
-    prompts += [f"Read the text and answer the question.\nText: {c}\nQuestion: {q}" for c, q in _MORE_PASSAGE_QA]
-    prompts += [f"Give a short definition of {t}." for t in _MORE_TOPICS[:18]]
-    prompts += [f"Why are {t} important? Answer in two sentences." for t in _MORE_TOPICS[18:]]
-    prompts += [f"Name two advantages and two disadvantages of {t}." for t in TOPICS[::3]]
-    return prompts
+def _qa() -> Built:
+    return (fill("{}", _MORE_QUESTIONS)
+            + passage_questions("Read the text and answer the question.\nText: {}\nQuestion: {}", _MORE_PASSAGE_QA)
+            + fill("Give a short definition of {}.", _MORE_TOPICS[:18])
+            + fill("Why are {} important? Answer in two sentences.", _MORE_TOPICS[18:])
+            + fill("Name two advantages and two disadvantages of {}.", TOPICS[::3]))
 
 
-def _translation_summary() -> list[str]:
-    prompts = [f"Translate this sentence into {lang}: {s}"
-               for s, lang in zip(_MORE_TRANSLATE * 2, itertools.cycle(["French", "Spanish", "German", "Italian", "Portuguese"]))]
-    prompts += [f"How do you say '{s}' in Dutch?" for s in TRANSLATE[:6]]
-    prompts += [f"Summarise this review in one short sentence: {r}" for r in _MORE_REVIEWS]
-    prompts += [f"Give a one-line summary: {c}" for c, _ in _MORE_PASSAGE_QA]
-    prompts += [f"Summarise the main point of this sentence: {s}" for s in _FEELINGS[:8]]
-    return prompts
+def _translation_summary() -> Built:
+    languages = itertools.cycle(["French", "Spanish", "German", "Italian", "Portuguese"])
+    return (translations("Translate this sentence into {}: {}", _MORE_TRANSLATE * 2, languages)
+            + fill("How do you say '{}' in Dutch?", TRANSLATE[:6])
+            + fill("Summarise this review in one short sentence: {}", _MORE_REVIEWS)
+            + fill("Give a one-line summary: {}", [c for c, _ in _MORE_PASSAGE_QA])
+            + fill("Summarise the main point of this sentence: {}", _FEELINGS[:8]))
 
 
-def _generation() -> list[str]:
-    prompts = [f"Write a short story about {s}." for s in _STORY_SEEDS_TRAIN]
-    prompts += [f"Write a haiku about {t}." for t in _MORE_TOPICS[::2]]
-    prompts += [f"Write a tweet announcing a new exhibition about {t}." for t in _MORE_TOPICS[1::3]]
-    prompts += [f"Write a product description for a gadget inspired by {t}." for t in TOPICS[1::5]]
-    prompts += [f"Describe a day in the life of someone who works with {t}." for t in TOPICS[2::6]]
-    return prompts
+def _generation() -> Built:
+    return (fill("Write a short story about {}.", _STORY_SEEDS_TRAIN)
+            + fill("Write a haiku about {}.", _MORE_TOPICS[::2])
+            + fill("Write a tweet announcing a new exhibition about {}.", _MORE_TOPICS[1::3])
+            + fill("Write a product description for a gadget inspired by {}.", TOPICS[1::5])
+            + fill("Describe a day in the life of someone who works with {}.", TOPICS[2::6]))
 
 
 _BUILDERS = {"classification": _classification, "ner": _ner, "qa": _qa,
@@ -160,12 +169,12 @@ _BUILDERS = {"classification": _classification, "ner": _ner, "qa": _qa,
 
 
 def train_only() -> list[CorpusPrompt]:
-    """Extra train prompts in a fixed order, without any text the hashed corpus holds, deduplicated."""
-    seen = {prompt.text for prompt in corpus()}
-    prompts: list[CorpusPrompt] = []
-    for task_type, build in _BUILDERS.items():
-        for text in build():
-            if text not in seen:
-                seen.add(text)
-                prompts.append(CorpusPrompt(task_type, text, "train"))
-    return prompts
+    """Extra train prompts in a fixed order, deduplicated, none built on calibration or held-out material."""
+    prompts = corpus()
+    split_of_source = {normalise(source): prompt.split for prompt in prompts for source in prompt.sources}
+
+    def train_or_drop(sources: tuple[str, ...]) -> str | None:
+        splits = {split_of_source.get(normalise(source), "train") for source in sources}
+        return "train" if splits == {"train"} else None
+
+    return build(_BUILDERS, train_or_drop, skip={prompt.text for prompt in prompts})

@@ -54,7 +54,7 @@ def write_report(report: dict[str, Any], out_dir: Path) -> None:
     text = f"""# Exit heads: training report
 
 Reproduce with `python -m models train-exits` (needs `python -m models prepare --base-only`).
-Prompts: {report.get('prompts', '-')} (train data = hashed train split + train-only prompts).
+Prompts: {report.get('prompts', '-')} (train data = train split + train-only prompts; splits share no source material).
 Positions: {report['positions']} (generated: {report['generated_positions']}).
 Time: data {report['seconds']['data']} s, training {report['seconds']['training']} s.
 

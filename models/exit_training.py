@@ -180,7 +180,7 @@ def train_exits(store: Any, out_dir: Path, config: TrainingConfig | None = None,
                               config.sampled_per_train_prompt if name == "train" else 0, config.seed, cache_dir)
                 for name in ("train", "calibration", "held_out")}
     if config.train_only_prompts:
-        # Collected apart from the hashed train split so each part keeps its own cache entry.
+        # Collected apart from the corpus train split so each part keeps its own cache entry.
         extra = collect(loaded, train_only(), config.exit_layers, config.max_new_tokens,
                         config.sampled_per_train_only_prompt, config.seed, cache_dir)
         datasets["train"] = ExitData.concat([datasets["train"], extra])
