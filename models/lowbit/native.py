@@ -30,6 +30,9 @@ FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-shared", "-f
 KERNEL_DIR_ENV = "EDGEFLEET_KERNEL_DIR"
 BUILD_TIMEOUT_S = 120
 MAX_ROWS = 8  # rows of x per weight pass in kernels.c (larger batches loop over chunks of 8)
+# A thread is worth waking for at least this many weights (~40 µs of work at M = 1): on 2 shared
+# cores a second thread for a 576 x 576 call doubled its time (docs/lowbit.md).
+WEIGHTS_PER_THREAD = 400_000
 
 
 def _cpu_model() -> str:
@@ -90,13 +93,18 @@ def kernels() -> ctypes.CDLL | None:
     return library
 
 
+def threads_for(weights: int) -> int:
+    """OpenMP threads for a call over `weights` weights: torch's thread count, fewer for small matrices."""
+    return max(1, min(torch.get_num_threads(), weights // WEIGHTS_PER_THREAD))
+
+
 def q4_linear(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor) -> torch.Tensor:
     """(M, K) float32 contiguous x -> (M, N) through the q4 kernel (the library must be available)."""
     rows, k = x.shape
     out = qweight.shape[0]
     y = torch.empty(rows, out)
     kernels().q4_linear(x.data_ptr(), rows, k, qweight.data_ptr(), scale.data_ptr(), minimum.data_ptr(),  # type: ignore[union-attr]
-                        out, y.data_ptr(), torch.get_num_threads())
+                        out, y.data_ptr(), threads_for(out * k))
     return y
 
 
@@ -106,7 +114,7 @@ def q8_linear(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> to
     out = qweight.shape[0]
     y = torch.empty(rows, out)
     kernels().q8_linear(x.data_ptr(), rows, k, qweight.data_ptr(), scale.data_ptr(), out, y.data_ptr(),  # type: ignore[union-attr]
-                        torch.get_num_threads())
+                        threads_for(out * k))
     return y
 
 
