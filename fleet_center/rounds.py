@@ -80,7 +80,8 @@ class RoundRunner:
                                                           model_id=model_id, pin=pin))
         self._results: queue.SimpleQueue[TaskResult] = queue.SimpleQueue()
         self._statuses: queue.SimpleQueue[ModelStatus] = queue.SimpleQueue()
-        self._token_estimates: dict[tuple[str, str], Estimate] = {}  # (node, model) seconds per token
+        self._token_estimates: dict[tuple[str, str], Estimate] = {}  # (node, model) decode seconds per token
+        self._first_token_estimates: dict[tuple[str, str], Estimate] = {}  # (node, model) seconds to the first token
         self._last_result_at: dict[str, float] = {}  # node id -> wall clock of its latest result
         self._cloud_overhead_s = 0.3  # learned from cloud results (messages, model lookup, parsing)
         self.exploration = Exploration(bonus=config.exploration_bonus, half_life_s=config.estimate_half_life_s)
@@ -176,8 +177,12 @@ class RoundRunner:
         known = set(fleet.model_ids)
         placement = sched.Placement({e.node_id: frozenset(self._placed(e.node_id) & known) for e in edges})
         by_task, by_type = self.db.generated_tokens()
-        tokens = {t.instance_id: planned_tokens(t.task_id, t.task_type, workload.expected_tokens(context.by_id[t.task_id]),
-                                                by_task, by_type) for t in pending}
+        # The scheduler prices a task as tokens x seconds per decode token: the first token (the prompt's
+        # processing) counts as as many decode tokens as it costs.
+        first_token = self._first_token_in_tokens()
+        tokens = {t.instance_id: max(1, round(first_token + planned_tokens(
+            t.task_id, t.task_type, workload.expected_tokens(context.by_id[t.task_id]), by_task, by_type) - 1))
+            for t in pending}
         problem = sched.OffloadingProblem(
             fleet=fleet,
             tasks=tuple(sched.TaskSpec(t.instance_id, t.task_type, tokens[t.instance_id]) for t in pending),
@@ -284,11 +289,27 @@ class RoundRunner:
                 overhead_s = max(0.0, measured_s - result.queue_wait_s - result.total_s)
                 self._cloud_overhead_s = 0.8 * self._cloud_overhead_s + 0.2 * overhead_s
             self._notify(self.result_listeners, result, quality, set(self._clouds()), item.predicted_s, measured_s)
-            if result.tokens and result.total_s > 0:
-                key = (result.node_id, result.model_id)
-                per_token = result.total_s / len(result.tokens)
-                self._token_estimates[key] = observe(self._token_estimates.get(key), per_token, time.monotonic(),
-                                                     self.exploration.weight)
+            self._learn_times(result)
+
+    def _learn_times(self, result: TaskResult) -> None:
+        """Decode seconds per token and the first token's seconds (prompt processing), per (node, model).
+
+        One figure per token would charge short answers' prompt processing to every token of long ones.
+        """
+        key, now = (result.node_id, result.model_id), time.monotonic()
+        decode_tokens = len(result.tokens) - 1
+        if decode_tokens >= 1 and result.total_s > result.ttft_s > 0:
+            per_token = (result.total_s - result.ttft_s) / decode_tokens
+            self._token_estimates[key] = observe(self._token_estimates.get(key), per_token, now, self.exploration.weight)
+        if result.ttft_s > 0:
+            self._first_token_estimates[key] = observe(self._first_token_estimates.get(key), result.ttft_s, now,
+                                                       self.exploration.weight)
+
+    def _first_token_in_tokens(self) -> float:
+        """The first token's cost in decode tokens (prompt processing), the median over measured pairs; 1 unmeasured."""
+        ratios = [first.mean / self._token_estimates[key].mean for key, first in self._first_token_estimates.items()
+                  if key in self._token_estimates and self._token_estimates[key].mean > 0]
+        return float(np.median(ratios)) if ratios else 1.0
 
     def _reassign(self, round_index: int, item: Outstanding, context: RoundContext,
                   outstanding: dict[str, Outstanding], online: set[str]) -> None:
