@@ -28,7 +28,7 @@ class CloudTaskWorker:
         self.node_id = node_id
         self.bus = bus
         self.models = models  # shared with the session contexts: one copy of each model per process
-        self._tasks: queue.Queue[TaskSpec] = queue.Queue(max_queue)
+        self._tasks: queue.Queue[tuple[TaskSpec, float]] = queue.Queue(max_queue)  # (task, monotonic arrival)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cloud-tasks", daemon=True)
 
@@ -49,22 +49,22 @@ class CloudTaskWorker:
         assert isinstance(dispatch, TaskDispatch)
         for task in dispatch.tasks:
             try:
-                self._tasks.put_nowait(task)
+                self._tasks.put_nowait((task, time.monotonic()))
             except queue.Full:
                 self._publish(self._failure(task, "refused", "cloud queue full"))
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                task = self._tasks.get(timeout=0.5)
+                task, arrived_at = self._tasks.get(timeout=0.5)
             except queue.Empty:
                 continue
-            self._publish(self.run(task))
+            self._publish(self.run(task, queue_wait_s=time.monotonic() - arrived_at))
 
-    def run(self, task: TaskSpec) -> TaskResult:
+    def run(self, task: TaskSpec, queue_wait_s: float = 0.0) -> TaskResult:
         """Never raises for the task's own failure: it becomes an error result."""
         if task.deadline and time.time() > task.deadline:
-            return self._failure(task, "expired", "deadline passed in the cloud queue")
+            return self._failure(task, "expired", f"deadline passed after {queue_wait_s:.1f} s in the cloud queue")
         started = time.perf_counter()
         try:
             model = self.models.get(task.model_id)
@@ -78,8 +78,8 @@ class CloudTaskWorker:
         generation = outcome.generation
         return TaskResult(
             task_id=task.task_id, node_id=self.node_id, status="ok", model_id=task.model_id, task_type=task.task_type,
-            round_id=task.round_id, answer=outcome.answer, parsed=outcome.parsed, load_time_s=load_time_s,
-            ttft_s=generation.ttft_s, total_s=generation.total_s, finished_at=time.time(),
+            round_id=task.round_id, answer=outcome.answer, parsed=outcome.parsed, queue_wait_s=queue_wait_s,
+            load_time_s=load_time_s, ttft_s=generation.ttft_s, total_s=generation.total_s, finished_at=time.time(),
             tokens=tuple(TokenRecord(position=t.position, token_id=t.token_id, latency_ms=t.latency_ms,
                                      decided_by="cloud", layer=t.layer) for t in generation.tokens),
         )

@@ -286,7 +286,7 @@ class RoundRunner:
             if item.predicted_s is not None:
                 self.db.record_measured(result.task_id, measured_s)
             if result.node_id in set(self._clouds()):  # what a cloud result costs beyond its queue and its run
-                overhead_s = max(0.0, measured_s - result.queue_wait_s - result.total_s)
+                overhead_s = max(0.0, measured_s - result.queue_wait_s - result.load_time_s - result.total_s)
                 self._cloud_overhead_s = 0.8 * self._cloud_overhead_s + 0.2 * overhead_s
             self._notify(self.result_listeners, result, quality, set(self._clouds()), item.predicted_s, measured_s)
             self._learn_times(result)

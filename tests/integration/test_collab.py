@@ -250,5 +250,6 @@ def test_cloud_tasks_and_sessions_share_one_copy_of_each_model(mosquitto, store,
     finally:
         service.stop()
     assert result.status == "ok" and {t.decided_by for t in result.tokens} == {"cloud"}
+    assert result.queue_wait_s == 0.0  # run directly, not through the queue
     assert collaborative.cloud_requests == NEW_TOKENS
     assert loads == [MODEL_ID], "the task worker and the session contexts load a model once between them"
