@@ -34,10 +34,13 @@ def fuse_linears(modules: list[nn.Module]) -> Projection:
 
     Only bias-free float nn.Linear of one dtype are fused; anything else is called module by module.
     """
+    sizes = [m.out_features for m in modules]
+    lowbit = _fused_lowbit(modules)
+    if lowbit is not None:
+        return lambda x: lowbit(x).split(sizes, dim=-1)
     plain = all(type(m) is nn.Linear and m.bias is None for m in modules)
     if not plain or len({m.weight.dtype for m in modules}) != 1:
         return lambda x: tuple(m(x) for m in modules)
-    sizes = [m.out_features for m in modules]
     with _fusing, torch.no_grad():
         fused = getattr(modules[0], "_fused_with", None)  # fused before (another stack over the same layer)
         if fused is None:
@@ -48,6 +51,21 @@ def fuse_linears(modules: list[nn.Module]) -> Projection:
                 module._fused_with = fused
                 offset += size
     return lambda x: F.linear(x, fused).split(sizes, dim=-1)
+
+
+def _fused_lowbit(modules: list[nn.Module]) -> nn.Module | None:
+    """The low-bit variants' own fusion (`models/lowbit`), done once per group of modules; None if not low-bit."""
+    from models.lowbit.modules import LowBitLinear, fuse_lowbit_linears
+
+    if not all(isinstance(m, LowBitLinear) for m in modules):
+        return None
+    with _fusing:
+        fused = getattr(modules[0], "_fused_lowbit", None)
+        if fused is None:
+            fused = fuse_lowbit_linears(modules)
+            for module in modules:
+                object.__setattr__(module, "_fused_lowbit", fused)  # not a submodule: no second registration
+        return fused
 
 
 class RotaryTable:
