@@ -95,6 +95,22 @@ def position_ids_for(query_length: int, offset: int, pad_lengths: torch.Tensor |
     return (positions - pad_lengths.view(-1, 1)).clamp_min(0)  # (B, T)
 
 
+def continue_at(cache: SliceKVCache | LeanSliceCache, hidden_states: torch.Tensor, position: int | None,
+                pad_lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Position ids and mask of (B, T, C) new states at `position` (default: the cache length, a smaller one
+    truncates the cache first); `pad_lengths` (B,) marks left padding. Asserts nothing is skipped."""
+    assert hidden_states.dim() == 3, f"hidden_states must be (B, T, C), got {tuple(hidden_states.shape)}"
+    offset = cache.length() if position is None else position
+    if offset < cache.length():
+        cache.truncate(offset)
+    assert offset == cache.length(), f"position {offset} skips ahead of cache length {cache.length()}"
+    query_length = hidden_states.shape[1]
+    padded = pad_lengths is not None and bool(pad_lengths.any())
+    position_ids = position_ids_for(query_length, offset, pad_lengths if padded else None)  # (B or 1, T)
+    mask = padded_causal_mask(query_length, offset, pad_lengths) if padded else causal_mask(query_length, offset)
+    return position_ids, mask
+
+
 class EmbeddingSlice(nn.Module):
     """Token ids (B, T) -> hidden states (B, T, C)."""
 
@@ -167,16 +183,8 @@ class DecoderSlice:
         `position` defaults to the cache length; a smaller value truncates the cache first.
         `pad_lengths` (B,) marks left padding of rows in a batch of unequal prompts (None: no padding).
         """
-        assert hidden_states.dim() == 3, f"hidden_states must be (B, T, C), got {tuple(hidden_states.shape)}"
-        offset = self.length if position is None else position
-        if offset < self.length:
-            self.cache.truncate(offset)
-        assert offset == self.length, f"position {offset} skips ahead of cache length {self.length}"
-        query_length = hidden_states.shape[1]
-        padded = pad_lengths is not None and bool(pad_lengths.any())
-        position_ids = position_ids_for(query_length, offset, pad_lengths if padded else None)  # (B or 1, T)
+        position_ids, mask = continue_at(self.cache, hidden_states, position, pad_lengths)
         cos, sin = self.rotary.at(position_ids, hidden_states.dtype)  # (B or 1, 1, T, D)
-        mask = padded_causal_mask(query_length, offset, pad_lengths) if padded else causal_mask(query_length, offset)
         for layer, cache in zip(self.layers, self.cache.layers, strict=True):
             hidden_states = layer(hidden_states, cos, sin, cache, mask)  # (B, T, C)
         return hidden_states
@@ -224,16 +232,8 @@ class TransformersDecoderSlice(nn.Module):
         `position` defaults to the cache length; a smaller value truncates the cache first.
         `pad_lengths` (B,) marks left padding of rows in a batch of unequal prompts (None: no padding).
         """
-        assert hidden_states.dim() == 3, f"hidden_states must be (B, T, C), got {tuple(hidden_states.shape)}"
-        offset = self.length if position is None else position
-        if offset < self.length:
-            self.cache.truncate(offset)
-        assert offset == self.length, f"position {offset} skips ahead of cache length {self.length}"
-        query_length = hidden_states.shape[1]
-        padded = pad_lengths is not None and bool(pad_lengths.any())
-        position_ids = position_ids_for(query_length, offset, pad_lengths if padded else None)  # (B or 1, T)
+        position_ids, mask = continue_at(self.cache, hidden_states, position, pad_lengths)
         position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)  # cos, sin (B or 1, T, hd)
-        mask = padded_causal_mask(query_length, offset, pad_lengths) if padded else causal_mask(query_length, offset)
         for layer in self.layers:
             hidden_states = layer(
                 hidden_states,
