@@ -1,5 +1,6 @@
 """The edge node end to end: real Mosquitto, real HTTP, a tiny real Llama in a real model store."""
 
+import dataclasses
 import threading
 
 import httpx
@@ -177,6 +178,8 @@ def test_node_survives_garbage_dispatches_and_a_corrupt_model(mosquitto, edge, s
 
 def test_stop_lets_the_running_task_end_and_report(mosquitto, edge):
     # Stopping with the worker still inside torch let the interpreter exit under it (a C++ abort).
+    # The wait is generous: on a loaded 2-core machine 400 tiny-model tokens took over the default 8 s.
+    edge.config = dataclasses.replace(edge.config, stop_wait_s=60.0)
     results = []
     with BusClient("center", mosquitto.bus_config("center")) as center:
         center.subscribe(topics.TASK_RESULT, lambda env: results.append(env.message), wait_s=5, node="pi-01")
