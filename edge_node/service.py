@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import threading
 import time
@@ -38,6 +39,16 @@ logger = logging.getLogger(__name__)
 
 class UnknownModel(LookupError):
     """The task names a model this node's store does not have (HTTP 404)."""
+
+
+def torch_threads_for(configured: int, cpu_quota: float) -> int:
+    """Threads to run torch with (0 = torch's default, all cores): the setting, else as many as a CPU quota allows.
+
+    Under a quota of q cores, more than ceil(q) threads only take turns being throttled.
+    """
+    if configured:
+        return configured
+    return max(1, math.ceil(cpu_quota)) if cpu_quota > 0 else 0
 
 
 class EdgeService:
@@ -82,10 +93,11 @@ class EdgeService:
     def start(self) -> EdgeService:
         # Before any model loads: the whole process runs under the emulated CPU (docs/emulation.md).
         self.cpu_limit = limit_cpu(self.config.cpu_quota, self.node_id)
-        if self.config.torch_threads:
+        threads = torch_threads_for(self.config.torch_threads, self.config.cpu_quota)
+        if threads:
             # OpenMP workers spin while they wait: on an oversubscribed host (several nodes, 2 cores)
             # two threads per node made a tiny model 10x slower than one.
-            torch.set_num_threads(self.config.torch_threads)
+            torch.set_num_threads(threads)
         self.http.start()
         self.presence.capabilities = dataclasses.replace(self.presence.capabilities, http_url=self.http.url)
         self.presence.bus.subscribe(topics.TASK_DISPATCH, self._on_dispatch, node=self.node_id)

@@ -22,3 +22,4 @@ def test_a_dead_worker_a_stopping_node_or_a_full_queue_cannot_serve():
                              ({"queue_depth": 8}, "queue full")):
         health = assess(facts(**changes))
         assert health.http_status == 503 and any(problem in text for text in health.problems)
+
