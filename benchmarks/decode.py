@@ -81,7 +81,8 @@ def greedy_without_eos(eos_token_id: int) -> Any:
     return pick
 
 
-def measure_variant(model_id: str, threads: int, with_perplexity: bool) -> dict[str, Any]:
+def measure_variant(model_id: str, threads: int, with_perplexity: bool,
+                    transformers_layers: bool = False) -> dict[str, Any]:
     import torch
 
     from models.decode_loop import LocalStepper, decode
@@ -95,12 +96,15 @@ def measure_variant(model_id: str, threads: int, with_perplexity: bool) -> dict[
     loaded = ModelStore(default_store_root()).load(model_id)
     prompt_ids = loaded.encode_chat(PROMPT)
     pick = greedy_without_eos(loaded.eos_token_id)
-    decode(LocalStepper(LayerStack(loaded, 0, loaded.num_layers), pick), [prompt_ids], 4)  # warm-up
+    def stack() -> LayerStack:  # transformers_layers: the same weights through transformers' own layer modules
+        return LayerStack(loaded, 0, loaded.num_layers, transformers_layers=transformers_layers)
+
+    decode(LocalStepper(stack(), pick), [prompt_ids], 4)  # warm-up
     # step 0 is the prompt; steps 1..64 are one-token forwards, as llama.cpp's 64 evals
-    answer = decode(LocalStepper(LayerStack(loaded, 0, loaded.num_layers), pick), [prompt_ids], DECODE_TOKENS + 1)[0]
+    answer = decode(LocalStepper(stack(), pick), [prompt_ids], DECODE_TOKENS + 1)[0]
     decode_s = sum(token.latency_ms for token in answer.tokens[1:]) / 1e3
     long_prompt = prefill_prompt(loaded.tokenizer)
-    prefill = decode(LocalStepper(LayerStack(loaded, 0, loaded.num_layers)), [long_prompt], 1)[0]
+    prefill = decode(LocalStepper(stack()), [long_prompt], 1)[0]
     result = {"decode_tok_s": round(DECODE_TOKENS / decode_s, 2),
               "prefill_tok_s": round(PREFILL_TOKENS / (prefill.tokens[0].latency_ms / 1e3), 1),
               "weight_bytes_per_token": linear_weight_bytes(loaded.model),
@@ -247,6 +251,9 @@ def profile_token(model_id: str, threads: int, steps: int = 16) -> dict[str, Any
             "kernel_ops": [e.key for e in events if e.key in kernel_names]}
 
 
+TRANSFORMERS_FP32 = "transformers-fp32"  # the fp32 variant through transformers' layers (what fp32_speedup divides by)
+
+
 def worker_main() -> None:
     """Subprocess entry: argv = [kind, model_id or '-', threads, with_perplexity]; prints one JSON line."""
     logging.basicConfig(level=logging.WARNING)
@@ -255,6 +262,8 @@ def worker_main() -> None:
         result = measure_llamacpp(threads, with_perplexity)
     elif kind == "profile":
         result = profile_token(model_id, threads)
+    elif kind == "transformers":
+        result = measure_variant(model_id, threads, with_perplexity=False, transformers_layers=True)
     else:
         result = measure_variant(model_id, threads, with_perplexity)
     print(json.dumps(result))
@@ -274,6 +283,7 @@ def run_worker(kind: str, model_id: str, threads: int, with_perplexity: bool) ->
 
 def summarise(at_two: dict[str, dict[str, Any]], at_one: dict[str, dict[str, Any]]) -> dict[str, Any]:
     llamacpp = at_two.pop("llamacpp")
+    transformers_fp32 = at_two.pop(TRANSFORMERS_FP32, None)
     fp32 = at_two["smollm2-135m"]["perplexity"]
     for name, row in at_one.items():  # perplexity does not depend on threads: measured once
         row["perplexity"] = (llamacpp if name == "llamacpp" else at_two[name])["perplexity"]
@@ -291,10 +301,14 @@ def summarise(at_two: dict[str, dict[str, Any]], at_one: dict[str, dict[str, Any
                "one_thread": {"llamacpp": at_one.pop("llamacpp", None), "variants": at_one},
                "best_variant": best, "best_ratio": round(eligible[best]["decode_tok_s"] / llamacpp["decode_tok_s"], 3),
                "q4_perplexity_vs_fp32": None if q4 is None else round(q4["perplexity"] / fp32, 4),
-               "fp32_speedup": None}
+               "fp32_speedup": None if transformers_fp32 is None else round(
+                   at_two["smollm2-135m"]["decode_tok_s"] / transformers_fp32["decode_tok_s"], 3),
+               "transformers_fp32": None if transformers_fp32 is None else {
+                   k: v for k, v in transformers_fp32.items() if k != "token_ids"}}
     summary["goals"] = {"best_ratio_ge_0_6": summary["best_ratio"] >= GOALS["best_ratio"],
                         "q4_perplexity_vs_fp32_le_1_005": summary["q4_perplexity_vs_fp32"] is not None
-                        and summary["q4_perplexity_vs_fp32"] <= GOALS["q4_perplexity_vs_fp32"]}
+                        and summary["q4_perplexity_vs_fp32"] <= GOALS["q4_perplexity_vs_fp32"],
+                        "fp32_speedup_ge_1_2": summary["fp32_speedup"] is not None and summary["fp32_speedup"] >= 1.2}
     summary["host"] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
     return summary
 
@@ -314,9 +328,11 @@ def main() -> None:
     assert "smollm2-135m" in args.variants, "fp32 is the yardstick: keep smollm2-135m among --variants"
     results: dict[int, dict[str, dict[str, Any]]] = {threads: {} for threads in args.threads}
     jobs = [(threads, name) for threads in args.threads for name in ("llamacpp", *args.variants)]
+    jobs.insert(2, (args.threads[0], TRANSFORMERS_FP32))  # the fp32 variant through transformers' layers, next to it
     for threads, name in tqdm(jobs, desc="decode benchmark", unit="run", file=sys.stderr):
-        kind = "llamacpp" if name == "llamacpp" else "variant"
-        row = run_worker(kind, name, threads, with_perplexity=threads == args.threads[0])
+        kind = {"llamacpp": "llamacpp", TRANSFORMERS_FP32: "transformers"}.get(name, "variant")
+        model_id = "smollm2-135m" if name == TRANSFORMERS_FP32 else name
+        row = run_worker(kind, model_id, threads, with_perplexity=threads == args.threads[0] and kind != "transformers")
         results[threads][name] = row
         logger.info("%s at %d threads: %s", name, threads, {k: v for k, v in row.items() if k != "token_ids"})
     first, *rest = args.threads
