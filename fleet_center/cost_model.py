@@ -164,12 +164,3 @@ def quality_table(inputs: CostInputs) -> tuple[dict[str, tuple[float, ...]], tup
                                                                                 inputs.exploration))))
         floor.append(min(1.0, max(0.0, inputs.quality_keep * max(means, default=0.0))))
     return {model_id: tuple(values) for model_id, values in planned.items()}, tuple(floor)
-
-
-def running_means(samples: list[tuple[tuple[str, int] | tuple[str, str], float]]) -> dict:
-    """Mean value per key over (key, value) samples."""
-    sums: dict = {}
-    for key, value in samples:
-        total, count = sums.get(key, (0.0, 0))
-        sums[key] = (total + value, count + 1)
-    return {key: total / count for key, (total, count) in sums.items()}
