@@ -211,3 +211,15 @@ def quality_table(results: Sequence[TaskResult], default: float = 0.0) -> dict[s
         )
         for model_id in sums
     }
+
+
+def prediction_from_answer(task_type: int, parsed: Mapping[str, object], answer: str) -> Prediction:
+    """What a node's parsed answer contributes to scoring: NER tags, the TC label, else the parsed text."""
+    if task_type == NER:
+        tags = parsed.get("tags")
+        return [str(t) for t in tags] if isinstance(tags, list | tuple) else []
+    if task_type == TC:
+        label = parsed.get("label")
+        return str(label) if label else answer
+    text = parsed.get("text")
+    return str(text) if isinstance(text, str) else answer

@@ -20,7 +20,7 @@ from fleet_center.center_db import CenterDb, StoredTask
 from fleet_center.config import RoundsConfig
 from fleet_center.cost_model import CostInputs, ModelProfile, NodeFigures, build_fleet
 from fleet_center.estimates import Estimate, Exploration, observe
-from fleet_center.evaluation import score_task
+from fleet_center.evaluation import prediction_from_answer, score_task
 from fleet_center.latency_prediction import cloud_queue_latencies, planned_tokens
 from fleet_center.membership import FleetMembership
 from fleet_center.round_plan import (
@@ -490,15 +490,7 @@ def _best_gflops(birth_gflops: float, heartbeat: object | None) -> float:
 
 
 def _prediction(task: workload.Task, result: TaskResult) -> str | list[str]:
-    parsed = result.parsed
-    if task.task_type == workload.NER:
-        tags = parsed.get("tags")
-        return [str(t) for t in tags] if isinstance(tags, list) else []
-    if task.task_type == workload.TC:
-        label = parsed.get("label")
-        return str(label) if label else result.answer
-    text = parsed.get("text")
-    return str(text) if isinstance(text, str) else result.answer
+    return prediction_from_answer(task.task_type, result.parsed, result.answer)  # type: ignore[return-value]
 
 
 def _with_attempts(task: StoredTask, attempts: int) -> StoredTask:

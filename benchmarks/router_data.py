@@ -1,0 +1,123 @@
+"""The hard-example miner's training table, and the miner trained from it.
+
+    .venv/bin/python -m benchmarks.router_data collect --edge-model smollm2-135m-edge15
+    .venv/bin/python -m benchmarks.router_data train --edge-model smollm2-135m-edge15
+
+`collect` runs every task of the router-training part (routing/splits.py) in this process, exactly as
+the fleet would: the edge model with its calibrated exits (the edge's standalone path), the cloud
+model without exits (the cloud worker's path), both greedy through `models.runner.run_task`, plus the
+edge model's early-layer statistics of the query (`models.prompt_features`). One JSON line per task
+goes to routing/data/train-<edge model>.jsonl as it finishes (a restart skips the tasks already there).
+`train` fits the miner on that table and writes routing/data/miner-<edge model>.json, which edges load
+for `"route": "auto"`. The held-out part is never read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.report import print_result
+from fleet_center.evaluation import prediction_from_answer, score_task
+from fleet_center.round_plan import task_type_name
+from fleet_center.workload import Task, load_tasks
+from routing.features import QueryFeatures
+from routing.splits import split_tasks
+from routing.training import TrainingConfig, train_miner
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "routing" / "data"
+CLOUD_MODEL = "smollm2-135m"
+MAX_NEW_TOKENS = 48  # the center's default per task; the job uses the same
+
+
+def table_path(edge_model: str) -> Path:
+    return DATA_DIR / f"train-{edge_model}.jsonl"
+
+
+def miner_path(edge_model: str) -> Path:
+    return DATA_DIR / f"miner-{edge_model}.json"
+
+
+def training_tasks(tasks: tuple[Task, ...]) -> list[Task]:
+    split = split_tasks([(t.task_id, t.task_type) for t in tasks])
+    wanted = set(split.train)
+    return [task for task in tasks if task.task_id in wanted]
+
+
+def collect(edge_model: str, max_new_tokens: int, limit: int) -> dict:
+    from models.paths import default_store_root
+    from models.prompt_features import prompt_statistics
+    from models.runner import run_task
+    from models.store import ModelStore
+
+    store = ModelStore(default_store_root())
+    edge, cloud = store.load(edge_model), store.load(CLOUD_MODEL)
+    path = table_path(edge_model)
+    done = {json.loads(line)["task_id"] for line in path.read_text().splitlines()} if path.exists() else set()
+    todo = [task for task in training_tasks(load_tasks()) if task.task_id not in done][: limit or None]
+    started = time.monotonic()
+    with open(path, "a") as table:
+        for index, task in enumerate(todo):
+            name = task_type_name(task.task_type)
+            statistics = prompt_statistics(edge, task.task_token)
+            features = QueryFeatures(task.task_type, statistics.scalars(), statistics.pooled_hidden)
+            row: dict[str, object] = {"task_id": task.task_id, "task_type": task.task_type,
+                                      "features": features.to_json()}
+            for side, model, policy in (("edge", edge, edge.exit_policy), ("cloud", cloud, None)):
+                outcome = run_task(model, name, task.task_token, max_new_tokens, policy)
+                prediction = prediction_from_answer(task.task_type, outcome.parsed, outcome.answer)
+                row[f"{side}_answer"] = outcome.answer
+                row[f"{side}_score"] = score_task(task, prediction).quality
+                row[f"{side}_tokens"] = len(outcome.generation.tokens)
+            table.write(json.dumps(row) + "\n")
+            table.flush()
+            logger.info("%d/%d task %d: edge %.2f cloud %.2f (%.0f s)", index + 1, len(todo), task.task_id,
+                        row["edge_score"], row["cloud_score"], time.monotonic() - started)
+    return {"table": str(path), "collected": len(todo), "rows": len(done) + len(todo)}
+
+
+def read_table(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def train(edge_model: str, config: TrainingConfig) -> dict:
+    rows = read_table(table_path(edge_model))
+    features = [QueryFeatures.from_json(row["features"]) for row in rows]
+    trained = train_miner(features, [row["edge_score"] for row in rows], [row["cloud_score"] for row in rows], config,
+                          edge_model=edge_model, cloud_model=CLOUD_MODEL)
+    trained.model.save(miner_path(edge_model))
+    point = trained.operating_point
+    edge_mean = sum(row["edge_score"] for row in rows) / len(rows)
+    cloud_mean = sum(row["cloud_score"] for row in rows) / len(rows)
+    oracle = sum(max(row["edge_score"], row["cloud_score"]) for row in rows) / len(rows)
+    return {"miner": str(miner_path(edge_model)), "trained_on": len(rows), "hard_share": round(trained.hard_share, 3),
+            "edge_quality": round(edge_mean, 4), "cloud_quality": round(cloud_mean, 4), "oracle_quality": round(oracle, 4),
+            "operating_point": {"threshold": round(point.threshold, 4), "cloud_query_ratio": round(point.cloud_query_ratio, 3),
+                                "quality_ratio": round(point.quality_ratio, 4), "reached_target": point.reached_target}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("collect", "train"))
+    parser.add_argument("--edge-model", default="smollm2-135m-edge15")
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
+    parser.add_argument("--limit", type=int, default=0, help="collect at most this many new tasks (0 = all)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    if args.command == "collect":
+        result = collect(args.edge_model, args.max_new_tokens, args.limit)
+    else:
+        result = train(args.edge_model, TrainingConfig())
+    print_result(result, args.json)
+
+
+if __name__ == "__main__":
+    main()

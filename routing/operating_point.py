@@ -1,0 +1,60 @@
+"""Choosing the miner's threshold on training data: the cheapest cloud share that keeps the quality.
+
+Pure: given P(hard) per training query and the edge's and the cloud's scores on it, every threshold
+gives a cloud share and a mean quality; the chosen one is the lowest cloud share whose quality is at
+least `target_quality_ratio` of cloud-only, within `max_cloud_ratio`; if none reaches the target,
+the best quality within `max_cloud_ratio`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OperatingPoint:
+    threshold: float  # P(hard) at or above which a query goes to the cloud
+    cloud_query_ratio: float
+    quality: float  # mean quality with this routing
+    quality_ratio: float  # quality / cloud-only quality
+    reached_target: bool
+
+
+def routed_quality(to_cloud: np.ndarray, edge_scores: np.ndarray, cloud_scores: np.ndarray) -> np.ndarray:
+    """(N,) per-query quality when `to_cloud` (N, bool) queries are answered by the cloud."""
+    return np.where(to_cloud, cloud_scores, edge_scores)
+
+
+def quality_ratio(quality: float, cloud_quality: float) -> float:
+    """quality / cloud-only quality; 1.0 when the cloud scores 0 too (nothing to lose)."""
+    return quality / cloud_quality if cloud_quality > 0 else 1.0
+
+
+def choose_operating_point(probability_hard: Sequence[float], edge_scores: Sequence[float],
+                           cloud_scores: Sequence[float], *, target_quality_ratio: float = 0.95,
+                           max_cloud_ratio: float = 0.5) -> OperatingPoint:
+    """The threshold to deploy. Raises ValueError for empty or unequal inputs."""
+    probabilities, edge, cloud = (np.asarray(x, dtype=float) for x in (probability_hard, edge_scores, cloud_scores))
+    if not len(probabilities) or not len(probabilities) == len(edge) == len(cloud):
+        raise ValueError("need equally many probabilities, edge scores and cloud scores, at least one")
+    cloud_mean = float(cloud.mean())
+    # Candidate thresholds: just above every probability (and 0: everything to the cloud).
+    candidates = sorted({1.0 + 1e-9, 0.0, *(float(p) + 1e-12 for p in probabilities)}, reverse=True)
+    points = []
+    for threshold in candidates:
+        to_cloud = probabilities >= threshold
+        quality = float(routed_quality(to_cloud, edge, cloud).mean())
+        points.append(OperatingPoint(min(threshold, 1.0), float(to_cloud.mean()), quality,
+                                     quality_ratio(quality, cloud_mean), False))
+    affordable = [p for p in points if p.cloud_query_ratio <= max_cloud_ratio + 1e-12] or points[:1]
+    reaching = [p for p in affordable if p.quality_ratio >= target_quality_ratio]
+    if reaching:
+        best = min(reaching, key=lambda p: (p.cloud_query_ratio, -p.quality))
+        return OperatingPoint(best.threshold, best.cloud_query_ratio, best.quality, best.quality_ratio, True)
+    return max(affordable, key=lambda p: (p.quality, -p.cloud_query_ratio))
