@@ -326,6 +326,12 @@ class BusClient:
         client = client_type(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5)
         if isinstance(client, BatchingPahoClient):
             client.set_batch_sink(self._on_batch)
+        if self.config.tls_ca_file:
+            try:
+                client.tls_set(ca_certs=self.config.tls_ca_file, certfile=self.config.tls_cert_file or None,
+                               keyfile=self.config.tls_key_file or None)
+            except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+                raise BusError(f"{self.client_id}: TLS settings unusable: {error}") from error
         if self.config.username:
             client.username_pw_set(self.config.username, self.config.password or None)
         self._mqtt = client

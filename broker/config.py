@@ -41,6 +41,10 @@ class BusConfig:
     # Emulated link to the broker (emulation/link_profiles.py): lan = direct; wan, cellular = through an
     # in-process proxy adding their delay and rate (docs/emulation.md).
     link_profile: str = "lan"
+    # TLS to the broker's TLS listener (docs/security.md): the fleet CA file turns it on; {node} = node id.
+    tls_ca_file: str = ""  # the fleet CA certificate (ca.crt); empty = plain TCP
+    tls_cert_file: str = ""  # this node's client certificate, when the broker requires one
+    tls_key_file: str = ""  # its private key
 
     def __post_init__(self) -> None:
         check(bool(self.host), "bus.host", "must not be empty")
@@ -56,6 +60,9 @@ class BusConfig:
     def for_node(self, node_id: str) -> BusConfig:
         """This config with the node's credentials filled in (username = node id, password from file)."""
         password = self.password
+        node_files = {name: getattr(self, name).replace("{node}", node_id) for name in ("tls_cert_file", "tls_key_file")}
+        if any(node_files[name] != getattr(self, name) for name in node_files):
+            return dataclasses.replace(self, **node_files).for_node(node_id)
         if not password and self.password_file:
             path = Path(self.password_file.replace("{node}", node_id))
             if path.exists():

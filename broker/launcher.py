@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import logging
 import shutil
+import signal
 import socket
 import subprocess
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from broker.credentials import (
 from broker.errors import BusError
 from runtime.processes import kill_process, stop_process, wait_ready
 from runtime.settings import FLEET_DIR, REPO_ROOT, check
+from security.tls import ensure_ca, issue
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +42,17 @@ class BrokerConfig:
     allow_anonymous: bool = False  # only for throwaway benchmarks
     mosquitto_binary: str = "mosquitto"
     start_timeout_s: float = 10.0  # wait this long for the port to accept connections
+    # TLS listener for nodes on other hosts (docs/security.md); the plain listener above stays for loopback.
+    tls_port: int = 0  # MQTT over TLS port (8883 by convention); 0 = no TLS listener
+    tls_bind: str = "0.0.0.0"  # TLS listen address
+    tls_hosts: tuple[str, ...] = ("localhost", "127.0.0.1")  # names/addresses the broker certificate is valid for
+    tls_client_certs: bool = False  # also require a client certificate signed by the fleet CA (besides the password)
+    tls_dir: str = str(FLEET_DIR / "tls")  # fleet CA, broker certificate, one <node>.crt/.key per node
 
     def __post_init__(self) -> None:
         check(0 < self.port < 65536, "broker.port", f"{self.port} is not a TCP port")
+        check(0 <= self.tls_port < 65536, "broker.tls_port", f"{self.tls_port} is not a TCP port")
+        check(self.tls_port != self.port, "broker.tls_port", "must differ from broker.port")
         check(bool(self.center_user), "broker.center_user", "must not be empty")
 
 
@@ -52,10 +62,21 @@ class LocalBroker:
 
     config: BrokerConfig
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    revoked: set[str] = field(default_factory=set, init=False)  # users whose password was withdrawn
 
     @property
     def users(self) -> list[str]:
-        return [self.config.center_user, *self.config.cloud_users, *self.config.edge_users]
+        users = [self.config.center_user, *self.config.cloud_users, *self.config.edge_users]
+        return [user for user in users if user not in self.revoked]
+
+    def revoke(self, user: str) -> None:
+        """Withdraw `user`'s password: Mosquitto rereads its password file and drops the user's live session."""
+        self.revoked.add(user)
+        state = Path(self.config.state_dir)
+        write_password_file(state / "passwords", self.passwords())
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGHUP)  # reload: re-checks every connected client's credentials
+        logger.info("revoked broker user %s", user)
 
     def passwords(self) -> dict[str, str]:
         secret = load_or_create_secret(Path(self.config.secrets_dir) / "fleet.key")
@@ -81,12 +102,31 @@ class LocalBroker:
                 f"password_file {state / 'passwords'}",
                 f"acl_file {state / 'acl'}",
                 f"persistence_location {state / 'data'}/",
+                *self._tls_lines(),
                 "",
             ]
         )
         path = state / "mosquitto.conf"
         path.write_text(runtime)
         return path
+
+    def _tls_lines(self) -> list[str]:
+        """The TLS listener's lines, creating the CA, the broker certificate and node certificates as needed."""
+        if not self.config.tls_port:
+            return []
+        ca = ensure_ca(self.config.tls_dir)
+        server = issue(self.config.tls_dir, "broker", server=True, hosts=self.config.tls_hosts)
+        if self.config.tls_client_certs:
+            for user in self.users:
+                issue(self.config.tls_dir, user, server=False)
+        return [
+            f"listener {self.config.tls_port} {self.config.tls_bind}",
+            f"cafile {ca.cert}",
+            f"certfile {server.cert}",
+            f"keyfile {server.key}",
+            "tls_version tlsv1.2",
+            f"require_certificate {'true' if self.config.tls_client_certs else 'false'}",
+        ]
 
     def start(self, stdout: int | None = None) -> LocalBroker:
         """Start Mosquitto and wait until it accepts connections. Raises BusError."""

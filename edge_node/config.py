@@ -19,6 +19,11 @@ class EdgeConfig:
     model_store: str = ""  # model store directory; empty = $EDGEFLEET_MODEL_STORE or .fleet/models
     http_host: str = "127.0.0.1"  # HTTP API address; 0.0.0.0 on a Pi serving the LAN
     http_port: int = 8081  # HTTP API port; 0 = any free port
+    # Bearer token of the HTTP API (docs/security.md): required beyond loopback; empty = read from (or
+    # created in) http_token_file then; on loopback an empty token means no check.
+    http_token: str = ""
+    http_token_file: str = str(FLEET_DIR / "secrets" / "{node}.http_token")  # {node} = node id
+    center_public_key_file: str = str(FLEET_DIR / "secrets" / "center_signing.pub")  # checks signed model indexes
     queue_capacity: int = 64  # queued tasks before new ones are refused (HTTP 503)
     keep_alive_s: float = 300.0  # idle seconds before a model unloads; 0 = at once; < 0 = never
     max_loaded_models: int = 2  # models resident at once

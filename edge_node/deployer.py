@@ -39,6 +39,8 @@ from edge_node.model_install import (
 )
 from models.artifact_index import FILE_NAME, IndexEntry, IndexFormatError, ModelIndex
 from models.artifact_index import parse_index as parse_model_index
+from runtime.settings import FLEET_DIR
+from security.signing import SIGNATURE_HEADER, SignatureError, load_public_key, verify
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ class DeployConfig:
     progress_interval_s: float = 0.5  # at most one `downloading` status per this interval
     index_max_bytes: int = 1024 * 1024  # a bigger index is refused (it lists a handful of files)
     workers: int = 2  # deploys of different models that may run at once
+    # The center's ed25519 public key (hex): an index without its valid signature is refused (docs/security.md)
+    center_public_key_file: str = str(FLEET_DIR / "secrets" / "center_signing.pub")
 
     def __post_init__(self) -> None:
         """Raises ValueError naming the bad field."""
@@ -264,6 +268,11 @@ class ModelDeployer:
                 body += chunk
                 if len(body) > self.config.index_max_bytes:
                     raise DeployFailed(f"index at {command.url} is over {self.config.index_max_bytes} bytes")
+        try:
+            verify(load_public_key(self.config.center_public_key_file), bytes(body),
+                   response.headers.get(SIGNATURE_HEADER))
+        except SignatureError as error:
+            raise DeployFailed(f"index of {command.model_id!r} refused: {error}; the installed copy stays") from error
         if hashlib.sha256(body).hexdigest() != command.sha256:
             raise DeployFailed(f"index of {command.model_id!r} does not match the command's sha256 "
                                "(the model changed on the center after the command was built)")

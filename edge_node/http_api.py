@@ -6,6 +6,8 @@ POST /perform_task   {"task_type", "model_name", "prompt"} or a full task object
 GET  /tasks/{id}     200 result, 202 still queued/running, 404 unknown id
 GET  /health         200 ok / degraded (bus down), 503 unavailable (worker dead, stopping, queue full)
 GET  /api/ps         models in memory (as Ollama's /api/ps)
+
+Bound beyond loopback, every route but /health needs `Authorization: Bearer <token>` (401 otherwise).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fastapi.responses import JSONResponse
 from broker.messages import TaskResult
 from edge_node.task_queue import QueueClosedError, QueueError, QueueFullError
 from edge_node.task_requests import RequestError, parse_task_request
+from security.tokens import bearer_matches
 
 if TYPE_CHECKING:
     from edge_node.service import EdgeService
@@ -36,8 +39,21 @@ def result_json(result: TaskResult) -> dict[str, Any]:
     return body
 
 
-def create_app(service: EdgeService, max_body_bytes: int) -> FastAPI:
+def create_app(service: EdgeService, max_body_bytes: int, token: str = "") -> FastAPI:
+    """The API; with a `token`, every route but /health answers 401 unless `Authorization: Bearer <token>`."""
     app = FastAPI(title=f"edgefleet edge {service.node_id}", docs_url=None, redoc_url=None)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        """Checks the token, and counts refused requests for the heartbeat's `http_rejected` counter."""
+        if token and request.url.path != "/health" and not bearer_matches(request.headers.get("authorization"), token):
+            response: Any = JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
+                                         headers={"WWW-Authenticate": "Bearer"})
+        else:
+            response = await call_next(request)
+        if 400 <= response.status_code < 500:
+            service.http_rejected += 1
+        return response
 
     @app.post("/perform_task")
     async def perform_task(request: Request) -> JSONResponse:
@@ -110,12 +126,12 @@ def _iso(timestamp: float | None) -> str | None:
 class HttpServer:
     """uvicorn in a daemon thread on a socket we bind ourselves (port 0 = any free port)."""
 
-    def __init__(self, service: EdgeService, host: str, port: int, max_body_bytes: int) -> None:
+    def __init__(self, service: EdgeService, host: str, port: int, max_body_bytes: int, token: str = "") -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.host, self.port = self.sock.getsockname()[:2]
-        config = uvicorn.Config(create_app(service, max_body_bytes), log_level="warning", access_log=False)
+        config = uvicorn.Config(create_app(service, max_body_bytes, token), log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="edge-http",
                                        daemon=True)

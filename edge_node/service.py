@@ -19,7 +19,7 @@ from broker.presence import NodePresence, NodeProbes
 from edge_node.collab.config import CollabConfig
 from edge_node.collab.link import CollabClient
 from edge_node.config import EdgeConfig
-from edge_node.deployer import ModelDeployer
+from edge_node.deployer import DeployConfig, ModelDeployer
 from edge_node.executor import TaskExecutor
 from edge_node.health import Health, HealthFacts, assess
 from edge_node.http_api import HttpServer
@@ -33,6 +33,7 @@ from models.loaded import LoadedModel
 from models.paths import default_store_root
 from models.store import ModelStore
 from runtime.threads import lower_thread_priority
+from security.tokens import http_token
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ class EdgeService:
         csv_path = Path(config.csv_path or Path(config.state_dir) / config.node_id / "llm_metrics.csv")
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         self.executor = TaskExecutor(config.node_id, self.cache, MetricsCsvWriter(csv_path), config.early_exit)
-        self.http = HttpServer(self, config.http_host, config.http_port, config.max_body_bytes)
+        token = http_token(config.http_host, config.http_token, config.http_token_file.replace("{node}", config.node_id))
+        self.http = HttpServer(self, config.http_host, config.http_port, config.max_body_bytes, token)
         probes = NodeProbes(queue_depth=lambda: self.queue.depth, loaded_models=self.loaded_models,
                             models_in_store=lambda: tuple(self.store.list()), counters=self._counters)
         self.presence = NodePresence(config.node_id, "edge", config.bus, config.heartbeat_interval_s, probes,
@@ -79,8 +81,10 @@ class EdgeService:
         self.presence.command_handlers["unload_model"] = self._on_unload
         self.presence.command_handlers["deploy_model"] = self._on_deploy
         # Downloads (index + files over HTTP, resumable, sha256-checked) report through _on_deploy_status.
-        self.deployer = ModelDeployer(config.node_id, self.store.root, self._on_deploy_status)
+        self.deployer = ModelDeployer(config.node_id, self.store.root, self._on_deploy_status,
+                                      DeployConfig(center_public_key_file=config.center_public_key_file))
         self._deploy_commands: dict[str, NodeCommand] = {}
+        self.http_rejected = 0  # HTTP requests answered 4xx (bad body, unknown model or task, no token)
         self.cpu_limit = CpuLimit(0.0, "none", os.getpid())  # set by start() from config.cpu_quota
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._work_loop, name="edge-worker", daemon=True),
@@ -270,7 +274,7 @@ class EdgeService:
     def _counters(self) -> dict[str, float]:
         stats = self.queue.stats()
         return {"queue_refused": float(stats.refused_full), "tasks_expired": float(stats.expired),
-                "tasks_dequeued": float(stats.dequeued)}
+                "tasks_dequeued": float(stats.dequeued), "http_rejected": float(self.http_rejected)}
 
     def _load_model(self, model_id: str) -> LoadedModel:
         model = self.store.load(model_id)

@@ -7,7 +7,8 @@ Routes (GET and HEAD):
 A deploy command carries the index URL and the sha256 of the index bytes; the index carries the sha256
 of every file, taken from the model's manifest. So one hash in an authenticated MQTT message pins every
 byte the edge installs (docs/deployment.md). The index is a pure function of the store, so the server
-keeps no state besides counters.
+keeps no state besides counters. Every index response carries the center's ed25519 signature of its
+bytes (header `X-Edgefleet-Signature`), which an edge checks with the center's public key before use.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from broker.messages.membership import NodeCommand
 from models.artifact_index import FILE_NAME, IndexEntry, ModelIndex
 from models.errors import ManifestError, UnknownModelError
 from models.manifest import MANIFEST_NAME, Manifest
+from runtime.settings import FLEET_DIR
+from security.signing import SIGNATURE_HEADER, Signer
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,8 @@ class ArtifactServerConfig:
     port: int = 0  # TCP port; 0 = any free port
     public_url: str = ""  # base URL edges use (e.g. http://center.lan:8700); "" = http://host:port
     request_timeout_s: float = 30.0  # a connection silent this long (reading or writing) is dropped
+    # ed25519 key signing every index (created at first start, `.pub` next to it for edges; docs/security.md)
+    signing_key_file: str = str(FLEET_DIR / "secrets" / "center_signing.key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +188,7 @@ class _Server(ThreadingHTTPServer):
         self.store_root = store_root
         self.config = config
         self.lock = threading.Lock()
+        self.signer = Signer.load_or_create(config.signing_key_file)
         self.served: deque[ServedRange] = deque(maxlen=_SERVED_LOG_SIZE)
         self.bytes_served = 0
         super().__init__((config.host, config.port), _Handler)
@@ -245,6 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("ETag", f'"{index.sha256}"')
+        self.send_header(SIGNATURE_HEADER, self.server.signer.sign(body))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
         if not head:

@@ -10,8 +10,9 @@ from benchmarks.link_faults import CutTransport
 from edge_node.deploy_errors import DeployFailed
 from edge_node.deployer import DeployConfig, ModelDeployer, parse_index
 from edge_node.model_install import STAGING_DIR
-from fleet_center.artifacts import ArtifactServer, build_index
+from fleet_center.artifacts import ArtifactServer, ArtifactServerConfig, build_index
 from models.manifest import MANIFEST_NAME
+from security.signing import SIGNATURE_HEADER, Signer
 from tests.unit.manifest_dirs import make_model
 
 WEIGHTS = bytes(range(256)) * 8192  # 2 MiB
@@ -21,8 +22,18 @@ NODE = "pi-01"
 @pytest.fixture
 def center(tmp_path):
     make_model(tmp_path / "center", "m1", {"model.safetensors": WEIGHTS, "config.json": b'{"a": 1}'})
-    with ArtifactServer(tmp_path / "center") as server:
+    config = ArtifactServerConfig(signing_key_file=str(tmp_path / "keys" / "center_signing.key"))
+    with ArtifactServer(tmp_path / "center", config) as server:
         yield server
+
+
+class StripSignature(httpx.HTTPTransport):
+    """A proxy in the way that drops the center's index signature."""
+
+    def handle_request(self, request):
+        response = super().handle_request(request)
+        del response.headers[SIGNATURE_HEADER]
+        return response
 
 
 @pytest.fixture
@@ -31,7 +42,9 @@ def edge_root(tmp_path):
 
 
 def make_deployer(edge_root, statuses, transport=None, sleeps=None, **config):
-    settings = DeployConfig(**{"backoff_initial_s": 0.01, "attempts": 3, "progress_interval_s": 0.0, **config})
+    public_key = str(edge_root.parent / "keys" / "center_signing.pub")  # what the center fixture wrote
+    settings = DeployConfig(**{"backoff_initial_s": 0.01, "attempts": 3, "progress_interval_s": 0.0,
+                               "center_public_key_file": public_key, **config})
     factory = (lambda: httpx.Client(transport=transport, timeout=5)) if transport else None
     return ModelDeployer(NODE, edge_root, statuses.append, settings, client_factory=factory,
                          sleep=(sleeps.append if sleeps is not None else lambda s: None))
@@ -213,3 +226,26 @@ def test_silent_server_times_out_and_fails(edge_root):
         deployer = make_deployer(edge_root, [], attempts=2, read_timeout_s=0.2)
         outcome = deployer.deploy(command, 10)
     assert outcome.state == "failed" and "Timeout" in outcome.reason and "2 attempts" in outcome.reason
+
+
+def test_unsigned_index_is_refused_and_the_installed_copy_stays(center, edge_root):
+    old = make_model(edge_root, "m1", {"model.safetensors": b"old weights"})
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    outcome = make_deployer(edge_root, [], StripSignature()).deploy(center.deploy_command("m1"), 10)
+    assert outcome.state == "failed" and "unsigned" in outcome.reason
+    assert {p.name: p.read_bytes() for p in old.iterdir()} == before
+
+
+def test_index_signed_by_another_key_is_refused(center, edge_root, tmp_path):
+    Signer.load_or_create(tmp_path / "impostor" / "center_signing.key")
+    deployer = make_deployer(edge_root, [], center_public_key_file=str(tmp_path / "impostor" / "center_signing.pub"))
+    outcome = deployer.deploy(center.deploy_command("m1"), 10)
+    assert outcome.state == "failed" and "bad signature" in outcome.reason
+    assert not (edge_root / "m1").exists()
+
+
+def test_edge_without_the_center_public_key_installs_nothing(center, edge_root, tmp_path):
+    deployer = make_deployer(edge_root, [], center_public_key_file=str(tmp_path / "nowhere.pub"))
+    outcome = deployer.deploy(center.deploy_command("m1"), 10)
+    assert outcome.state == "failed" and "no center public key" in outcome.reason
+    assert not (edge_root / "m1").exists()
