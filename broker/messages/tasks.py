@@ -10,6 +10,8 @@ from broker.messages.membership import valid_node_id
 
 TaskStatus = Literal["ok", "error", "expired", "refused"]
 TokenSource = Literal["edge", "cloud"]
+ROUTES = ("", "edge", "cloud", "auto")  # TaskSpec.route
+MINING_MODES = ("mining_then_inference", "inference_then_mining")  # TaskSpec.mining_mode
 # Who decided a token (the decoding core's `models.decode_loop.DecidedBy`, kept equal by a test): an
 # edge exit head, the local model's own head, the cloud, the edge after the cloud fell silent, or a
 # speculative draft the verifier accepted / replaced with its correction.
@@ -32,9 +34,17 @@ class TaskSpec(Message):
     max_new_tokens: int = 64
     keep_alive_s: float | None = None  # per-request model keep-alive override
     mode: str = "standalone"  # standalone | collaborative | cloud_only | naive_split
+    # Query routing (routing/): "" runs the task where it was sent; "edge" the same; "cloud" forwards the
+    # whole query to the cloud; "auto" lets the edge's hard-example miner decide, in `mining_mode`.
+    route: str = ""
+    mining_mode: str = "mining_then_inference"  # mining_then_inference | inference_then_mining
+    cloud_model_id: str = ""  # model a routed query runs on in the cloud; "" = the edge's default
 
     def __post_init__(self) -> None:
         require(0 < len(self.task_id) <= 128, "task_id must be 1-128 chars")
+        require(self.route in ROUTES, f"route must be one of {ROUTES}")
+        require(self.mining_mode in MINING_MODES, f"mining_mode must be one of {MINING_MODES}")
+        require(len(self.cloud_model_id) <= 128, "cloud_model_id must be at most 128 chars")
         require(0 < len(self.task_type) <= 64, "task_type must be 1-64 chars")
         require(0 < len(self.model_id) <= 128, "model_id must be 1-128 chars")
         require(1 <= self.max_new_tokens <= 4096, "max_new_tokens must be 1-4096")
@@ -106,6 +116,11 @@ class TaskResult(Message):
     total_s: float = 0.0
     tokens: tuple[TokenRecord, ...] = ()
     finished_at: float = 0.0
+    # Where a routed query was answered: "" not routed, "edge", "cloud", or "escalated" (the edge answered,
+    # its answer looked hard, the cloud answered again); the router's number and reason behind it.
+    route: str = ""
+    route_score: float = 0.0
+    route_reason: str = ""
 
     def __post_init__(self) -> None:
         require(valid_node_id(self.node_id), f"invalid node id {self.node_id!r}")
