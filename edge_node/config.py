@@ -39,6 +39,13 @@ class EdgeConfig:
     # Emulated edge speed (emulation/cpu_quota.py): the fraction of one core this node may use, e.g. 0.25
     # for a Raspberry Pi next to a server; 0 = unlimited. A cgroup where writable, else per-layer delays.
     cpu_quota: float = 0.0
+    # Query routing (docs/routing.md): "route": "cloud" / "auto" tasks. The cloud answers routed queries with
+    # this model; miners are read from miner_dir/miner-<edge model>.json (empty = routing/data of this checkout).
+    router_cloud_model: str = "smollm2-135m"
+    miner_dir: str = ""
+    escalate_min_confidence: float = 0.55  # inference-then-mining: mean token probability below this escalates
+    escalate_max_repetition: float = 0.3  # share of repeated word 3-grams above this escalates
+    router_cloud_timeout_s: float = 120.0  # a routed query's whole answer from the cloud; past it the edge answers
     stop_wait_s: float = 8.0  # on stop, how long the running task may take to end and report (make run allows 10)
 
     def __post_init__(self) -> None:
@@ -55,4 +62,8 @@ class EdgeConfig:
         check(self.torch_threads >= 0, "torch_threads", "must be >= 0")
         check(self.stop_wait_s >= 0, "stop_wait_s", "must be >= 0")
         check(not check_quota(self.cpu_quota), "cpu_quota", check_quota(self.cpu_quota))
+        check(0.0 <= self.escalate_min_confidence <= 1.0, "escalate_min_confidence", "must be within 0..1")
+        check(0.0 <= self.escalate_max_repetition <= 1.0, "escalate_max_repetition", "must be within 0..1")
+        check(bool(self.router_cloud_model), "router_cloud_model", "must name a model")
+        check(self.router_cloud_timeout_s > 0, "router_cloud_timeout_s", "must be > 0")
         check(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")

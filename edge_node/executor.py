@@ -15,6 +15,7 @@ from edge_node.collab.generation import generate as collab_generate
 from edge_node.collab.link import CollabClient
 from edge_node.metrics_csv import MetricsCsvWriter, TaskMetricsRow
 from edge_node.model_cache import CacheError, ModelCache
+from edge_node.query_routing import QueryRouting, RoutedOutcome
 from edge_node.resources import ResourceSampler, ResourceSummary
 from models.answers import parse_answer
 from models.errors import ModelStoreError
@@ -42,6 +43,7 @@ class TaskExecutor:
     early_exit: bool = True
     collab_client: CollabClient | None = None  # set: tasks in collaborative / baseline modes may ask the cloud
     collab_config: CollabConfig = field(default_factory=CollabConfig)
+    routing: QueryRouting | None = None  # set: tasks with route "cloud" / "auto" are routed (docs/routing.md)
 
     def expired(self, task: TaskSpec, queue_wait_s: float) -> TaskResult:
         result = self._failure(task, "expired", f"deadline passed after {queue_wait_s:.1f} s in the queue", queue_wait_s)
@@ -75,8 +77,16 @@ class TaskExecutor:
         self._log(result, sampler.stop())
         return result
 
-    def _generate(self, model: LoadedModel, task: TaskSpec) -> TaskOutcome | CollabOutcome:
-        """Standalone: the edge alone with its exit heads. Other modes: CE-CoLLM with the cloud."""
+    def _generate(self, model: LoadedModel, task: TaskSpec) -> TaskOutcome | CollabOutcome | RoutedOutcome:
+        """Standalone: the edge alone with its exit heads. Other modes: CE-CoLLM with the cloud.
+
+        A routed query (route "cloud" / "auto") is answered whole by the edge model alone or by the cloud.
+        """
+        if task.route in ("cloud", "auto") and self.routing is not None:
+            policy = model.exit_policy if self.early_exit else None
+            return self.routing.run(model, task.task_id, task.task_type, task.prompt, task.max_new_tokens, task.route,
+                                    task.mining_mode, task.cloud_model_id,
+                                    lambda: run_task(model, task.task_type, task.prompt, task.max_new_tokens, policy))
         # A depth-truncated edge variant ends in its own exit head: nothing for a cloud to continue.
         if task.mode == "standalone" or self.collab_client is None or model.manifest.variant == "edge":
             policy = model.exit_policy if self.early_exit else None
@@ -88,7 +98,7 @@ class TaskExecutor:
         answer = model.decode(list(generation.token_ids)).strip()
         return CollabOutcome(answer, as_dict(parse_answer(task.task_type, answer, text=task.prompt)), generation)
 
-    def _success(self, task: TaskSpec, outcome: TaskOutcome | CollabOutcome, queue_wait_s: float,
+    def _success(self, task: TaskSpec, outcome: TaskOutcome | CollabOutcome | RoutedOutcome, queue_wait_s: float,
                  load_time_s: float) -> TaskResult:
         tokens = tuple(TokenRecord(position=t.position, token_id=t.token_id, latency_ms=t.latency_ms,
                                    decided_by=t.decided_by, layer=t.layer, bytes_up=t.bytes_up, bytes_down=t.bytes_down)
@@ -99,6 +109,9 @@ class TaskExecutor:
             round_id=task.round_id, answer=outcome.answer, parsed=outcome.parsed, queue_wait_s=queue_wait_s,
             load_time_s=load_time_s, ttft_s=generation.ttft_s, total_s=generation.total_s,
             tokens=tokens, finished_at=time.time(),
+            route=outcome.route if isinstance(outcome, RoutedOutcome) else ("edge" if task.route else ""),
+            route_score=outcome.route_score if isinstance(outcome, RoutedOutcome) else 0.0,
+            route_reason=outcome.route_reason if isinstance(outcome, RoutedOutcome) else "",
         )
 
     def _failure(self, task: TaskSpec, status: str, error: str, queue_wait_s: float, load_time_s: float = 0.0) -> TaskResult:

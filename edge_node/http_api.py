@@ -1,6 +1,7 @@
 """The edge node's HTTP API (FastAPI on uvicorn, in a background thread).
 
-POST /perform_task   {"task_type", "model_name", "prompt"} or a full task object; 202 + task id to poll,
+POST /perform_task   {"task_type", "model_name", "prompt"} or a full task object ("route": "auto" / "cloud" routes the
+                     whole query, docs/routing.md); 202 + task id to poll,
                      or 200 + result with "wait": true. 400 bad body, 404 unknown model, 413 too big,
                      503 queue full.
 GET  /tasks/{id}     200 result, 202 still queued/running, 404 unknown id

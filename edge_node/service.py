@@ -25,6 +25,7 @@ from edge_node.health import Health, HealthFacts, assess
 from edge_node.http_api import HttpServer
 from edge_node.metrics_csv import MetricsCsvWriter
 from edge_node.model_cache import CacheConfig, ModelCache
+from edge_node.query_routing import DEFAULT_MINER_DIR, QueryRouting
 from edge_node.results import ResultBook
 from edge_node.task_queue import QueueError, TaskQueue
 from emulation.cpu_quota import CpuLimit, limit_cpu
@@ -32,6 +33,7 @@ from models.errors import UnknownModelError
 from models.loaded import LoadedModel
 from models.paths import default_store_root
 from models.store import ModelStore
+from routing.escalation import EscalationRule
 from runtime.threads import lower_thread_priority
 from security.tokens import http_token
 
@@ -78,6 +80,11 @@ class EdgeService:
         self.executor.collab_config = CollabConfig(split_layer=config.split_layer,
                                                    exit_layers=tuple(x for x in (10, 15, 20) if x <= config.split_layer),
                                                    cloud_deadline_s=config.cloud_deadline_s)
+        self.executor.routing = QueryRouting(
+            config.node_id, self.executor.collab_client, config.router_cloud_model,
+            Path(config.miner_dir) if config.miner_dir else DEFAULT_MINER_DIR,
+            EscalationRule(config.escalate_min_confidence, config.escalate_max_repetition),
+            config.router_cloud_timeout_s)
         self.presence.command_handlers["unload_model"] = self._on_unload
         self.presence.command_handlers["deploy_model"] = self._on_deploy
         # Downloads (index + files over HTTP, resumable, sha256-checked) report through _on_deploy_status.

@@ -36,7 +36,8 @@ def parse_task_request(body: bytes, now: float) -> TaskRequest:
     if not isinstance(data, dict):
         raise RequestError(f"body must be a JSON object, got {type(data).__name__}")
     known = {"task_id", "task_type", "model_name", "model_id", "prompt", "task_token", "priority", "timeout_s",
-             "max_new_tokens", "keep_alive_s", "keep_alive", "wait", "wait_timeout_s", "mode"}
+             "max_new_tokens", "keep_alive_s", "keep_alive", "wait", "wait_timeout_s", "mode", "route", "mining_mode",
+             "cloud_model_id"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise RequestError(f"unknown fields {unknown}; known: {sorted(known)}")
@@ -62,6 +63,9 @@ def parse_task_request(body: bytes, now: float) -> TaskRequest:
             max_new_tokens=int(_number(data, "max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
             keep_alive_s=float(keep_alive) if keep_alive is not None else None,
             mode=str(data.get("mode", "standalone")),
+            route=_text(data, "route", ""),
+            mining_mode=_text(data, "mining_mode", "mining_then_inference"),
+            cloud_model_id=_text(data, "cloud_model_id", ""),
         )
     except (ValueError, MessageError) as error:
         raise RequestError(str(error)) from None
@@ -69,6 +73,13 @@ def parse_task_request(body: bytes, now: float) -> TaskRequest:
     if not isinstance(wait, bool):
         raise RequestError("wait must be true or false")
     return TaskRequest(task, wait, _number(data, "wait_timeout_s", 300.0))
+
+
+def _text(data: dict[str, Any], name: str, default: str) -> str:
+    value = data.get(name, default)
+    if not isinstance(value, str):
+        raise RequestError(f"{name} must be a string")
+    return value
 
 
 def _field(data: dict[str, Any], name: str, types: tuple[type, ...]) -> Any:

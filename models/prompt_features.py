@@ -80,3 +80,21 @@ def prompt_statistics(model: LoadedModel, text: str) -> PromptStatistics:
         hidden_norm_mean=float(states.norm(dim=-1).mean()),
         pooled_hidden=tuple(float(x) for x in states.mean(dim=0).tolist()),
     )
+
+
+@torch.no_grad()
+def answer_confidence(model: LoadedModel, prompt_ids: list[int], answer_ids: list[int]) -> float | None:
+    """Mean probability the model gave each token of its own answer (teacher-forced, one pass); None if empty.
+
+    Inference-then-mining's confidence signal: for a greedy answer it is the mean top probability.
+    """
+    if not answer_ids:
+        return None
+    assert prompt_ids, "the answer needs its prompt"
+    stack = LayerStack(model, 0, model.num_layers)
+    hidden_states = stack.run_tokens([list(prompt_ids) + list(answer_ids)]).hidden_states  # (1, T, C)
+    assert hidden_states is not None, "a pass without exits reaches the end of the range"
+    predicting = hidden_states[:, len(prompt_ids) - 1: -1]  # (1, A, C): the states that predicted the answer
+    probabilities = torch.softmax(stack.logits(predicting)[0].float(), dim=-1)  # (A, V)
+    chosen = probabilities.gather(1, torch.tensor(answer_ids).unsqueeze(1))  # (A, 1)
+    return float(chosen.mean())

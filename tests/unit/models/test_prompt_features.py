@@ -38,3 +38,18 @@ def test_statistics_become_valid_miner_features(tiny_model: LoadedModel):
     statistics = prompt_statistics(tiny_model, "Where is the station?")
     features = QueryFeatures(2, statistics.scalars(), statistics.pooled_hidden)
     assert len(features.scalars) == len(SCALAR_COLUMNS)
+
+
+def test_answer_confidence_of_the_greedy_answer_beats_a_random_answer(tiny_model: LoadedModel):
+    from models.prompt_features import answer_confidence
+
+    prompt = tiny_model.encode_chat("Where is the station?")
+    greedy = tiny_model.generate_greedy(prompt, 6, stop_at_eos=False)
+    shuffled = [(token * 7919 + 13) % tiny_model.vocab_size for token in greedy]
+    assert answer_confidence(tiny_model, prompt, greedy) > answer_confidence(tiny_model, prompt, shuffled)
+
+
+def test_answer_confidence_of_an_empty_answer_is_unknown(tiny_model: LoadedModel):
+    from models.prompt_features import answer_confidence
+
+    assert answer_confidence(tiny_model, [1, 2, 3], []) is None
