@@ -6,11 +6,10 @@ import logging
 
 import numpy as np
 
+from broker.messages.hidden_rows import decode_rows
 from broker.messages.inference import ContextChunk, NaiveStep
 
 logger = logging.getLogger(__name__)
-
-_NUMPY_DTYPES = {"fp16": np.dtype("<f2"), "fp32": np.dtype("<f4")}
 
 
 class ChunkError(ValueError):
@@ -24,7 +23,10 @@ def chunk_rows(chunk: ContextChunk | NaiveStep, hidden_size: int, max_positions:
     first = chunk.first_position if isinstance(chunk, ContextChunk) else 0
     if first + chunk.count > max_positions:
         raise ChunkError(f"positions [{first}, {first + chunk.count}) beyond the limit of {max_positions}")
-    rows = np.frombuffer(chunk.data, dtype=_NUMPY_DTYPES[chunk.dtype]).reshape(chunk.count, hidden_size)
+    try:
+        rows = decode_rows(chunk.data, chunk.count, hidden_size, chunk.dtype)  # int8 arrives dequantized
+    except ValueError as error:
+        raise ChunkError(str(error)) from None
     if not np.isfinite(rows).all():
         bad = int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])
         raise ChunkError(f"position {first + bad} holds NaN or infinity")

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from broker.messages.inference import DraftVerify
 from cloud_node.eviction import SessionFigures, expired, lru_victims
 from models.decoding import LayerStack, top_token
 from models.loaded import LoadedModel
+from models.speculative import greedy_accept, nucleus_probabilities, sampled_accept, sparse_distribution
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,30 @@ class CloudToken:
     probability: float
     compute_ms: float
     positions_run: int  # positions pushed through layers [k, L) for this token
+
+
+@dataclass(frozen=True, slots=True)
+class CloudVerdict:
+    first_position: int
+    accepted: int
+    token_id: int  # -1: every draft accepted
+    compute_ms: float
+    positions_run: int  # positions pushed through layers [k, L) for this verdict
+
+
+def acceptance(logits: torch.Tensor, request: DraftVerify) -> tuple[int, int]:
+    """(g, V) full-model logits at the drafting positions -> (accepted, correction or -1) by the request's rule."""
+    if request.temperature == 0.0:
+        return greedy_accept(logits, request.draft_ids)
+    target = nucleus_probabilities(logits, request.temperature, request.top_p)  # (g, V)
+    vocab_size = logits.shape[-1]
+    draft, offset = [], 0
+    for size in request.support_sizes:
+        span = slice(offset, offset + size)
+        draft.append(sparse_distribution(request.draft_support[span], request.draft_support_probabilities[span],
+                                         vocab_size))
+        offset += size
+    return sampled_accept(target, request.draft_ids, draft, torch.Generator().manual_seed(request.seed))
 
 
 class SessionContext:
@@ -90,6 +116,38 @@ class SessionContext:
         token, probability = top_token(self.stack.logits(hidden_states[:, -1:])[0, -1])
         compute_ms = (time.perf_counter() - started) * 1e3
         return CloudToken(position, int(token), float(probability), compute_ms, position + 1 - start)
+
+    @torch.no_grad()
+    def verify(self, request: DraftVerify) -> CloudVerdict:
+        """Verify drafts for positions first + 1 ... first + g from the rows [first, first + g), in one forward.
+
+        The rows the stack has not seen yet go through layers [k, L) together; the verdict is the
+        acceptance rule's (greedy, or speculative sampling with the request's temperature and top-p).
+        Afterwards both the KV cache and the stored rows forget every position past the last one fed
+        with an accepted token, so the edge's next rows for them are taken. Asserts the rows are here.
+        """
+        first, drafts = request.first_position, len(request.draft_ids)
+        end = first + drafts  # rows [first, end) predict the drafted positions
+        assert self.contiguous >= end, f"{self.session_id}: positions from {self.contiguous} missing"
+        started = time.perf_counter()
+        start = min(self.stack.length, first)  # a repeated request recomputes from its first row
+        rows = self.states[start:end].to(self.model.dtype).unsqueeze(0)  # (1, n, C)
+        hidden_states = self.stack.run(rows, position=start).hidden_states  # (1, n, C)
+        assert hidden_states is not None, "a range without exits always reaches its end"
+        logits = self.stack.logits(hidden_states[:, first - start :])[0]  # (g, V)
+        accepted, token = acceptance(logits, request)
+        self.rollback(first + accepted + 1)
+        compute_ms = (time.perf_counter() - started) * 1e3
+        return CloudVerdict(first, accepted, token, compute_ms, end - start)
+
+    def rollback(self, length: int) -> None:
+        """Forget positions >= length: KV cache and uploaded rows (rejected drafts are uploaded anew)."""
+        if self.stack.length > length:
+            self.stack.rollback(length)
+        if self.contiguous > length or bool(self.known[length:].any()):
+            self.known[length:] = False
+            self.contiguous = min(self.contiguous, length)
+            self.gap_reported_at = -1
 
     def nbytes(self) -> int:
         return self.states.numel() * self.states.element_size() + self.stack.cache_bytes()

@@ -23,6 +23,8 @@ from broker.messages.inference import (
     ChunkRejected,
     CloudDownMessage,
     ContextChunk,
+    DraftVerdict,
+    DraftVerify,
     GenerateReply,
     GenerateRequest,
     NaiveStep,
@@ -37,7 +39,7 @@ from broker.messages.inference import (
 )
 from cloud_node.chunk_check import ChunkError, chunk_rows
 from cloud_node.config import CloudConfig
-from cloud_node.contexts import SessionContexts
+from cloud_node.contexts import SessionContext, SessionContexts
 from cloud_node.model_pool import ModelPool, ModelStoreError
 from models.decode_loop import LocalStepper, decode
 from models.decoding import LayerStack, top_token
@@ -64,6 +66,7 @@ class CloudInference:
         self._janitor = threading.Thread(target=self._janitor_loop, name=f"cloud-janitor-{self.worker_id}", daemon=True)
         self.counts: dict[str, int] = {"tokens_served": 0, "chunks_rejected": 0, "generate_requests": 0,
                                        "naive_steps": 0, "resend_requests": 0, "unknown_session_replies": 0,
+                                       "drafts_verified": 0, "drafts_accepted": 0,
                                        "impersonations_refused": 0}
 
     def start(self) -> CloudInference:
@@ -116,6 +119,8 @@ class CloudInference:
                 self._ingest(edge, message)
             case TokenRequest():
                 self._work.put(lambda: self._serve_token(edge, message))
+            case DraftVerify():
+                self._work.put(lambda: self._serve_verify(edge, message))
             case SessionClose():
                 self.contexts.close(session_id)
 
@@ -195,23 +200,50 @@ class CloudInference:
         self.contexts.open(message.session_id, message.edge_id, model, message.split_layer)
         return SessionOpened(message.session_id, self.worker_id, self.config.session_ttl_s, self.config.max_positions)
 
+    def _ready_context(self, edge: str, request: TokenRequest | DraftVerify, last_position: int) -> SessionContext | None:
+        """The session's context if rows [0, last_position] are all here; else tells the edge why not. Lock held."""
+        context = self.contexts.get(request.session_id)
+        if context is None:
+            self.counts["unknown_session_replies"] += 1
+            reason = self.contexts.why_unknown(request.session_id)
+            self._send_down(edge, SessionUnknown(request.session_id, request.request_id, reason))
+            return None
+        missing = context.first_missing(last_position)
+        if missing is not None:
+            self.counts["resend_requests"] += 1
+            self._send_down(edge, ResendRequest(request.session_id, request.request_id, missing))
+            return None
+        return context
+
     def _serve_token(self, edge: str, request: TokenRequest) -> None:
         with self.contexts.lock:
-            context = self.contexts.get(request.session_id)
+            context = self._ready_context(edge, request, request.position)
             if context is None:
-                self.counts["unknown_session_replies"] += 1
-                reason = self.contexts.why_unknown(request.session_id)
-                self._send_down(edge, SessionUnknown(request.session_id, request.request_id, reason))
-                return
-            missing = context.first_missing(request.position)
-            if missing is not None:
-                self.counts["resend_requests"] += 1
-                self._send_down(edge, ResendRequest(request.session_id, request.request_id, missing))
                 return
             token = context.token_for(request.position)
         self.counts["tokens_served"] += 1
         self._send_down(edge, TokenReply(request.session_id, request.request_id, token.position, token.token_id,
                                          min(1.0, token.probability), token.compute_ms))
+        self.contexts.enforce_cap(protect=request.session_id)
+
+    def _serve_verify(self, edge: str, request: DraftVerify) -> None:
+        with self.contexts.lock:
+            context = self._ready_context(edge, request, request.first_position + len(request.draft_ids) - 1)
+            if context is None:
+                return
+            try:
+                verdict = context.verify(request)
+            except ValueError as error:  # a draft its own distribution gives probability 0: refuse, keep serving
+                logger.warning("%s: session %s verify %d refused: %s", self.worker_id, request.session_id,
+                               request.request_id, error)
+                self._send_down(edge, ChunkRejected(request.session_id, -1, f"verify refused: {error}"[:1000]))
+                return
+        self.counts["drafts_verified"] += len(request.draft_ids)
+        self.counts["drafts_accepted"] += verdict.accepted
+        self.counts["tokens_served"] += verdict.accepted + int(verdict.token_id >= 0)
+        self._send_down(edge, DraftVerdict(request.session_id, request.request_id, verdict.first_position,
+                                           verdict.accepted, verdict.token_id, verdict.compute_ms,
+                                           verdict.positions_run))
         self.contexts.enforce_cap(protect=request.session_id)
 
     @torch.no_grad()

@@ -30,6 +30,7 @@ class RoundsConfig:
     initial_model: str = "smollm2-135m-bf16"
     max_new_tokens: int = 48  # per task
     edge_mode: str = "standalone"  # how edges run their tasks: standalone | collaborative (CE-CoLLM with the cloud)
+    # | speculative (the edge drafts, the cloud verifies: the cloud's exact greedy answer)
     scheduler: str = "fast"  # fast | milp
     tasks_file: str = ""  # JSONL task set; empty = the shipped fleet_center/data/tasks.jsonl
     cloud_latency_s: float = 1.0  # modelled WAN + admission latency of a cloud task
@@ -48,7 +49,8 @@ class RoundsConfig:
         check(self.task_deadline_s > 0, "rounds.task_deadline_s", "must be > 0")
         check(self.max_attempts >= 1, "rounds.max_attempts", "must be >= 1")
         check(self.scheduler in ("fast", "milp"), "rounds.scheduler", "must be fast or milp")
-        check(self.edge_mode in ("standalone", "collaborative"), "rounds.edge_mode", "must be standalone or collaborative")
+        check(self.edge_mode in ("standalone", "collaborative", "speculative"), "rounds.edge_mode",
+              "must be standalone, collaborative or speculative")
         check(bool(self.models), "rounds.models", "must name at least one model")
         check(0.0 <= self.quality_keep <= 1.0, "rounds.quality_keep", "must be between 0 and 1")
         check(0.0 <= self.exploration_bonus < 1.0, "rounds.exploration_bonus", "must be in [0, 1)")

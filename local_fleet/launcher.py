@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edges", type=int, default=3, help="number of edge nodes")
     parser.add_argument("--port", type=int, default=1883, help="broker port")
     parser.add_argument("--edge-http-port", type=int, default=8081, help="HTTP port of the first edge; the next get +1")
-    parser.add_argument("--edge-mode", default="collaborative", choices=("standalone", "collaborative"),
+    parser.add_argument("--edge-mode", default="collaborative", choices=("standalone", "collaborative", "speculative"),
                         help="how edges run round tasks")
     parser.add_argument("--cloud-latency-s", type=float, default=3.0, help="modelled latency of a cloud task")
     parser.add_argument("--rounds", type=int, default=0, help="rounds the center runs; 0 = keep going")

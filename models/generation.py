@@ -9,6 +9,7 @@ import torch
 
 from models.decode_loop import LocalStepper, decode
 from models.decoding import LayerStack
+from models.speculative import nucleus_probabilities
 
 if TYPE_CHECKING:
     from models.loaded import LoadedModel
@@ -22,12 +23,7 @@ def pick_token(logits: torch.Tensor, temperature: float, top_p: float, generator
     if temperature == 0.0:
         return int(logits.argmax())
     assert generator is not None, "sampling needs a seeded torch.Generator"
-    probabilities = torch.softmax(logits / temperature, dim=-1)  # (V,)
-    sorted_probs, sorted_ids = probabilities.sort(descending=True)
-    keep = sorted_probs.cumsum(dim=-1) - sorted_probs < top_p  # always keeps the top token
-    kept = sorted_probs * keep
-    choice = torch.multinomial(kept / kept.sum(), 1, generator=generator)
-    return int(sorted_ids[choice])
+    return int(torch.multinomial(nucleus_probabilities(logits, temperature, top_p), 1, generator=generator))
 
 
 @torch.no_grad()

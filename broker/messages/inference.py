@@ -7,7 +7,9 @@ Three closed unions, one per direction, each bound to its topic in `broker/topic
 - `EdgeUpMessage` on `infer/{edge}/{session}/up`: context chunks, token requests, close. Every one
   names the worker that opened the session, so only that worker acts on it (sessions are sticky).
 - `CloudDownMessage` on `infer/{edge}/{session}/down`: token replies, unknown session, resend requests,
-  rejected chunks.
+  rejected chunks, speculative verdicts.
+Speculative decoding rides the same session: the draft positions' layer-k rows go up as context
+chunks, then a `DraftVerify` names the draft token ids; the worker answers a `DraftVerdict`.
 Positions count from 0 over the whole sequence (prompt then generated tokens). "Token for position p"
 is the model's next token after positions [0, p], i.e. the token at position p + 1.
 """
@@ -20,9 +22,12 @@ from typing import Literal
 
 from broker.messages.codec import Message, require
 
-HiddenDtype = Literal["fp16", "fp32"]
-SessionMode = Literal["collaborative", "naive_split"]
-DTYPE_BYTES = {"fp16": 2, "fp32": 4}
+HiddenDtype = Literal["fp16", "fp32", "int8"]
+SessionMode = Literal["collaborative", "naive_split", "speculative"]
+# int8: one byte a value plus one little-endian float32 scale per position (row), after the values
+DTYPE_BYTES = {"fp16": 2, "fp32": 4, "int8": 1}
+INT8_SCALE_BYTES = 4
+MAX_DRAFT_TOKENS = 64  # most draft tokens one verification may carry
 _DTYPE_BYTES = DTYPE_BYTES  # older name
 MAX_HIDDEN_BYTES = 16 * 1024 * 1024  # one chunk or naive step; a 2k-token fp32 context at 576 is 4.7 MB
 
@@ -53,6 +58,12 @@ class CloudDownMessage(Message):
 
 def _check_id(value: str, name: str) -> None:
     require(0 < len(value) <= 64, f"{name} must be 1-64 chars")
+
+
+def hidden_bytes(count: int, hidden_size: int, dtype: HiddenDtype) -> int:
+    """Payload bytes of `count` rows of `hidden_size` values in `dtype` (int8 rows carry their scale)."""
+    scales = count * INT8_SCALE_BYTES if dtype == "int8" else 0
+    return count * hidden_size * DTYPE_BYTES[dtype] + scales
 
 
 # ---- infer/open: requests and their replies ------------------------------------------------------
@@ -159,7 +170,8 @@ class NaiveStep(CloudRequest):
         require(1 <= self.split_layer <= 4096, "split_layer must be 1-4096")
         require(1 <= self.count <= 65536, "count must be 1-65536")
         require(1 <= self.hidden_size <= 65536, "hidden_size must be 1-65536")
-        expected = self.count * self.hidden_size * DTYPE_BYTES[self.dtype]
+        require(self.dtype in DTYPE_BYTES, f"dtype must be one of {sorted(DTYPE_BYTES)}")
+        expected = hidden_bytes(self.count, self.hidden_size, self.dtype)
         require(len(self.data) == expected, f"data is {len(self.data)} B, expected {expected} B for its shape")
 
 
@@ -177,7 +189,7 @@ class ContextChunk(EdgeUpMessage):
     first_position: int
     count: int
     hidden_size: int
-    data: bytes  # row-major (count, hidden_size) little-endian floats of `dtype`
+    data: bytes  # row-major (count, hidden_size) little-endian floats of `dtype` (int8: then count f32 scales)
     dtype: HiddenDtype = "fp16"
     sent_at_ns: int = 0  # sender's wall clock, for latency figures
     worker_id: str = ""  # the worker holding the session; others ignore the chunk
@@ -188,7 +200,8 @@ class ContextChunk(EdgeUpMessage):
         require(self.first_position >= 0, "first_position must be >= 0")
         require(1 <= self.count <= 65536, "count must be 1-65536")
         require(1 <= self.hidden_size <= 65536, "hidden_size must be 1-65536")
-        expected = self.count * self.hidden_size * DTYPE_BYTES[self.dtype]
+        require(self.dtype in DTYPE_BYTES, f"dtype must be one of {sorted(DTYPE_BYTES)}")
+        expected = hidden_bytes(self.count, self.hidden_size, self.dtype)
         require(len(self.data) == expected, f"data is {len(self.data)} B, expected {expected} B for its shape")
 
 
@@ -209,6 +222,52 @@ class TokenRequest(EdgeUpMessage):
         require(self.request_id >= 0, "request_id must be >= 0")
         require(self.position >= 0, "position must be >= 0")
         require(self.chunks_sent >= 0, "chunks_sent must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class DraftVerify(EdgeUpMessage):
+    """Speculative decoding: verify draft tokens for positions first_position + 1 ... first_position + len(draft_ids).
+
+    The rows of positions [first_position, first_position + len(draft_ids)) went up before as chunks
+    (the row at p is the state that drafted the token at p + 1). With `temperature` > 0 the worker
+    applies the speculative-sampling rule; `draft_probabilities` are the edge's probabilities of its
+    drafts and `draft_support` / `draft_support_probabilities` the edge's (top-p) draft distribution
+    per position, flattened, `support_sizes` entries each.
+    """
+
+    TAG = "draft_verify"
+    MAX_BYTES = 1024 * 1024
+    session_id: str
+    worker_id: str
+    request_id: int  # per session, increasing; the verdict echoes it
+    first_position: int
+    draft_ids: tuple[int, ...]
+    chunks_sent: int = 0
+    temperature: float = 0.0  # 0: greedy verification (the cloud's argmax)
+    top_p: float = 1.0
+    seed: int = 0  # the worker's acceptance draws for this request
+    draft_probabilities: tuple[float, ...] = ()
+    support_sizes: tuple[int, ...] = ()
+    draft_support: tuple[int, ...] = ()
+    draft_support_probabilities: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_id(self.session_id, "session_id")
+        _check_id(self.worker_id, "worker_id")
+        require(self.request_id >= 0, "request_id must be >= 0")
+        require(self.first_position >= 0, "first_position must be >= 0")
+        require(1 <= len(self.draft_ids) <= MAX_DRAFT_TOKENS, f"draft_ids must hold 1-{MAX_DRAFT_TOKENS} tokens")
+        require(all(token >= 0 for token in self.draft_ids), "token ids must be >= 0")
+        require(self.chunks_sent >= 0, "chunks_sent must be >= 0")
+        require(0.0 <= self.temperature <= 100.0 and math.isfinite(self.temperature), "temperature must be 0-100")
+        require(0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]")
+        if self.temperature > 0:
+            drafts = len(self.draft_ids)
+            require(len(self.draft_probabilities) == drafts, "draft_probabilities needs one value per draft token")
+            require(len(self.support_sizes) == drafts, "support_sizes needs one value per draft token")
+            require(sum(self.support_sizes) == len(self.draft_support) == len(self.draft_support_probabilities),
+                    "draft_support and its probabilities must hold sum(support_sizes) entries")
+            require(all(0.0 <= p <= 1.0 for p in self.draft_probabilities), "draft probabilities must be in [0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +299,28 @@ class TokenReply(CloudDownMessage, CloudReply):
     def __post_init__(self) -> None:
         require(self.token_id >= 0, "token_id must be >= 0")
         require(0.0 <= self.probability <= 1.0 and math.isfinite(self.probability), "probability must be in [0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class DraftVerdict(CloudDownMessage):
+    """The cloud's verdict on a `DraftVerify`: the first `accepted` drafts stand, then `token_id`.
+
+    `token_id` is the full model's token at first_position + accepted + 1 (the correction of the first
+    rejected draft), or -1 when every draft was accepted (the edge carries on from its last draft).
+    """
+
+    TAG = "draft_verdict"
+    session_id: str
+    request_id: int
+    first_position: int
+    accepted: int
+    token_id: int
+    compute_ms: float = 0.0  # cloud-side: bring the cache up to date, verify, roll back
+    positions_run: int = 0  # positions pushed through layers [k, L) for this verdict
+
+    def __post_init__(self) -> None:
+        require(0 <= self.accepted <= MAX_DRAFT_TOKENS, f"accepted must be 0-{MAX_DRAFT_TOKENS}")
+        require(self.token_id >= -1, "token_id must be >= -1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ class TaskSpec(Message):
     deadline: float = 0.0  # unix seconds; 0 = none
     max_new_tokens: int = 64
     keep_alive_s: float | None = None  # per-request model keep-alive override
-    mode: str = "standalone"  # standalone | collaborative | cloud_only | naive_split
+    mode: str = "standalone"  # standalone | collaborative | speculative | cloud_only | naive_split
     # Query routing (routing/): "" runs the task where it was sent; "edge" the same; "cloud" forwards the
     # whole query to the cloud; "auto" lets the edge's hard-example miner decide, in `mining_mode`.
     route: str = ""

@@ -7,8 +7,9 @@ from typing import Literal
 
 from runtime.settings import check
 
-CollabMode = Literal["standalone", "collaborative", "cloud_only", "naive_split"]
-MODES: tuple[CollabMode, ...] = ("standalone", "collaborative", "cloud_only", "naive_split")
+CollabMode = Literal["standalone", "collaborative", "cloud_only", "naive_split", "speculative"]
+MODES: tuple[CollabMode, ...] = ("standalone", "collaborative", "cloud_only", "naive_split", "speculative")
+StateDtype = Literal["fp16", "int8"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,15 @@ class CollabConfig:
     upload_chunk_positions: int = 512  # most positions in one context chunk
     max_reopens: int = 3  # per answer: session unknown at the cloud -> open again and re-upload
     session_close: bool = True  # tell the worker to drop the context when the answer is done
+    state_dtype: StateDtype = "fp16"  # how layer-k rows travel: fp16, or int8 with one scale per position
+    # speculative mode: the edge drafts gamma tokens with [0, k) and its exits, the cloud verifies them
+    gamma: int = 0  # drafts per verification; 0 = adaptive per session (edge_node/collab/gamma.py)
+    gamma_initial: int = 4  # adaptive: the first round's drafts
+    gamma_max: int = 12  # adaptive: most drafts per verification
+    temperature: float = 0.0  # speculative sampling: 0 = greedy (output identical to cloud_only)
+    top_p: float = 1.0  # speculative sampling: nucleus of both the draft and the verifier
+    seed: int = 0  # speculative sampling: the edge's draft draws and the cloud's acceptance draws
+    draft_support_max: int = 256  # speculative sampling: most tokens of a draft distribution sent per position
 
     def __post_init__(self) -> None:
         check(self.mode in MODES, "mode", f"{self.mode!r} is not one of {MODES}")
@@ -39,3 +49,10 @@ class CollabConfig:
         check(self.open_timeout_s > 0, "open_timeout_s", "must be > 0")
         check(1 <= self.upload_chunk_positions <= 8192, "upload_chunk_positions", "must be 1-8192")
         check(self.max_reopens >= 0, "max_reopens", "must be >= 0")
+        check(self.state_dtype in ("fp16", "int8"), "state_dtype", f"{self.state_dtype!r} is not fp16 or int8")
+        check(0 <= self.gamma <= 64, "gamma", "must be 0 (adaptive) to 64")
+        check(1 <= self.gamma_max <= 64, "gamma_max", "must be 1-64")
+        check(1 <= self.gamma_initial <= self.gamma_max, "gamma_initial", "must be 1..gamma_max")
+        check(0.0 <= self.temperature <= 100.0, "temperature", "must be 0-100")
+        check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
+        check(1 <= self.draft_support_max <= 65536, "draft_support_max", "must be 1-65536")

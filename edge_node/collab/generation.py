@@ -12,6 +12,9 @@ one decode loop (`models/decode_loop.py`):
 - `cloud_only`: the cloud generates the whole answer from the prompt.
 - `naive_split`: the edge runs [0, k); every step sends the whole context's fp32 layer-k states to a
   stateless cloud worker.
+- `speculative`: the edge drafts gamma tokens with [0, k) and its exits, the cloud verifies them in one
+  forward and returns the accepted prefix and its correction (`edge_node/collab/speculative.py`);
+  greedy output equals `cloud_only`.
 Every mode returns the same `CollabGeneration` with one `DecodedToken` per token.
 """
 
@@ -27,6 +30,7 @@ import torch
 
 from edge_node.collab.config import CollabConfig
 from edge_node.collab.link import CloudSession, CloudUnavailableError, CollabClient, LinkCounters, LinkFaults
+from edge_node.collab.speculative import SpeculativeStepper
 from models.decode_loop import Decoded, DecodedToken, LocalStepper, TokenDecision, decode
 from models.decoding import LayerStack, PassResult
 from models.exit_policy import ExitPolicy
@@ -47,13 +51,16 @@ class CollabGeneration:
     total_s: float
     bytes_up: int  # whole answer, session open and close included
     bytes_down: int
-    cloud_requests: int  # tokens asked of the cloud (every token for cloud_only / naive_split)
+    cloud_requests: int  # round trips: tokens asked (collaborative), verifications (speculative), every token (naive_split, cloud_only)
     fallback: bool  # the cloud fell silent (or was unreachable) and the edge finished the answer
     fallback_position: int  # position of the first token decided locally after that, or -1
     worker_id: str = ""
     reopens: int = 0
     resends: int = 0
     chunks: int = 0
+    drafted: int = 0  # speculative: draft tokens sent for verification
+    accepted_drafts: int = 0  # speculative: of those, accepted by the cloud
+    gammas: tuple[int, ...] = ()  # speculative: drafts per verification round
 
 
 def exit_policy_for(model: LoadedModel, config: CollabConfig) -> ExitPolicy:
@@ -99,6 +106,8 @@ def generate(
             return run.naive_split()
         case "collaborative":
             return run.collaborative()
+        case "speculative":
+            return run.speculative()
         case _:
             return run.standalone()
 
@@ -133,6 +142,17 @@ class _Run:
             self._absorb(stepper.session, notify=self.config.session_close)
         return self._result(decoded)
 
+    def speculative(self) -> CollabGeneration:
+        session = self._open_session()
+        if session is None:  # no cloud at all: the whole answer standalone
+            return replace(_as_fallback(self._standalone_run().standalone()), mode=self.config.mode)
+        stepper = SpeculativeStepper(self, session, exit_policy_for(self.model, self.config))
+        decoded = self._decode(stepper)
+        if stepper.session is not None:
+            self._absorb(stepper.session, notify=self.config.session_close)
+        return replace(self._result(decoded), drafted=stepper.drafted, accepted_drafts=stepper.accepted,
+                       gammas=tuple(stepper.gammas))
+
     def naive_split(self) -> CollabGeneration:
         return self._result(self._decode(_NaiveSplitStepper(self)))
 
@@ -164,7 +184,7 @@ class _Run:
 
     # ---- shared ----------------------------------------------------------------------------------
 
-    def _decode(self, stepper: LocalStepper | _CollaborativeStepper | _NaiveSplitStepper) -> Decoded:
+    def _decode(self, stepper: LocalStepper | _CollaborativeStepper | _NaiveSplitStepper | SpeculativeStepper) -> Decoded:
         eos = self.model.eos_token_id if self.stop_at_eos else None
         return decode(stepper, [self.prompt_ids], self.max_new_tokens, eos_token_id=eos, on_token=self.on_token,
                       clock=self.clock)[0]
@@ -180,7 +200,7 @@ class _Run:
             session = self.client.open_session(
                 self.model.model_id, self.config.split_layer, self.model.hidden_size,
                 timeout_s=self.config.open_timeout_s, chunk_positions=self.config.upload_chunk_positions,
-                faults=self.faults,
+                faults=self.faults, state_dtype=self.config.state_dtype,
             )
         except CloudUnavailableError as error:
             logger.warning("no cloud session (%s): answering standalone", error)

@@ -26,11 +26,15 @@ from broker import topics
 from broker.client import BusClient, Envelope
 from broker.errors import BusError
 from broker.messages.codec import Message
+from broker.messages.hidden_rows import encode_rows
 from broker.messages.inference import (
     ChunkRejected,
     ContextChunk,
+    DraftVerdict,
+    DraftVerify,
     GenerateReply,
     GenerateRequest,
+    HiddenDtype,
     NaiveStep,
     RequestRefused,
     ResendRequest,
@@ -72,6 +76,19 @@ class LinkCounters:
 
 
 @dataclass(frozen=True, slots=True)
+class DraftSampling:
+    """How the cloud verifies drafts: greedily (temperature 0), or by the speculative-sampling rule."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    draft_probabilities: tuple[float, ...] = ()  # the edge's probability of each draft token
+    support_sizes: tuple[int, ...] = ()  # entries of each draft position's distribution below
+    draft_support: tuple[int, ...] = ()
+    draft_support_probabilities: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class CloudAnswer:
     token_id: int
     probability: float
@@ -89,10 +106,11 @@ class CollabClient:
         self.bus.subscribe(topics.INFER_DOWN, self._on_down, edge=edge_id)
 
     def open_session(self, model_id: str, split_layer: int, hidden_size: int, *, timeout_s: float,
-                     chunk_positions: int = 512, faults: LinkFaults | None = None) -> CloudSession:
+                     chunk_positions: int = 512, faults: LinkFaults | None = None,
+                     state_dtype: HiddenDtype = "fp16") -> CloudSession:
         """Open a session on any cloud worker. Raises CloudUnavailableError."""
         session = CloudSession(self, uuid.uuid4().hex[:16], model_id, split_layer, hidden_size,
-                               chunk_positions, faults or LinkFaults())
+                               chunk_positions, faults or LinkFaults(), state_dtype)
         with self._lock:
             self._sessions[session.session_id] = session
         try:
@@ -156,7 +174,7 @@ class CloudSession:
     """One answer's session with a cloud worker. Rows are added in position order as the edge computes them."""
 
     def __init__(self, client: CollabClient, session_id: str, model_id: str, split_layer: int, hidden_size: int,
-                 chunk_positions: int, faults: LinkFaults) -> None:
+                 chunk_positions: int, faults: LinkFaults, state_dtype: HiddenDtype = "fp16") -> None:
         self.client = client
         self.session_id = session_id
         self.model_id = model_id
@@ -173,7 +191,8 @@ class CloudSession:
         self._request_ids = itertools.count()
         self._lock = threading.Lock()
         self._pending: dict[int, Future[Message]] = {}
-        self._outbox: queue.Queue[tuple[str, int, int] | None] = queue.Queue()  # (kind, a, b)
+        self.state_dtype: HiddenDtype = state_dtype  # how rows travel: fp16, or int8 with a scale per position
+        self._outbox: queue.Queue[tuple[str, int, Callable[[int], Message] | None] | None] = queue.Queue()
         self._closed = False
         self._uploader = threading.Thread(target=self._upload_loop, name=f"collab-upload-{session_id}", daemon=True)
         self._uploader.start()
@@ -211,7 +230,7 @@ class CloudSession:
                 self._rows = grown
             self._rows[first_position : first_position + count] = rows
             self._known += count
-        self._outbox.put(("rows", first_position + count, 0))
+        self._outbox.put(("rows", first_position + count, None))
 
     def ask(self, position: int, deadline_s: float, max_reopens: int) -> CloudAnswer | None:
         """The cloud's token for `position`, or None if it did not come before the deadline.
@@ -220,30 +239,66 @@ class CloudSession:
         session is opened again (possibly on another worker) and everything is re-uploaded.
         """
         assert position < self._known, f"position {position} not computed yet ({self._known} rows)"
+
+        def request(request_id: int) -> Message:
+            return TokenRequest(self.session_id, self.worker_id, request_id, position, self.counters.chunks)
+
+        reply = self._exchange(request, f"token for position {position}", deadline_s, max_reopens)
+        return CloudAnswer(reply.token_id, reply.probability, reply.compute_ms) if isinstance(reply, TokenReply) else None
+
+    def verify(self, first_position: int, draft_ids: tuple[int, ...], deadline_s: float, max_reopens: int,
+               sampling: DraftSampling | None = None) -> DraftVerdict | None:
+        """The cloud's verdict on drafts for positions first + 1 ...; rows [first, first + g) must be added.
+
+        None if no verdict came before the deadline (handled as in `ask`).
+        """
+        assert first_position + len(draft_ids) <= self._known, \
+            f"rows up to {first_position + len(draft_ids)} not computed yet ({self._known} rows)"
+        sampling = sampling or DraftSampling()
+
+        def request(request_id: int) -> Message:
+            return DraftVerify(self.session_id, self.worker_id, request_id, first_position, draft_ids,
+                               self.counters.chunks, sampling.temperature, sampling.top_p, sampling.seed,
+                               sampling.draft_probabilities, sampling.support_sizes, sampling.draft_support,
+                               sampling.draft_support_probabilities)
+
+        reply = self._exchange(request, f"verdict on {len(draft_ids)} drafts after {first_position}", deadline_s,
+                               max_reopens)
+        return reply if isinstance(reply, DraftVerdict) else None
+
+    def rollback(self, length: int) -> None:
+        """Forget rows >= length (rejected drafts): the edge adds new rows for those positions."""
+        with self._lock:
+            assert length <= self._known, f"cannot roll back {self._known} rows to {length}"
+            self._known = length
+            self._sent = min(self._sent, length)
+
+    def _exchange(self, build: Callable[[int], Message], what: str, deadline_s: float, max_reopens: int) -> Message | None:
+        """Send `build(request_id)` after the rows it needs; the answer, or None past the deadline."""
         deadline = time.monotonic() + deadline_s
         reopens = 0
         while True:
             request_id = next(self._request_ids)
             future: Future[Message] = Future()
             self._pending[request_id] = future
-            self._outbox.put(("request", request_id, position))
+            self._outbox.put(("request", request_id, build))
             remaining_s = deadline - time.monotonic()
             try:
                 reply = future.result(max(0.0, min(RETRY_INTERVAL_S, remaining_s)))
             except FutureTimeout:
                 if remaining_s > RETRY_INTERVAL_S:
                     continue  # ask again: the request or its answer may have been lost
-                logger.warning("%s: session %s: no token for position %d within %.2f s", self.client.edge_id,
-                               self.session_id, position, deadline_s)
+                logger.warning("%s: session %s: no %s within %.2f s", self.client.edge_id, self.session_id, what,
+                               deadline_s)
                 return None
             finally:
                 self._pending.pop(request_id, None)
             match reply:
-                case TokenReply():
-                    return CloudAnswer(reply.token_id, reply.probability, reply.compute_ms)
+                case TokenReply() | DraftVerdict():
+                    return reply
                 case ResendRequest():
                     self.counters.resends += 1
-                    self._outbox.put(("resend", reply.from_position, 0))
+                    self._outbox.put(("resend", reply.from_position, None))
                 case SessionUnknown():
                     if reopens >= max_reopens:
                         return None
@@ -255,7 +310,7 @@ class CloudSession:
                         self.open(max(0.01, deadline - time.monotonic()))
                     except CloudUnavailableError:
                         return None
-                    self._outbox.put(("resend", 0, 0))
+                    self._outbox.put(("resend", 0, None))
 
     def close(self, notify: bool = True) -> None:
         """Stop uploading; with `notify`, tell the worker to drop the context."""
@@ -263,7 +318,7 @@ class CloudSession:
             return
         self._closed = True
         if notify and self.worker_id:
-            self._outbox.put(("close", 0, 0))
+            self._outbox.put(("close", 0, None))
         self._outbox.put(None)
         self._uploader.join(5.0)
         self.client._forget(self.session_id)
@@ -280,7 +335,7 @@ class CloudSession:
         match message:
             case ResendRequest():  # a gap the worker saw in the chunk stream
                 self.counters.resends += 1
-                self._outbox.put(("resend", message.from_position, 0))
+                self._outbox.put(("resend", message.from_position, None))
             case ChunkRejected():
                 self.counters.rejected.append(message.reason)
                 logger.warning("%s: session %s chunk %d rejected: %s", self.client.edge_id, self.session_id,
@@ -298,17 +353,17 @@ class CloudSession:
                 continue
             if item is None:
                 return
-            kind, value, position = item
+            kind, value, build = item
             try:
                 if kind == "rows":
                     self._upload_until(value)
                 elif kind == "resend":
-                    self._sent = min(self._sent, value)
+                    with self._lock:
+                        self._sent = min(self._sent, value)
                     self._upload_until(self._known)
                 elif kind == "request":
                     self._upload_until(self._known)  # whatever the request needs goes first
-                    message = TokenRequest(self.session_id, self.worker_id, value, position, self.counters.chunks)
-                    self.counters.bytes_up += self.client.publish_up(self.session_id, message)
+                    self.counters.bytes_up += self.client.publish_up(self.session_id, build(value))
                 elif kind == "close":
                     close = SessionClose(self.session_id, self.worker_id)
                     self.counters.bytes_up += self.client.publish_up(self.session_id, close)
@@ -319,15 +374,17 @@ class CloudSession:
         """Publish rows [_sent, end) as chunks of at most `chunk_positions`."""
         if not self.worker_id:
             return
-        while self._sent < min(end, self._known):
-            first = self._sent
-            count = min(self.chunk_positions, min(end, self._known) - first)
-            with self._lock:
-                data = self._rows[first : first + count].tobytes()
+        while True:
+            with self._lock:  # rollback() may move _known / _sent back between chunks
+                first = self._sent
+                count = min(self.chunk_positions, min(end, self._known) - first)
+                if count <= 0:
+                    return
+                data = encode_rows(self._rows[first : first + count], self.state_dtype)
+                self._sent = first + count
             seq = next(self._seq)
-            chunk = ContextChunk(self.session_id, seq, first, count, self.hidden_size, data, "fp16",
+            chunk = ContextChunk(self.session_id, seq, first, count, self.hidden_size, data, self.state_dtype,
                                  time.time_ns(), self.worker_id)
-            self._sent = first + count
             self.counters.chunks += 1
             if self.faults.drop(seq):
                 continue  # lost on the way (tests): the worker will ask for it again
@@ -336,5 +393,5 @@ class CloudSession:
                 self.counters.bytes_up += self.client.publish_up(self.session_id, chunk)
 
 
-__all__ = ["CloudAnswer", "CloudSession", "CloudUnavailableError", "CollabClient", "LinkCounters",
+__all__ = ["CloudAnswer", "CloudSession", "CloudUnavailableError", "CollabClient", "DraftSampling", "LinkCounters",
            "LinkFaults"]

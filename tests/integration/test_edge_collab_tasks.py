@@ -63,3 +63,11 @@ def test_every_mode_answers_and_records_who_decided_each_token(edge, cloud):
 def test_collaborative_task_finishes_locally_without_a_cloud(edge):
     result = ask(edge, "collaborative")
     assert result["tokens"] and {t["decided_by"] for t in result["tokens"]} <= {"exit", "head"}
+
+
+def test_speculative_task_over_http_equals_cloud_only(edge, cloud):
+    cloud_only = ask(edge, "cloud_only")
+    speculative = ask(edge, "speculative")
+    assert [t["token_id"] for t in speculative["tokens"]] == [t["token_id"] for t in cloud_only["tokens"]]
+    assert {t["decided_by"] for t in speculative["tokens"]} <= {"draft_accepted", "draft_corrected"}
+    assert speculative["answer"] == cloud_only["answer"]

@@ -1,0 +1,66 @@
+"""Speculative decoding end to end on the tiny model: real Mosquitto, a cloud worker, an edge client.
+
+The drafts come from the tiny model's random exit heads, so most are rejected and the rollback
+paths run on every round; threshold 0 lets every exit fire, threshold 1 drafts at the split layer.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration import test_collab
+from tests.integration.test_collab import NEW_TOKENS, config, run, start_cloud
+
+# The tiny model, its store, a cloud worker and an edge client: the collaborative tests' fixtures.
+_one_thread, store, model, prompt, cloud, client = (test_collab._one_thread, test_collab.store, test_collab.model,
+                                                    test_collab.prompt, test_collab.cloud, test_collab.client)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+@pytest.mark.parametrize("gamma", [0, 1, 3])
+def test_greedy_speculative_equals_cloud_only(cloud, client, model, prompt, threshold, gamma):
+    speculative = run(model, prompt, client, config("speculative", threshold=threshold, gamma=gamma))
+    cloud_only = run(model, prompt, client, config("cloud_only"))
+    assert speculative.token_ids == cloud_only.token_ids
+    assert not speculative.fallback
+    assert {t.decided_by for t in speculative.tokens} <= {"draft_accepted", "draft_corrected"}
+
+
+def test_verifications_count_rounds_and_drafts(cloud, client, model, prompt):
+    speculative = run(model, prompt, client, config("speculative", threshold=1.0, gamma=3))
+    assert speculative.cloud_requests == len(speculative.gammas)
+    assert speculative.drafted == sum(speculative.gammas)
+    by = [t.decided_by for t in speculative.tokens]
+    assert by.count("draft_accepted") == speculative.accepted_drafts
+    served = cloud.inference.counts
+    assert served["drafts_verified"] == speculative.drafted and served["drafts_accepted"] == speculative.accepted_drafts
+
+
+def test_int8_states_keep_speculative_output_and_save_a_byte_per_value(cloud, client, model, prompt):
+    fp16 = run(model, prompt, client, config("speculative", threshold=1.0, gamma=3))
+    int8 = run(model, prompt, client, config("speculative", threshold=1.0, gamma=3, state_dtype="int8"))
+    assert int8.token_ids == fp16.token_ids
+    rows = len(prompt) + NEW_TOKENS - 1  # at least every position before the last token went up once
+    assert fp16.bytes_up - int8.bytes_up >= rows * (model.hidden_size - 4)  # 2 B -> 1 B a value, + a 4 B scale
+
+
+def test_cloud_death_mid_answer_finishes_locally_with_marked_tokens(mosquitto, store, tmp_path, client, model, prompt):
+    service = start_cloud(mosquitto, store, tmp_path)
+
+    def kill_after_third(token):
+        if token.position == len(prompt) + 2 and service.inference is not None:
+            service.inference.stop()
+            service.presence.crash()
+
+    speculative = run(model, prompt, client, config("speculative", threshold=1.0, gamma=1, cloud_deadline_s=0.5),
+                      on_token=kill_after_third)
+    by = [t.decided_by for t in speculative.tokens]
+    assert speculative.fallback and len(speculative.token_ids) == NEW_TOKENS
+    assert speculative.fallback_position == len(prompt) + 3
+    assert set(by[:3]) <= {"draft_accepted", "draft_corrected"} and set(by[3:]) == {"fallback"}
+
+
+def test_no_cloud_at_all_answers_standalone(client, model, prompt):
+    speculative = run(model, prompt, client, config("speculative", threshold=1.0, open_timeout_s=0.3))
+    standalone = run(model, prompt, None, config("standalone", threshold=1.0))
+    assert speculative.fallback and speculative.token_ids == standalone.token_ids

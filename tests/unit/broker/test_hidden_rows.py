@@ -1,0 +1,39 @@
+"""Hidden-state row payloads: fp16 as sent, int8 with one scale per position."""
+
+import numpy as np
+import pytest
+
+from broker.messages.hidden_rows import decode_rows, encode_rows
+from broker.messages.inference import ContextChunk, DraftVerify
+
+
+def test_int8_rows_round_trip_within_half_a_step_of_each_rows_scale():
+    rows = np.random.default_rng(0).normal(size=(5, 576)).astype(np.float32) * np.array([[1], [10], [0.1], [3], [50]])
+    data = encode_rows(rows, "int8")
+    assert len(data) == 5 * (576 + 4)
+    decoded = decode_rows(data, 5, 576, "int8")
+    steps = np.abs(rows).max(axis=1, keepdims=True) / 127
+    assert np.all(np.abs(decoded - rows) <= steps / 2 + 1e-6)
+
+
+def test_an_all_zero_row_stays_zero_in_int8():
+    decoded = decode_rows(encode_rows(np.zeros((2, 8), dtype=np.float32), "int8"), 2, 8, "int8")
+    assert not decoded.any()
+
+
+def test_fp16_rows_decode_as_sent():
+    rows = np.arange(12, dtype=np.float16).reshape(3, 4)
+    assert np.array_equal(decode_rows(encode_rows(rows, "fp16"), 3, 4, "fp16"), rows)
+
+
+def test_an_int8_chunk_of_the_wrong_size_is_refused():
+    with pytest.raises(ValueError, match="expected"):
+        ContextChunk("s", 0, 0, 2, 8, bytes(2 * 8), "int8")  # scales missing
+    ContextChunk("s", 0, 0, 2, 8, bytes(2 * 8 + 8), "int8")
+
+
+def test_a_sampled_verification_needs_the_draft_distribution():
+    with pytest.raises(ValueError, match="draft_probabilities"):
+        DraftVerify("s", "w", 0, 5, (1, 2), temperature=0.7)
+    DraftVerify("s", "w", 0, 5, (1,), temperature=0.7, draft_probabilities=(0.5,), support_sizes=(2,),
+                draft_support=(1, 4), draft_support_probabilities=(0.5, 0.5))
