@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from broker.config import BusConfig
 from broker.messages.membership import valid_node_id
+from edge_node.collab.config import MODES
 from emulation.cpu_quota import check_quota
 from runtime.settings import FLEET_DIR, check
 
@@ -33,6 +34,10 @@ class EdgeConfig:
     csv_path: str = ""  # per-task CSV log; empty = <state_dir>/<node_id>/llm_metrics.csv
     results_kept: int = 1000  # finished results kept for GET /tasks/{id}
     max_body_bytes: int = 256 * 1024  # larger HTTP bodies are refused (413)
+    # Ollama / OpenAI APIs (edge_node/compat_api/): a request's options.mode / "mode" beats api_mode.
+    api_mode: str = "standalone"  # collaboration mode of API requests naming none (edge_node/collab/config.py MODES)
+    api_max_tokens: int = 512  # most tokens one API answer generates (num_predict / max_tokens are capped to it)
+    api_parallel: int = 1  # API answers generated at once; more wait (up to queue_capacity, then HTTP 503)
     split_layer: int = 20  # collaborative mode: the edge runs layers [0, split), the cloud the rest
     cloud_deadline_s: float = 5.0  # collaborative mode: cloud silent this long -> finish the answer locally
     torch_threads: int = 0  # intra-op threads; 0 = torch's default (all cores). Several nodes on one host: 1
@@ -67,3 +72,6 @@ class EdgeConfig:
         check(bool(self.router_cloud_model), "router_cloud_model", "must name a model")
         check(self.router_cloud_timeout_s > 0, "router_cloud_timeout_s", "must be > 0")
         check(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")
+        check(self.api_mode in MODES, "api_mode", f"{self.api_mode!r} is not one of {MODES}")
+        check(1 <= self.api_max_tokens <= 100_000, "api_max_tokens", "must be 1-100000")
+        check(1 <= self.api_parallel <= 64, "api_parallel", "must be 1-64")

@@ -6,7 +6,7 @@ POST /perform_task   {"task_type", "model_name", "prompt"} or a full task object
                      503 queue full.
 GET  /tasks/{id}     200 result, 202 still queued/running, 404 unknown id
 GET  /health         200 ok / degraded (bus down), 503 unavailable (worker dead, stopping, queue full)
-GET  /api/ps         models in memory (as Ollama's /api/ps)
+Ollama's /api/* (generate, chat, tags, ps, show) and OpenAI's /v1/* (chat/completions, models): compat_api/routes.py
 
 Bound beyond loopback, every route but /health needs `Authorization: Bearer <token>` (401 otherwise).
 """
@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from broker.messages import TaskResult
+from edge_node.compat_api.routes import engine_for, ollama_router, openai_router
 from edge_node.task_queue import QueueClosedError, QueueError, QueueFullError
 from edge_node.task_requests import RequestError, parse_task_request
 from security.tokens import bearer_matches
@@ -96,15 +97,9 @@ def create_app(service: EdgeService, max_body_bytes: int, token: str = "") -> Fa
         return JSONResponse({"status": verdict.status, "problems": list(verdict.problems), **figures},
                             status_code=verdict.http_status)
 
-    @app.get("/api/ps")
-    async def ps() -> JSONResponse:
-        models = [
-            {"name": r.model_id, "model": r.model_id, "size": r.size_bytes, "pinned": r.pinned, "in_use": r.in_use,
-             "loading": r.loading, "expires_at": _iso(r.expires_at)}
-            for r in service.cache.status()
-        ]
-        return JSONResponse({"models": models})
-
+    engine = engine_for(service)
+    app.include_router(ollama_router(service, engine))
+    app.include_router(openai_router(service, engine))
     return app
 
 
@@ -116,12 +111,6 @@ def _state_response(task_id: str, state: object) -> JSONResponse:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
 class HttpServer:
