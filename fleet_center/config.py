@@ -23,11 +23,12 @@ class RoundsConfig:
     max_attempts: int = 3  # dispatches per task before it is recorded as failed
     deploy_timeout_s: float = 300.0  # an edge not ready by then keeps its old placement
     models: tuple[str, ...] = (  # catalog the scheduler chooses from (the first is the cloud's model)
-        "smollm2-135m", "smollm2-135m-bf16", "smollm2-135m-int8", "smollm2-135m-edge20", "smollm2-135m-edge15",
+        "smollm2-135m", "smollm2-135m-q4", "smollm2-135m-int8w", "smollm2-135m-bf16", "smollm2-135m-int8",
+        "smollm2-135m-edge20", "smollm2-135m-edge15",
     )
-    # What every edge holds before the first caching round: bf16 has fp32's quality (held-out perplexity
-    # 46.4 vs 46.5) at 1.5x its speed; int8 is 2.8x faster but doubles perplexity.
-    initial_model: str = "smollm2-135m-bf16"
+    # What every edge holds before the first caching round; empty = the fastest profiled model whose
+    # held-out perplexity is within 2 % of fp32's (q4 on this machine: lossless and fastest).
+    initial_model: str = ""
     max_new_tokens: int = 48  # per task
     edge_mode: str = "standalone"  # how edges run their tasks: standalone | collaborative (CE-CoLLM with the cloud)
     # | speculative (the edge drafts, the cloud verifies: the cloud's exact greedy answer)

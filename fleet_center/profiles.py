@@ -18,7 +18,21 @@ COMMITTED_PROFILES = Path(__file__).resolve().parent.parent / "models" / "profil
 REFERENCE_BYTES = 540_000_000
 REFERENCE_TOKEN_S = 0.025
 REFERENCE_LOAD_S = 1.0
-PRIOR_QUALITY = {"fp32": 0.5, "bf16": 0.49, "int8": 0.45, "edge": 0.3, "tiny": 0.05}
+PRIOR_QUALITY = {"fp32": 0.5, "q4": 0.5, "int8w": 0.5, "bf16": 0.49, "int8": 0.45, "edge": 0.3, "tiny": 0.05}
+LOSSLESS_PERPLEXITY_RATIO = 1.02  # a variant within 2 % of the full model's held-out perplexity counts as lossless
+
+
+def default_edge_model(profiles: tuple[ModelProfile, ...], perplexity: dict[str, float], reference_model: str) -> str:
+    """The fastest model (token time) whose perplexity is within 2 % of `reference_model`'s.
+
+    Without a measured reference perplexity, the reference model itself. Pure: profiles in, id out.
+    """
+    reference = perplexity.get(reference_model)
+    if reference is None:
+        return reference_model
+    lossless = [p for p in profiles
+                if p.model_id in perplexity and perplexity[p.model_id] <= LOSSLESS_PERPLEXITY_RATIO * reference]
+    return min(lossless, key=lambda p: p.token_time_s).model_id if lossless else reference_model
 
 
 def measured_perplexity(profiles_json: Path | None) -> dict[str, float]:

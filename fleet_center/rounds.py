@@ -61,6 +61,8 @@ class RoundRunner:
         `reference_probe`, if given, re-measures the reference GFLOPS (this host) as rounds go by: a
         probe taken while the fleet starts up reads low, like the edges' own."""
         self.config = config
+        # the service resolves an empty initial_model from profiles; alone, edges start on the cloud's model
+        self.initial_model = config.initial_model or config.models[0]
         self.bus = bus
         self.membership = membership
         self.db = db
@@ -199,7 +201,7 @@ class RoundRunner:
                 decisions.append((item.task_id, target, self.config.models[0], item.latency_s))
                 cloud_items.append((item.task_id, target, tokens[item.task_id] * fleet.cloud.token_time_s))
             else:
-                decisions.append((item.task_id, item.edge_id, item.model_id or self.config.initial_model, item.latency_s))
+                decisions.append((item.task_id, item.edge_id, item.model_id or self.initial_model, item.latency_s))
         queued = cloud_queue_latencies(cloud_items, self._cloud_overhead_s, self._cloud_backlog_s())
         return [(task_id, node, model, queued.get(task_id, latency)) for task_id, node, model, latency in decisions]
 
@@ -214,7 +216,7 @@ class RoundRunner:
         return float(np.mean(times)) if times else self.config.cloud_token_time_s
 
     def _placed(self, edge_id: str) -> set[str]:
-        return self.placement.get(edge_id) or {self.config.initial_model}
+        return self.placement.get(edge_id) or {self.initial_model}
 
     def _next_cloud(self, clouds: list[str]) -> str | None:
         if not clouds:

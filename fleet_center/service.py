@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from fleet_center.artifacts import ArtifactServer, ArtifactServerConfig
@@ -11,7 +12,7 @@ from fleet_center.center_db import CenterDb
 from fleet_center.config import CenterConfig
 from fleet_center.membership import FleetMembership
 from fleet_center.metrics_feed import MetricsFeed
-from fleet_center.profiles import load_profiles, measured_perplexity, profiles_path
+from fleet_center.profiles import default_edge_model, load_profiles, measured_perplexity, profiles_path
 from fleet_center.recorder import MetricRecorder
 from fleet_center.rounds import RoundRunner
 from models.paths import default_store_root
@@ -41,6 +42,11 @@ class CenterService:
             store = ModelStore(Path(config.rounds.model_store) if config.rounds.model_store else default_store_root())
             profiles = load_profiles(store, config.rounds.models, profiles_path())
             self.artifacts = ArtifactServer(store.root, ArtifactServerConfig(
+            if not config.rounds.initial_model:
+                initial = default_edge_model(profiles, measured_perplexity(profiles_path()), config.rounds.models[0])
+                logger.info("edges start with %s (fastest within 2 %% of %s's perplexity)", initial,
+                            config.rounds.models[0])
+                config = self.config = replace(config, rounds=replace(config.rounds, initial_model=initial))
                 host=config.artifacts_host, port=config.artifacts_port, public_url=config.artifacts_public_url))
             probe = SpeedProbe()
             probe.maybe_probe()

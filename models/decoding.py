@@ -83,6 +83,7 @@ class LayerStack:
         assert all(start < layer <= end for layer in self.sinks), f"sink layers {tuple(self.sinks)} outside ({start}, {end}]"
         self.boundaries = sorted({start, *self.exit_layers, *self.sinks, end})
         # transformers_layers: transformers' own layer modules, the yardstick the lean layers are measured against
+        self.transformers_layers = transformers_layers
         self.segments = [model.decoder_slice(a, b, transformers_layers)
                          for a, b in zip(self.boundaries, self.boundaries[1:], strict=False)]
         self.clock = clock
@@ -201,7 +202,7 @@ class LayerStack:
     def logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, T, C) states at layer `end` -> (B, T, V) float32: the model's head, or the exit head at `end`."""
         if self.end == self.model.num_layers:
-            return self.model.head_slice()(hidden_states)
+            return self.model.head_slice(transformers_head=self.transformers_layers)(hidden_states)
         heads = self.model.exit_heads
         if heads is not None and self.end in heads.exit_layers:
             return self.model.exit_head(self.end)(hidden_states)

@@ -26,6 +26,7 @@ from models.exit_corpus_train import train_only
 from models.exit_data import ExitData, collect
 from models.exit_heads import EXIT_HEADS_NAME, ExitHeads, exit_features
 from models.loaded import LoadedModel
+from models.slices import HeadSlice
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,6 @@ def argmax_agreement(heads: ExitHeads, data: ExitData, norm_weight: torch.Tensor
 def head_features(heads: ExitHeads, data: ExitData, loaded: LoadedModel,
                   chunk: int = 512) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
     """Per exit layer: features (N, F) and correct (N,) = head argmax equals the full model's token."""
-    norm, lm_head = loaded.model.model.norm, loaded.model.lm_head
     features: dict[int, list[np.ndarray]] = {layer: [] for layer in heads.exit_layers}
     correct: dict[int, list[np.ndarray]] = {layer: [] for layer in heads.exit_layers}
     for start in range(0, len(data), chunk):
@@ -136,7 +136,9 @@ def head_features(heads: ExitHeads, data: ExitData, loaded: LoadedModel,
         teacher = data.teacher_tokens[start:start + chunk]
         for layer in heads.exit_layers:
             hidden_states = data.hidden[layer][start:start + chunk].float()[None]  # (1, n, C)
-            probabilities = torch.softmax(heads.logits(layer, hidden_states, norm, lm_head)[0], dim=-1)  # (n, V)
+            # the exit check the edge runs (models/loaded.py: q8 LM head when exact)
+            head = HeadSlice(loaded.model.model.norm, loaded.decode_lm_head(), heads.adapter(layer))
+            probabilities = torch.softmax(head(hidden_states)[0], dim=-1)  # (n, V)
             feats, tokens, top = exit_features(probabilities, previous_tokens, previous_top)
             features[layer].append(feats.numpy())
             correct[layer].append((tokens == teacher).numpy())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ class LoadedModel:
     tokenizer: Any  # transformers tokenizer
     exit_heads: ExitHeads | None = None
     exit_policy: ExitPolicy | None = None
+    _decode_lm_head: torch.nn.Module | None = field(default=None, init=False, repr=False)
 
     @property
     def model_id(self) -> str:
@@ -61,7 +62,9 @@ class LoadedModel:
     def memory_bytes(self) -> int:
         """Bytes of weights held in memory (parameters, buffers, packed int8 and exit heads)."""
         heads = 0 if self.exit_heads is None else module_bytes(self.exit_heads)
-        return module_bytes(self.model) + heads
+        decode_lm_head = self._decode_lm_head
+        separate_head = 0 if decode_lm_head is None or decode_lm_head is self.model.lm_head else module_bytes(decode_lm_head)
+        return module_bytes(self.model) + heads + separate_head
 
     def embedding_slice(self) -> EmbeddingSlice:
         return EmbeddingSlice(self.model.model.embed_tokens)
@@ -75,18 +78,38 @@ class LoadedModel:
         kind = TransformersDecoderSlice if transformers_layers else DecoderSlice
         return kind(self.model.model.layers, self.model.model.rotary_emb, start, end)  # type: ignore[return-value]
 
-    def head_slice(self) -> HeadSlice:
-        """Final norm + LM head; for a depth-truncated edge variant, its last exit head in front."""
+    def head_slice(self, transformers_head: bool = False) -> HeadSlice:
+        """Final norm + LM head; for a depth-truncated edge variant, its last exit head in front.
+
+        `transformers_head` keeps transformers' own LM head module (the yardstick) instead of `decode_lm_head`.
+        """
         adapter = None
         if self.manifest.variant == "edge":
             assert self.exit_heads is not None, f"edge variant {self.model_id} has no exit heads"
             adapter = self.exit_heads.adapter(self.num_layers)
-        return HeadSlice(self.model.model.norm, self.model.lm_head, adapter)
+        lm_head = self.model.lm_head if transformers_head else self.decode_lm_head()
+        return HeadSlice(self.model.model.norm, lm_head, adapter)
 
     def exit_head(self, exit_layer: int) -> HeadSlice:
         """Exit head at `exit_layer` as a HeadSlice. Asserts the model has that head."""
         assert self.exit_heads is not None, f"model {self.model_id} has no exit heads"
-        return HeadSlice(self.model.model.norm, self.model.lm_head, self.exit_heads.adapter(exit_layer))
+        return HeadSlice(self.model.model.norm, self.decode_lm_head(), self.exit_heads.adapter(exit_layer))
+
+    def decode_lm_head(self) -> torch.nn.Module:
+        """The LM head decoding and exit checks multiply by: the same weights as q8 blocks when that is exact.
+
+        Every token and every exit check reads the whole 49,152-row head; as q8 it is 30 MB instead of
+        113 MB in float32, with identical values (the head came from Q8_0 blocks). Built on first use.
+        """
+        if self._decode_lm_head is None:
+            from models.lowbit.modules import LowBitLinear, lossless_q8_linear
+
+            head = self.model.lm_head
+            weight = getattr(head, "weight", None)  # dynamic-quantized heads hold no float tensor here
+            cheaper = lossless_q8_linear(weight) if isinstance(weight, torch.Tensor) and not isinstance(
+                head, LowBitLinear) else None
+            self._decode_lm_head = head if cheaper is None else cheaper
+        return self._decode_lm_head
 
     @torch.no_grad()
     def exit_probabilities(self, exit_layer: int, hidden_states: torch.Tensor) -> torch.Tensor:

@@ -86,8 +86,10 @@ class ModelStore:
                 policy = ExitPolicy.from_json((directory / EXIT_POLICY_NAME).read_text())
             except ValueError as error:
                 raise ManifestError(f"model {model_id!r}: bad {EXIT_POLICY_NAME}: {error}") from error
+        loaded = LoadedModel(manifest, model, tokenizer, heads, policy)
+        loaded.decode_lm_head()  # built now so load time and memory_bytes include it
         logger.info("loaded model %s in %.2f s", model_id, time.perf_counter() - started)
-        return LoadedModel(manifest, model, tokenizer, heads, policy)
+        return loaded
 
 
 def write_model(root: Path | str, model_id: str, model: Any, spec: VariantSpec,

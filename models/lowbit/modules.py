@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.lowbit import native
-from models.lowbit.formats import Q4Weight, Q8Weight, decode_q4, decode_q8, nbytes
+from models.lowbit.formats import Q4Weight, Q8Weight, blockable, decode_q4, decode_q8, encode_q8, nbytes
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,19 @@ def fuse_lowbit_linears(modules: list[nn.Module]) -> LowBitLinear | None:
         offset += module.out_features
     parts = [fused[name] for name in names]
     return LowBitLinear(Q4Weight(*parts) if linears[0].format == "q4" else Q8Weight(*parts))
+
+
+def lossless_q8_linear(weight: torch.Tensor) -> LowBitLinear | None:
+    """A q8 LowBitLinear holding exactly `weight` (N, K), or None if the q8 grid cannot represent it.
+
+    SmolLM2's tied embedding / LM head came from Q8_0 blocks, so float32 copies of it re-encode exactly.
+    """
+    if not blockable(weight) or weight.dtype != torch.float32:
+        return None
+    encoded = encode_q8(weight.detach())
+    if not torch.equal(decode_q8(encoded), weight.detach()):
+        return None
+    return LowBitLinear(encoded)
 
 
 class Q8Embedding(nn.Module):

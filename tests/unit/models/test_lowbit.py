@@ -8,7 +8,7 @@ import torch
 from models.errors import CorruptModelError, ModelStoreError
 from models.lowbit import native
 from models.lowbit.formats import decode_q4, decode_q8, encode_q4, encode_q8
-from models.lowbit.modules import SMALL_BATCH_ROWS, LowBitLinear, fuse_lowbit_linears
+from models.lowbit.modules import SMALL_BATCH_ROWS, LowBitLinear, fuse_lowbit_linears, lossless_q8_linear
 from models.lowbit.storage import linear_weight_bytes
 from models.store import ModelStore, VariantSpec, write_model
 from models.tiny import make_tiny_model
@@ -139,3 +139,23 @@ def test_fused_lowbit_linears_equal_the_separate_ones() -> None:
     for expected, part in zip(separate, fused(x).split([48, 16, 16], dim=-1), strict=True):
         assert torch.allclose(part, expected, rtol=1e-5, atol=1e-6)
     assert all(torch.equal(linear(x), expected) for linear, expected in zip(linears, separate, strict=True))
+
+
+def test_a_q8_grid_head_gets_a_lossless_q8_copy_and_an_off_grid_one_none() -> None:
+    q = torch.randint(-127, 128, (64, 64), generator=torch.Generator().manual_seed(3), dtype=torch.int8)
+    q[:, 0], q[:, 32] = 127, -127
+    on_grid = (torch.full((64, 2, 1), 0.004).half().float() * q.reshape(64, 2, 32).float()).reshape(64, 64)
+    copy = lossless_q8_linear(on_grid)
+    assert copy is not None and torch.equal(copy.dequantized(), on_grid)
+    assert lossless_q8_linear(torch.randn(64, 64)) is None
+    assert lossless_q8_linear(on_grid.to(torch.bfloat16)) is None
+
+
+def test_exit_checks_of_a_q8_grid_model_read_the_q8_head_and_agree_with_the_float_head(tmp_path: Path) -> None:
+    model = snap_to_grid(make_tiny_model(seed=13, hidden=96))
+    write_model(tmp_path, "f", model, VariantSpec("fp32", "float32"))
+    loaded = ModelStore(tmp_path).load("f")
+    head = loaded.decode_lm_head()
+    assert isinstance(head, LowBitLinear) and head.format == "q8"
+    hidden_states = torch.randn(1, 1, 96)
+    assert torch.allclose(head(hidden_states), loaded.model.lm_head(hidden_states), atol=1e-4)
