@@ -32,11 +32,12 @@ def with_columns(data: pd.DataFrame, defaults: dict[str, object]) -> pd.DataFram
 def fleet_status(heartbeats: pd.DataFrame, now: pd.Timestamp, offline_after_s: float) -> pd.DataFrame:
     """One row per node from its latest heartbeat: status, heartbeat age and vital signs; edges first."""
     columns = ["node", "role", "status", "heartbeat_age_s", "cpu_percent", "memory_percent", "load_1m",
-               "queue_depth", "loaded_models", "loaded_model_ids"]
+               "queue_depth", "loaded_models", "loaded_model_ids", "rejected_inputs"]
     if heartbeats.empty:
         return pd.DataFrame(columns=columns)
     data = with_columns(heartbeats, {"role": "", "loaded_model_ids": "", "loaded_models": 0, "queue_depth": 0,
-                                     "cpu_percent": float("nan"), "memory_percent": float("nan"), "load_1m": float("nan")})
+                                     "cpu_percent": float("nan"), "memory_percent": float("nan"), "load_1m": float("nan"),
+                                     "rejected_inputs": float("nan")})
     latest = data.sort_values("time").groupby("node", as_index=False).tail(1).copy()
     latest["heartbeat_age_s"] = (now - latest["time"]).dt.total_seconds().clip(lower=0.0)
     latest["status"] = latest["heartbeat_age_s"].map(lambda age: ONLINE if age <= offline_after_s else OFFLINE)

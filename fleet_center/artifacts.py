@@ -221,6 +221,18 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._respond(head=True)
 
+    def _refuse_method(self) -> None:
+        """405 rather than the standard library's 501: the server works, the client asked for what it never serves."""
+        body = json.dumps({"error": f"method {self.command} not allowed; GET or HEAD"}).encode()
+        self.send_response(405)
+        self.send_header("Allow", "GET, HEAD")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse_method
+
     def log_message(self, format: str, *args: object) -> None:
         logger.debug("artifacts %s: %s", self.client_address[0], format % args)
 
@@ -236,7 +248,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send_file(model_id, file_name, head)
         except RefusedPath as error:
-            logger.warning("artifacts: refused %r from %s: %s", self.path, self.client_address[0], error)
+            logger.warning("artifacts: refused %.200r from %s: %.200s", self.path, self.client_address[0], error)
             self._error(400, str(error))
         except UnknownModelError as error:
             self._error(404, str(error))

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from broker.messages import Heartbeat, ModelStatus, TaskResult
+from broker.messages.membership import rejected_inputs
 from fleet_center.center_db import CenterDb
 from fleet_center.cost_model import ModelProfile
 from fleet_center.recorder import MetricRecorder
@@ -21,10 +22,13 @@ logger = logging.getLogger(__name__)
 class MetricsFeed:
     """Every method is cheap and never raises into its caller: metrics must not break the fleet."""
 
-    def __init__(self, recorder: MetricRecorder, db: CenterDb, role_of: Callable[[str], str]) -> None:
+    def __init__(self, recorder: MetricRecorder, db: CenterDb, role_of: Callable[[str], str],
+                 center_rejected: Callable[[], int] = lambda: 0) -> None:
+        """`center_rejected` counts the inputs the center itself refused (shown in its own heartbeat row)."""
         self.recorder = recorder
         self.db = db
         self.role_of = role_of
+        self.center_rejected = center_rejected
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._center_heartbeats, name="center-metrics", daemon=True)
 
@@ -43,7 +47,8 @@ class MetricsFeed:
     def heartbeat(self, beat: Heartbeat) -> None:
         self._record([schema.heartbeat_point(
             beat.node_id, self.role_of(beat.node_id), beat.cpu_percent, beat.memory_percent, beat.load_avg_1m,
-            beat.queue_depth, tuple(m.model_id for m in beat.loaded_models), timestamp_ns=schema.now_ns())])
+            beat.queue_depth, tuple(m.model_id for m in beat.loaded_models),
+            rejected_inputs=rejected_inputs(beat.counters), timestamp_ns=schema.now_ns())])
 
     def _center_heartbeats(self) -> None:
         cpu_meter = CpuMeter()
@@ -51,7 +56,8 @@ class MetricsFeed:
             sample = take_snapshot(cpu_meter)
             self._record([schema.heartbeat_point(
                 "center", "center", sample.cpu_percent, sample.memory_percent, sample.load_avg_1m, 0,
-                metrics_dropped=self.recorder.stats().dropped, timestamp_ns=schema.now_ns())])
+                metrics_dropped=self.recorder.stats().dropped, rejected_inputs=self.center_rejected(),
+                timestamp_ns=schema.now_ns())])
 
     def result(self, result: TaskResult, quality: float | None, clouds: set[str], predicted_s: float | None = None,
                measured_s: float | None = None) -> None:

@@ -92,11 +92,18 @@ class RoundRunner:
 
     def attach(self) -> None:
         """Subscribe to results and deployment status (before the bus connects or after)."""
-        self.bus.subscribe(topics.TASK_RESULT, lambda env: self._results.put(self._message(env, TaskResult)))
+        self.bus.subscribe(topics.TASK_RESULT, self._on_result)
         self.bus.subscribe(topics.MODEL_STATUS, self._on_status)
+
+    def _on_result(self, envelope: Envelope) -> None:
+        result = self._message(envelope, TaskResult)
+        if self._sent_by(envelope, result.node_id):
+            self._results.put(result)
 
     def _on_status(self, envelope: Envelope) -> None:
         status = self._message(envelope, ModelStatus)
+        if not self._sent_by(envelope, status.node_id):
+            return
         self._statuses.put(status)
         self._notify(self.status_listeners, status)
 
@@ -107,6 +114,14 @@ class RoundRunner:
                 listener(*args)
             except Exception:
                 logger.exception("listener failed")
+
+    def _sent_by(self, envelope: Envelope, node_id: str) -> bool:
+        """Whether the message names the node whose topic it came on (the broker's ACL vouches for the topic)."""
+        if envelope.params.get("node") == node_id:
+            return True
+        self.bus.stats.add("malformed")
+        logger.warning("dropped %s on %s naming node %s", type(envelope.message).__name__, envelope.topic, node_id)
+        return False
 
     @staticmethod
     def _message(envelope: Envelope, kind: type) -> object:

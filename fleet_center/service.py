@@ -7,6 +7,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+from broker.messages.membership import rejected_inputs
 from fleet_center.artifacts import ArtifactServer, ArtifactServerConfig
 from fleet_center.center_db import CenterDb
 from fleet_center.config import CenterConfig
@@ -36,17 +37,17 @@ class CenterService:
         if config.record_metrics:
             self.recorder = MetricRecorder(config.metrics)
             self.recorder.attach(self.membership.bus)  # nodes' own points arrive on metrics/+
-            self.feed = MetricsFeed(self.recorder, self.db, self._role_of)
+            self.feed = MetricsFeed(self.recorder, self.db, self._role_of, self._rejected_inputs)
             self.membership.heartbeat_listeners.append(self.feed.heartbeat)
         if config.run_rounds:
             store = ModelStore(Path(config.rounds.model_store) if config.rounds.model_store else default_store_root())
             profiles = load_profiles(store, config.rounds.models, profiles_path())
-            self.artifacts = ArtifactServer(store.root, ArtifactServerConfig(
             if not config.rounds.initial_model:
                 initial = default_edge_model(profiles, measured_perplexity(profiles_path()), config.rounds.models[0])
                 logger.info("edges start with %s (fastest within 2 %% of %s's perplexity)", initial,
                             config.rounds.models[0])
                 config = self.config = replace(config, rounds=replace(config.rounds, initial_model=initial))
+            self.artifacts = ArtifactServer(store.root, ArtifactServerConfig(
                 host=config.artifacts_host, port=config.artifacts_port, public_url=config.artifacts_public_url))
             probe = SpeedProbe()
             probe.maybe_probe()
@@ -61,6 +62,9 @@ class CenterService:
                 self.rounds.status_listeners.append(lambda s: self.feed.model_status(s, sizes.get(s.model_id, 0)))
                 self.feed.profiles(profiles, measured_perplexity(profiles_path()))
             self._thread = threading.Thread(target=self._run_rounds, name="center-rounds", daemon=True)
+
+    def _rejected_inputs(self) -> int:
+        return rejected_inputs({name: float(count) for name, count in self.membership.bus.stats.counts.items()})
 
     def _role_of(self, node_id: str) -> str:
         record = self.membership.snapshot().nodes.get(node_id)

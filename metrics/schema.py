@@ -65,10 +65,12 @@ def heartbeat_point(
     queue_depth: int,
     loaded_models: Sequence[str] = (),
     metrics_dropped: int | None = None,
+    rejected_inputs: int | None = None,
     *,
     timestamp_ns: int,
 ) -> MetricPoint:
-    """A node's vital signs at one heartbeat. `loaded_models` is stored as a count and a sorted id list."""
+    """A node's vital signs at one heartbeat. `loaded_models` is stored as a count and a sorted id list;
+    `rejected_inputs` counts malformed or refused inputs since the node started (messages and HTTP requests)."""
     return _point(
         HEARTBEAT,
         {"node": node, "role": role},
@@ -80,6 +82,7 @@ def heartbeat_point(
             "loaded_models": len(loaded_models),
             "loaded_model_ids": ",".join(sorted(loaded_models)),
             "metrics_dropped": None if metrics_dropped is None else int(metrics_dropped),
+            "rejected_inputs": None if rejected_inputs is None else int(rejected_inputs),
         },
         timestamp_ns,
     )

@@ -96,6 +96,16 @@ class NodeDeath(Message):
         require(0 <= self.bd_seq < 2**63, "bd_seq out of range")
 
 
+# Heartbeat counters that count inputs a node refused (bus: undecodable or misaddressed messages; edge: HTTP
+# 4xx; cloud: sessions opened or written in another edge's name, rejected hidden-state chunks).
+REJECTED_INPUT_COUNTERS = ("malformed", "http_rejected", "impersonations_refused", "chunks_rejected")
+
+
+def rejected_inputs(counters: dict[str, float]) -> int:
+    """Inputs a node refused since it started, from its heartbeat counters."""
+    return int(sum(counters.get(name, 0.0) for name in REJECTED_INPUT_COUNTERS))
+
+
 @dataclass(frozen=True, slots=True)
 class Heartbeat(Message):
     """QoS 0 on `nodes/{node}/heartbeat`, every heartbeat interval."""

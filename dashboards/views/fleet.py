@@ -55,13 +55,15 @@ def _node_table(status: pd.DataFrame) -> None:
         styled,
         hide_index=True, placeholder="–",
         column_order=["node", "role", "status", "last_heartbeat", "cpu_percent", "memory_percent", "load_1m",
-                      "queue_depth", "loaded_model_ids"],
+                      "queue_depth", "rejected_inputs", "loaded_model_ids"],
         column_config={
             "node": "Node", "role": "Role", "status": "Status", "last_heartbeat": "Last heartbeat",
             "cpu_percent": st.column_config.ProgressColumn("CPU", format="%.0f%%", min_value=0, max_value=100, color="auto-inverse"),
             "memory_percent": st.column_config.ProgressColumn("Memory", format="%.0f%%", min_value=0, max_value=100, color="auto-inverse"),
             "load_1m": st.column_config.NumberColumn("Load (1 min)", format="%.2f"),
             "queue_depth": st.column_config.NumberColumn("Queue"),
+            "rejected_inputs": st.column_config.NumberColumn(
+                "Rejected inputs", help="malformed or refused messages and HTTP requests since the node started"),
             "loaded_model_ids": st.column_config.TextColumn("Loaded models", width="large"),
         },
     )

@@ -164,3 +164,21 @@ def test_build_deploy_command_for_unknown_model_raises(tmp_path):
 
     with pytest.raises(UnknownModelError):
         build_deploy_command(tmp_path, "http://x", "nope")
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_methods_other_than_get_and_head_are_405(server, method):
+    response = httpx.request(method, f"{server.base_url}/models/m1/index.json")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, HEAD"
+
+
+def test_index_carries_the_centers_signature(tmp_path):
+    from fleet_center.artifacts import ArtifactServerConfig
+    from security.signing import SIGNATURE_HEADER, load_public_key, verify
+
+    make_model(tmp_path / "store", "m1", {"config.json": b"{}"})
+    key = tmp_path / "keys" / "center_signing.key"
+    with ArtifactServer(tmp_path / "store", ArtifactServerConfig(signing_key_file=str(key))) as running:
+        response = httpx.get(f"{running.base_url}/models/m1/index.json")
+    verify(load_public_key(key.with_suffix(".pub")), response.content, response.headers[SIGNATURE_HEADER])

@@ -37,6 +37,22 @@ def test_fleet_status_takes_each_nodes_latest_heartbeat_and_marks_silent_nodes_o
     assert status.loc["cloud-1", "loaded_model_ids"] == "m-edge15, m-int8"
 
 
+def test_fleet_status_shows_each_nodes_latest_rejected_input_count() -> None:
+    older = schema.heartbeat_point("pi-01", "edge", 1, 1, 1, 0, rejected_inputs=3, timestamp_ns=T0)
+    newer = schema.heartbeat_point("pi-01", "edge", 1, 1, 1, 0, rejected_inputs=40, timestamp_ns=T0 + S)
+    status = shaping.fleet_status(rows([older, newer, heartbeat("pi-02", 1)]), pd.Timestamp(T0 + 2 * S, unit="ns", tz="UTC"),
+                                  offline_after_s=15).set_index("node")
+    assert status.loc["pi-01", "rejected_inputs"] == 40
+    assert pd.isna(status.loc["pi-02", "rejected_inputs"])  # a node that never reported the counter
+
+
+def test_rejected_inputs_sums_the_refusal_counters_of_a_heartbeat() -> None:
+    from broker.messages.membership import rejected_inputs
+
+    counters = {"malformed": 5.0, "http_rejected": 2.0, "impersonations_refused": 1.0, "published": 900.0}
+    assert rejected_inputs(counters) == 8
+
+
 def round_rows() -> pd.DataFrame:
     stats = {"QA": schema.TaskTypeStats(tasks=4, edge=3, cloud=1, latency_ms_mean=100.0, quality=0.8),
              "TS": schema.TaskTypeStats(tasks=2, edge=0, cloud=1, failed=1, latency_ms_mean=300.0, quality=0.4)}

@@ -39,8 +39,19 @@ def test_full_task_object_with_deadline_and_keep_alive():
         (b'{"task_type": "TC", "model_name": "m", "prompt": "x", "wait": "yes"}', "wait"),
         (b'{"task_type": "TC", "model_name": "m", "prompt": "x", "max_new_tokens": 0}', "max_new_tokens"),
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"task_type": "TC", "model_name": "m", "prompt": "\\ud800"}', "not valid Unicode"),
+        (b'{"task_type": "TC", "model_name": "m", "prompt": "x", "mode": null}', "mode"),
+        (b'{"task_type": "TC", "model_name": "m", "prompt": "x", "mode": "telepathy"}', "mode"),
+        (b'{"task_type": "TC", "model_name": "m", "prompt": "x", "keep_alive_s": 1e999}', "keep_alive_s"),
+        (b'{"task_type": 18446744073709551616, "model_name": "m", "prompt": "x"}', "task_type"),
     ],
 )
 def test_bad_bodies_name_the_problem(body, fragment):
     with pytest.raises(RequestError, match=fragment):
         parse_task_request(body, now=0.0)
+
+
+def test_null_numbers_take_their_defaults():
+    body = b'{"task_type": "QA", "model_name": "m", "prompt": "x", "priority": null, "max_new_tokens": null}'
+    request = parse_task_request(body, now=0.0)
+    assert request.task.priority == 0 and request.task.max_new_tokens == 64
