@@ -23,6 +23,7 @@ class DashboardConfig:
     refresh_s: float = 5.0  # live pages re-query this often; 0 turns live refresh off
     offline_after_s: float = 15.0  # a node whose last heartbeat is older than this shows as offline
     max_rows: int = 50_000  # newest points per measurement a page reads
+    leaderboard_csv: str = ""  # the routing job's leaderboard CSV; "" = docs/leaderboard.csv of this checkout
 
     def __post_init__(self) -> None:
         check(self.refresh_s >= 0, "dashboard.refresh_s", "must be >= 0")

@@ -16,7 +16,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-PAGES = (("", "Fleet"), ("rounds", "Rounds"), ("caching", "Caching"), ("tokens", "Tokens"), ("models", "Models"))
+PAGES = (("", "Fleet"), ("rounds", "Rounds"), ("caching", "Caching"), ("tokens", "Tokens"), ("models", "Models"),
+         ("leaderboard", "Leaderboard"))
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")
 WIDTH = 1440
