@@ -82,7 +82,7 @@ def start_fleet(root: Path) -> Fleet:
     base = BusConfig(port=broker.config.port, password_file=str(root / "secrets" / "{node}.password"), keepalive_s=2)
     edges = {node: EdgeService(EdgeConfig(
         node_id=node, bus=base, model_store=str(store), state_dir=str(root / "state"), http_port=0,
-        heartbeat_interval_s=HEARTBEAT_S, queue_capacity=16, cache_wait_s=5)).start() for node in EDGES}
+        heartbeat_interval_s=HEARTBEAT_S, cache_wait_s=5)).start() for node in EDGES}
     cloud = CloudService(CloudConfig(node_id=CLOUD, bus=base, model_store=str(store), state_dir=str(root / "state"),
                                      heartbeat_interval_s=HEARTBEAT_S)).start()
     rounds = RoundsConfig(total_rounds=0, round_interval_s=0.2, tasks_per_edge=1, arrival="fixed", models=(MODEL,),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker.acl import acl_text
+from broker.bridging import bridge_acl_lines, bridge_lines
 from broker.credentials import (
     load_or_create_secret,
     node_password,
@@ -48,11 +49,17 @@ class BrokerConfig:
     tls_hosts: tuple[str, ...] = ("localhost", "127.0.0.1")  # names/addresses the broker certificate is valid for
     tls_client_certs: bool = False  # also require a client certificate signed by the fleet CA (besides the password)
     tls_dir: str = str(FLEET_DIR / "tls")  # fleet CA, broker certificate, one <node>.crt/.key per node
+    # Two-level topology (broker/bridging.py, docs/scaling.md)
+    bridge_users: tuple[str, ...] = ()  # core broker: the site bridges that may connect (they speak for their edges)
+    core_address: str = ""  # site broker: host:port of the core broker to bridge to; empty = no bridge
+    site_name: str = ""  # site broker: its name, which is its bridge's user at the core
+    bridge_keepalive_s: int = 5  # site broker: keep-alive of the bridge connection
 
     def __post_init__(self) -> None:
         check(0 < self.port < 65536, "broker.port", f"{self.port} is not a TCP port")
         check(0 <= self.tls_port < 65536, "broker.tls_port", f"{self.tls_port} is not a TCP port")
         check(self.tls_port != self.port, "broker.tls_port", "must differ from broker.port")
+        check(not self.core_address or bool(self.site_name), "broker.site_name", "a site broker needs a name")
         check(bool(self.center_user), "broker.center_user", "must not be empty")
 
 
@@ -66,7 +73,7 @@ class LocalBroker:
 
     @property
     def users(self) -> list[str]:
-        users = [self.config.center_user, *self.config.cloud_users, *self.config.edge_users]
+        users = [self.config.center_user, *self.config.cloud_users, *self.config.edge_users, *self.config.bridge_users]
         return [user for user in users if user not in self.revoked]
 
     def revoke(self, user: str) -> None:
@@ -89,7 +96,8 @@ class LocalBroker:
         passwords = self.passwords()
         write_password_file(state / "passwords", passwords)
         write_node_password_files(Path(self.config.secrets_dir), passwords)
-        (state / "acl").write_text(acl_text(self.config.center_user, self.config.cloud_users, self.config.edge_users))
+        acl = acl_text(self.config.center_user, self.config.cloud_users, self.config.edge_users)
+        (state / "acl").write_text(acl + "\n".join(bridge_acl_lines(self.config.bridge_users)) + "\n")
         runtime = BASE_CONFIG.read_text() + "\n".join(
             [
                 "",
@@ -103,12 +111,21 @@ class LocalBroker:
                 f"acl_file {state / 'acl'}",
                 f"persistence_location {state / 'data'}/",
                 *self._tls_lines(),
+                *self._bridge_lines(),
                 "",
             ]
         )
         path = state / "mosquitto.conf"
         path.write_text(runtime)
         return path
+
+    def _bridge_lines(self) -> list[str]:
+        """A site broker's bridge to the core; its password is the one the core derives for the site's name."""
+        if not self.config.core_address:
+            return []
+        secret = load_or_create_secret(Path(self.config.secrets_dir) / "fleet.key")
+        return bridge_lines(self.config.site_name, self.config.core_address, node_password(secret, self.config.site_name),
+                            self.config.edge_users, self.config.bridge_keepalive_s)
 
     def _tls_lines(self) -> list[str]:
         """The TLS listener's lines, creating the CA, the broker certificate and node certificates as needed."""
