@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from broker.config import BusConfig
+from fleet_center.round_routing import RoundRouting
 from metrics.config import RecorderConfig
 from runtime.settings import FLEET_DIR, check
 
@@ -72,9 +73,15 @@ class CenterConfig:
     artifacts_host: str = "127.0.0.1"  # model artifact server (deployments); 0.0.0.0 to serve Pis on the LAN
     artifacts_port: int = 8700  # 0 = any free port
     artifacts_public_url: str = ""  # URL edges use to reach it; "" = http://host:port
+    # Query routing in rounds (docs/routing.md): scheduler = no routing (the offloading scheduler places
+    # tasks); edge_only | cloud_only | random | resource | miner route every task through its arrival edge.
+    router: str = "scheduler"
+    mining_mode: str = "mining_then_inference"  # the miner's: mining_then_inference | inference_then_mining
+    router_cloud_probability: float = 0.5  # the random router's share of cloud queries
 
     def __post_init__(self) -> None:
         check(bool(self.center_id), "center_id", "must not be empty")
         check(self.heartbeat_timeout_s > 0, "heartbeat_timeout_s", "must be > 0")
         check(0 <= self.artifacts_port < 65536, "artifacts_port", f"{self.artifacts_port} is not a TCP port")
+        RoundRouting(self.router, self.mining_mode, self.router_cloud_probability)  # raises ConfigError naming the key
         check(0 < self.tick_interval_s <= self.heartbeat_timeout_s, "tick_interval_s", "must be > 0 and <= heartbeat_timeout_s")

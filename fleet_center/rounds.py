@@ -31,8 +31,10 @@ from fleet_center.round_plan import (
     reassignment_target,
     task_type_name,
 )
+from fleet_center.round_routing import RoundRouting, route_tasks
 from fleet_center.scheduling import problem as sched
 from fleet_center.scheduling.solvers import make_scheduler
+from routing.routers import EdgeState
 from runtime.capabilities import SpeedProbe
 
 logger = logging.getLogger(__name__)
@@ -55,12 +57,15 @@ class RoundRunner:
                  profiles: tuple[ModelProfile, ...], reference_gflops: float,
                  task_set: tuple[workload.Task, ...] | None = None,
                  deploy_command: Callable[[str, str, bool], NodeCommand] | None = None,
-                 reference_probe: SpeedProbe | None = None) -> None:
+                 reference_probe: SpeedProbe | None = None, routing: RoundRouting | None = None) -> None:
         """`deploy_command(model_id, command_id, pin)` builds a deploy command whose URL serves the model;
         without it, deploy commands carry no URL and edges use the copy in their own store.
         `reference_probe`, if given, re-measures the reference GFLOPS (this host) as rounds go by: a
-        probe taken while the fleet starts up reads low, like the edges' own."""
+        probe taken while the fleet starts up reads low, like the edges' own.
+        `routing`, if active, replaces the offloading scheduler with query routing (fleet_center/round_routing.py)."""
         self.config = config
+        self.routing = routing or RoundRouting()
+        self._routes: dict[str, str] = {}  # instance id -> TaskSpec.route of routed rounds
         # the service resolves an empty initial_model from profiles; alone, edges start on the cloud's model
         self.initial_model = config.initial_model or config.models[0]
         self.bus = bus
@@ -189,6 +194,9 @@ class RoundRunner:
         """(instance id, node id, model id, predicted latency s) for every pending task."""
         if not pending:
             return []
+        routed = self._route(pending) if self.routing.active else None
+        if routed is not None:
+            return routed
         edges = self._edge_figures()
         fleet = build_fleet(edges, self._cost_inputs())
         known = set(fleet.model_ids)
@@ -219,6 +227,24 @@ class RoundRunner:
                 decisions.append((item.task_id, item.edge_id, item.model_id or self.initial_model, item.latency_s))
         queued = cloud_queue_latencies(cloud_items, self._cloud_overhead_s, self._cloud_backlog_s())
         return [(task_id, node, model, queued.get(task_id, latency)) for task_id, node, model, latency in decisions]
+
+    def _route(self, pending: list[StoredTask]) -> list[tuple[str, str, str, float]] | None:
+        """Every task through its arrival edge, with the route the router chose (no latency prediction);
+        None without an online edge (the scheduler's own fallbacks take over)."""
+        state = self.membership.snapshot()
+        edges = {n.node_id: EdgeState(self._queue_depth(n.node_id, n.last_heartbeat),
+                                      n.last_heartbeat.cpu_percent if n.last_heartbeat else 0.0)
+                 for n in state.online("edge")}
+        if not edges:
+            return None
+        routed = route_tasks(self.routing, [(t.instance_id, t.arrived_at_edge, t.task_type) for t in pending], edges)
+        self._routes.update({item.instance_id: item.route for item in routed})
+        return [(item.instance_id, item.edge_id, self._routed_model(item.edge_id), None)  # type: ignore[misc]
+                for item in routed]
+
+    def _routed_model(self, edge_id: str) -> str:
+        placed = self._placed(edge_id)
+        return self.initial_model if self.initial_model in placed else sorted(placed)[0]
 
     def _cloud_backlog_s(self) -> dict[str, float]:
         """Seconds of work each cloud worker already holds (its heartbeat's queue depth x a mean task)."""
@@ -256,6 +282,7 @@ class RoundRunner:
                 task_id=instance_id, task_type=task_type_name(task.task_type), prompt=task.task_token,
                 model_id=model_id, round_id=round_index, deadline=deadline, max_new_tokens=self.config.max_new_tokens,
                 mode="standalone" if node_id in clouds else self.config.edge_mode,
+                route=self._routes.pop(instance_id, ""), mining_mode=self.routing.mining_mode,
             ))
             self.db.assign(instance_id, node_id, model_id)
             if predicted_s is not None:

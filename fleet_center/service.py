@@ -15,6 +15,7 @@ from fleet_center.membership import FleetMembership
 from fleet_center.metrics_feed import MetricsFeed
 from fleet_center.profiles import default_edge_model, load_profiles, measured_perplexity, profiles_path
 from fleet_center.recorder import MetricRecorder
+from fleet_center.round_routing import RoundRouting
 from fleet_center.rounds import RoundRunner
 from models.paths import default_store_root
 from models.store import ModelStore
@@ -53,7 +54,9 @@ class CenterService:
             probe.maybe_probe()
             self.rounds = RoundRunner(config.rounds, self.membership.bus, self.membership, self.db, profiles,
                                       reference_gflops=probe.gflops, deploy_command=self.artifacts.deploy_command,
-                                      reference_probe=probe)
+                                      reference_probe=probe,
+                                      routing=RoundRouting(config.router, config.mining_mode,
+                                                           config.router_cloud_probability, config.rounds.seed))
             self.rounds.attach()
             if self.feed is not None:
                 sizes = {p.model_id: p.size_bytes for p in profiles}
