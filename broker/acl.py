@@ -40,5 +40,12 @@ def acl_text(center_user: str, cloud_users: Iterable[str], edge_users: Iterable[
         f"pattern read {topics.REPLY.acl(client=NODE)}",
         f"pattern write {topics.INFER_UP.acl(edge=NODE)}",
         f"pattern read {topics.INFER_DOWN.acl(edge=NODE)}",
+        # pipeline stages (issue 18): own control in, own reports out, stage links only as source / target
+        f"pattern read {topics.PIPELINE_CONTROL.acl(node=NODE)}",
+        f"pattern write {topics.PIPELINE_REPORT.acl(node=NODE)}",
+        f"pattern write {topics.PIPELINE_LINK.acl(source=NODE)}",
+        f"pattern read {topics.PIPELINE_LINK.acl(target=NODE)}",
+        f"pattern write {topics.PIPELINE_KV.acl(source=NODE)}",
+        f"pattern read {topics.PIPELINE_KV.acl(target=NODE)}",
     ]
     return "\n".join(lines) + "\n"

@@ -117,3 +117,13 @@ def parse(topic: str) -> tuple[TopicSpec, dict[str, str]]:
         else:
             return spec, params
     raise TopicError(f"topic {topic!r} is not in the fleet's topic tree")
+
+
+# Pipeline inference (issue 18, broker/messages/pipeline.py). A stage reads its control topic and what
+# other stages address to it, and writes only as itself (broker/acl.py).
+from broker.messages.pipeline import KvChunk, StageControl, StageLink, StageReport  # noqa: E402
+
+PIPELINE_CONTROL = register(TopicSpec("pipeline/{node}/control", StageControl, qos=1))
+PIPELINE_REPORT = register(TopicSpec("pipeline/{node}/report", StageReport, qos=1))
+PIPELINE_LINK = register(TopicSpec("pipeline/{run}/link/{source}/{target}", StageLink, qos=1))
+PIPELINE_KV = register(TopicSpec("pipeline/{run}/kv/{source}/{target}", KvChunk, qos=1))
