@@ -45,9 +45,15 @@ def miner_path(edge_model: str) -> Path:
 
 
 def training_tasks(tasks: tuple[Task, ...]) -> list[Task]:
+    """The router-training part, types interleaved (TC, NER, QA, TS, SG, TC, ...): a table cut short stays balanced."""
     split = split_tasks([(t.task_id, t.task_type) for t in tasks])
     wanted = set(split.train)
-    return [task for task in tasks if task.task_id in wanted]
+    by_type: dict[int, list[Task]] = {}
+    for task in tasks:
+        if task.task_id in wanted:
+            by_type.setdefault(task.task_type, []).append(task)
+    queues = [by_type[t] for t in sorted(by_type)]
+    return [queue[i] for i in range(max(map(len, queues))) for queue in queues if i < len(queue)]
 
 
 def collect(edge_model: str, max_new_tokens: int, limit: int) -> dict:
