@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from routing.routers import (
+    CLOUD_ONLY,
+    EDGE_ONLY,
     MINING_MODES,
-    CloudOnlyRouter,
-    EdgeOnlyRouter,
     EdgeState,
     RandomRouter,
     ResourceRouter,
@@ -58,9 +58,9 @@ class RoutedTask:
 def _center_router(routing: RoundRouting) -> Router | None:
     match routing.router:
         case "edge_only":
-            return EdgeOnlyRouter()
+            return EDGE_ONLY
         case "cloud_only":
-            return CloudOnlyRouter()
+            return CLOUD_ONLY
         case "random":
             return RandomRouter(routing.cloud_probability, routing.seed)
         case "resource":

@@ -60,21 +60,19 @@ class Router(Protocol):
 
 
 @dataclass(frozen=True)
-class EdgeOnlyRouter:
-    name: str = "edge_only"
+class FixedRouter:
+    """Every query to one side: edge_only and cloud_only, the two ends of every comparison."""
+
+    fixed: Route
+    name: str
     needs_features: bool = False
 
     def route(self, query: RoutingQuery) -> RouteDecision:
-        return RouteDecision("edge", 0.0, "edge only")
+        return RouteDecision(self.fixed, float(self.fixed == "cloud"), self.name.replace("_", " "))
 
 
-@dataclass(frozen=True)
-class CloudOnlyRouter:
-    name: str = "cloud_only"
-    needs_features: bool = False
-
-    def route(self, query: RoutingQuery) -> RouteDecision:
-        return RouteDecision("cloud", 1.0, "cloud only")
+EDGE_ONLY = FixedRouter("edge", "edge_only")
+CLOUD_ONLY = FixedRouter("cloud", "cloud_only")
 
 
 def uniform_draw(query_id: str, seed: int) -> float:
@@ -162,9 +160,9 @@ def make_router(name: str, *, miner_path: Path | None = None, cloud_probability:
     """A router by name. Raises ValueError for an unknown name or a missing input, MinerFileError for a bad miner."""
     match name:
         case "edge_only":
-            return EdgeOnlyRouter()
+            return EDGE_ONLY
         case "cloud_only":
-            return CloudOnlyRouter()
+            return CLOUD_ONLY
         case "random":
             return RandomRouter(cloud_probability, seed)
         case "oracle":

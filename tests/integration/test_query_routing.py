@@ -5,14 +5,13 @@ import dataclasses
 import httpx
 import pytest
 
-from cloud_node.config import CloudConfig
-from cloud_node.service import CloudService
 from edge_node.config import EdgeConfig
 from edge_node.service import EdgeService
 from models.tiny import write_tiny_model
 from routing.features import SCALAR_COLUMNS
 from routing.miner import MinerModel
 from runtime.settings import load
+from tests.integration.test_edge_collab_tasks import cloud as cloud  # the fixture, on this module's store
 
 EDGE_MODEL, CLOUD_MODEL = "tiny-edge", "tiny-cloud"
 
@@ -45,15 +44,6 @@ def start_edge(mosquitto, store, tmp_path, *settings):
 def edge(mosquitto, store, tmp_path):
     (tmp_path / "miners").mkdir()
     service = start_edge(mosquitto, store, tmp_path)
-    yield service
-    service.stop()
-
-
-@pytest.fixture
-def cloud(mosquitto, store, tmp_path):
-    config = dataclasses.replace(CloudConfig(), node_id="cloud-1", bus=mosquitto.bus_config(), model_store=str(store),
-                                 state_dir=str(tmp_path / "state"), heartbeat_interval_s=0.5)
-    service = CloudService(config).start()
     yield service
     service.stop()
 

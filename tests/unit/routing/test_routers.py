@@ -5,8 +5,8 @@ import pytest
 from routing.features import SCALAR_COLUMNS, QueryFeatures
 from routing.miner import MinerModel
 from routing.routers import (
-    CloudOnlyRouter,
-    EdgeOnlyRouter,
+    CLOUD_ONLY,
+    EDGE_ONLY,
     EdgeState,
     MinerRouter,
     OracleRouter,
@@ -36,11 +36,11 @@ def _features(entropy: float) -> QueryFeatures:
 
 
 def test_edge_only_keeps_every_query_on_the_edge():
-    assert EdgeOnlyRouter().route(_query()).route == "edge"
+    assert EDGE_ONLY.route(_query()).route == "edge"
 
 
 def test_cloud_only_sends_every_query_to_the_cloud():
-    assert CloudOnlyRouter().route(_query()).route == "cloud"
+    assert CLOUD_ONLY.route(_query()).route == "cloud"
 
 
 def test_random_router_sends_about_its_probability_to_the_cloud():
