@@ -4,14 +4,24 @@
 cold_ttft_ms (request → first token, model not loaded), warm_ttft_ms (loaded), idle_unload_ok (unloaded
 after a 1 s keep-alive), evictions_ok (memory budget honoured, least-recently-used idle model evicted,
 pinned model kept), bad_inputs_survived (malformed HTTP bodies and MQTT payloads answered or logged,
-node healthy after), http_tasks_per_s (tiny model, 4 concurrent clients).
+node healthy after), http_tasks_per_s (tiny model, 4 concurrent clients), and the familiar APIs' streaming
+rates (issue 20): generation_tokens_per_s (the node's own decode rate, measured inside it without HTTP),
+ollama_client_tokens_per_s and openai_client_tokens_per_s (the same prompts and model streamed through the
+official clients, each in a process of its own; goal >= 0.9 x generation_tokens_per_s).
 """
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as in a real edge (edge_node/__main__.py)
+
 import argparse
 import concurrent.futures
 import dataclasses
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +33,8 @@ from broker import topics
 from broker.client import BusClient
 from broker.config import BusConfig
 from broker.launcher import BrokerConfig, LocalBroker, free_port
+from edge_node.compat_api.requests import GenerationRequest, Message
+from edge_node.compat_api.routes import engine_for
 from edge_node.config import EdgeConfig
 from edge_node.service import EdgeService
 from models.paths import default_store_root
@@ -77,10 +89,49 @@ def bad_inputs(url: str, bus: BusConfig, service: EdgeService) -> int:
     return int(answered + logged) if healthy else 0
 
 
+API_PROMPTS = ("Write a short story about a robot who learns to paint.", "Explain how rain forms, step by step.",
+               "Describe a walk through a forest in autumn.")
+
+
+def api_rates(service: EdgeService, rounds: int, tokens: int) -> dict[str, object]:
+    """Decode rates (tokens after the first per second after the first) of the node itself and of both clients,
+    interleaved prompt by prompt so that load on the machine falls on all three alike."""
+    engine = engine_for(service)  # the node's own generation path, as the HTTP routes use it
+    totals = {name: [0, 0.0] for name in ("node", "ollama", "openai")}
+    counts: dict[str, list[int]] = {name: [] for name in totals}
+    for round_index in range(rounds):
+        for prompt_index, prompt in enumerate(API_PROMPTS):
+            request = GenerationRequest(FP32, messages=(Message("user", prompt),), max_new_tokens=tokens)
+            outcome = engine.submit(request).result()  # on a generation thread, as an HTTP request would run
+            totals["node"][0] += len(outcome.token_ids) - 1
+            totals["node"][1] += outcome.eval_s
+            counts["node"].append(len(outcome.token_ids))
+            # Whichever client follows the node's own run meets a warmer (or busier) machine: alternate.
+            for client in ("ollama", "openai")[:: 1 if (round_index + prompt_index) % 2 == 0 else -1]:
+                command = [sys.executable, "-m", "benchmarks.api_clients", "--client", client, "--url", service.http.url,
+                           "--model", FP32, "--prompt", prompt, "--tokens", str(tokens)]
+                run = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+                totals[client][0] += run["tokens"] - 1
+                totals[client][1] += run["last_s"] - run["first_s"]
+                counts[client].append(run["tokens"])
+    rate = {name: n / s if s > 0 else 0.0 for name, (n, s) in totals.items()}
+    return {
+        "generation_tokens_per_s": round(rate["node"], 2),
+        "ollama_client_tokens_per_s": round(rate["ollama"], 2),
+        "openai_client_tokens_per_s": round(rate["openai"], 2),
+        "ollama_over_generation": round(rate["ollama"] / rate["node"], 3) if rate["node"] else 0.0,
+        "openai_over_generation": round(rate["openai"] / rate["node"], 3) if rate["node"] else 0.0,
+        "api_same_token_counts": counts["node"] == counts["ollama"] == counts["openai"],
+        "api_tokens_per_answer": counts["node"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.edge", description=__doc__)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--tiny-tasks", type=int, default=40)
+    parser.add_argument("--api-rounds", type=int, default=2, help="rounds over the API prompts")
+    parser.add_argument("--api-tokens", type=int, default=48, help="tokens per API answer")
     args = parser.parse_args(argv)
     store = ModelStore(default_store_root())
     sizes = {model: store.manifest(model).bytes for model in (FP32, BF16, INT8)}
@@ -112,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 held = sum(r.size_bytes for r in service.cache.status())
                 evictions_ok = FP32 in resident and INT8 in resident and BF16 not in resident and held <= budget_mb * 2**20
                 survived = bad_inputs(url, bus, service)
+                api = api_rates(service, args.api_rounds, args.api_tokens)
             finally:
                 service.stop()
             tiny_root = Path(tmp) / "tiny"
@@ -136,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "evictions_ok": evictions_ok,
         "bad_inputs_survived": survived,
         "http_tasks_per_s": round(tasks_per_s, 1),
+        **api,
     }
     print_result(result, args.json)
     return 0

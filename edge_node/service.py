@@ -118,6 +118,10 @@ class EdgeService:
         logger.info("edge %s serving HTTP on %s; store %s", self.node_id, self.http.url, self.store.root)
         return self
 
+    def alive(self) -> bool:
+        """Whether the node still works (the systemd watchdog is fed only while it does): worker and HTTP up."""
+        return self._threads[0].is_alive() and self.http.thread.is_alive() and not self._stop.is_set()
+
     def stop_worker(self) -> None:
         """Stop taking tasks (tests: together with presence.crash(), a node that died mid-task)."""
         self._stop.set()

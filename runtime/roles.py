@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from broker.errors import BusError
+from runtime import sd_notify
 from runtime.settings import ConfigError, load
 
 logger = logging.getLogger(__name__)
@@ -33,16 +34,25 @@ def configure_logging(name: str, level: int = logging.INFO) -> None:
 
 
 def run_service(service: Service) -> int:
-    """Start `service`, block until a stop signal, stop it. Returns the process exit code."""
+    """Start `service`, block until a stop signal, stop it. Returns the process exit code.
+
+    Under a systemd `Type=notify` unit it reports READY=1 once started, WATCHDOG=1 while the service's
+    `alive()` (if it has one) holds, and STOPPING=1 (runtime/sd_notify.py); elsewhere that is a no-op.
+    """
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     service.start()
+    sd_notify.notify("READY=1")
+    watchdog_s = sd_notify.watchdog_interval_s()
+    alive: Callable[[], bool] = getattr(service, "alive", lambda: True)
     try:
-        while not stop.wait(1.0):
-            pass
+        while not stop.wait(min(1.0, watchdog_s or 1.0)):
+            if watchdog_s and alive():  # a wedged node stops pinging: systemd restarts it
+                sd_notify.notify("WATCHDOG=1")
     finally:
         logger.info("stopping")
+        sd_notify.notify("STOPPING=1")
         service.stop()
     return 0
 

@@ -5,7 +5,7 @@ GET  /api/tags, /api/ps         models in the store / in memory;  POST /api/show
 GET  /api/version
 POST /v1/chat/completions       SSE stream or one chat.completion;  GET /v1/models, /v1/models/{id}
 
-Generation runs on a thread of its own (the engine); its text deltas cross to the event loop through
+Generation runs on the engine's generation threads; its text deltas cross to the event loop through
 an asyncio queue, so a slow client never holds the model and a client that goes away ends a
 standalone answer at its next token.
 """
@@ -18,7 +18,9 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,15 +48,22 @@ NDJSON = "application/x-ndjson"
 
 
 def engine_for(service: EdgeService) -> GenerationEngine:
-    """The engine over the service's cache and store; the cloud link is looked up per answer (it is wired later)."""
-    config = service.config
-    return GenerationEngine(
-        service.cache, service.store,
-        collab=lambda: (service.executor.collab_client, service.executor.collab_config),
-        config=EngineConfig(default_mode=config.api_mode, max_new_tokens=config.api_max_tokens,
-                            parallel=config.api_parallel, max_waiting=config.queue_capacity,
-                            early_exit=config.early_exit),
-    )
+    """The service's one engine over its cache and store (made on first use; the cloud link is looked up per
+    answer, as it is wired after the HTTP server)."""
+    engine = _ENGINES.get(service)
+    if engine is None:
+        config = service.config
+        engine = _ENGINES[service] = GenerationEngine(
+            service.cache, service.store,
+            collab=lambda: (service.executor.collab_client, service.executor.collab_config),
+            config=EngineConfig(default_mode=config.api_mode, max_new_tokens=config.api_max_tokens,
+                                parallel=config.api_parallel, max_waiting=config.queue_capacity,
+                                early_exit=config.early_exit),
+        )
+    return engine
+
+
+_ENGINES: weakref.WeakKeyDictionary[EdgeService, GenerationEngine] = weakref.WeakKeyDictionary()
 
 
 # ---- thread -> event loop ---------------------------------------------------------------------------
@@ -100,19 +109,20 @@ async def start(engine: GenerationEngine, request: GenerationRequest) -> _Runnin
         except RuntimeError:  # the server's loop is gone (shutdown): nobody is listening
             cancel.set()
 
-    def work() -> None:
+    def finished(future: Future[GenerationOutcome]) -> None:
         try:
-            outcome = engine.generate(request, on_text=lambda text: put("text", text),
-                                      on_start=lambda: put("start", None), cancelled=cancel.is_set)
+            outcome = future.result()
         except ApiRequestError as error:
             put("error", error)
         except Exception as error:  # one request's failure must not take the node down
-            logger.exception("API generation with %s failed", request.model_id)
+            logger.error("API generation with %s failed", request.model_id, exc_info=error)
             put("error", ApiRequestError(f"{type(error).__name__}: {error}", status=500, code="generation_failed"))
         else:
             put("done", outcome)
 
-    threading.Thread(target=work, name=f"api-{request.model_id}", daemon=True).start()
+    future = engine.submit(request, on_text=lambda text: put("text", text), on_start=lambda: put("start", None),
+                           cancelled=cancel.is_set)
+    future.add_done_callback(finished)
     kind, value = await queue.get()
     if kind == "error":
         raise value
