@@ -61,7 +61,7 @@ class JobSpec:
     edge_cpu_quota: float = 0.0  # fraction of one core per edge; 0 = unlimited
     routers: tuple[str, ...] = ("cloud_only", "edge_only", "miner", "random", "oracle")
     mining_modes: tuple[str, ...] = ("mining_then_inference", "inference_then_mining")
-    edge_variants: tuple[str, ...] = ("smollm2-135m-int8",)
+    edge_variants: tuple[str, ...] = ("smollm2-135m-bf16",)
     collaborations: tuple[str, ...] = ("standalone",)
     links: tuple[str, ...] = ("lan",)
     path: Path = field(default=Path("job.toml"), compare=False)

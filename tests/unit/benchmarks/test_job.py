@@ -1,0 +1,90 @@
+"""The benchmark job's pure parts: job files, the cell matrix, the results file, the report's ratios."""
+
+import json
+
+import pytest
+
+from benchmarks.job_report import cell_rows, operating_point
+from benchmarks.job_results import append_cell, first_by_key, read_results
+from benchmarks.job_spec import Cell, JobSpec, load_job
+from runtime.settings import ConfigError
+
+
+def write_job(tmp_path, text: str):
+    path = tmp_path / "job.toml"
+    path.write_text(text)
+    return path
+
+
+def test_sample_job_loads_and_orders_cells_by_what_they_need():
+    spec = load_job("benchmarks/jobs/sample.toml")
+    routers = [cell.router for cell in spec.cells()]
+    assert routers.index("cloud_only") < routers.index("edge_only") < routers.index("miner") < routers.index("random")
+    assert routers.index("edge_only") < routers.index("oracle")
+
+
+def test_only_the_miner_runs_in_both_mining_modes():
+    spec = JobSpec(routers=("cloud_only", "edge_only", "miner"))
+    assert [(c.router, c.mining_mode) for c in spec.cells()] == [
+        ("cloud_only", "mining_then_inference"), ("edge_only", "mining_then_inference"),
+        ("miner", "mining_then_inference"), ("miner", "inference_then_mining")]
+
+
+def test_job_file_with_an_unknown_router_names_it(tmp_path):
+    with pytest.raises(ConfigError, match="fastest"):
+        load_job(write_job(tmp_path, '[matrix]\nrouter = ["cloud_only", "fastest"]\n'))
+
+
+def test_job_file_without_cloud_only_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="cloud_only"):
+        load_job(write_job(tmp_path, '[matrix]\nrouter = ["edge_only"]\n'))
+
+
+def test_job_file_with_an_unknown_key_names_it(tmp_path):
+    with pytest.raises(ConfigError, match="job.speed"):
+        load_job(write_job(tmp_path, "[job]\nspeed = 3\n"))
+
+
+def line(cell: Cell, scores: dict[int, float], cloud_share: float = 0.0) -> dict:
+    records = [{"task_id": t, "task_type": 0, "score": s} for t, s in scores.items()]
+    return {"key": cell.key, "records": records,
+            "summary": {"quality": sum(scores.values()) / len(scores), "quality_by_type": {"TC": 0.5},
+                        "cloud_query_ratio": cloud_share, "cloud_token_share": cloud_share, "ttft_s_p50": 0.1,
+                        "latency_s_p50": 1.0, "latency_s_p95": 2.0, "tokens_per_s": 5.0, "bytes_per_response": 10.0,
+                        "tasks": len(scores)}}
+
+
+def test_a_line_cut_short_by_a_kill_is_skipped_and_the_next_cell_starts_a_new_line(tmp_path):
+    path = tmp_path / "results.jsonl"
+    append_cell(path, line(Cell("cloud_only", "mining_then_inference", "e", "standalone", "lan"), {1: 1.0}))
+    with open(path, "a") as results:
+        results.write('{"key": "edge_only|half')  # killed mid-write
+    append_cell(path, line(Cell("edge_only", "mining_then_inference", "e", "standalone", "lan"), {1: 0.5}))
+    assert [item["key"].split("|")[0] for item in read_results(path)] == ["cloud_only", "edge_only"]
+
+
+def test_repeated_cells_keep_their_first_line(tmp_path):
+    cell = Cell("cloud_only", "mining_then_inference", "e", "standalone", "lan")
+    lines = [line(cell, {1: 1.0}), line(cell, {1: 0.0})]
+    assert first_by_key(lines)[cell.key]["records"][0]["score"] == 1.0
+
+
+def test_quality_ratio_is_against_cloud_only_on_the_same_tasks():
+    spec = JobSpec(routers=("cloud_only", "edge_only"), edge_variants=("e",))
+    cloud, edge = spec.cells()
+    rows = cell_rows(spec.cells(), {cloud.key: line(cloud, {1: 1.0, 2: 0.5}), edge.key: line(edge, {1: 0.75, 2: 0.0})})
+    ratios = {row["router"]: row["quality_ratio"] for row in rows}
+    assert ratios == {"cloud_only": 1.0, "edge_only": 0.5}
+
+
+def test_operating_point_compares_the_miner_with_random_over_the_same_tasks():
+    spec = JobSpec(routers=("cloud_only", "miner", "random"), mining_modes=("mining_then_inference",),
+                   edge_variants=("e",), bootstrap_resamples=500)
+    cloud, miner, random = spec.cells()
+    scores = {t: 1.0 for t in range(40)}
+    lines = {cloud.key: line(cloud, scores), miner.key: line(miner, scores, 0.3),
+             random.key: line(random, {t: float(t % 2) for t in range(40)}, 0.3)}
+    point = operating_point(spec, lines)
+    assert point["quality_ratio"] == 1.0 and point["random_quality_ratio"] == 0.5
+    assert 0 < point["ci95_halfwidth"] < 0.5
+    json.dumps(point)
