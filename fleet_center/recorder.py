@@ -3,7 +3,9 @@
 Writing happens on one background thread. Callers (bus handlers, the round loop) only append to a
 bounded buffer under a lock, so an InfluxDB that is down or slow never blocks them: while the
 store fails, points wait in the buffer and the writer retries with exponential backoff; when the
-buffer is full the oldest points are dropped and counted (`stats().dropped`).
+buffer is full the oldest points are dropped and counted (`stats().dropped`). With `spool_dir`, every
+point is also appended to a write-ahead spool on disk first (metrics/spool.py), so points buffered while
+the store is down survive a crash of the center and are delivered by the next run.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from broker import topics
@@ -21,6 +23,7 @@ from broker.client import BusClient, Envelope
 from broker.messages.metrics import MetricBatch, MetricPoint
 from metrics.config import RecorderConfig
 from metrics.errors import StoreError, StoreRejectedError
+from metrics.spool import MetricSpool
 from metrics.store import MetricStore, open_store
 
 logger = logging.getLogger(__name__)
@@ -65,18 +68,24 @@ class MetricRecorder:
         self._store_ok = True
         self._last_error = ""
         self._last_drop_log = 0.0
+        self._spool = MetricSpool(config.spool_dir) if config.spool_dir else None
+        if self._spool is not None:
+            self._buffer.extend(self._spool.recover())  # an earlier run's undelivered points go first
 
     # ---- callers ---------------------------------------------------------------------------------
 
     def record(self, points: Iterable[MetricPoint]) -> None:
         """Queue points for writing. Never blocks on the store; drops the oldest points if the buffer is full."""
+        points = list(points)
         with self._lock:
+            self._spooled(lambda spool: spool.append(points))
             self._buffer.extend(points)
             overflow = len(self._buffer) - self.config.buffer_points
             for _ in range(max(0, overflow)):
                 self._buffer.popleft()
             if overflow > 0:
                 self._dropped += overflow
+                self._spooled(lambda spool: spool.advance(overflow))
             full_batch = len(self._buffer) >= self.config.batch_points
         if overflow > 0:
             self._log_drop(overflow)
@@ -122,6 +131,8 @@ class MetricRecorder:
         if self._thread.is_alive():
             self._thread.join(self.config.stop_flush_s + self.config.store.timeout_s + 1.0)
         self.store.close()
+        if self._spool is not None:
+            self._spool.close()
         stats = self.stats()
         if stats.buffered:
             logger.warning("recorder stopped with %d points unwritten (store: %s)", stats.buffered, stats.last_error or "ok")
@@ -205,6 +216,7 @@ class MetricRecorder:
                     remaining += 1
             for _ in range(remaining):
                 self._buffer.popleft()
+            self._spooled(lambda spool: spool.advance(remaining))
             # Points that overflowed while in flight were written (or rejected) after all: not dropped.
             self._dropped -= len(batch) - remaining
             if written:
@@ -215,6 +227,15 @@ class MetricRecorder:
             else:
                 self._rejected += len(batch)
                 self._last_error = error
+
+    def _spooled(self, action: Callable[[MetricSpool], None]) -> None:
+        """Apply `action` to the spool, if any; a disk error costs durability, never the caller. Lock held."""
+        if self._spool is None:
+            return
+        try:
+            action(self._spool)
+        except OSError as error:
+            logger.warning("metric spool %s: %s; points stay in memory only", self._spool.directory, error)
 
     def _log_drop(self, count: int) -> None:
         now = time.monotonic()

@@ -36,7 +36,10 @@ class CenterService:
         self.recorder: MetricRecorder | None = None
         self.feed: MetricsFeed | None = None
         if config.record_metrics:
-            self.recorder = MetricRecorder(config.metrics)
+            metrics_config = config.metrics
+            if not metrics_config.spool_dir:  # points buffered while InfluxDB is down survive a center crash
+                metrics_config = replace(metrics_config, spool_dir=str(Path(config.state_dir) / "metrics-spool"))
+            self.recorder = MetricRecorder(metrics_config)
             self.recorder.attach(self.membership.bus)  # nodes' own points arrive on metrics/+
             self.feed = MetricsFeed(self.recorder, self.db, self._role_of, self._rejected_inputs)
             self.membership.heartbeat_listeners.append(self.feed.heartbeat)

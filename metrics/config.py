@@ -40,6 +40,9 @@ class RecorderConfig:
     retry_min_s: float = 0.5  # first retry delay after a failed write; doubles up to retry_max_s
     retry_max_s: float = 15.0
     stop_flush_s: float = 5.0  # on stop, try this long to write what is still buffered
+    # Write-ahead spool (metrics/spool.py): every point goes to disk first, so a crash or an outage of the
+    # store loses none; bounded like the memory buffer. Empty = memory only (the center sets its own).
+    spool_dir: str = ""
 
     def __post_init__(self) -> None:
         check(1 <= self.batch_points <= 100_000, "recorder.batch_points", "must be 1-100000")

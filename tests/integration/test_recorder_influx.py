@@ -158,3 +158,18 @@ def test_batches_from_the_bus_are_recorded(mosquitto: RunningBroker, influxd: Ru
             edge.publish(METRICS, MetricBatch("pi-02", tuple(heartbeats(5, node="pi-02"))), node="pi-01")
             assert wait_until(lambda: recorder.stats().written == 30 and recorder.stats().foreign == 5)
     assert count_rows(Influx1Store(config.store)) == 30
+
+
+def test_points_buffered_while_the_store_is_down_survive_a_restart_of_the_recorder(own_influxd: LocalInfluxDB,
+                                                                                    tmp_path) -> None:
+    store_config = StoreConfig(url=own_influxd.url, db="fleet", timeout_s=0.5)
+    own_influxd.stop()
+    first = MetricRecorder(fast_recorder_config(store_config, spool_dir=str(tmp_path / "spool"), stop_flush_s=0.0))
+    first.start()
+    first.record(heartbeats(300, start_ns=time.time_ns() - 10_000))
+    assert wait_until(lambda: first.stats().write_errors > 0)
+    first.stop()  # gives up at once: 300 points unwritten, as a crash would leave them
+    own_influxd.start()
+    with MetricRecorder(fast_recorder_config(store_config, spool_dir=str(tmp_path / "spool"))) as second:
+        assert wait_until(lambda: second.stats().written == 300, timeout_s=15)
+    assert count_rows(Influx1Store(store_config)) == 300
