@@ -103,6 +103,7 @@ def train(edge_model: str, config: TrainingConfig) -> dict:
     cloud_mean = sum(row["cloud_score"] for row in rows) / len(rows)
     oracle = sum(max(row["edge_score"], row["cloud_score"]) for row in rows) / len(rows)
     return {"miner": str(miner_path(edge_model)), "trained_on": len(rows), "hard_share": round(trained.hard_share, 3),
+            "pca_components": trained.config.pca_components, "regularisation_c": trained.config.regularisation_c,
             "edge_quality": round(edge_mean, 4), "cloud_quality": round(cloud_mean, 4), "oracle_quality": round(oracle, 4),
             "operating_point": {"threshold": round(point.threshold, 4), "cloud_query_ratio": round(point.cloud_query_ratio, 3),
                                 "quality_ratio": round(point.quality_ratio, 4), "reached_target": point.reached_target}}
@@ -121,7 +122,7 @@ def main() -> None:
     if args.command == "collect":
         result = collect(args.edge_model, args.max_new_tokens, args.limit)
     else:
-        result = train(args.edge_model, TrainingConfig())
+        result = train(args.edge_model, TrainingConfig(pca_grid=(0, 4, 8), regularisation_grid=(0.05, 0.2, 1.0)))
     print_result(result, args.json)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 class TrainingConfig:
     pca_components: int = 8  # principal components kept of the pooled hidden state
     regularisation_c: float = 0.5  # inverse L2 strength of the logistic regression
+    # model selection on the training part only: every (components, C) pair is scored by the out-of-fold
+    # quality ratio at its operating point; () keeps the two values above
+    pca_grid: tuple[int, ...] = ()
+    regularisation_grid: tuple[float, ...] = ()
     weight_floor: float = 0.05  # sample weight added to |cloud - edge| so ties still count
     folds: int = 5  # out-of-fold probabilities for choosing the threshold
     seed: int = 0
@@ -42,6 +46,7 @@ class TrainedMiner:
     operating_point: OperatingPoint  # chosen on out-of-fold probabilities of the training part
     out_of_fold: np.ndarray  # (N,) P(hard) of each training query from a model that did not see it
     hard_share: float  # share of training queries labelled hard
+    config: TrainingConfig  # the settings chosen (after model selection)
 
 
 def hard_labels(edge_scores: np.ndarray, cloud_scores: np.ndarray) -> np.ndarray:
@@ -57,16 +62,23 @@ def train_miner(features: Sequence[QueryFeatures], edge_scores: Sequence[float],
         raise ValueError("need at least 2 queries with one edge and one cloud score each")
     labels = hard_labels(edge, cloud)
     weights = np.abs(cloud - edge) + config.weight_floor
-    out_of_fold = _out_of_fold(features, labels, weights, config)
-    point = choose_operating_point(out_of_fold, edge, cloud, target_quality_ratio=config.target_quality_ratio,
-                                   max_cloud_ratio=config.max_cloud_ratio)
+    candidates = []
+    for components in config.pca_grid or (config.pca_components,):
+        for strength in config.regularisation_grid or (config.regularisation_c,):
+            candidate = replace(config, pca_components=components, regularisation_c=strength)
+            out_of_fold = _out_of_fold(features, labels, weights, candidate)
+            point = choose_operating_point(out_of_fold, edge, cloud, target_quality_ratio=config.target_quality_ratio,
+                                           max_cloud_ratio=config.max_cloud_ratio)
+            candidates.append((point.quality_ratio, -point.cloud_query_ratio, candidate, out_of_fold, point))
+    _, _, config, out_of_fold, point = max(candidates, key=lambda item: (item[0], item[1]))
     model = _fit(features, labels, weights, config)
     model = MinerModel(**{**{name: getattr(model, name) for name in model.__dataclass_fields__},
                           "threshold": point.threshold, "edge_model": edge_model, "cloud_model": cloud_model,
                           "trained_on": len(features)})
-    logger.info("miner trained on %d queries (%.0f %% hard): threshold %.3f, cloud share %.2f, quality ratio %.3f",
-                len(features), 100 * labels.mean(), point.threshold, point.cloud_query_ratio, point.quality_ratio)
-    return TrainedMiner(model, point, out_of_fold, float(labels.mean()))
+    logger.info("miner trained on %d queries (%.0f %% hard; %d components, C %.2f): threshold %.3f, cloud share %.2f, "
+                "quality ratio %.3f", len(features), 100 * labels.mean(), config.pca_components, config.regularisation_c,
+                point.threshold, point.cloud_query_ratio, point.quality_ratio)
+    return TrainedMiner(model, point, out_of_fold, float(labels.mean()), config)
 
 
 def _fit(features: Sequence[QueryFeatures], labels: np.ndarray, weights: np.ndarray,

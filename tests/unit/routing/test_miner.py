@@ -81,3 +81,10 @@ def test_miner_refuses_pooled_states_of_another_width():
 def test_features_with_a_nan_are_refused():
     with pytest.raises(ValueError, match="finite"):
         QueryFeatures(0, (float("nan"),) + (0.0,) * (len(SCALAR_COLUMNS) - 1), ())
+
+
+def test_model_selection_keeps_a_setting_from_its_grid():
+    features, edge, cloud = _dataset(count=60)
+    trained = train_miner(features, edge, cloud, TrainingConfig(folds=3, pca_grid=(0, 2), regularisation_grid=(0.1, 1.0)))
+    assert trained.config.pca_components in (0, 2) and trained.config.regularisation_c in (0.1, 1.0)
+    assert len(trained.model.pca_components) == trained.config.pca_components
