@@ -9,6 +9,10 @@ connection stays up and only the keep-alive timeout, 1.5 x keepalive_s, reveals 
 Edges run in worker processes (each edge a real NodePresence with its own MQTT connection); the center
 runs in this process so its CPU can be measured alone.
 
+`--swarm` (the default above 1,000 edges): each worker drives its edges from one thread (`broker/swarm.py`:
+own connection, Last Will, birth, heartbeats per edge, but no node runtime), since thousands of real
+nodes at three threads each do not fit a small host.
+
 `--bridged`: the two-level topology of docs/scaling.md. Edges connect to two site brokers (half each),
 bridged with Mosquitto's own bridging to a core broker where the center is; registration, heartbeats and
 Last Wills all cross a bridge. Goal: registered == edges, false_offline == 0, detect_s_max <= 1.5 x
@@ -21,6 +25,7 @@ import argparse
 import contextlib
 import multiprocessing as mp
 import os
+import queue
 import signal
 import tempfile
 import time
@@ -34,6 +39,7 @@ from broker.config import BusConfig
 from broker.launcher import BrokerConfig, LocalBroker, free_port
 from broker.messages import Capabilities
 from broker.presence import NodePresence
+from broker.swarm import Swarm
 from fleet_center.config import CenterConfig
 from fleet_center.membership import FleetMembership
 
@@ -87,13 +93,37 @@ def brokers(tmp: str, shards: list[list[str]], bridged: bool) -> Iterator[tuple[
         yield core.config.port, [ports[site] for site in site_of_shard]
 
 
+def swarm_worker(node_ids: list[str], port: int, secrets: str, commands: mp.Queue, replies: mp.Queue) -> None:
+    """Like edge_worker, with the edges as a `Swarm` on one thread (thousands of real NodePresences do not fit)."""
+    bus = BusConfig(port=port, keepalive_s=KEEPALIVE_S, password_file=f"{secrets}/{{node}}.password")
+    swarm = Swarm(node_ids, bus, HEARTBEAT_S)
+    swarm.connect(timeout_s=120)
+    replies.put("started")
+    while True:
+        swarm.run_for(0.05)
+        try:
+            command, victims = commands.get_nowait()
+        except queue.Empty:
+            continue
+        if command == "kill":
+            swarm.drop(victims)
+            replies.put(dict.fromkeys(victims, time.monotonic()))
+        elif command == "stop":
+            swarm.close()
+            replies.put("stopped")
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.membership", description=__doc__)
     parser.add_argument("--edges", type=int, default=500)
     parser.add_argument("--workers", type=int, default=4, help="edge worker processes")
     parser.add_argument("--bridged", action="store_true", help="edges on two site brokers bridged to a core broker")
+    parser.add_argument("--swarm", action="store_true",
+                        help="simulated edges on one thread per worker (broker/swarm.py); the default above 1000 edges")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    swarm = args.swarm or args.edges > 1000
     node_ids = [f"edge-{i:04d}" for i in range(args.edges)]
     ctx = mp.get_context("spawn")
     tenth = max(2, args.edges // 10)
@@ -112,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda change, _: offline_at.setdefault(change.node_id, time.monotonic()) if change.kind == "offline" else None
         )
         queues = [(ctx.Queue(), ctx.Queue()) for _ in shards]
-        workers = [ctx.Process(target=edge_worker, args=(shard, port, secrets, q[0], q[1]))
+        workers = [ctx.Process(target=swarm_worker if swarm else edge_worker, args=(shard, port, secrets, q[0], q[1]))
                    for shard, port, q in zip(shards, shard_ports, queues, strict=True)]
         for worker in workers:
             worker.start()
@@ -155,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "edges": args.edges,
         "bridged": args.bridged,
+        "swarm": swarm,
         "registered": registered,
         "keepalive_s": KEEPALIVE_S,
         "heartbeat_s": HEARTBEAT_S,
