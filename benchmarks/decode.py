@@ -58,7 +58,7 @@ def _store_tokenizer_model() -> Any:
 
 def prefill_prompt(tokenizer: Any) -> list[int]:
     """A 256-token chat-free prompt: held-out text, repeated as needed (the same ids for every runner)."""
-    from models.exit_corpus import split
+    from models.exits.corpus import split
 
     ids: list[int] = []
     for prompt in split("held_out"):

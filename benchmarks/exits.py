@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from models.catalog import BASE_MODEL_ID, prepare
-from models.exit_calibration import evaluate
-from models.exit_corpus import split
-from models.exit_data import collect
-from models.exit_policy import ExitPolicy, first_exit
-from models.exit_training import head_features
+from models.exits.calibration import evaluate
+from models.exits.corpus import split
+from models.exits.data import collect
+from models.exits.policy import ExitPolicy, first_exit
+from models.exits.training import head_features
 from models.paths import EXIT_HEADS_DIR, default_store_root
 from models.store import ModelStore
 

@@ -1,7 +1,7 @@
 """The catalog of real variants derived from SmolLM2-135M-Instruct, and `prepare` that builds them.
 
 fp32 is dequantized from the shipped GGUF once; every other variant is derived from the stored
-fp32 model. Variants carry the committed exit heads (models/exit_heads/) when they exist.
+fp32 model. Variants carry the committed exit heads (models/exits/trained/) when they exist.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from models.errors import CorruptModelError, ModelStoreError, UnknownModelError
-from models.exit_heads import EXIT_HEADS_NAME, ExitHeads
-from models.exit_policy import ExitPolicy
+from models.exits.heads import EXIT_HEADS_NAME, ExitHeads
+from models.exits.policy import ExitPolicy
 from models.manifest import Manifest, sha256_file
 from models.paths import EXIT_HEADS_DIR
 from models.store import ModelStore, VariantSpec, write_model

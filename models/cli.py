@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "list":
             cmd_list(store)
         elif args.command == "train-exits":
-            from models.exit_training import TrainingConfig, train_exits
+            from models.exits.training import TrainingConfig, train_exits
 
             config = TrainingConfig() if args.epochs is None else TrainingConfig(epochs=args.epochs)
             report = train_exits(store, args.out, config)

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from models.exit_heads import exit_features
-from models.exit_policy import ExitPolicy
+from models.exits.heads import exit_features
+from models.exits.policy import ExitPolicy
 
 if TYPE_CHECKING:
     from models.loaded import LoadedModel

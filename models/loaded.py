@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from models.exit_heads import ExitHeads
-from models.exit_policy import ExitPolicy
+from models.exits.heads import ExitHeads
+from models.exits.policy import ExitPolicy
 from models.generation import generate
 from models.manifest import Manifest
 from models.quantize import module_bytes

@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 STORE_ENV = "EDGEFLEET_MODEL_STORE"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GGUF_FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EXIT_HEADS_DIR = Path(__file__).resolve().parent / "exit_heads"  # committed head weights + report
+EXIT_HEADS_DIR = Path(__file__).resolve().parent / "exits" / "trained"  # committed head weights + report
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"  # committed tokenizer for tiny models
 
 

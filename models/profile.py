@@ -34,7 +34,7 @@ def heldout_perplexity(loaded: Any) -> float:
     """exp(mean NLL) of the held-out prompts' user text, conditioned on the chat prefix."""
     import torch
 
-    from models.exit_corpus import split
+    from models.exits.corpus import split
 
     total_nll, total_tokens = 0.0, 0
     for prompt in split("held_out"):

@@ -21,7 +21,7 @@ import torch
 from models.answers import parse_answer
 from models.decode_loop import Decoded, LocalStepper, decode
 from models.decoding import LayerStack
-from models.exit_policy import ExitPolicy
+from models.exits.policy import ExitPolicy
 from models.loaded import LoadedModel
 from models.prompts import ChatPrompt, build_prompt
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import ManifestError, ModelStoreError, UnknownModelError
-from models.exit_heads import EXIT_HEADS_NAME, ExitHeads
-from models.exit_policy import ExitPolicy
+from models.exits.heads import EXIT_HEADS_NAME, ExitHeads
+from models.exits.policy import ExitPolicy
 from models.loaded import LoadedModel
 from models.manifest import MANIFEST_NAME, Manifest, check_files, describe_files
 from models.tokenizer import copy_tokenizer, load_tokenizer, write_committed_tokenizer

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from models.exit_heads import ExitHeads
+from models.exits.heads import ExitHeads
 from models.manifest import Manifest
 from models.store import VariantSpec, write_model
 

@@ -33,7 +33,7 @@ from edge_node.collab.link import CloudSession, CloudUnavailableError, CollabCli
 from edge_node.collab.speculative import SpeculativeStepper
 from models.decode_loop import Decoded, DecodedToken, LocalStepper, TokenDecision, decode
 from models.decoding import LayerStack, PassResult
-from models.exit_policy import ExitPolicy
+from models.exits.policy import ExitPolicy
 from models.loaded import LoadedModel
 
 logger = logging.getLogger(__name__)

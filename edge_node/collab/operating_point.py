@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.exit_calibration import scores_of
-from models.exit_policy import ExitPolicy, ExitRule
+from models.exits.calibration import scores_of
+from models.exits.policy import ExitPolicy, ExitRule
 
 logger = logging.getLogger(__name__)
 

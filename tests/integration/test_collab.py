@@ -19,7 +19,7 @@ from cloud_node.service import CloudService
 from edge_node.collab.config import CollabConfig
 from edge_node.collab.generation import generate
 from edge_node.collab.link import CollabClient, LinkFaults
-from models.exit_heads import ExitHeads
+from models.exits.heads import ExitHeads
 from models.store import ModelStore, VariantSpec, write_model
 from models.tiny import make_tiny_model
 from tests.conftest import wait_until

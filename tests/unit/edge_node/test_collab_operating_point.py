@@ -3,7 +3,7 @@
 import numpy as np
 
 from edge_node.collab.operating_point import choose_collab_point, overall_agreement
-from models.exit_policy import ExitPolicy
+from models.exits.policy import ExitPolicy
 
 
 def synthetic(count=1000, seed=0):

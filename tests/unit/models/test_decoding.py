@@ -7,7 +7,7 @@ import torch
 
 from models.decode_loop import DECIDERS, LocalStepper, TokenDecision, decode
 from models.decoding import LayerStack
-from models.exit_policy import ExitPolicy
+from models.exits.policy import ExitPolicy
 from models.generation import generate_batch
 from models.loaded import LoadedModel
 from models.reference import reference_greedy
@@ -21,7 +21,7 @@ PROMPTS = ("Write one sentence about the sea.", "What is DNA?", "List three colo
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> LoadedModel:
     """A tiny model whose residual branches are scaled up so greedy output varies from token to token."""
-    from models.exit_heads import ExitHeads
+    from models.exits.heads import ExitHeads
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("decoding-store")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.exit_heads import ExitHeads
+from models.exits.heads import ExitHeads
 from models.quantize import dequantize_rows, quantize_rows
 from models.store import ModelStore, VariantSpec, write_model
 from models.tiny import make_tiny_model

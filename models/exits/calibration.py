@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.exit_policy import ExitFeatures, ExitPolicy, ExitRule
+from models.exits.policy import ExitFeatures, ExitPolicy, ExitRule
 
 logger = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.exit_calibration import OperatingPoint, calibrate, evaluate
-from models.exit_corpus import CorpusPrompt, split
-from models.exit_corpus_train import train_only
-from models.exit_data import ExitData, collect
-from models.exit_heads import EXIT_HEADS_NAME, ExitHeads, exit_features
+from models.exits.calibration import OperatingPoint, calibrate, evaluate
+from models.exits.corpus import CorpusPrompt, split
+from models.exits.corpus_train import train_only
+from models.exits.data import ExitData, collect
+from models.exits.heads import EXIT_HEADS_NAME, ExitHeads, exit_features
 from models.loaded import LoadedModel
 from models.slices import HeadSlice
 
@@ -38,7 +38,7 @@ class TrainingConfig:
     exit_layers: tuple[int, ...] = (10, 15, 20)  # decoder layers before each head
     max_new_tokens: int = 64  # continuation length per prompt
     sampled_per_train_prompt: int = 2  # extra sampled continuations per train prompt (data multiplier)
-    train_only_prompts: bool = True  # add models/exit_corpus_train.py's prompts to the train data
+    train_only_prompts: bool = True  # add models/exits/corpus_train.py's prompts to the train data
     sampled_per_train_only_prompt: int = 1  # sampled continuations per train-only prompt
     epochs: int = 5  # the epoch with the best calibration agreement is kept
     batch_size: int = 256  # positions per optimiser step
@@ -218,7 +218,7 @@ def train_exits(store: Any, out_dir: Path, config: TrainingConfig | None = None,
     heads.save(out_dir / EXIT_HEADS_NAME)
     (out_dir / "exit_policy.json").write_text(policy.to_json())
     (out_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    from models.exit_report import write_report
+    from models.exits.report import write_report
 
     write_report(report, out_dir)
     logger.info("exit heads written to %s: %s", out_dir, report["summary"])

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.exit_policy import ExitFeatures, ExitPolicy, ExitRule, first_exit
+from models.exits.policy import ExitFeatures, ExitPolicy, ExitRule, first_exit
 
 CONFIDENT = ExitFeatures(top_prob=0.95, margin=0.9, entropy=0.2, agrees_with_previous=1.0, previous_top_prob=0.8)
 UNSURE = ExitFeatures(top_prob=0.30, margin=0.05, entropy=3.0, agrees_with_previous=0.0, previous_top_prob=0.2)

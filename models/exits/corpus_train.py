@@ -1,4 +1,4 @@
-"""Train-only prompts for exit-head distillation: other templates and subjects than models/exit_corpus.py.
+"""Train-only prompts for exit-head distillation: other templates and subjects than models/exits/corpus.py.
 
 Heads trained on the corpus's train split alone overfit (train agreement far above calibration), so
 these add variety. They only enter train: a prompt built on source material that the corpus puts in
@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 
-from models.exit_corpus import (
+from models.exits.corpus import (
     HEADLINES,
     REVIEWS,
     SENTENCES_NER,

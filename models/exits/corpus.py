@@ -153,8 +153,8 @@ _STORY_SEEDS = [
 ]
 
 
-# Held-out material: written apart from everything above and from models/exit_corpus_train.py, on
-# subjects none of them mentions (tests/unit/models/test_exit_split_content.py checks it).
+# Held-out material: written apart from everything above and from models/exits/corpus_train.py, on
+# subjects none of them mentions (tests/unit/models/exits/test_split_content.py checks it).
 HELD_OUT_TOPICS = [
     "hedgehogs", "hummingbirds", "carrier pigeons", "the bagpipes", "the Incas", "sundials", "fireflies",
     "the Bayeux Tapestry",

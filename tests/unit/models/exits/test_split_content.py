@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from models.exit_corpus import CorpusPrompt, corpus, normalise, split
-from models.exit_corpus_train import train_only
+from models.exits.corpus import CorpusPrompt, corpus, normalise, split
+from models.exits.corpus_train import train_only
 
-_REPO_ROOT = Path(__file__).resolve().parents[3]
-_SPLITS_DIGEST = "from tests.unit.models.test_exit_split_content import _splits_digest; print(_splits_digest())"
+_REPO_ROOT = Path(__file__).resolve().parents[4]
+_SPLITS_DIGEST = "from tests.unit.models.exits.test_split_content import _splits_digest; print(_splits_digest())"
 
 
 def _splits_digest() -> str:

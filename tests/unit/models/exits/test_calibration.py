@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.exit_calibration import calibrate, evaluate, fit_logistic
-from models.exit_policy import ExitFeatures, ExitPolicy
+from models.exits.calibration import calibrate, evaluate, fit_logistic
+from models.exits.policy import ExitFeatures, ExitPolicy
 
 
 def synthetic(seed: int, count: int = 2000) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:

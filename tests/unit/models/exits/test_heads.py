@@ -5,10 +5,10 @@ from pathlib import Path
 
 import torch
 
-from models.exit_data import ExitData
-from models.exit_heads import ExitHeads, exit_features
-from models.exit_policy import ExitFeatures
-from models.exit_training import TrainingConfig, argmax_agreement, distill_heads, rms_norm
+from models.exits.data import ExitData
+from models.exits.heads import ExitHeads, exit_features
+from models.exits.policy import ExitFeatures
+from models.exits.training import TrainingConfig, argmax_agreement, distill_heads, rms_norm
 from models.loaded import LoadedModel
 
 

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.exit_policy import ExitFeatures
+from models.exits.policy import ExitFeatures
 
 logger = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.exit_corpus import SPLITS, corpus, split
-from models.exit_corpus_train import train_only
+from models.exits.corpus import SPLITS, corpus, split
+from models.exits.corpus_train import train_only
 
 
 def test_corpus_has_a_few_hundred_prompts_over_five_task_types() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from models.exit_corpus import CorpusPrompt
+from models.exits.corpus import CorpusPrompt
 from models.loaded import LoadedModel
 
 logger = logging.getLogger(__name__)

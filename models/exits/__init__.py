@@ -1,0 +1,1 @@
+"""Early exits: heads, the exit policy, its calibration, the distillation corpus and training."""
