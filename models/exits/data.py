@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from models.exits.corpus import CorpusPrompt
 from models.loaded import LoadedModel
@@ -69,7 +71,8 @@ def continue_prompts(loaded: LoadedModel, prompts: list[CorpusPrompt], max_new_t
     pad_id = int(tokenizer.pad_token_id)
     continuations: list[Continuation] = []
     torch.manual_seed(seed)
-    for start in range(0, len(prompts), batch_size):
+    label = "sampled" if sampled else "greedy"
+    for start in tqdm(range(0, len(prompts), batch_size), desc=f"{label} continuations", unit="batch", file=sys.stderr):
         encoded = [loaded.encode_chat(p.text) for p in prompts[start:start + batch_size]]
         width = max(len(ids) for ids in encoded)
         input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded])  # (B, T)
@@ -101,7 +104,8 @@ def record_states(loaded: LoadedModel, continuations: list[Continuation], exit_l
     parts: dict[str, list[torch.Tensor]] = {"final": [], "teacher": [], "sequence": [], "generated": []}
     hidden_parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in exit_layers}
     try:
-        for start in range(0, len(continuations), batch_size):
+        for start in tqdm(range(0, len(continuations), batch_size), desc="recording states", unit="batch",
+                          file=sys.stderr):
             batch = continuations[start:start + batch_size]
             sequences = [c.prompt_ids + c.new_ids for c in batch]
             width = max(len(s) for s in sequences)

@@ -11,6 +11,7 @@ import copy
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from models.exits.calibration import OperatingPoint, calibrate, evaluate
 from models.exits.corpus import CorpusPrompt, split
@@ -74,7 +76,8 @@ def distill_heads(data: ExitData, norm_weight: torch.Tensor, eps: float, lm_head
     step = 0
     for epoch in range(config.epochs):
         started, loss_sum, agree = time.perf_counter(), 0.0, dict.fromkeys(config.exit_layers, 0)
-        for batch in torch.randperm(len(data), generator=generator).split(config.batch_size):
+        batches = torch.randperm(len(data), generator=generator).split(config.batch_size)
+        for batch in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", file=sys.stderr):
             for group in optimizer.param_groups:
                 group["lr"] = config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total_steps)))
             with torch.no_grad():
