@@ -24,9 +24,11 @@ from broker.messages.codec import Message, require
 
 HiddenDtype = Literal["fp16", "fp32", "int8"]
 SessionMode = Literal["collaborative", "naive_split", "speculative"]
-# int8: one byte a value plus one little-endian float32 scale per position (row), after the values
+# int8: one byte a value, plus per position (row) one float32 scale and its INT8_OUTLIERS largest
+# values kept apart as (uint16 channel, fp16 value): layout in broker/messages/hidden_rows.py
 DTYPE_BYTES = {"fp16": 2, "fp32": 4, "int8": 1}
 INT8_SCALE_BYTES = 4
+INT8_OUTLIERS = 4
 MAX_DRAFT_TOKENS = 64  # most draft tokens one verification may carry
 _DTYPE_BYTES = DTYPE_BYTES  # older name
 MAX_HIDDEN_BYTES = 16 * 1024 * 1024  # one chunk or naive step; a 2k-token fp32 context at 576 is 4.7 MB
@@ -61,9 +63,9 @@ def _check_id(value: str, name: str) -> None:
 
 
 def hidden_bytes(count: int, hidden_size: int, dtype: HiddenDtype) -> int:
-    """Payload bytes of `count` rows of `hidden_size` values in `dtype` (int8 rows carry their scale)."""
-    scales = count * INT8_SCALE_BYTES if dtype == "int8" else 0
-    return count * hidden_size * DTYPE_BYTES[dtype] + scales
+    """Payload bytes of `count` rows of `hidden_size` values in `dtype` (int8 rows carry a scale and outliers)."""
+    extra = count * (INT8_SCALE_BYTES + 4 * INT8_OUTLIERS) if dtype == "int8" else 0
+    return count * hidden_size * DTYPE_BYTES[dtype] + extra
 
 
 # ---- infer/open: requests and their replies ------------------------------------------------------
@@ -189,7 +191,7 @@ class ContextChunk(EdgeUpMessage):
     first_position: int
     count: int
     hidden_size: int
-    data: bytes  # row-major (count, hidden_size) little-endian floats of `dtype` (int8: then count f32 scales)
+    data: bytes  # row-major (count, hidden_size) little-endian floats of `dtype` (int8: see hidden_rows.py)
     dtype: HiddenDtype = "fp16"
     sent_at_ns: int = 0  # sender's wall clock, for latency figures
     worker_id: str = ""  # the worker holding the session; others ignore the chunk

@@ -31,6 +31,7 @@ class CollabConfig:
     gamma: int = 0  # drafts per verification; 0 = adaptive per session (edge_node/collab/gamma.py)
     gamma_initial: int = 4  # adaptive: the first round's drafts
     gamma_max: int = 12  # adaptive: most drafts per verification
+    draft_stop_unsure: bool = True  # end a round at the first draft no exit head was sure of (greedy only)
     temperature: float = 0.0  # speculative sampling: 0 = greedy (output identical to cloud_only)
     top_p: float = 1.0  # speculative sampling: nucleus of both the draft and the verifier
     seed: int = 0  # speculative sampling: the edge's draft draws and the cloud's acceptance draws

@@ -2,7 +2,9 @@
 
 One round (one `step` of the decode loop): feed the last decided token, then each draft in turn,
 through the edge's `LayerStack(0, k)`; a sure exit head drafts early (its deeper rows catch up in the
-next pass, deferred completion), else the split layer's head drafts. Every fed position's layer-k
+next pass, deferred completion), else the split layer's head drafts, and (`draft_stop_unsure`) that
+unsure draft ends the round: drafting on top of it would mostly be wasted edge work. Gamma caps
+the round's drafts. Every fed position's layer-k
 row goes to the session through the sink; `flush()` pushes the last deferred rows before the
 `DraftVerify`. The cloud runs [k, L) over the rows it lacks in one forward and answers with the
 accepted prefix and its own correction; edge stack and session rows roll back past the last
@@ -24,7 +26,7 @@ from edge_node.collab.gamma import GammaTracker
 from edge_node.collab.link import CloudSession, DraftSampling
 from models.decode_loop import TokenDecision
 from models.decoding import LayerStack, PassResult
-from models.exit_policy import ExitPolicy
+from models.exits.policy import ExitPolicy
 from models.speculative import nucleus_probabilities, support_of
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ class SpeculativeStepper:
         self.session: CloudSession | None = session
         config = run.config
         self.sampling = config.temperature > 0.0
+        self.stop_unsure = config.draft_stop_unsure and not self.sampling  # sampling drafts have no exits
         self.stack = LayerStack(run.model, 0, config.split_layer, exit_policy=None if self.sampling else policy,
                                 sinks={config.split_layer: self._upload}, clock=run.clock)
         self.tracker = GammaTracker(config.gamma_max, gamma_initial=config.gamma or config.gamma_initial)
@@ -110,8 +113,8 @@ class SpeculativeStepper:
             token, distribution = self._draft_token(result)
             drafts.append(token)
             distributions.append(distribution)
-            if token == eos:
-                break
+            if token == eos or (self.stop_unsure and result.exit is None):
+                break  # an unsure draft is likely rejected: verify before drafting on top of it
             feed = [token]
         self.stack.flush()  # deferred rows on to layer k: the cloud needs every drafting row
         return drafts, distributions

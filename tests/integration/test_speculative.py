@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from broker.messages.inference import INT8_OUTLIERS, INT8_SCALE_BYTES
 from tests.integration import test_collab
 from tests.integration.test_collab import NEW_TOKENS, config, run, start_cloud
 
@@ -16,10 +17,12 @@ _one_thread, store, model, prompt, cloud, client = (test_collab._one_thread, tes
                                                     test_collab.prompt, test_collab.cloud, test_collab.client)
 
 
+@pytest.mark.parametrize("stop_unsure", [True, False])
 @pytest.mark.parametrize("threshold", [0.0, 1.0])
 @pytest.mark.parametrize("gamma", [0, 1, 3])
-def test_greedy_speculative_equals_cloud_only(cloud, client, model, prompt, threshold, gamma):
-    speculative = run(model, prompt, client, config("speculative", threshold=threshold, gamma=gamma))
+def test_greedy_speculative_equals_cloud_only(cloud, client, model, prompt, threshold, gamma, stop_unsure):
+    speculative = run(model, prompt, client, config("speculative", threshold=threshold, gamma=gamma,
+                                                    draft_stop_unsure=stop_unsure))
     cloud_only = run(model, prompt, client, config("cloud_only"))
     assert speculative.token_ids == cloud_only.token_ids
     assert not speculative.fallback
@@ -27,8 +30,9 @@ def test_greedy_speculative_equals_cloud_only(cloud, client, model, prompt, thre
 
 
 def test_verifications_count_rounds_and_drafts(cloud, client, model, prompt):
-    speculative = run(model, prompt, client, config("speculative", threshold=1.0, gamma=3))
+    speculative = run(model, prompt, client, config("speculative", threshold=1.0, gamma=3, draft_stop_unsure=False))
     assert speculative.cloud_requests == len(speculative.gammas)
+    assert max(speculative.gammas) == 3
     assert speculative.drafted == sum(speculative.gammas)
     by = [t.decided_by for t in speculative.tokens]
     assert by.count("draft_accepted") == speculative.accepted_drafts
@@ -41,7 +45,14 @@ def test_int8_states_keep_speculative_output_and_save_a_byte_per_value(cloud, cl
     int8 = run(model, prompt, client, config("speculative", threshold=1.0, gamma=3, state_dtype="int8"))
     assert int8.token_ids == fp16.token_ids
     rows = len(prompt) + NEW_TOKENS - 1  # at least every position before the last token went up once
-    assert fp16.bytes_up - int8.bytes_up >= rows * (model.hidden_size - 4)  # 2 B -> 1 B a value, + a 4 B scale
+    saved_per_row = model.hidden_size - INT8_SCALE_BYTES - 4 * INT8_OUTLIERS  # 2 B -> 1 B a value, + scale, outliers
+    assert fp16.bytes_up - int8.bytes_up >= rows * saved_per_row
+
+
+def test_a_sure_exit_drafts_on_and_an_unsure_draft_ends_the_round(cloud, client, model, prompt):
+    always_sure = run(model, prompt, client, config("speculative", threshold=0.0, gamma=5))
+    never_sure = run(model, prompt, client, config("speculative", threshold=1.0, gamma=5))
+    assert max(always_sure.gammas) == 5 and set(never_sure.gammas) == {1}
 
 
 def test_cloud_death_mid_answer_finishes_locally_with_marked_tokens(mosquitto, store, tmp_path, client, model, prompt):

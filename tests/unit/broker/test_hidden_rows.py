@@ -4,16 +4,24 @@ import numpy as np
 import pytest
 
 from broker.messages.hidden_rows import decode_rows, encode_rows
-from broker.messages.inference import ContextChunk, DraftVerify
+from broker.messages.inference import INT8_OUTLIERS, ContextChunk, DraftVerify
 
 
 def test_int8_rows_round_trip_within_half_a_step_of_each_rows_scale():
     rows = np.random.default_rng(0).normal(size=(5, 576)).astype(np.float32) * np.array([[1], [10], [0.1], [3], [50]])
     data = encode_rows(rows, "int8")
-    assert len(data) == 5 * (576 + 4)
+    assert len(data) == 5 * (576 + 4 + 4 * INT8_OUTLIERS)
     decoded = decode_rows(data, 5, 576, "int8")
-    steps = np.abs(rows).max(axis=1, keepdims=True) / 127
-    assert np.all(np.abs(decoded - rows) <= steps / 2 + 1e-6)
+    rest = np.sort(np.abs(rows), axis=1)[:, -INT8_OUTLIERS - 1 : -INT8_OUTLIERS]  # largest value left to quantize
+    assert np.all(np.abs(decoded - rows) <= rest / 127 / 2 + 1e-5)
+
+
+def test_int8_outlier_channels_keep_fp16_precision_and_spare_the_others():
+    rows = np.random.default_rng(1).normal(size=(3, 64)).astype(np.float32)
+    rows[:, 7] = 300.0  # a massive-activation channel, as in a decoder's residual stream
+    decoded = decode_rows(encode_rows(rows, "int8"), 3, 64, "int8")
+    assert np.all(decoded[:, 7] == 300.0)
+    assert np.abs(decoded - rows).max() < 0.05  # without the outlier apart the step would be 300 / 127
 
 
 def test_an_all_zero_row_stays_zero_in_int8():
@@ -28,8 +36,15 @@ def test_fp16_rows_decode_as_sent():
 
 def test_an_int8_chunk_of_the_wrong_size_is_refused():
     with pytest.raises(ValueError, match="expected"):
-        ContextChunk("s", 0, 0, 2, 8, bytes(2 * 8), "int8")  # scales missing
-    ContextChunk("s", 0, 0, 2, 8, bytes(2 * 8 + 8), "int8")
+        ContextChunk("s", 0, 0, 2, 8, bytes(2 * 8), "int8")  # scales and outliers missing
+    ContextChunk("s", 0, 0, 2, 8, bytes(2 * (8 + 4 + 4 * INT8_OUTLIERS)), "int8")
+
+
+def test_an_int8_outlier_channel_beyond_the_row_is_refused():
+    data = bytearray(encode_rows(np.ones((1, 8), dtype=np.float32), "int8"))
+    data[8 + 4 : 8 + 6] = (9).to_bytes(2, "little")  # first outlier channel -> 9 of 8
+    with pytest.raises(ValueError, match="beyond hidden size"):
+        decode_rows(bytes(data), 1, 8, "int8")
 
 
 def test_a_sampled_verification_needs_the_draft_distribution():
