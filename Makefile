@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 FLEET_DIR := .fleet
-APT_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics chromium chromium-driver gcc libc6-dev
+# systemd: systemd-analyze verifies the edge installer's unit (tests/integration/test_install_edge.py)
+APT_PACKAGES := mosquitto mosquitto-clients influxdb victoria-metrics chromium chromium-driver gcc libc6-dev systemd
 STAMP_APT := $(FLEET_DIR)/.apt-installed
 STAMP_VENV := .venv/.installed
 # OpenMP workers that spin while they wait slow inference 10x when processes share the cores.
