@@ -1,15 +1,16 @@
-"""The cloud worker's inference endpoint: sessions over MQTT, token requests, cloud-only and naive-split steps.
+"""The cloud worker's inference endpoint: sessions over MQTT, token requests, verifications, cloud-only and naive-split steps.
 
 Message handlers run on the bus client's dispatcher thread and only do cheap work there (storing
 uploaded rows, answering close); anything that runs the model goes to one compute thread, in the
-order messages arrived. Because chunks and token requests of a session share one topic, MQTT's
+order messages arrived, except that cloud-only generations queued together run as one batch
+(`work_queue.py`), serving the session requests queued meanwhile between its steps. Every job's
+CPU time, layer passes and tokens are counted per mode (`cost.py`) for the heartbeat. Because chunks and token requests of a session share one topic, MQTT's
 per-topic ordering means the chunks sent before a request have been stored when it is served.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from broker.errors import BusError
 from broker.messages.inference import (
     ChunkRejected,
     CloudDownMessage,
+    CloudReply,
     ContextChunk,
     DraftVerdict,
     DraftVerify,
@@ -40,8 +42,10 @@ from broker.messages.inference import (
 from cloud_node.chunk_check import ChunkError, chunk_rows
 from cloud_node.config import CloudConfig
 from cloud_node.contexts import SessionContext, SessionContexts
+from cloud_node.cost import CostAccount
 from cloud_node.model_pool import ModelPool, ModelStoreError
-from models.decode_loop import LocalStepper, decode
+from cloud_node.work_queue import Job, WorkQueue
+from models.decode_loop import LocalStepper, TokenDecision, decode
 from models.decoding import LayerStack, top_token
 from models.loaded import LoadedModel
 
@@ -60,13 +64,14 @@ class CloudInference:
         self.bus = bus
         self.models = models
         self.contexts = SessionContexts(config.session_ttl_s, config.memory_cap_bytes, clock)
-        self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._work = WorkQueue(config.max_batch)
+        self.cost = CostAccount()
         self._stop = threading.Event()
         self._compute = threading.Thread(target=self._compute_loop, name=f"cloud-compute-{self.worker_id}", daemon=True)
         self._janitor = threading.Thread(target=self._janitor_loop, name=f"cloud-janitor-{self.worker_id}", daemon=True)
         self.counts: dict[str, int] = {"tokens_served": 0, "chunks_rejected": 0, "generate_requests": 0,
                                        "naive_steps": 0, "resend_requests": 0, "unknown_session_replies": 0,
-                                       "drafts_verified": 0, "drafts_accepted": 0,
+                                       "drafts_verified": 0, "drafts_accepted": 0, "generate_batches": 0,
                                        "impersonations_refused": 0}
 
     def start(self) -> CloudInference:
@@ -86,7 +91,8 @@ class CloudInference:
 
     def figures(self) -> dict[str, float]:
         """Heartbeat counters: sessions, bytes held, evictions, expirations, requests served."""
-        return {**self.contexts.figures(), **{name: float(value) for name, value in self.counts.items()}}
+        return {**self.contexts.figures(), **{name: float(value) for name, value in self.counts.items()},
+                **self.cost.figures()}
 
     def queue_depth(self) -> int:
         return self._work.qsize()
@@ -96,8 +102,10 @@ class CloudInference:
     def _on_open(self, envelope: Envelope) -> None:
         message = envelope.message
         match message:
-            case SessionOpen() | GenerateRequest() | NaiveStep():
-                self._work.put(lambda: self._serve_request(envelope))
+            case GenerateRequest():
+                self._work.put(Job(batch_key=(message.model_id, message.stop_at_eos), payload=envelope))
+            case SessionOpen() | NaiveStep():
+                self._work.put(Job(lambda: self._serve_request(envelope)))
             case _:
                 logger.warning("%s: unexpected %s on infer/open", self.worker_id, type(message).__name__)
 
@@ -118,9 +126,9 @@ class CloudInference:
             case ContextChunk():
                 self._ingest(edge, message)
             case TokenRequest():
-                self._work.put(lambda: self._serve_token(edge, message))
+                self._work.put(Job(lambda: self._serve_token(edge, message)))
             case DraftVerify():
-                self._work.put(lambda: self._serve_verify(edge, message))
+                self._work.put(Job(lambda: self._serve_verify(edge, message)))
             case SessionClose():
                 self.contexts.close(session_id)
 
@@ -152,18 +160,29 @@ class CloudInference:
         if self.config.torch_threads:
             torch.set_num_threads(self.config.torch_threads)
         while not self._stop.is_set():
-            try:
-                job = self._work.get(timeout=_QUEUE_WAIT_S)
-            except queue.Empty:
-                continue
-            if job is None:
+            jobs = self._work.take(_QUEUE_WAIT_S)
+            if jobs is None:
                 return
-            try:
-                job()
-            except BusError as error:
-                logger.warning("%s: could not answer: %s", self.worker_id, error)
-            except Exception:
-                logger.exception("%s: request failed", self.worker_id)
+            if jobs and jobs[0].batch_key is not None:
+                envelopes = [job.payload for job in jobs]
+                self._guarded(lambda: self._generate_batch(envelopes))  # noqa: B023 (called at once)
+            elif jobs:
+                self._guarded(jobs[0].run)
+
+    def _guarded(self, work: Callable[[], None] | None) -> None:
+        """Run one job; a failure is logged and the worker goes on."""
+        assert work is not None
+        try:
+            work()
+        except BusError as error:
+            logger.warning("%s: could not answer: %s", self.worker_id, error)
+        except Exception:
+            logger.exception("%s: request failed", self.worker_id)
+
+    def _serve_waiting(self) -> None:
+        """Between the steps of a batched generation: the session requests queued meanwhile."""
+        for job in self._work.take_unbatched():
+            self._guarded(job.run)
 
     def _janitor_loop(self) -> None:
         while not self._stop.wait(self.config.janitor_interval_s):
@@ -175,8 +194,6 @@ class CloudInference:
             match message:
                 case SessionOpen():
                     reply = self._open(message, envelope.response_topic)
-                case GenerateRequest():
-                    reply = self._generate(message)
                 case NaiveStep():
                     reply = self._naive_step(message)
                 case _:
@@ -185,8 +202,7 @@ class CloudInference:
             request_id = getattr(message, "session_id", None) or getattr(message, "request_id", "")
             logger.warning("%s: refused %s %s: %s", self.worker_id, type(message).__name__, request_id, error)
             reply = RequestRefused(str(request_id), str(error)[:1000])
-        if envelope.response_topic:
-            self.bus.reply(envelope, reply)
+        self._reply(envelope, reply)
 
     def _open(self, message: SessionOpen, response_topic: str | None) -> SessionOpened:
         """Raises ValueError for a session opened in another edge's name (refused, counted)."""
@@ -220,7 +236,9 @@ class CloudInference:
             context = self._ready_context(edge, request, request.position)
             if context is None:
                 return
-            token = context.token_for(request.position)
+            with self.cost.measure("collaborative"):
+                token = context.token_for(request.position)
+            self._count_layers("collaborative", context, token.positions_run, tokens=1)
         self.counts["tokens_served"] += 1
         self._send_down(edge, TokenReply(request.session_id, request.request_id, token.position, token.token_id,
                                          min(1.0, token.probability), token.compute_ms))
@@ -232,12 +250,15 @@ class CloudInference:
             if context is None:
                 return
             try:
-                verdict = context.verify(request)
+                with self.cost.measure("speculative"):
+                    verdict = context.verify(request)
             except ValueError as error:  # a draft its own distribution gives probability 0: refuse, keep serving
                 logger.warning("%s: session %s verify %d refused: %s", self.worker_id, request.session_id,
                                request.request_id, error)
                 self._send_down(edge, ChunkRejected(request.session_id, -1, f"verify refused: {error}"[:1000]))
                 return
+        self._count_layers("speculative", context, verdict.positions_run,
+                           tokens=verdict.accepted + int(verdict.token_id >= 0))
         self.counts["drafts_verified"] += len(request.draft_ids)
         self.counts["drafts_accepted"] += verdict.accepted
         self.counts["tokens_served"] += verdict.accepted + int(verdict.token_id >= 0)
@@ -247,14 +268,40 @@ class CloudInference:
         self.contexts.enforce_cap(protect=request.session_id)
 
     @torch.no_grad()
-    def _generate(self, request: GenerateRequest) -> GenerateReply:
-        """Greedy generation with the whole model (cloud-only baseline and routed queries)."""
-        self.counts["generate_requests"] += 1
-        model = self.models.get(request.model_id)
-        eos = model.eos_token_id if request.stop_at_eos else None
-        stepper = LocalStepper(LayerStack(model, 0, model.num_layers))
-        answer = decode(stepper, [list(request.prompt_ids)], request.max_new_tokens, eos_token_id=eos)[0]
-        return GenerateReply(request.request_id, answer.token_ids, answer.ttft_s * 1e3, answer.total_s * 1e3)
+    def _generate_batch(self, envelopes: list[Envelope]) -> None:
+        """Cloud-only generations of one model, ready together: one batched forward per step (greedy).
+
+        Prompts of unequal length are left-padded; each answer keeps its own budget and end of sequence.
+        """
+        requests: list[GenerateRequest] = [envelope.message for envelope in envelopes]  # type: ignore[misc]
+        self.counts["generate_requests"] += len(requests)
+        self.counts["generate_batches"] += 1
+        try:
+            model = self.models.get(requests[0].model_id)
+        except ModelStoreError as error:
+            for envelope, request in zip(envelopes, requests, strict=True):
+                self._reply(envelope, RequestRefused(request.request_id, str(error)[:1000]))
+            return
+        eos = model.eos_token_id if requests[0].stop_at_eos else None
+        with self.cost.measure("cloud_only"):
+            stepper = _ServingBetweenSteps(LocalStepper(LayerStack(model, 0, model.num_layers)), self._serve_waiting)
+            answers = decode(stepper, [list(r.prompt_ids) for r in requests], max(r.max_new_tokens for r in requests),
+                             eos_token_id=eos)
+        kept = [_within_budget(answer.token_ids, request.max_new_tokens, eos) for request, answer in zip(requests, answers, strict=True)]
+        steps = max(len(answer.token_ids) for answer in answers)
+        rows = sum(len(r.prompt_ids) for r in requests) + len(requests) * steps
+        self.cost.add("cloud_only", tokens=sum(len(token_ids) for token_ids in kept),
+                      layer_passes=model.num_layers * steps, layer_rows=model.num_layers * rows)
+        for envelope, request, answer, token_ids in zip(envelopes, requests, answers, kept, strict=True):
+            self._reply(envelope, GenerateReply(request.request_id, token_ids, answer.ttft_s * 1e3, answer.total_s * 1e3))
+
+    def _reply(self, envelope: Envelope, reply: CloudReply) -> None:
+        if envelope.response_topic:
+            self.bus.reply(envelope, reply)
+
+    def _count_layers(self, mode: str, context: SessionContext, positions: int, tokens: int) -> None:
+        layers = context.model.num_layers - context.split_layer
+        self.cost.add(mode, tokens=tokens, layer_passes=layers, layer_rows=layers * positions)
 
     @torch.no_grad()
     def _naive_step(self, step: NaiveStep) -> TokenReply:
@@ -263,10 +310,13 @@ class CloudInference:
         started = time.perf_counter()
         model = self._model(step.model_id, step.split_layer, step.hidden_size)
         rows = chunk_rows(step, model.hidden_size, self.config.max_positions)
-        stack = LayerStack(model, step.split_layer, model.num_layers)
-        hidden_states = stack.run(torch.from_numpy(rows.copy()).to(model.dtype).unsqueeze(0)).hidden_states  # (1, T, C)
-        assert hidden_states is not None, "a range without exits always reaches its end"
-        token, probability = top_token(stack.logits(hidden_states[:, -1:])[0, -1])
+        with self.cost.measure("naive_split"):
+            stack = LayerStack(model, step.split_layer, model.num_layers)
+            hidden_states = stack.run(torch.from_numpy(rows.copy()).to(model.dtype).unsqueeze(0)).hidden_states  # (1, T, C)
+            assert hidden_states is not None, "a range without exits always reaches its end"
+            token, probability = top_token(stack.logits(hidden_states[:, -1:])[0, -1])
+        layers = model.num_layers - step.split_layer
+        self.cost.add("naive_split", tokens=1, layer_passes=layers, layer_rows=layers * step.count)
         compute_ms = (time.perf_counter() - started) * 1e3
         return TokenReply(step.request_id, 0, step.count - 1, int(token), min(1.0, float(probability)), compute_ms)
 
@@ -282,3 +332,24 @@ class CloudInference:
     def _send_down(self, edge: str, message: CloudDownMessage) -> None:
         session_id = getattr(message, "session_id", "")
         self.bus.publish(topics.INFER_DOWN, message, edge=edge, session=session_id)
+
+
+class _ServingBetweenSteps:
+    """A stepper that lets the worker serve queued session requests after every step of its batch."""
+
+    def __init__(self, stepper: LocalStepper, between: Callable[[], None]) -> None:
+        self.stepper = stepper
+        self.between = between
+
+    def step(self, feed: list[list[int]]) -> list[list[TokenDecision]]:
+        decisions = self.stepper.step(feed)
+        self.between()
+        return decisions
+
+
+def _within_budget(token_ids: tuple[int, ...], max_new_tokens: int, eos: int | None) -> tuple[int, ...]:
+    """One answer of a batch: at most its own budget, and nothing after its end of sequence."""
+    kept = token_ids[:max_new_tokens]
+    if eos is not None and eos in kept:
+        kept = kept[: kept.index(eos) + 1]
+    return kept

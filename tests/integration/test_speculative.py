@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from broker.messages.inference import INT8_OUTLIERS, INT8_SCALE_BYTES
+from edge_node.collab.generation import generate
 from tests.integration import test_collab
 from tests.integration.test_collab import NEW_TOKENS, config, run, start_cloud
 
@@ -75,3 +76,39 @@ def test_no_cloud_at_all_answers_standalone(client, model, prompt):
     speculative = run(model, prompt, client, config("speculative", threshold=1.0, open_timeout_s=0.3))
     standalone = run(model, prompt, None, config("standalone", threshold=1.0))
     assert speculative.fallback and speculative.token_ids == standalone.token_ids
+
+
+def test_concurrent_cloud_only_requests_run_batched_with_each_answer_its_own(mosquitto, store, tmp_path, model, prompt):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from broker.client import BusClient
+    from edge_node.collab.link import CollabClient
+
+    service = start_cloud(mosquitto, store, tmp_path)
+    buses = [BusClient(edge, mosquitto.bus_config(edge)).connect() for edge in ("pi-01", "pi-02", "pi-03")]
+    prompts = [prompt, prompt[:-3], prompt[5:]]  # unequal lengths: left padding in the batch
+    budgets = [NEW_TOKENS, 5, 9]
+    try:
+        clients = [CollabClient(bus, bus.client_id) for bus in buses]
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(
+                lambda i: generate(model, prompts[i], budgets[i], config("cloud_only"), clients[i], stop_at_eos=False),
+                range(3)))
+        counts = service.inference.counts
+    finally:
+        for bus in buses:
+            bus.close()
+        service.stop()
+    for answer, text, budget in zip(answers, prompts, budgets, strict=True):
+        assert answer.token_ids == tuple(model.generate_greedy(text, budget, stop_at_eos=False))
+    assert counts["generate_requests"] == 3 and counts["generate_batches"] < 3
+
+
+def test_heartbeat_reports_cloud_cost_per_mode(cloud, client, model, prompt):
+    run(model, prompt, client, config("speculative", threshold=0.0, gamma=3))
+    run(model, prompt, client, config("cloud_only"))
+    figures = cloud.inference.figures()
+    assert figures["cost_cloud_only_tokens"] == NEW_TOKENS and figures["cost_speculative_tokens"] == NEW_TOKENS
+    assert figures["cost_cloud_only_layer_passes"] == NEW_TOKENS * model.num_layers
+    assert 0 < figures["cost_speculative_layer_passes"] < figures["cost_cloud_only_layer_passes"]
+    assert figures["cost_speculative_cpu_ms"] > 0 and figures["cost_cloud_only_cpu_ms"] > 0

@@ -1,0 +1,60 @@
+"""The compute queue: arrival order, batches of ready generation requests, bounded, and requests served between steps."""
+
+from cloud_node.work_queue import Job, WorkQueue
+
+
+def batchable(name, key="m"):
+    return Job(batch_key=key, payload=name)
+
+
+def plain(name):
+    return Job(run=lambda: None, payload=name)
+
+
+def names(jobs):
+    return [job.payload for job in jobs]
+
+
+def test_generation_requests_queued_together_run_as_one_batch_in_arrival_order():
+    queue = WorkQueue(max_batch=8)
+    for job in (batchable("a"), plain("x"), batchable("b"), batchable("c")):
+        queue.put(job)
+    assert names(queue.take(0.1)) == ["a", "b", "c"]
+    assert names(queue.take(0.1)) == ["x"]
+
+
+def test_a_batch_is_bounded_and_the_rest_waits_for_the_next():
+    queue = WorkQueue(max_batch=2)
+    for name in "abcde":
+        queue.put(batchable(name))
+    assert [names(queue.take(0.1)) for _ in range(3)] == [["a", "b"], ["c", "d"], ["e"]]
+
+
+def test_requests_for_another_model_are_not_batched_with_it():
+    queue = WorkQueue(max_batch=8)
+    for job in (batchable("a", "m1"), batchable("b", "m2"), batchable("c", "m1")):
+        queue.put(job)
+    assert names(queue.take(0.1)) == ["a", "c"]
+    assert names(queue.take(0.1)) == ["b"]
+
+
+def test_an_older_session_request_runs_before_a_later_batch():
+    queue = WorkQueue(max_batch=8)
+    queue.put(plain("x"))
+    queue.put(batchable("a"))
+    assert names(queue.take(0.1)) == ["x"]
+
+
+def test_session_requests_queued_during_a_batch_are_served_between_its_steps():
+    queue = WorkQueue(max_batch=8)
+    for job in (plain("x"), batchable("later"), plain("y")):
+        queue.put(job)
+    assert names(queue.take_unbatched()) == ["x", "y"]
+    assert names(queue.take(0.1)) == ["later"]
+
+
+def test_an_empty_queue_times_out_and_none_stops_the_taker():
+    queue = WorkQueue(max_batch=8)
+    assert queue.take(0.01) == []
+    queue.put(None)
+    assert queue.take(0.01) is None
