@@ -12,8 +12,10 @@ Each measurement runs in its own subprocess (its own peak RSS, its own torch thr
 Both decode the same token ids (our tokenizer is the GGUF's). Last JSON line:
 `llamacpp.{decode_tok_s, prefill_tok_s, perplexity}` and `variants.<id>.{...}` at 2 threads,
 `one_thread.{llamacpp, variants}`, `best_ratio` (best variant decode tok/s over llama.cpp's among
-variants within 2 % of fp32's perplexity), `best_variant`, `q4_perplexity_vs_fp32`, `fp32_speedup`
-(null: filled by the decoding-core rewrite). Goals: best_ratio >= 0.6, q4_perplexity_vs_fp32 <= 1.005.
+variants within 2 % of fp32's perplexity), `best_variant`, `q4_perplexity_vs_fp32`, `fp32_speedup` (the fp32
+variant through the decoding core over the same weights through transformers' layers and LM head), `exit_check`
+(ms and bytes of one exit check with the float32 LM head and with the exact q8 copy the core uses).
+Goals: best_ratio >= 0.6, q4_perplexity_vs_fp32 <= 1.005, fp32_speedup >= 1.2.
 `--profile-token ID` instead profiles decode steps of one variant with torch.profiler and prints the
 split of a token's time between matmul kernels and everything else.
 """
@@ -87,7 +89,6 @@ def measure_variant(model_id: str, threads: int, with_perplexity: bool,
 
     from models.decode_loop import LocalStepper, decode
     from models.decoding import LayerStack
-    from models.lowbit.storage import linear_weight_bytes
     from models.paths import default_store_root
     from models.profile import heldout_perplexity
     from models.store import ModelStore
@@ -107,11 +108,53 @@ def measure_variant(model_id: str, threads: int, with_perplexity: bool,
     prefill = decode(LocalStepper(stack()), [long_prompt], 1)[0]
     result = {"decode_tok_s": round(DECODE_TOKENS / decode_s, 2),
               "prefill_tok_s": round(PREFILL_TOKENS / (prefill.tokens[0].latency_ms / 1e3), 1),
-              "weight_bytes_per_token": linear_weight_bytes(loaded.model),
+              "weight_bytes_per_token": weight_bytes_per_token(loaded, transformers_layers),
               "token_ids": list(answer.token_ids[:DECODE_TOKENS])}
     if with_perplexity:
         result["perplexity"] = round(heldout_perplexity(loaded), 3)
     result["peak_rss_bytes"] = _peak_rss_bytes()
+    return result
+
+
+def weight_bytes_per_token(loaded: Any, transformers_layers: bool) -> int:
+    """Linear and norm weight bytes one token reads, with the LM head the decoding core multiplies by."""
+    from models.lowbit.storage import linear_weight_bytes
+
+    total = linear_weight_bytes(loaded.model)
+    head = loaded.decode_lm_head()
+    if transformers_layers or head is loaded.model.lm_head:
+        return total
+    return total - linear_weight_bytes(loaded.model.lm_head) + linear_weight_bytes(head)
+
+
+def measure_exit_check(threads: int, repeats: int = 50) -> dict[str, Any]:
+    """ms per exit check (adapter, norm, LM head, softmax, features) at layer 20, float32 head vs the q8 copy."""
+    import torch
+
+    from models.catalog import BASE_MODEL_ID
+    from models.exits.heads import exit_features
+    from models.lowbit.storage import linear_weight_bytes
+    from models.paths import default_store_root
+    from models.slices import HeadSlice
+    from models.store import ModelStore
+
+    torch.set_num_threads(threads)
+    loaded = ModelStore(default_store_root()).load(BASE_MODEL_ID)
+    hidden_states = torch.randn(1, 1, loaded.hidden_size, generator=torch.Generator().manual_seed(0))
+    adapter, norm = loaded.exit_heads.adapter(20), loaded.model.model.norm
+    result: dict[str, Any] = {}
+    for name, lm_head in (("float_head", loaded.model.lm_head), ("cheap_head", loaded.decode_lm_head())):
+        head = HeadSlice(norm, lm_head, adapter)
+        def check(head: HeadSlice = head) -> None:
+            exit_features(torch.softmax(head(hidden_states)[0], dim=-1), None, None)
+        for _ in range(5):
+            check()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            check()
+        result[f"{name}_ms"] = round(1e3 * (time.perf_counter() - started) / repeats, 3)
+        result[f"{name}_bytes"] = linear_weight_bytes(lm_head)
+    result["speedup"] = round(result["float_head_ms"] / result["cheap_head_ms"], 2)
     return result
 
 
@@ -262,6 +305,8 @@ def worker_main() -> None:
         result = measure_llamacpp(threads, with_perplexity)
     elif kind == "profile":
         result = profile_token(model_id, threads)
+    elif kind == "exit_check":
+        result = measure_exit_check(threads)
     elif kind == "transformers":
         result = measure_variant(model_id, threads, with_perplexity=False, transformers_layers=True)
     else:
@@ -337,6 +382,7 @@ def main() -> None:
         logger.info("%s at %d threads: %s", name, threads, {k: v for k, v in row.items() if k != "token_ids"})
     first, *rest = args.threads
     summary = summarise(results[first], results[rest[0]] if rest else {})
+    summary["exit_check"] = run_worker("exit_check", "-", first, False)
     for goal, met in summary["goals"].items():
         print(f"goal {goal}: {'met' if met else 'NOT met'}")
     print(json.dumps(summary) if args.json else json.dumps(summary, indent=2))
