@@ -57,25 +57,29 @@ def bundle_bytes(source_dir: Path = REPO_ROOT) -> bytes:
     return buffer.getvalue()
 
 
-def install_line(node_id: str, password: str, bundle_url: str, broker: str, center_key_pem: str = "") -> str:
+def install_line(node_id: str, password: str, bundle_url: str, broker: str, center_key_pem: str = "",
+                 ca_pem: str = "") -> str:
     """The one line to run on the Pi: fetch the bundle, unpack it, run its installer as root."""
     args = ["python3", "-m", "edge_node.install", "install", "--node-id", node_id, "--broker", broker]
-    if center_key_pem:
-        args += ["--center-key-b64", base64.b64encode(center_key_pem.encode()).decode()]
+    for flag, pem in (("--center-key-b64", center_key_pem), ("--ca-b64", ca_pem)):
+        if pem:
+            args += [flag, base64.b64encode(pem.encode()).decode()]
     work = "/tmp/edgefleet-edge"
     inner = (f"rm -rf {work} && mkdir -p {work} && tar -xz -C {work} && cd {work} && "
              f"EDGEFLEET_BUS_PASSWORD={shlex.quote(password)} {shlex.join(args)}")
     return f"curl -fsSL {shlex.quote(bundle_url)} | sudo sh -c {shlex.quote(inner)}"
 
 
-def enroll(node_id: str, secrets_dir: Path, bundle_url: str, broker: str) -> Enrollment:
-    """Derive and write the node's password (secrets/<node>.password) and compose its install line."""
+def enroll(node_id: str, secrets_dir: Path, bundle_url: str, broker: str, ca_file: Path | None = None) -> Enrollment:
+    """Derive and write the node's password (secrets/<node>.password) and compose its install line (with the
+    center's signing key, and the fleet CA when the broker is reached over TLS)."""
     check_node_id(node_id)
     password = node_password(load_or_create_secret(secrets_dir / "fleet.key"), node_id)
     write_node_password_files(secrets_dir, {node_id: password})
     key_file = secrets_dir / "center_signing.pub"
     center_key = key_file.read_text() if key_file.is_file() else ""
-    return Enrollment(node_id, password, install_line(node_id, password, bundle_url, broker, center_key))
+    ca = ca_file.read_text() if ca_file else ""
+    return Enrollment(node_id, password, install_line(node_id, password, bundle_url, broker, center_key, ca))
 
 
 def serve_bundle(bundle: bytes, host: str, port: int) -> ThreadingHTTPServer:
@@ -103,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet_center.enroll", description=__doc__)
     parser.add_argument("node_id")
     parser.add_argument("--center-host", required=True, help="the center's address as the Pi reaches it")
-    parser.add_argument("--broker-port", type=int, default=1883)
+    parser.add_argument("--broker-port", type=int, default=1883, help="8883 with --ca-file (the TLS listener)")
+    parser.add_argument("--ca-file", help="the fleet CA (.fleet/tls/ca.crt): the Pi connects over TLS")
     parser.add_argument("--serve-port", type=int, default=8710, help="port the bundle is served on")
     parser.add_argument("--secrets-dir", default=str(FLEET_DIR / "secrets"))
     parser.add_argument("--cloud-init", help="also write cloud-init user-data (Raspberry Pi Imager) to this file")
@@ -112,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s enroll %(levelname)s %(message)s")
     url = f"http://{args.center_host}:{args.serve_port}/{BUNDLE_NAME}"
     try:
-        enrollment = enroll(args.node_id, Path(args.secrets_dir), url, f"{args.center_host}:{args.broker_port}")
+        enrollment = enroll(args.node_id, Path(args.secrets_dir), url, f"{args.center_host}:{args.broker_port}",
+                            Path(args.ca_file) if args.ca_file else None)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)  # noqa: T201 - CLI
         return 2

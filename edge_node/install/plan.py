@@ -115,6 +115,7 @@ class InstallOptions:
     http_host: str = "0.0.0.0"  # the Ollama / OpenAI APIs serve the LAN (with a bearer token, docs/security.md)
     http_port: int = 8081
     tls: bool = False  # a CA certificate was given: the broker connection uses TLS
+    client_certificate: bool = False  # a client certificate and key were given (brokers with tls_client_certs)
     python: str = ""  # an existing interpreter to run the edge with instead of the venv's (tests, images)
     user: str = SERVICE_USER
     watchdog_s: int = 60  # WatchdogSec: no WATCHDOG=1 for this long and systemd restarts the edge
@@ -162,6 +163,9 @@ def render_edge_toml(layout: Layout, options: InstallOptions) -> str:
     ]
     if options.tls:
         lines.append(f"tls_ca_file = {_toml(str(layout.etc_dir / 'ca.crt'))}")
+    if options.client_certificate:
+        lines.append(f"tls_cert_file = {_toml(str(layout.etc_dir / (node + '.crt')))}")
+        lines.append(f"tls_key_file = {_toml(str(layout.etc_dir / (node + '.key')))}")
     return "\n".join(lines) + "\n"
 
 
@@ -188,6 +192,7 @@ Environment=PYTHONPATH={layout.app_dir}
 Environment=EDGEFLEET_HOME={layout.state_dir}
 Environment=OMP_WAIT_POLICY=PASSIVE
 Environment=HF_HUB_OFFLINE=1
+Environment=EDGEFLEET_KERNEL_DIR={layout.state_dir / "kernels"}
 ExecStart={exec_start}
 Restart=on-failure
 RestartSec=5

@@ -57,6 +57,8 @@ class Record:
 class Secrets:
     password: str  # the node's broker password (from the center's enroll)
     ca_certificate: str = ""  # PEM of the fleet CA: the broker connection uses TLS
+    client_certificate: str = ""  # PEM of this node's client certificate (brokers that require one)
+    client_key: str = ""  # PEM of its private key
     center_public_key: str = ""  # PEM of the center's signing key: the edge checks signed model indexes
 
 
@@ -82,6 +84,9 @@ def install(layout: Layout, options: InstallOptions, source_dir: Path, edge_secr
         _write(layout.etc_dir / f"{node}.http_token", secrets.token_hex(24) + "\n", record, 0o640, options.user, system)
         if edge_secrets.ca_certificate:
             _write(layout.etc_dir / "ca.crt", edge_secrets.ca_certificate, record, 0o644)
+        if edge_secrets.client_certificate:
+            _write(layout.etc_dir / f"{node}.crt", edge_secrets.client_certificate, record, 0o644)
+            _write(layout.etc_dir / f"{node}.key", edge_secrets.client_key, record, 0o640, options.user, system)
         if edge_secrets.center_public_key:
             _write(layout.etc_dir / "center_signing.pub", edge_secrets.center_public_key, record, 0o644)
         for sub in ("models", "nodes"):

@@ -75,13 +75,15 @@ def test_install_edge_packages_cover_what_the_edge_imports():
 
 
 def test_install_edge_toml_loads_as_the_edges_config(tmp_path):
-    options = InstallOptions(node_id="pi-04", broker_host="center.lan", memory_mb=2048, cores=4, tls=True)
+    options = InstallOptions(node_id="pi-04", broker_host="center.lan", memory_mb=2048, cores=4, tls=True,
+                             client_certificate=True)
     path = tmp_path / "edge.toml"
     path.write_text(render_edge_toml(Layout(Path("/")), options))
     config = load(EdgeConfig, path, env={}, section="edge")
     assert (config.node_id, config.bus.host, config.bus.port) == ("pi-04", "center.lan", 1883)
     assert config.bus.password_file == "/etc/edgefleet/pi-04.password"
     assert config.bus.tls_ca_file == "/etc/edgefleet/ca.crt"
+    assert (config.bus.tls_cert_file, config.bus.tls_key_file) == ("/etc/edgefleet/pi-04.crt", "/etc/edgefleet/pi-04.key")
     assert config.memory_budget_mb == board_profile(2048).memory_budget_mb
     assert config.torch_threads == 3
     assert config.model_store == "/var/lib/edgefleet/models"
