@@ -73,10 +73,22 @@ def _heartbeats(points: dict[str, list[MetricPoint]], rng: random.Random, start_
             memory = min(95.0, max(10.0, memory + rng.uniform(-1, 1)))
             queue = max(0, min(8, queue + rng.choice((-1, 0, 0, 1))))
             models = sorted(placement(0 if timestamp_ns < start_ns + 21 * ROUND_INTERVAL_S * SECOND_NS else 21).get(node, set()))
+            elapsed_s = (timestamp_ns - start_ns) / SECOND_NS
             points[node].append(schema.heartbeat_point(
                 node, role, cpu_percent=cpu, memory_percent=memory, load_1m=cpu / 25,
                 queue_depth=queue, loaded_models=models, timestamp_ns=timestamp_ns,
+                cloud_counters=_cloud_counters(elapsed_s) if node == CLOUD else None,
             ))
+
+
+def _cloud_counters(elapsed_s: float) -> dict[str, float]:
+    """Cumulative cost counters of a cloud worker after `elapsed_s` (shaped like a benchmarks.collab run)."""
+    drafts = 3.0 * elapsed_s
+    return {"drafts_verified": drafts, "drafts_accepted": 0.8 * drafts,
+            "cost_cloud_only_tokens": 4.0 * elapsed_s, "cost_cloud_only_cpu_ms": 4.0 * elapsed_s * 60.0,
+            "cost_cloud_only_layer_passes": 4.0 * elapsed_s * 30,
+            "cost_speculative_tokens": 2.9 * elapsed_s, "cost_speculative_cpu_ms": 2.9 * elapsed_s * 22.0,
+            "cost_speculative_layer_passes": 2.9 * elapsed_s * 4.5}
 
 
 def _rounds_and_tasks(points: dict[str, list[MetricPoint]], rng: random.Random, start_ns: int) -> None:

@@ -248,6 +248,41 @@ def tokens_of(tokens: pd.DataFrame, session: str | None) -> pd.DataFrame:
     return tokens[tokens["session"] == session].reset_index(drop=True)
 
 
+def draft_counts(heartbeats: pd.DataFrame) -> dict[str, int]:
+    """Speculative drafts the cloud workers verified, accepted and rejected (their latest cumulative counters)."""
+    if heartbeats.empty or "drafts_verified" not in heartbeats.columns:
+        return {"drafted": 0, "accepted": 0, "rejected": 0}
+    latest = _latest_per_node(heartbeats, ["drafts_verified", "drafts_accepted"])
+    drafted, accepted = int(latest["drafts_verified"].sum()), int(latest["drafts_accepted"].sum())
+    return {"drafted": drafted, "accepted": accepted, "rejected": drafted - accepted}
+
+
+def cloud_cost_per_token(heartbeats: pd.DataFrame) -> pd.DataFrame:
+    """mode, tokens, cpu_ms_per_token, layer_passes_per_token: the cloud workers' cost by collaboration mode.
+
+    From the latest cumulative counters of each cloud worker, summed over workers; modes without
+    tokens are left out.
+    """
+    columns = ["mode", "tokens", "cpu_ms_per_token", "layer_passes_per_token"]
+    rows = []
+    for mode in schema.CLOUD_COST_MODES:
+        names = [f"cost_{mode}_tokens", f"cost_{mode}_cpu_ms", f"cost_{mode}_layer_passes"]
+        if heartbeats.empty or not set(names) <= set(heartbeats.columns):
+            continue
+        latest = _latest_per_node(heartbeats, names)
+        tokens = float(latest[names[0]].sum())
+        if tokens > 0:
+            rows.append({"mode": mode, "tokens": int(tokens), "cpu_ms_per_token": float(latest[names[1]].sum()) / tokens,
+                         "layer_passes_per_token": float(latest[names[2]].sum()) / tokens})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _latest_per_node(heartbeats: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """The newest row with all of `names` set, per node."""
+    data = heartbeats.dropna(subset=names)
+    return data.sort_values("time").groupby("node", as_index=False).tail(1)
+
+
 # ---- Models ------------------------------------------------------------------------------------------
 
 

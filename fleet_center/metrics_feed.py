@@ -48,7 +48,7 @@ class MetricsFeed:
         self._record([schema.heartbeat_point(
             beat.node_id, self.role_of(beat.node_id), beat.cpu_percent, beat.memory_percent, beat.load_avg_1m,
             beat.queue_depth, tuple(m.model_id for m in beat.loaded_models),
-            rejected_inputs=rejected_inputs(beat.counters), timestamp_ns=schema.now_ns())])
+            rejected_inputs=rejected_inputs(beat.counters), cloud_counters=beat.counters, timestamp_ns=schema.now_ns())])
 
     def _center_heartbeats(self) -> None:
         cpu_meter = CpuMeter()
@@ -74,7 +74,7 @@ class MetricsFeed:
             timings = [schema.TokenTiming(
                 source="cloud" if result.node_id in clouds else t.source, position=i,
                 exit_layer=t.layer, latency_ms=t.latency_ms,
-                bytes_up=t.bytes_up, bytes_down=t.bytes_down) for i, t in enumerate(result.tokens)]
+                bytes_up=t.bytes_up, bytes_down=t.bytes_down, decided_by=t.decided_by) for i, t in enumerate(result.tokens)]
             points += schema.token_points(result.node_id, result.task_id, timings, start_ns=start_ns)
         self._record(points)
 

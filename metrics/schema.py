@@ -56,6 +56,18 @@ def _point(measurement: str, tags: Mapping[str, str], fields: Mapping[str, Field
     return MetricPoint(measurement, clean_tags, clean_fields, timestamp_ns)
 
 
+# A cloud worker's heartbeat counters kept as heartbeat fields: speculative drafts it verified and
+# accepted, and per collaboration mode its tokens, compute CPU ms and layer passes (cloud_node/cost.py).
+CLOUD_COST_MODES = ("cloud_only", "collaborative", "speculative", "naive_split")
+CLOUD_COUNTERS = ("drafts_verified", "drafts_accepted", *(
+    f"cost_{mode}_{figure}" for mode in CLOUD_COST_MODES for figure in ("tokens", "cpu_ms", "layer_passes")))
+
+
+def cloud_fields(counters: Mapping[str, float]) -> dict[str, float]:
+    """The cloud counters present in a heartbeat's counters, as float fields."""
+    return {name: float(counters[name]) for name in CLOUD_COUNTERS if name in counters}
+
+
 def heartbeat_point(
     node: str,
     role: str,
@@ -66,15 +78,18 @@ def heartbeat_point(
     loaded_models: Sequence[str] = (),
     metrics_dropped: int | None = None,
     rejected_inputs: int | None = None,
+    cloud_counters: Mapping[str, float] | None = None,
     *,
     timestamp_ns: int,
 ) -> MetricPoint:
     """A node's vital signs at one heartbeat. `loaded_models` is stored as a count and a sorted id list;
-    `rejected_inputs` counts malformed or refused inputs since the node started (messages and HTTP requests)."""
+    `rejected_inputs` counts malformed or refused inputs since the node started (messages and HTTP requests);
+    `cloud_counters`: a cloud worker's cumulative cost and draft counters (see `cloud_fields`)."""
     return _point(
         HEARTBEAT,
         {"node": node, "role": role},
         {
+            **cloud_fields(cloud_counters or {}),
             "cpu_percent": float(cpu_percent),
             "memory_percent": float(memory_percent),
             "load_1m": float(load_1m),
@@ -245,11 +260,13 @@ def token_point(
     latency_ms: float,
     bytes_up: int = 0,
     bytes_down: int = 0,
+    decided_by: str = "",
     *,
     timestamp_ns: int,
 ) -> MetricPoint:
     """One generated token: decided at the edge (`exit_layer` = the exit it left at) or by the cloud.
 
+    `decided_by` refines the source (exit, head, cloud, fallback, draft_accepted, draft_corrected).
     Raises ValueError for a source other than edge/cloud.
     """
     if source not in SOURCES:
@@ -263,6 +280,7 @@ def token_point(
             "latency_ms": float(latency_ms),
             "bytes_up": int(bytes_up),
             "bytes_down": int(bytes_down),
+            "decided_by": str(decided_by),
         },
         timestamp_ns,
     )
@@ -278,6 +296,7 @@ class TokenTiming:
     latency_ms: float  # from the previous token to this one
     bytes_up: int = 0  # hidden states or draft ids sent to the cloud for it
     bytes_down: int = 0  # reply bytes from the cloud
+    decided_by: str = ""  # exit, head, cloud, fallback, draft_accepted, draft_corrected
 
 
 def token_points(node: str, session: str, tokens: Sequence[TokenTiming], *, start_ns: int) -> list[MetricPoint]:
@@ -294,7 +313,7 @@ def token_points(node: str, session: str, tokens: Sequence[TokenTiming], *, star
             token_point(
                 node, session, token.source, position=token.position, exit_layer=token.exit_layer,
                 latency_ms=token.latency_ms, bytes_up=token.bytes_up, bytes_down=token.bytes_down,
-                timestamp_ns=timestamp_ns,
+                decided_by=token.decided_by, timestamp_ns=timestamp_ns,
             )
         )
     return points

@@ -1,4 +1,5 @@
-"""Tokens page: per-token latency, where tokens were decided (exit layer or cloud), traffic per response."""
+"""Tokens page: per-token latency, where tokens were decided (exit layer or cloud), traffic per response,
+speculative drafts and the cloud's cost per token by mode."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def render(context: PageContext) -> None:
             "bytes_up": st.column_config.NumberColumn("Bytes up"), "bytes_down": st.column_config.NumberColumn("Bytes down"),
         },
     )
+    _cloud_work(context)
 
 
 def _kpis(tokens: pd.DataFrame, sessions: pd.DataFrame) -> None:
@@ -56,6 +58,28 @@ def _kpis(tokens: pd.DataFrame, sessions: pd.DataFrame) -> None:
     columns[3].metric("Latency p95", f"{tokens['latency_ms'].quantile(0.95):.1f} ms", border=True)
     per_response = sessions["bytes_up"].mean() if len(sessions) else 0
     columns[4].metric("Bytes up per response", f"{per_response / 1024:.1f} KiB", border=True)
+
+
+def _cloud_work(context: PageContext) -> None:
+    """Speculative drafts verified / accepted / rejected, and the cloud's cost per token by mode (heartbeats)."""
+    heartbeats = fetch(context, queries.heartbeats, "heartbeats")
+    if heartbeats is None:
+        return
+    drafts = shaping.draft_counts(heartbeats)
+    costs = shaping.cloud_cost_per_token(heartbeats)
+    if not drafts["drafted"] and costs.empty:
+        return
+    st.subheader("Speculative drafts and cloud cost")
+    columns = st.columns(3)
+    columns[0].metric("Drafted tokens (verified)", drafts["drafted"], border=True)
+    columns[1].metric("Accepted drafts", drafts["accepted"], border=True)
+    columns[2].metric("Rejected drafts", drafts["rejected"], border=True)
+    if not costs.empty:
+        st.dataframe(costs, hide_index=True, column_config={
+            "mode": "Mode", "tokens": "Cloud tokens",
+            "cpu_ms_per_token": st.column_config.NumberColumn("Cloud CPU ms / token", format="%.2f"),
+            "layer_passes_per_token": st.column_config.NumberColumn("Layer passes / token", format="%.1f"),
+        })
 
 
 def _latency_timeline(tokens: pd.DataFrame, by_position: bool) -> alt.Chart:

@@ -102,6 +102,17 @@ def test_tokens_page_shows_all_sessions_and_narrows_to_one() -> None:
 
 
 @pytest.mark.usefixtures("recorded")
+def test_tokens_page_shows_drafts_and_cloud_cost_per_token_by_mode() -> None:
+    app = open_page("tokens")
+    costs = app.dataframe[1].value
+    assert list(costs["mode"]) == ["cloud_only", "speculative"]
+    assert costs.set_index("mode")["cpu_ms_per_token"].to_dict() == pytest.approx({"cloud_only": 60.0, "speculative": 22.0})
+    drafted, accepted, rejected = (int(metric(app, label)) for label in
+                                   ("Drafted tokens (verified)", "Accepted drafts", "Rejected drafts"))
+    assert drafted == accepted + rejected and accepted > rejected > 0
+
+
+@pytest.mark.usefixtures("recorded")
 def test_models_page_shows_every_profile_and_the_loads() -> None:
     app = open_page("models")
     profiles, events, loaded = (frame.value for frame in app.dataframe)

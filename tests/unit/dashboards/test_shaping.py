@@ -202,3 +202,28 @@ def test_quality_keep_comes_from_the_newest_round_summary():
     points = schema.round_points(1, stats, 1.0, timestamp_ns=T0, quality_keep=0.8)
     points += schema.round_points(2, stats, 1.0, timestamp_ns=T0 + S, quality_keep=0.9)
     assert shaping.latest_quality_keep(rows(points)) == 0.9
+
+
+def test_draft_counts_sum_the_latest_counters_of_each_cloud_worker():
+    beats = pd.DataFrame({
+        "time": pd.to_datetime([1, 2, 1], unit="s", utc=True), "node": ["cloud-1", "cloud-1", "cloud-2"],
+        "drafts_verified": [10.0, 30.0, 5.0], "drafts_accepted": [8.0, 20.0, 5.0],
+    })
+    assert shaping.draft_counts(beats) == {"drafted": 35, "accepted": 25, "rejected": 10}
+
+
+def test_cloud_cost_per_token_divides_each_modes_counters_by_its_tokens():
+    beats = pd.DataFrame({
+        "time": pd.to_datetime([1, 2], unit="s", utc=True), "node": ["cloud-1", "cloud-1"],
+        "cost_speculative_tokens": [10.0, 40.0], "cost_speculative_cpu_ms": [100.0, 800.0],
+        "cost_speculative_layer_passes": [40.0, 160.0],
+        "cost_cloud_only_tokens": [0.0, 0.0], "cost_cloud_only_cpu_ms": [0.0, 0.0], "cost_cloud_only_layer_passes": [0.0, 0.0],
+    })
+    costs = shaping.cloud_cost_per_token(beats)
+    assert costs.to_dict("records") == [{"mode": "speculative", "tokens": 40, "cpu_ms_per_token": 20.0,
+                                         "layer_passes_per_token": 4.0}]
+
+
+def test_no_cloud_counters_mean_no_drafts_and_no_costs():
+    beats = pd.DataFrame({"time": pd.to_datetime([1], unit="s", utc=True), "node": ["pi-01"], "cpu_percent": [3.0]})
+    assert shaping.draft_counts(beats)["drafted"] == 0 and shaping.cloud_cost_per_token(beats).empty
