@@ -37,14 +37,15 @@ class BoardProfile:
     memory_budget_mb: int  # models resident at once (EdgeConfig.memory_budget_mb)
     max_loaded_models: int
     memory_max_mb: int  # the unit's MemoryMax: the whole process (torch, Python, HTTP) stays under it
-    variants: tuple[str, ...]  # catalog variants worth deploying here (docs/pi.md; the center's choice)
+    variants: tuple[str, ...]  # manifest variants a deploy may make resident here (EdgeConfig.model_variants)
 
 
 PROFILES = (
-    # 2 GB: one small model (int8 143 MB, q4 104 MB, the 15-layer edge model); the OS and page cache keep the rest.
-    BoardProfile("2gb", 600, 1, 1200, ("int8", "q4", "edge15")),
-    BoardProfile("4gb", 1500, 2, 2600, ("int8", "q4", "int8w", "bf16", "edge15", "edge20")),
-    BoardProfile("8gb", 3500, 3, 5600, ("fp32", "bf16", "int8", "q4", "int8w", "edge15", "edge20")),
+    # 2 GB: one small model (int8 143 MB, q4 104 MB, a depth-truncated edge model of 330-400 MB); the OS and
+    # the page cache keep the rest. fp32 (546 MB on disk, 570 MB resident) only from 8 GB.
+    BoardProfile("2gb", 600, 1, 1200, ("int8", "q4", "edge")),
+    BoardProfile("4gb", 1500, 2, 2600, ("int8", "q4", "int8w", "bf16", "edge")),
+    BoardProfile("8gb", 3500, 3, 5600, ("fp32", "bf16", "int8", "q4", "int8w", "edge")),
 )
 
 
@@ -143,7 +144,7 @@ def render_edge_toml(layout: Layout, options: InstallOptions) -> str:
     node = options.node_id
     lines = [
         "# Written by `python3 -m edge_node.install` (docs/pi.md). Settings: README.md, edge_node/config.py.",
-        f"# Board profile {profile.name}: catalog variants worth deploying here: {', '.join(profile.variants)}",
+        f"# Board profile {profile.name} ({options.memory_mb} MB): budget, models and variants below.",
         "[edge]",
         f"node_id = {_toml(node)}",
         f"state_dir = {_toml(str(layout.state_dir / 'nodes'))}",
@@ -155,6 +156,7 @@ def render_edge_toml(layout: Layout, options: InstallOptions) -> str:
         f"memory_budget_mb = {profile.memory_budget_mb}",
         f"max_loaded_models = {profile.max_loaded_models}",
         f"torch_threads = {torch_threads(options.cores)}",
+        f"model_variants = {json.dumps(list(profile.variants))}",
         "",
         "[edge.bus]",
         f"host = {_toml(options.broker_host)}",

