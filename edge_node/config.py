@@ -38,6 +38,9 @@ class EdgeConfig:
     api_mode: str = "standalone"  # collaboration mode of API requests naming none (edge_node/collab/config.py MODES)
     api_max_tokens: int = 512  # most tokens one API answer generates (num_predict / max_tokens are capped to it)
     api_parallel: int = 1  # API answers generated at once; more wait (up to queue_capacity, then HTTP 503)
+    # Catalog variants (manifest `variant`: fp32, bf16, int8, q4, int8w, edge) a deploy may make resident;
+    # () = all. The Pi installer sets them from the board's memory (docs/pi.md).
+    model_variants: tuple[str, ...] = ()
     split_layer: int = 20  # collaborative mode: the edge runs layers [0, split), the cloud the rest
     cloud_deadline_s: float = 5.0  # collaborative mode: cloud silent this long -> finish the answer locally
     torch_threads: int = 0  # intra-op threads; 0 = torch's default (all cores). Several nodes on one host: 1

@@ -205,7 +205,10 @@ class EdgeService:
         try:
             if not self.store.has(command.model_id):
                 raise UnknownModelError(f"model {command.model_id!r} is not in this node's store")
-            self.store.verify(command.model_id)  # sha256 of every file: a tampered model is never loaded
+            manifest = self.store.verify(command.model_id)  # sha256 of every file: a tampered model is never loaded
+            if self.config.model_variants and manifest.variant not in self.config.model_variants:
+                raise UnknownModelError(f"variant {manifest.variant!r} of {command.model_id} is not accepted on this "
+                                        f"board (model_variants: {', '.join(self.config.model_variants)})")
             with self.cache.use(command.model_id, keep_alive_s=-1 if command.pin else None):
                 pass
             if command.pin:
