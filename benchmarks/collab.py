@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> dict:
             lan = profile == "lan"
             raw["profiles"][profile] = stage.edge("profile-worker", args, [
                 "--link-profile", profile, "--cpu-quota", str(args.cpu_quota), "--modes", args.modes,
-                "--prompts-per-type", str(args.prompts_per_type),
+                "--prompts-per-type", str(args.prompts_per_type), "--naive-prompts", str(args.naive_prompts),
                 "--int8-modes", "speculative,collaborative" if lan and not args.skip_int8 else "",
                 *(["--fallback"] if lan else [])])
         finally:
@@ -144,8 +144,11 @@ def mode_figures(rows: list[dict], cloud_only_rows: list[dict]) -> dict:
 def profile_report(raw: dict) -> dict:
     responses = raw["responses"]
     cloud_only = [r["modes"]["cloud_only"] for r in responses]
-    modes = {mode: mode_figures([r["modes"][mode] for r in responses], cloud_only)
-             for mode in MODES if mode in responses[0]["modes"]}
+    modes = {}
+    for mode in [m for m in MODES if m in responses[0]["modes"]]:
+        answered = [r for r in responses if mode in r["modes"]]  # naive_split: the first --naive-prompts only
+        modes[mode] = mode_figures([r["modes"][mode] for r in answered], [r["modes"]["cloud_only"] for r in answered])
+        modes[mode]["prompts"] = len(answered)
     floor = statistics.mean((r["prompt_tokens"] + r["modes"]["collaborative"]["tokens"]) * HIDDEN_BYTES_FP16
                             for r in responses)
     result = {"prompts": len(responses), "hidden_floor_bytes": round(floor), "modes": modes,
@@ -249,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompts-per-type", type=int, default=2, help="held-out prompts of each of the 5 task types")
     parser.add_argument("--profiles", default=",".join(PROFILES), help="link profiles, comma-separated")
+    parser.add_argument("--naive-prompts", type=int, default=2,
+                        help="naive_split on the first N prompts of a profile only (its byte goal needs no more)")
     parser.add_argument("--cpu-quota", type=float, default=0.25, help="edge CPU quota (fraction of a core); 0 = none")
     parser.add_argument("--stop-at-eos", action="store_true",
                         help="end answers at <|im_end|> (default: exactly --new-tokens tokens each, as the issue asks)")

@@ -128,10 +128,13 @@ def profile_worker(args: argparse.Namespace) -> None:
     runs = [(mode, "fp16") for mode in args.modes.split(",")]
     runs += [(mode, "int8") for mode in args.int8_modes.split(",") if mode]
     responses = []
-    for prompt in tqdm(prompts, desc=f"{args.link_profile}: prompts (all modes each)", unit="prompt", file=sys.stderr):
+    for index, prompt in enumerate(tqdm(prompts, desc=f"{args.link_profile}: prompts (all modes each)", unit="prompt",
+                                        file=sys.stderr)):
         prompt_ids = model.encode_chat(prompt.text)
         row = {"task_type": prompt.task_type, "prompt_tokens": len(prompt_ids), "modes": {}, "int8": {}}
         for mode, dtype in runs:
+            if mode == "naive_split" and index >= args.naive_prompts:
+                continue  # the slowest mode by far (the whole context every token): its first prompts only
             config = dataclasses.replace(base, mode=mode, state_dtype=dtype)
             cpu_before = cloud_cpu_s(args.cloud_pid)
             generation = generate(model, prompt_ids, args.new_tokens, config, client, stop_at_eos=args.stop_at_eos)

@@ -64,7 +64,7 @@ class SpeculativeStepper:
         session = self.session
         up_before, down_before = _counts(session)
         drafting_started = run.clock()
-        drafts, distributions = self._draft(tokens, max(1, gamma))
+        drafts, distributions, sure = self._draft(tokens, max(1, gamma))
         drafted_at = run.clock()
         verdict = None
         if session is not None:
@@ -93,18 +93,20 @@ class SpeculativeStepper:
             self.accepted += accepted
             if not config.gamma:
                 self.tracker.observe(len(drafts), accepted, (drafted_at - drafting_started) * 1e3,
-                                     (known_at - drafted_at) * 1e3, verdict.compute_ms)
+                                     (known_at - drafted_at) * 1e3, verdict.compute_ms,
+                                     counted=sure if self.stop_unsure else len(drafts))
         self.emitted += len(decided)
         return [[TokenDecision(token, by, layer, known_at,  # type: ignore[arg-type]
                                (up_after - up_before) if index == 0 else 0,
                                (down_after - down_before) if index == 0 else 0)
                  for index, (token, by, layer) in enumerate(decided)]]
 
-    def _draft(self, tokens: list[int], gamma: int) -> tuple[list[int], list[torch.Tensor]]:
-        """Feed `tokens`, then each draft; `gamma` drafts (fewer after an end of sequence) and their distributions."""
+    def _draft(self, tokens: list[int], gamma: int) -> tuple[list[int], list[torch.Tensor], int]:
+        """Feed `tokens`, then each draft: up to `gamma` drafts, their distributions, and how many an exit was sure of."""
         eos = self.run.model.eos_token_id if self.run.stop_at_eos else None
         drafts: list[int] = []
         distributions: list[torch.Tensor] = []
+        sure = 0
         feed = tokens
         while len(drafts) < gamma:
             # The prompt pass completes every layer so its upload starts at once.
@@ -113,11 +115,12 @@ class SpeculativeStepper:
             token, distribution = self._draft_token(result)
             drafts.append(token)
             distributions.append(distribution)
+            sure += int(result.exit is not None)
             if token == eos or (self.stop_unsure and result.exit is None):
                 break  # an unsure draft is likely rejected: verify before drafting on top of it
             feed = [token]
         self.stack.flush()  # deferred rows on to layer k: the cloud needs every drafting row
-        return drafts, distributions
+        return drafts, distributions, sure
 
     def _draft_token(self, result: PassResult) -> tuple[int, torch.Tensor]:
         if result.exit is not None:

@@ -56,3 +56,10 @@ def test_tracker_separates_network_time_from_cloud_time():
     tracker.observe(4, 2, edge_ms=40.0, round_trip_ms=70.0, cloud_ms=20.0)
     assert tracker.rtt_ms == pytest.approx(50.0) and tracker.cloud_ms == pytest.approx(20.0)
     assert tracker.edge_step_ms == pytest.approx(10.0)
+
+
+def test_an_unsure_last_draft_does_not_count_against_acceptance():
+    counted = GammaTracker(12, gamma_initial=4)
+    for _ in range(10):  # 3 sure drafts accepted, the unsure 4th rejected, every round
+        counted.observe(4, 3, edge_ms=80.0, round_trip_ms=60.0, cloud_ms=10.0, counted=3)
+    assert counted.acceptance > 0.9 and counted.gamma >= 4
