@@ -205,10 +205,15 @@ def _checker(hint: Any) -> Checker:
 def _union_checker(options: tuple[Any, ...]) -> Checker:
     nullable = type(None) in options
     checks = [_checker(option) for option in options if option is not type(None)]
+    # A value whose exact type is one of the options keeps it: an int in `float | int` stays an int (a metric
+    # field InfluxDB stored as an integer must not come back as a float after a trip through the bus or spool).
+    exact = frozenset(option for option in options if option in (bool, int, str, bytes))
 
     def check_union(value: Any, path: str) -> Any:
         if value is None and nullable:
             return None
+        if type(value) in exact:
+            return value
         errors = []
         for check in checks:
             try:

@@ -137,3 +137,11 @@ def test_from_bytes_refuses_another_message_type():
 def test_failed_result_must_carry_an_error():
     with pytest.raises(ValueError, match="must carry an error"):
         TaskResult(task_id="t", node_id="pi-01", status="error")
+
+
+def test_metric_fields_keep_int_and_float_apart_through_the_codec():
+    from broker.messages.metrics import MetricPoint
+
+    point = MetricPoint("task", {"node": "pi-01"}, {"tokens": 10, "latency_ms": 2.0, "ok": True, "id": "t"}, 5)
+    fields = MetricPoint.from_bytes(point.to_bytes()).fields
+    assert [type(fields[k]) for k in ("tokens", "latency_ms", "ok", "id")] == [int, float, bool, str]
