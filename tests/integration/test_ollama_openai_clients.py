@@ -262,3 +262,12 @@ def test_openai_edge_stays_healthy_after_bad_requests(openai_client, edge):
         assert response.status_code in (400, 404)
         assert "message" in response.json()["error"]
     assert httpx.get(f"{edge.http.url}/health", timeout=10).json()["status"] == "ok"
+
+
+def test_ollama_client_that_goes_away_ends_the_answer_early(ollama_client, edge):
+    stream = ollama_client.generate(model=MODEL, prompt="Tell me a very long story about the sea.", stream=True,
+                                    options={"num_predict": 400}, keep_alive="10m")
+    next(stream)
+    next(stream)
+    stream.close()  # closes the HTTP response: the edge stops at its next token instead of making 400
+    assert wait_until(lambda: all(r.in_use == 0 for r in edge.cache.status()), 5)  # 400 tokens take > 10 s
