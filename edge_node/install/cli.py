@@ -11,7 +11,14 @@ import socket
 import sys
 from pathlib import Path
 
-from edge_node.install.plan import InstallOptions, Layout, check_node_id, machine_memory_mb, render_unit
+from edge_node.install.plan import (
+    TORCH_CPU_INDEX,
+    InstallOptions,
+    Layout,
+    check_node_id,
+    machine_memory_mb,
+    render_unit,
+)
 from edge_node.install.steps import InstallError, Secrets, install, uninstall
 
 logger = logging.getLogger(__name__)
@@ -37,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--http-port", type=int, default=8081)
     parser.add_argument("--memory-mb", type=int, help="default: MemTotal of /proc/meminfo")
     parser.add_argument("--python", default="", help="run the edge with this interpreter; no venv is built")
+    parser.add_argument("--torch-index", default=TORCH_CPU_INDEX,
+                        help="extra pip index for CPU torch on x86_64 ('' = only pip's configured indexes)")
     return parser
 
 
@@ -86,4 +95,4 @@ def _options(args: argparse.Namespace) -> InstallOptions:
     return InstallOptions(node_id=check_node_id(args.node_id), broker_host=host, broker_port=int(port or 1883),
                           memory_mb=memory_mb, cores=os.cpu_count() or 1, arch=arch, http_host=args.http_host,
                           http_port=args.http_port, tls=bool(args.ca_file or args.ca_b64),
-                          client_certificate=bool(args.cert_file), python=args.python)
+                          client_certificate=bool(args.cert_file), python=args.python, torch_index=args.torch_index)

@@ -118,6 +118,7 @@ class InstallOptions:
     tls: bool = False  # a CA certificate was given: the broker connection uses TLS
     client_certificate: bool = False  # a client certificate and key were given (brokers with tls_client_certs)
     python: str = ""  # an existing interpreter to run the edge with instead of the venv's (tests, images)
+    torch_index: str = TORCH_CPU_INDEX  # extra pip index for CPU torch on x86_64; "" = the configured ones only
     user: str = SERVICE_USER
     watchdog_s: int = 60  # WatchdogSec: no WATCHDOG=1 for this long and systemd restarts the edge
 
@@ -227,8 +228,9 @@ def unit_exec_start(unit_text: str) -> list[str]:
 _REQUIREMENT = re.compile(r"^([A-Za-z0-9_.-]+)==([^\s#;]+)")
 
 
-def edge_requirements(requirements_text: str, arch: str) -> tuple[list[str], list[str]]:
-    """The pinned lines an edge needs from the repository's requirements.txt, and the pip options for them.
+def edge_requirements(requirements_text: str, arch: str, torch_index: str = TORCH_CPU_INDEX) -> tuple[list[str], list[str]]:
+    """The pinned lines an edge needs from the repository's requirements.txt, and the pip options for them
+    (`torch_index` is added on x86_64, where PyPI's torch carries CUDA; "" = only the configured indexes).
 
     Raises ValueError for an architecture without CPU torch wheels or a package missing from the file.
     """
@@ -244,8 +246,8 @@ def edge_requirements(requirements_text: str, arch: str) -> tuple[list[str], lis
         raise ValueError(f"requirements.txt pins none of {missing}")
     # Wheels only: nothing compiles on the Pi (a missing wheel fails the install instead of building for an hour).
     options = ["--only-binary=:all:", "--prefer-binary"]
-    if arch == "x86_64":
-        options += ["--extra-index-url", TORCH_CPU_INDEX]
+    if arch == "x86_64" and torch_index:
+        options += ["--extra-index-url", torch_index]
     return [pins[name] for name in EDGE_PACKAGES], options
 
 

@@ -164,7 +164,8 @@ def _copy_source(source_dir: Path, app_dir: Path, record: Record) -> None:
 
 
 def _create_venv(layout: Layout, options: InstallOptions, source_dir: Path, record: Record) -> None:
-    requirements, pip_options = edge_requirements((source_dir / "requirements.txt").read_text(), options.arch)
+    requirements, pip_options = edge_requirements((source_dir / "requirements.txt").read_text(), options.arch,
+                                                  options.torch_index)
     _run([sys.executable, "-m", "venv", str(layout.venv_dir)])
     pip = [str(layout.venv_dir / "bin" / "python"), "-m", "pip", "install", "--no-cache-dir", "-q"]
     _run([*pip, *pip_options, *requirements])

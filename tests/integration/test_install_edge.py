@@ -22,7 +22,6 @@ from broker.client import BusClient
 from broker.messages import ModelStatus, NodeCommand
 from edge_node.config import EdgeConfig
 from edge_node.install.plan import (
-    TORCH_CPU_INDEX,
     board_profile,
     edge_requirements,
     unit_environment,
@@ -149,8 +148,7 @@ def test_install_from_the_enroll_bundle_with_the_enrolled_password(tmp_path, mos
 def test_install_edge_requirements_resolve_to_wheels_only_without_llama_cpp(tmp_path):
     """What the installer's venv step asks pip for resolves to wheels alone on this machine (nothing to compile).
     Against the configured registries: the CPU torch index the installer adds on x86_64 is left out here."""
-    requirements, options = edge_requirements((REPO_ROOT / "requirements.txt").read_text(), "x86_64")
-    options = [option for option in options if option not in ("--extra-index-url", TORCH_CPU_INDEX)]
+    requirements, options = edge_requirements((REPO_ROOT / "requirements.txt").read_text(), "x86_64", torch_index="")
     report = tmp_path / "report.json"
     done = subprocess.run([VENV_PYTHON, "-m", "pip", "install", "--dry-run", "-q", "--ignore-installed", "--report",
                            str(report), *options, *requirements], capture_output=True, text=True, timeout=600)
