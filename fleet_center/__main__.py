@@ -16,6 +16,11 @@ from runtime.settings import ConfigError, load
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["pipeline"]:  # pipeline inference (issue 18): run once, or serve POST /pipeline
+        from fleet_center.pipeline_cli import main as pipeline_main
+
+        return pipeline_main(argv[1:])
     args = settings_parser("python -m fleet_center", __doc__, "center").parse_args(argv)
     configure_logging("center")
     try:

@@ -30,7 +30,9 @@ TASK = "task"
 TOKEN = "token"
 MODEL_EVENT = "model_event"
 MODEL_PROFILE = "model_profile"
-MEASUREMENTS = (HEARTBEAT, ROUND, CACHING, TASK, TOKEN, MODEL_EVENT, MODEL_PROFILE)
+PIPELINE_STAGE = "pipeline_stage"
+PIPELINE_ALLOCATION = "pipeline_allocation"
+MEASUREMENTS = (HEARTBEAT, ROUND, CACHING, TASK, TOKEN, MODEL_EVENT, MODEL_PROFILE, PIPELINE_STAGE, PIPELINE_ALLOCATION)
 
 ALL_TASK_TYPES = "all"  # task_type tag of a round's summary point
 SOURCES = ("edge", "cloud")  # who decided a token
@@ -345,3 +347,32 @@ def model_profile_point(
         {"bytes": int(model_bytes), "perplexity": _float(perplexity), "load_s": _float(load_s), "token_ms": _float(token_ms)},
         timestamp_ns,
     )
+
+
+def pipeline_stage_point(
+    run: str, node: str, position: int, layers: int, compute_ms: float, head_ms: float, send_ms: float,
+    receive_ms: float, queue_ms: float, epoch: int = 0, *, timestamp_ns: int,
+) -> MetricPoint:
+    """One pipeline stage's share of one token (issue 18): compute vs communication, per node per token."""
+    return _point(
+        PIPELINE_STAGE,
+        {"run": run, "node": node},
+        {
+            "position": int(position), "layers": int(layers), "epoch": int(epoch),
+            "compute_ms": float(compute_ms), "head_ms": float(head_ms), "send_ms": float(send_ms),
+            "receive_ms": float(receive_ms), "queue_ms": float(queue_ms),
+            "communication_ms": float(send_ms) + float(receive_ms),
+        },
+        timestamp_ns,
+    )
+
+
+def pipeline_allocation_points(run: str, position: int, layers_by_node: Mapping[str, tuple[int, int]], reason: str,
+                               imbalance: float = 0.0, *, timestamp_ns: int) -> list[MetricPoint]:
+    """A split that came into force at `position`: one point per node with its layer range [start, end)."""
+    return [
+        _point(PIPELINE_ALLOCATION, {"run": run, "node": node},
+               {"position": int(position), "start": int(start), "end": int(end), "layers": int(end - start),
+                "reason": str(reason), "imbalance": float(imbalance)}, timestamp_ns)
+        for node, (start, end) in layers_by_node.items()
+    ]

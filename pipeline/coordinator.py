@@ -280,6 +280,8 @@ class _Run:
                 raise _NodeLost(report.node_id)
             if isinstance(report, StageFailed) and report.epoch == self.epoch:
                 raise PipelineError(f"pipeline {self.request.run_id}: stage {report.node_id} failed: {report.reason}")
+            if isinstance(report, StageTiming):  # the held token's timing may come after StageHeld
+                self._record(report)
             if isinstance(report, StageReady) and report.epoch == self.epoch:
                 waiting.discard(report.node_id)
                 self.bd_seqs[report.node_id] = report.bd_seq
@@ -299,7 +301,7 @@ class _Run:
             match report:
                 case NodeDeath():
                     raise _NodeLost(report.node_id)
-                case StageTiming() if report.epoch == self.epoch:
+                case StageTiming():
                     self._timing(report)
                 case StageHeld() if report.epoch == self.epoch:
                     self._move(report)
@@ -312,22 +314,32 @@ class _Run:
         except _NodeLost as lost:
             self._recover(lost.node_id)
 
-    def _timing(self, timing: StageTiming) -> None:
+    def _record(self, timing: StageTiming) -> bool:
+        """Track a stage's figures; True when it brought a new token."""
         self.tracker.add(timing)
         if timing.token_id < 0:
-            return
+            return False
         position = timing.position + timing.count
-        if position in self.tokens:
-            raise PipelineError(f"pipeline {self.request.run_id}: position {position} decided twice")
+        known = self.tokens.get(position)
+        if known is not None:
+            if known != timing.token_id:
+                raise PipelineError(f"pipeline {self.request.run_id}: position {position} decided twice, "
+                                    f"{known} then {timing.token_id}")
+            return False  # recomputed after a lost stage: the same token again
         self.tokens[position] = timing.token_id
         self.token_times.append(self.now_s())
         if len(self.tokens) == 1:
             self.first_token_s = self.now_s()
         if self.c.on_token is not None:
             self.c.on_token(self.request.run_id, position, timing.token_id, self.state.allocation)
-        if timing.count != 1 or self.pending is not None:
+        return True
+
+    def _timing(self, timing: StageTiming) -> None:
+        if not self._record(timing) or timing.epoch != self.epoch or timing.count != 1 or self.pending is not None:
             return
-        decision = after_token(self.state, self.tracker.speeds_at(timing.position), self.shape, self.request.reallocation)
+        speeds = self.tracker.speeds_at(timing.position)
+        self._learn_head_work(timing, speeds)
+        decision = after_token(self.state, speeds, self.shape, self.request.reallocation)
         if decision.new_allocation is None:
             self.state = decision.state
             return
@@ -335,6 +347,15 @@ class _Run:
         self.state = dataclasses.replace(decision.state, allocation=self.state.allocation)  # moved once held
         self.c.bus.publish(topics.PIPELINE_CONTROL, StageHold(self.request.run_id, self.epoch),
                            node=self.state.allocation.active()[0])
+
+    def _learn_head_work(self, last: StageTiming, speeds: dict[str, float]) -> None:
+        """Blend the measured cost of the LM head (in layers of the last node) into the shape, like speeds."""
+        speed = speeds.get(last.node_id)
+        if speed is None or last.head_s <= 0:
+            return
+        weight = self.request.reallocation.performance_weight
+        head_work = (1 - weight) * self.shape.head_work + weight * last.head_s * speed
+        self.shape = dataclasses.replace(self.shape, head_work=head_work)
 
     def _move(self, held: StageHeld) -> None:
         """Every stage is idle (the first one holds the next token): move layers, resume with that token."""

@@ -36,7 +36,8 @@ class StageNode:
 
 
 def start_stage_node(node_id: str, bus_config: BusConfig, store: ModelStore, *, verify_weights: bool = True,
-                     on_model_loaded: Callable[[LoadedModel], None] | None = None) -> StageNode:
+                     on_model_loaded: Callable[[LoadedModel], None] | None = None,
+                     after_compute: Callable[[float, float], None] | None = None) -> StageNode:
     """Connect as `node_id` (its credentials from `bus_config`) with a NodeDeath Will, and start its stage.
 
     Raises BusError when the broker cannot be reached or refuses the node.
@@ -45,5 +46,5 @@ def start_stage_node(node_id: str, bus_config: BusConfig, store: ModelStore, *, 
     will = Will(topics.NODE_DEATH.topic(node=node_id), NodeDeath(node_id, bd_seq), qos=1, retain=True)
     bus = BusClient(node_id, bus_config.for_node(node_id), will=will).connect()
     stage = PipelineStage(node_id, bus, store, bd_seq=bd_seq, verify_weights=verify_weights,
-                          on_model_loaded=on_model_loaded).start()
+                          on_model_loaded=on_model_loaded, after_compute=after_compute).start()
     return StageNode(node_id, bus, stage)

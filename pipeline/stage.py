@@ -74,7 +74,8 @@ class PipelineStage:
     """One node's stage worker. `start()` subscribes and starts the worker; `stop()` ends it."""
 
     def __init__(self, node_id: str, bus: BusClient, store: ModelStore, *, bd_seq: int = 0, verify_weights: bool = True,
-                 clock: Callable[[], float] = time.perf_counter, on_model_loaded: Callable[[LoadedModel], None] | None = None) -> None:
+                 clock: Callable[[], float] = time.perf_counter, on_model_loaded: Callable[[LoadedModel], None] | None = None,
+                 after_compute: Callable[[float, float], None] | None = None) -> None:
         self.node_id = node_id
         self.bd_seq = bd_seq  # of the bus session whose Last Will announces this stage's death
         self.bus = bus
@@ -82,6 +83,8 @@ class PipelineStage:
         self.verify_weights = verify_weights  # sha256 of the weight files when a model is first loaded
         self.clock = clock
         self.on_model_loaded = on_model_loaded  # e.g. the layer-delay emulation hooks
+        self.after_compute = after_compute  # called with each pass's wall and CPU seconds (emulation/pass_delay.py)
+        self._cpu_started = 0.0
         self._models: dict[str, LoadedModel] = {}
         self._runs: dict[str, _Run] = {}
         self._early_kv: dict[tuple[str, int], list[KvChunk]] = {}  # pieces that came before their assignment
@@ -272,7 +275,7 @@ class PipelineStage:
 
     def _feed(self, run: _Run, token_ids: list[int], position: int, receive_s: float, queue_s: float) -> None:
         """First stage: embed and run token ids at `position`, pass the states on."""
-        started = self.clock()
+        started, self._cpu_started = self.clock(), time.thread_time()
         result = run.stack.run(run.stack.embed([token_ids]), position=position)
         assert result.hidden_states is not None
         self._forward(run, result.hidden_states, position, started, receive_s, queue_s)
@@ -290,7 +293,7 @@ class PipelineStage:
         received_at = self.clock()
         receive_s = max(0.0, (time.time_ns() - message.sent_at_ns) / 1e9 - (received_at - item.arrived_at)) if message.sent_at_ns else 0.0
         hidden = kv_state.states_from_bytes(message.data, message.count, message.hidden_size, run.stack.model.dtype)
-        started = self.clock()
+        started, self._cpu_started = self.clock(), time.thread_time()
         result = run.stack.run(hidden, position=message.position)
         assert result.hidden_states is not None
         self._forward(run, result.hidden_states, message.position, started, receive_s, started - item.arrived_at)
@@ -300,11 +303,13 @@ class PipelineStage:
                  receive_s: float, queue_s: float) -> None:
         """Pass the range's output on: states to the successor, or (last stage) the token to the first."""
         assign = run.assign
+        self._emulate(started)
         computed = self.clock()
         count = hidden_states.shape[1]
         token_id, head_s = -1, 0.0
         if assign.last:
             token_id = int(run.stack.logits(hidden_states[:, -1:])[0, -1].argmax())
+            self._emulate(computed)
             head_s = self.clock() - computed
             send_started = self.clock()
             if assign.first:  # a single stage: the token comes straight back to us
@@ -324,6 +329,12 @@ class PipelineStage:
         send_s = self.clock() - send_started
         self._report(StageTiming(run.run_id, assign.epoch, self.node_id, position, count, assign.end - assign.start,
                                  computed - started, head_s, send_s, receive_s, queue_s, token_id))
+
+    def _emulate(self, since: float) -> None:
+        if self.after_compute is not None:
+            cpu_now = time.thread_time()
+            self.after_compute(self.clock() - since, cpu_now - self._cpu_started)
+            self._cpu_started = time.thread_time()
 
     def _token(self, message: StageToken, item: _Item, source: str) -> None:
         run = self._current(message.run_id, message.epoch, source)
