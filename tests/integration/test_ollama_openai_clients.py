@@ -271,3 +271,14 @@ def test_ollama_client_that_goes_away_ends_the_answer_early(ollama_client, edge)
     next(stream)
     stream.close()  # closes the HTTP response: the edge stops at its next token instead of making 400
     assert wait_until(lambda: all(r.in_use == 0 for r in edge.cache.status()), 5)  # 400 tokens take > 10 s
+
+
+def test_openai_speculative_mode_gives_the_cloud_only_answer(openai_client):
+    answers = {}
+    for mode in ("cloud_only", "speculative"):
+        completion = openai_client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=TOKENS,
+                                                           extra_body={"mode": mode})
+        assert completion.model_extra["edgefleet"]["mode"] == mode
+        assert not completion.model_extra["edgefleet"]["fallback"]
+        answers[mode] = completion.choices[0].message.content
+    assert answers["speculative"] == answers["cloud_only"]  # greedy speculative decoding is lossless
