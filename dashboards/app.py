@@ -22,6 +22,7 @@ navigation = st.navigation(
         st.Page(PAGES / "caching.py", title="Caching", icon=":material/inventory_2:", url_path="caching"),
         st.Page(PAGES / "tokens.py", title="Tokens", icon=":material/text_fields:", url_path="tokens"),
         st.Page(PAGES / "models.py", title="Models", icon=":material/model_training:", url_path="models"),
+        st.Page(PAGES / "pipeline.py", title="Pipeline", icon=":material/linear_scale:", url_path="pipeline"),
         st.Page(PAGES / "leaderboard.py", title="Leaderboard", icon=":material/leaderboard:", url_path="leaderboard"),
     ]
 )

@@ -65,3 +65,12 @@ def model_events(store: MetricStore, span: TimeRange, limit: int = 50_000) -> pd
 def model_profiles(store: MetricStore, span: TimeRange, limit: int = 50_000) -> pd.DataFrame:
     start_ns = min(span.start_ns, span.stop_ns - PROFILE_WINDOW_S * 1_000_000_000)
     return store.query(schema.MODEL_PROFILE, start_ns, span.stop_ns, limit=limit)
+
+
+def pipeline_stages(store: MetricStore, span: TimeRange, limit: int = 50_000) -> pd.DataFrame:
+    """Per node per token figures of pipeline runs (issue 18)."""
+    return store.query(schema.PIPELINE_STAGE, span.start_ns, span.stop_ns, limit=limit)
+
+
+def pipeline_allocations(store: MetricStore, span: TimeRange, limit: int = 50_000) -> pd.DataFrame:
+    return store.query(schema.PIPELINE_ALLOCATION, span.start_ns, span.stop_ns, limit=limit)

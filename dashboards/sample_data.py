@@ -13,6 +13,7 @@ import random
 from collections import defaultdict
 
 from broker.messages.metrics import MetricPoint
+from dashboards.pipeline_data import sample_run
 from metrics import schema
 from metrics.store import MetricStore
 
@@ -45,6 +46,7 @@ def sample_fleet(now_ns: int, seed: int = 7) -> dict[str, list[MetricPoint]]:
     _rounds_and_tasks(points, rng, start_ns)
     _caching(points, start_ns)
     _tokens(points, rng, now_ns)
+    points[CENTER].extend(sample_run(now_ns))  # a pipeline run (the center records it)
     for model, size, perplexity, load_s, token_ms in MODELS:
         points[CENTER].append(schema.model_profile_point(
             model, model_bytes=size, perplexity=perplexity, load_s=load_s, token_ms=token_ms, node="pi-01",

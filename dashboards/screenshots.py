@@ -17,7 +17,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 PAGES = (("", "Fleet"), ("rounds", "Rounds"), ("caching", "Caching"), ("tokens", "Tokens"), ("models", "Models"),
-         ("leaderboard", "Leaderboard"))
+         ("leaderboard", "Leaderboard"), ("pipeline", "Pipeline"))
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")
 WIDTH = 1440

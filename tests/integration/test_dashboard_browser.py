@@ -161,6 +161,7 @@ PAGES = [
     ("caching", "Caching", ["round 21", "Placement after round 21", "Failed deployments"], 1, ["smollm2-135m-edge15"]),
     ("tokens", "Tokens", ["Cloud requests", "Bytes up per response", "Sessions"], 3, ["s-pi-01-000"]),
     ("models", "Models", ["Perplexity vs size", "Loads and unloads"], 3, ["smollm2-135m-edge20"]),
+    ("pipeline", "Pipeline", ["Allocation over time", "Compute vs communication", "Reallocations"], 3, ["pl-sample"]),
 ]
 
 

@@ -18,7 +18,7 @@ from tests.conftest import wait_until
 from tests.integration.metrics_servers import RunningInflux
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py")
-PAGES = ("fleet", "rounds", "caching", "tokens", "models")
+PAGES = ("fleet", "rounds", "caching", "tokens", "models", "pipeline")
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,14 @@ def test_tokens_page_shows_drafts_and_cloud_cost_per_token_by_mode() -> None:
     drafted, accepted, rejected = (int(metric(app, label)) for label in
                                    ("Drafted tokens (verified)", "Accepted drafts", "Rejected drafts"))
     assert drafted == accepted + rejected and accepted > rejected > 0
+
+
+@pytest.mark.usefixtures("recorded")
+def test_pipeline_page_shows_the_run_and_its_reallocation() -> None:
+    app = open_page("pipeline")
+    assert int(metric(app, "Tokens")) == 48
+    assert int(metric(app, "Reallocations")) == 1
+    assert len(app.selectbox[0].options) == 1
 
 
 @pytest.mark.usefixtures("recorded")
