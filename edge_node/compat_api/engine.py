@@ -162,7 +162,8 @@ class GenerationEngine:
                 mode = "standalone"
                 self._standalone(model, prompt_ids, max_new, request, on_token)
             else:
-                config = fit_collab_config(dataclasses.replace(collab_config, mode=mode), model)
+                config = fit_collab_config(dataclasses.replace(collab_config, mode=mode, **_sampling(mode, request)),
+                                           model)
                 fallback = collab_generate(model, prompt_ids, max_new, config, collab_client,
                                            on_token=on_token).fallback
         except _Halt:
@@ -193,3 +194,12 @@ class GenerationEngine:
         with torch.no_grad():
             decode(stepper, [prompt_ids], max_new, eos_token_id=model.eos_token_id, on_token=on_token)
 
+
+def _sampling(mode: str, request: GenerationRequest) -> dict[str, object]:
+    """Speculative decoding samples when asked (edge drafts and cloud acceptance, issue 16); the other
+    collaborative modes decide greedily whatever the request says."""
+    sampling = request.sampling
+    if mode != "speculative" or sampling.temperature <= 0:
+        return {}
+    seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
+    return {"temperature": sampling.temperature, "top_p": sampling.top_p, "seed": seed % 2**31}

@@ -282,3 +282,22 @@ def test_openai_speculative_mode_gives_the_cloud_only_answer(openai_client):
         assert not completion.model_extra["edgefleet"]["fallback"]
         answers[mode] = completion.choices[0].message.content
     assert answers["speculative"] == answers["cloud_only"]  # greedy speculative decoding is lossless
+
+
+def test_ollama_temperature_with_a_seed_repeats_its_sampled_answer(ollama_client):
+    def sampled(seed):
+        options = {"num_predict": TOKENS, "temperature": 1.5, "seed": seed}
+        return ollama_client.generate(model=MODEL, prompt="Name an animal.", options=options).response
+
+    assert sampled(7) == sampled(7)
+
+
+def test_openai_temperature_reaches_speculative_decoding(openai_client):
+    def answer(**sampling):
+        return openai_client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=TOKENS,
+                                                     extra_body={"mode": "speculative"}, **sampling)
+
+    greedy, hot = answer(), answer(temperature=2.0, seed=11)
+    assert hot.model_extra["edgefleet"]["mode"] == "speculative" and not hot.model_extra["edgefleet"]["fallback"]
+    # At temperature 2 over 49,152 tokens, six draws landing on the greedy answer's tokens is not a chance event.
+    assert hot.choices[0].message.content != greedy.choices[0].message.content
