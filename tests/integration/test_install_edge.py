@@ -13,8 +13,10 @@ import signal
 import socket
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from broker import topics
@@ -29,7 +31,7 @@ from edge_node.install.plan import (
 )
 from edge_node.service import EdgeService
 from fleet_center.config import CenterConfig
-from fleet_center.enroll import BUNDLE_NAME, bundle_bytes, enroll
+from fleet_center.enroll import BUNDLE_NAME, bundle_bytes, enroll, serve_bundle
 from fleet_center.membership import FleetMembership
 from models.tiny import write_tiny_model
 from runtime.settings import REPO_ROOT
@@ -178,3 +180,17 @@ def test_install_board_variants_refuse_a_deploy_of_another_variant(mosquitto, tm
         assert not edge.cache.status()
     finally:
         edge.stop()
+
+
+def test_install_bundle_is_served_for_the_enroll_line_and_nothing_else():
+    bundle = bundle_bytes()
+    server = serve_bundle(bundle, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert httpx.get(f"{base}/{BUNDLE_NAME}", timeout=30).content == bundle
+        assert httpx.get(f"{base}/../.fleet/secrets/fleet.key", timeout=30).status_code == 404
+    finally:
+        server.shutdown()
+        server.server_close()
