@@ -14,12 +14,14 @@ from broker import topics
 from broker.client import BusClient
 from broker.errors import BusError
 from broker.launcher import BrokerConfig, LocalBroker, free_port
-from broker.messages import ModelStatus, NodeCommand, TaskDispatch, TaskSpec
+from broker.messages import ModelStatus, NodeCommand, TaskDispatch, TaskResult, TaskSpec
 from broker.messages.inference import ContextChunk, RequestRefused, SessionOpen, SessionOpened, SessionUnknown
 from edge_node.config import EdgeConfig
 from edge_node.service import EdgeService
 from models.tiny import write_tiny_model
 from tests.conftest import CLOUD_USERS, EDGE_USERS, RunningBroker, wait_until
+
+FORGED_RESULT = TaskResult(task_id="r0-pi-01-0", node_id="pi-01", status="ok", answer="forged")
 
 
 def connect(mosquitto, user):
@@ -186,3 +188,29 @@ def test_edge_http_api_beyond_loopback_requires_its_token(lan_edge, tmp_path):
     assert httpx.get(f"{url}/api/ps", headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 200
     assert httpx.get(f"{url}/health", timeout=10).status_code == 200  # probes need no token
     assert lan_edge._counters()["http_rejected"] == 2
+
+
+def test_center_ignores_results_and_statuses_naming_another_node_than_their_topic(mosquitto, tmp_path):
+    from fleet_center.service import CenterService
+    from tests.integration.test_rounds import center_config
+
+    write_tiny_model(tmp_path / "store", "tiny-a", seed=0, layers=2, hidden=64)
+    write_tiny_model(tmp_path / "store", "tiny-b", seed=1, layers=2, hidden=32)
+    config = center_config(mosquitto, tmp_path / "store", tmp_path, total_rounds=1)
+    center = CenterService(dataclasses.replace(config, rounds=dataclasses.replace(config.rounds, min_edges=9))).start()
+    statuses = []
+    center.rounds.status_listeners.append(statuses.append)
+    try:
+        with connect(mosquitto, "pi-02") as liar:
+            wait_until(lambda: False, 0.3)
+            liar.publish(topics.TASK_RESULT, FORGED_RESULT, wait_s=5, node="pi-02")
+            liar.publish(topics.MODEL_STATUS, ModelStatus(node_id="pi-01", model_id="tiny-b", state="ready"), wait_s=5,
+                         node="pi-02")
+            liar.publish(topics.MODEL_STATUS, ModelStatus(node_id="pi-02", model_id="tiny-b", state="ready"), wait_s=5,
+                         node="pi-02")
+            assert wait_until(lambda: statuses)  # its own status is taken
+        wait_until(lambda: False, 0.3)
+        assert [s.node_id for s in statuses] == ["pi-02"]
+        assert center.membership.bus.stats.counts["malformed"] == 2
+    finally:
+        center.stop()
