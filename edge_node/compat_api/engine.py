@@ -122,6 +122,8 @@ class GenerationEngine:
             ids = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True)
             if isinstance(ids, dict) or hasattr(ids, "input_ids"):
                 ids = ids["input_ids"]
+        if any(token >= model.vocab_size for token in request.context):
+            raise ApiRequestError(f"context holds token ids outside {model.model_id}'s vocabulary", param="context")
         prompt_ids = [*request.context, *(int(i) for i in ids)]
         if not prompt_ids:
             raise ApiRequestError("the prompt is empty", param="prompt")

@@ -171,6 +171,13 @@ def test_ollama_unknown_mode_raises_response_error_400(ollama_client):
     assert caught.value.status_code == 400
 
 
+def test_ollama_context_outside_the_vocabulary_raises_response_error_400(ollama_client):
+    with pytest.raises(ollama.ResponseError) as caught:
+        ollama_client.generate(model=MODEL, prompt="Hi", context=[10**9])
+    assert caught.value.status_code == 400
+    assert "vocabulary" in caught.value.error
+
+
 def test_ollama_malformed_body_gets_an_error_object(edge):
     response = httpx.post(f"{edge.http.url}/api/chat", content=b"{not json", timeout=30)
     assert response.status_code == 400
