@@ -148,3 +148,25 @@ def test_a_stage_cannot_write_as_another(mosquitto, stages, center_bus, store) -
     assert [envelope.params["source"] for envelope in seen] == ["pi-01"]
 
 
+
+
+@pytest.mark.slow
+def test_real_model_over_three_stages_with_a_move_matches_the_single_process_model(mosquitto, center_bus) -> None:
+    from models.catalog import BASE_MODEL_ID
+    from models.paths import default_store_root
+    from pipeline.shapes import shape_of_stored
+
+    real_store = ModelStore(default_store_root())
+    nodes = [start_stage_node(node, mosquitto.bus_config(), real_store) for node in NODES]
+    try:
+        shape = shape_of_stored(real_store, BASE_MODEL_ID)
+        policy = ReallocationConfig(threshold=0.05, min_tokens=4, objective="throughput")
+        model = real_store.load(BASE_MODEL_ID)
+        prompt = tuple(model.encode_chat("Name three rivers in Europe."))
+        result = PipelineCoordinator(center_bus, lambda model_id: shape, CoordinatorConfig(ready_timeout_s=120.0)).run(
+            PipelineRequest(BASE_MODEL_ID, NODES, prompt, 24, allocation=(20, 5, 5), reallocation=policy))
+        assert [change.reason for change in result.allocations][:2] == ["start", "imbalance"]
+        assert result.token_ids == model.generate_greedy(list(prompt), 24, stop_at_eos=False)
+    finally:
+        for node in nodes:
+            node.stop()
