@@ -2,9 +2,12 @@
 
     .venv/bin/python -m benchmarks.pipeline --json
 
-A real Mosquitto, three `python -m pipeline` stage processes (one torch thread each) in cgroup CPU
-quotas (default 0.5 / 0.25 / 1.0 of a core, in ring order: the last stage also runs the LM head),
-the real SmolLM2-135M, greedy decoding with a fixed token budget. Runs, all in one process tree:
+A real Mosquitto, three `python -m pipeline` stage processes (one torch thread each) at 0.5 / 0.25 /
+1.0 of a core in ring order (the last stage also runs the LM head), the real SmolLM2-135M, greedy
+decoding with a fixed token budget. The speeds are emulated by default with the per-pass delay of
+emulation/pass_delay.py (CPU time / quota), scaled by `--scale` (0.1: quota q runs at 0.1 q of this
+core) so that the host's own load (other jobs on the 2 cores) stays below the emulated time;
+`--emulation cgroup` uses cgroup CPU quotas instead (bursty: see pass_delay.py). Runs, in one process tree:
 1. `static_even`: 10/10/10 layers, no reallocation; its per-node measured speeds are the "full
    knowledge" from which `static_best` is the exact split (pipeline/allocation.py, the same memory
    budget), then run and measured as well.
@@ -116,6 +119,21 @@ def tokens_to_within(times: list[float], target: float, start: int = 0) -> int |
     return None
 
 
+def move_intervals(result: PipelineResult) -> list[float]:
+    """Seconds from the held token to the first token after each move (pause + one token + any recompute)."""
+    times, intervals = result.token_times_s, []
+    for change in result.allocations:
+        index = change.position - result.prompt_tokens  # the held token's index among generated tokens
+        if change.reason == "imbalance" and 0 <= index < len(times) - 1:
+            intervals.append(round(times[index + 1] - times[index], 3))
+    return intervals
+
+
+def median_interval(result: PipelineResult) -> float:
+    gaps = sorted(b - a for a, b in zip(result.token_times_s, result.token_times_s[1:], strict=False))
+    return round(gaps[len(gaps) // 2], 3) if gaps else 0.0
+
+
 def rate(times: list[float], start: int = 0, end: int | None = None) -> float:
     end = len(times) if end is None else end
     return (end - 1 - start) / (times[end - 1] - times[start]) if end - 1 > start else 0.0
@@ -134,14 +152,14 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     parser.add_argument("--quotas", default="0.5,0.25,1.0", help="CPU quotas of the three stages, ring order")
     parser.add_argument("--memory-layers", type=int, default=24, help="layers one node's memory budget holds")
-    parser.add_argument("--tokens", type=int, default=64, help="tokens of each static run")
-    parser.add_argument("--dynamic-tokens", type=int, default=160)
-    parser.add_argument("--change-at", type=int, default=80, help="dynamic run: token after which a quota changes")
+    parser.add_argument("--tokens", type=int, default=32, help="tokens of each static run")
+    parser.add_argument("--dynamic-tokens", type=int, default=128)
+    parser.add_argument("--change-at", type=int, default=64, help="dynamic run: token after which a quota changes")
     parser.add_argument("--change-node", default="pi-03")
     parser.add_argument("--change-quota", type=float, default=0.25)
     parser.add_argument("--emulation", choices=("delay", "cgroup"), default="delay",
                         help="slow stages by a per-pass delay (linear in work) or a cgroup CPU quota (bursty)")
-    parser.add_argument("--scale", type=float, default=0.25,
+    parser.add_argument("--scale", type=float, default=0.1,
                         help="delay emulation: quota q runs at q x scale of this core (absorbs host load up to 1 / scale)")
     parser.add_argument("--log-dir", default="/tmp/pipeline-bench", help="stage process logs")
     args = parser.parse_args()
@@ -163,7 +181,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as state:
         broker_config = BrokerConfig(port=free_port(), state_dir=f"{state}/broker", secrets_dir=f"{state}/secrets",
                                      edge_users=NODES, cloud_users=())
-        with LocalBroker(broker_config).start():
+        with LocalBroker(broker_config):
             secrets = Path(f"{state}/secrets")
             bus_config = BusConfig(port=broker_config.port, password_file=str(secrets / "{node}.password"), keepalive_s=2)
             speeds = Speeds(args.emulation, Path(state), args.scale)
@@ -241,6 +259,10 @@ def measure(args, coordinator, prompt_ids, shape, budget, memory_bytes, off, on,
         "move_pause_transfer_s": [round(c.pause_s, 3) for c in moves],
         "move_kv_bytes": [c.kv_bytes for c in moves],
         "move_pause_recompute_s": [round(c.pause_s, 3) for c in recompute_moves],
+        "move_token_interval_transfer_s": move_intervals(dynamic),
+        "move_token_interval_recompute_s": move_intervals(recompute),
+        "median_token_interval_dynamic_s": median_interval(dynamic),
+        "median_token_interval_recompute_run_s": median_interval(recompute),
         "dynamic_vs_best": round(dynamic_rate / best_rate, 3) if best_rate else None,
         "dynamic_vs_even": round(dynamic_rate / even_rate, 3) if even_rate else None,
         "per_node_static_even": static_even.tracker.summary(),
