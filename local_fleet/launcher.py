@@ -16,6 +16,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from broker.bridging import two_level
 from broker.launcher import BrokerConfig, LocalBroker
 from dashboards.config import DashboardConfig
 from dashboards.launcher import DashboardProcess, DashboardServerConfig
@@ -82,10 +83,28 @@ def _edge_emulation(args: argparse.Namespace) -> list[str]:
     return ["--set", f"bus.link_profile={link}", "--set", f"cpu_quota={quota}"]
 
 
+def _start_brokers(port: int, sites: int, edge_ids: tuple[str, ...]) -> tuple[list[LocalBroker], dict[str, int]]:
+    """One broker, or a core on `port` and `sites` site brokers bridged to it. Returns them and each edge's port."""
+    quiet = subprocess.DEVNULL if os.environ.get("EDGEFLEET_QUIET_BROKER") else None
+    if sites <= 0:
+        return [LocalBroker(BrokerConfig(port=port, edge_users=edge_ids)).start(stdout=quiet)], dict.fromkeys(edge_ids, port)
+    names = [f"site-{i}" for i in range(1, sites + 1)]
+    edges_by_site = {name: edge_ids[i::sites] for i, name in enumerate(names)}
+    topology = two_level(FLEET_DIR / "brokers", port, {name: port + i for i, name in enumerate(names, 1)},
+                         edges_by_site, ("cloud-1",), str(FLEET_DIR / "secrets"))
+    brokers = [LocalBroker(BrokerConfig(**topology.core)).start(stdout=quiet)]
+    brokers += [LocalBroker(BrokerConfig(**topology.sites[name])).start(stdout=quiet) for name in names]
+    ports = {edge: int(topology.sites[name]["port"]) for name, edges in edges_by_site.items() for edge in edges}
+    logger.info("brokers: core on %d, %s", port, ", ".join(f"{n} on {topology.sites[n]['port']}" for n in names))
+    return brokers, ports
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local_fleet", description=__doc__)
     parser.add_argument("--edges", type=int, default=3, help="number of edge nodes")
-    parser.add_argument("--port", type=int, default=1883, help="broker port")
+    parser.add_argument("--port", type=int, default=1883, help="broker port (the core broker's with --sites)")
+    parser.add_argument("--sites", type=int, default=0, help="site brokers bridged to a core broker, edges spread "
+                        "over them (ports --port + 1 ...; docs/scaling.md); 0 = one broker")
     parser.add_argument("--edge-http-port", type=int, default=8081, help="HTTP port of the first edge; the next get +1")
     parser.add_argument("--edge-mode", default="collaborative", choices=("standalone", "collaborative", "speculative"),
                         help="how edges run round tasks")
@@ -106,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s    fleet | %(message)s")
     edge_ids = tuple(f"pi-{i:02d}" for i in range(1, args.edges + 1))
-    broker = LocalBroker(BrokerConfig(port=args.port, edge_users=edge_ids))
-    broker.start(stdout=subprocess.DEVNULL if os.environ.get("EDGEFLEET_QUIET_BROKER") else None)
+    brokers, edge_ports = _start_brokers(args.port, args.sites, edge_ids)
     influx = LocalInfluxDB(ServerConfig(port=args.influx_port)).start()
     dashboard = DashboardProcess(DashboardServerConfig(port=args.dashboard_port),
                                  DashboardConfig(url=influx.url), log_path=str(FLEET_DIR / "dashboard.log"))
@@ -124,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     nodes.append(_spawn("cloud-1", ["cloud_node", "--node-id", "cloud-1"], env))
     nodes += [
         _spawn(node_id, ["edge_node", "--node-id", node_id, "--set", f"http_port={args.edge_http_port + i}",
-                         *edge_settings], env)
+                         "--set", f"bus.port={edge_ports[node_id]}", *edge_settings], env)
         for i, node_id in enumerate(edge_ids)
     ]
     dashboard.start()
@@ -145,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         _stop([center])
         dashboard.stop()
         influx.stop()
-        broker.stop()
+        for broker in reversed(brokers):
+            broker.stop()
         logger.info("fleet stopped")
     return 0
 
