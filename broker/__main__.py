@@ -1,4 +1,8 @@
-"""`python -m broker`: run a local Mosquitto with the fleet's generated passwords and ACLs."""
+"""`python -m broker`: run a local Mosquitto with the fleet's generated passwords and ACLs.
+
+`python -m broker --revoke pi-04` (with the same settings) withdraws a node's password: the running broker
+drops its session at once and refuses it from then on, across restarts.
+"""
 
 import signal
 import sys
@@ -14,10 +18,15 @@ def _interrupt(*_: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = settings_parser("python -m broker", __doc__, "broker").parse_args(argv)
+    parser = settings_parser("python -m broker", __doc__, "broker")
+    parser.add_argument("--revoke", metavar="USER", help="withdraw USER's password (the running broker drops it now)")
+    args = parser.parse_args(argv)
     configure_logging("broker")
     try:
         config = load(BrokerConfig, args.config, overrides=args.set, section="broker")
+        if args.revoke:
+            LocalBroker(config).revoke(args.revoke)
+            return 0
         broker = LocalBroker(config).start()
     except (ConfigError, BusError) as error:
         return command_line_error(error)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -69,21 +70,31 @@ class LocalBroker:
 
     config: BrokerConfig
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
-    revoked: set[str] = field(default_factory=set, init=False)  # users whose password was withdrawn
+
+    @property
+    def revoked(self) -> set[str]:
+        """Users whose password was withdrawn (`<state_dir>/revoked`, one per line): they stay out across restarts."""
+        path = Path(self.config.state_dir) / "revoked"
+        return set(path.read_text().split()) if path.exists() else set()
 
     @property
     def users(self) -> list[str]:
         users = [self.config.center_user, *self.config.cloud_users, *self.config.edge_users, *self.config.bridge_users]
-        return [user for user in users if user not in self.revoked]
+        revoked = self.revoked
+        return [user for user in users if user not in revoked]
 
     def revoke(self, user: str) -> None:
-        """Withdraw `user`'s password: Mosquitto rereads its password file and drops the user's live session."""
-        self.revoked.add(user)
+        """Withdraw `user`'s password: a running Mosquitto (ours, or the one in the state directory's pid file)
+        rereads its password file and drops the user's live session at once."""
         state = Path(self.config.state_dir)
+        state.mkdir(parents=True, exist_ok=True)
+        with (state / "revoked").open("a") as handle:
+            handle.write(user + "\n")
         write_password_file(state / "passwords", self.passwords())
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGHUP)  # reload: re-checks every connected client's credentials
-        logger.info("revoked broker user %s", user)
+        pid = self.process.pid if self.process is not None and self.process.poll() is None else _pid_from(state)
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)  # reload: re-checks every connected client's credentials
+        logger.info("revoked broker user %s%s", user, "" if pid else " (no running broker: applies at its start)")
 
     def passwords(self) -> dict[str, str]:
         secret = load_or_create_secret(Path(self.config.secrets_dir) / "fleet.key")
@@ -110,6 +121,7 @@ class LocalBroker:
                 f"password_file {state / 'passwords'}",
                 f"acl_file {state / 'acl'}",
                 f"persistence_location {state / 'data'}/",
+                f"pid_file {state / 'mosquitto.pid'}",
                 *self._tls_lines(),
                 *self._bridge_lines(),
                 "",
@@ -178,6 +190,16 @@ class LocalBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _pid_from(state: Path) -> int | None:
+    """The pid a running Mosquitto wrote into the state directory, if that process is alive."""
+    try:
+        pid = int((state / "mosquitto.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
 
 
 def _port_open(host: str, port: int) -> bool:

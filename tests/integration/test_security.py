@@ -214,3 +214,22 @@ def test_center_ignores_results_and_statuses_naming_another_node_than_their_topi
         assert center.membership.bus.stats.counts["malformed"] == 2
     finally:
         center.stop()
+
+
+def test_revocation_from_the_command_line_reaches_the_running_broker_and_survives_a_restart(mosquitto):
+    from broker.__main__ import main as broker_main
+
+    config = mosquitto.broker.config
+    edge = connect(mosquitto, "pi-02")
+    try:
+        code = broker_main(["--set", f"port={config.port}", "--set", f"state_dir={config.state_dir}",
+                            "--set", f"secrets_dir={config.secrets_dir}", "--set", "edge_users=pi-01,pi-02,pi-03",
+                            "--set", "cloud_users=cloud-1,cloud-2", "--revoke", "pi-02"])
+        assert code == 0
+        assert wait_until(lambda: not edge.connected, 3)
+    finally:
+        edge.abort()
+    mosquitto.broker.restart()
+    with pytest.raises(BusError, match="refused"):
+        BusClient("pi-02", mosquitto.bus_config("pi-02")).connect(timeout_s=3)
+    connect(mosquitto, "pi-01").close()
