@@ -54,7 +54,8 @@ def context_for(cell: Cell, spec: JobSpec, lines: dict[str, dict]) -> CellContex
     cloud = lines.get(Cell("cloud_only", "mining_then_inference", *cell.group).key)
     miner = lines.get(Cell("miner", "mining_then_inference", *cell.group).key)
     probability = miner["summary"]["cloud_query_ratio"] if miner else spec.random_cloud_probability
-    return CellContext(scores_of(edge) if edge else None, scores_of(cloud) if cloud else None, probability)
+    return CellContext(scores_of(edge) if edge else None, scores_of(cloud) if cloud else None, probability,
+                       exact_share=miner is not None)
 
 
 def run_job(spec: JobSpec, results: Path, workdir: Path) -> int:

@@ -22,7 +22,7 @@ from benchmarks.job_spec import Cell, JobSpec
 from fleet_center.evaluation import prediction_from_answer, score_task
 from fleet_center.round_plan import task_type_name
 from fleet_center.workload import TASK_TYPE_NAMES, Task
-from routing.routers import EdgeState, Router, RoutingQuery, make_router
+from routing.routers import EdgeState, Router, RoutingQuery, make_router, uniform_draw
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +34,34 @@ class CellContext:
     edge_scores: Mapping[int, float] | None = None
     cloud_scores: Mapping[int, float] | None = None
     random_cloud_probability: float = 0.5
+    exact_share: bool = False  # True: the random router sends exactly round(p x tasks) queries to the cloud
 
 
-def client_router(cell: Cell, spec: JobSpec, context: CellContext) -> Router | None:
+def exact_share_probability(task_ids: Sequence[int], share: float, seed: int) -> float:
+    """A p for which exactly round(share x len(task_ids)) of these queries draw below it: random routing at
+    the miner's measured cloud share, not just around it (the draws are still independent of the queries)."""
+    draws = sorted(uniform_draw(str(task_id), seed) for task_id in task_ids)
+    count = round(share * len(draws))
+    if count <= 0:
+        return 0.0
+    if count >= len(draws):
+        return 1.0
+    return (draws[count - 1] + draws[count]) / 2
+
+
+def client_router(cell: Cell, spec: JobSpec, context: CellContext, tasks: Sequence[Task] = ()) -> Router | None:
     """The router the job applies itself, or None for the miner (it runs on the edge). Raises ValueError."""
     if cell.router == "miner":
         return None
+    probability = context.random_cloud_probability
+    if cell.router == "random" and context.exact_share and tasks:
+        probability = exact_share_probability([t.task_id for t in tasks], probability, spec.random_seed)
     oracle = None
     if cell.router == "oracle":
         if context.edge_scores is None or context.cloud_scores is None:
             raise ValueError("the oracle cell needs the edge_only and cloud_only cells first")
         oracle = {str(t): (context.edge_scores[t], context.cloud_scores[t]) for t in context.edge_scores}
-    return make_router(cell.router, cloud_probability=context.random_cloud_probability, seed=spec.random_seed,
+    return make_router(cell.router, cloud_probability=probability, seed=spec.random_seed,
                        oracle_scores=oracle)
 
 
@@ -77,7 +93,7 @@ def task_record(task: Task, result: Mapping[str, object]) -> dict[str, object]:
 def run_cell(cell: Cell, spec: JobSpec, tasks: Sequence[Task], edge_urls: Sequence[str],
              context: CellContext) -> list[dict[str, object]]:
     """Every task of the cell through the fleet, in task order in the records. Raises RuntimeError on a failure."""
-    router = client_router(cell, spec, context)
+    router = client_router(cell, spec, context, tasks)
     work: queue.Queue[tuple[int, Task]] = queue.Queue()
     for index, task in enumerate(tasks):
         work.put((index, task))

@@ -88,3 +88,14 @@ def test_operating_point_compares_the_miner_with_random_over_the_same_tasks():
     assert point["quality_ratio"] == 1.0 and point["random_quality_ratio"] == 0.5
     assert 0 < point["ci95_halfwidth"] < 0.5
     json.dumps(point)
+
+
+def test_random_at_the_miners_share_sends_exactly_that_many_queries_to_the_cloud():
+    from benchmarks.job_cells import exact_share_probability
+    from routing.routers import RandomRouter, RoutingQuery
+
+    task_ids = list(range(50))
+    probability = exact_share_probability(task_ids, 0.36, seed=0)
+    router = RandomRouter(probability, seed=0)
+    routes = [router.route(RoutingQuery(str(t), 0)).route for t in task_ids]
+    assert routes.count("cloud") == 18
