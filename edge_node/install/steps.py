@@ -25,6 +25,7 @@ from edge_node.install.plan import (
     InstallOptions,
     Layout,
     edge_requirements,
+    python_path,
     render_edge_toml,
     render_unit,
 )
@@ -76,6 +77,8 @@ def install(layout: Layout, options: InstallOptions, source_dir: Path, edge_secr
         _copy_source(source_dir, layout.app_dir, record)
         if create_venv:
             _create_venv(layout, options, source_dir, record)
+        # Byte-compiled now: under ProtectSystem=strict the service cannot write __pycache__ next to the source.
+        _run([python_path(layout, options), "-m", "compileall", "-q", str(layout.app_dir)])
         if system:
             record.user_created = _create_user(options.user, layout.state_dir)
         _write(layout.config_file, render_edge_toml(layout, options), record, 0o644)
