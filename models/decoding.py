@@ -56,6 +56,10 @@ class PassResult:
     hidden_states: torch.Tensor | None  # (B, n, C) at layer `end`, positions [first_position, first_position + n)
     first_position: int
     finished_at: float  # clock reading when the pass returned
+    # The exit head at `end` checked this pass without being sure: its top token and probability (the
+    # edge's own guess at the split layer, already computed for the check), else None.
+    head_token: int | None = None
+    head_probability: float | None = None
 
 
 def top_token(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,6 +136,7 @@ class LayerStack:
         self.length += hidden_states.shape[1]
         carry = hidden_states
         exit_decision: ExitDecision | None = None
+        head_token = head_probability = None
         previous_tokens = previous_top = None
         for index, segment in enumerate(self.segments):
             waiting, self._waiting[index] = self._waiting[index], None
@@ -144,6 +149,8 @@ class LayerStack:
                 features, candidates, top = exit_features(probabilities, previous_tokens, previous_top)
                 if self._sure(layer, features[0]):
                     exit_decision = ExitDecision(int(candidates[0]), layer, self.clock())
+                elif layer == self.end:
+                    head_token, head_probability = int(candidates[0]), float(top[0])
                 previous_tokens, previous_top = candidates, top
             last = index + 1 == len(self.segments)
             if exit_decision is None or complete or last:
@@ -153,7 +160,7 @@ class LayerStack:
                 continue
             self._waiting[index + 1] = carry
             return PassResult(exit_decision, None, self.completed, self.clock())
-        return PassResult(exit_decision, carry, self.completed - carry.shape[1], self.clock())
+        return PassResult(exit_decision, carry, self.completed - carry.shape[1], self.clock(), head_token, head_probability)
 
     @torch.no_grad()
     def flush(self) -> torch.Tensor | None:

@@ -32,6 +32,7 @@ class CollabConfig:
     gamma_initial: int = 4  # adaptive: the first round's drafts
     gamma_max: int = 12  # adaptive: most drafts per verification
     draft_stop_unsure: bool = True  # end a round at the first draft no exit head was sure of (greedy only)
+    draft_ahead: bool = True  # keep drafting while a verification is in flight (rows held until its verdict)
     temperature: float = 0.0  # speculative sampling: 0 = greedy (output identical to cloud_only)
     top_p: float = 1.0  # speculative sampling: nucleus of both the draft and the verifier
     seed: int = 0  # speculative sampling: the edge's draft draws and the cloud's acceptance draws

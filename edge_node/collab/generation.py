@@ -61,6 +61,7 @@ class CollabGeneration:
     drafted: int = 0  # speculative: draft tokens sent for verification
     accepted_drafts: int = 0  # speculative: of those, accepted by the cloud
     gammas: tuple[int, ...] = ()  # speculative: drafts per verification round
+    drafts_ahead: int = 0  # speculative: drafts made while a verification was in flight (kept or rolled back)
 
 
 def exit_policy_for(model: LoadedModel, config: CollabConfig) -> ExitPolicy:
@@ -147,11 +148,14 @@ class _Run:
         if session is None:  # no cloud at all: the whole answer standalone
             return replace(_as_fallback(self._standalone_run().standalone()), mode=self.config.mode)
         stepper = SpeculativeStepper(self, session, exit_policy_for(self.model, self.config))
-        decoded = self._decode(stepper)
+        try:
+            decoded = self._decode(stepper)
+        finally:
+            stepper.close()
         if stepper.session is not None:
             self._absorb(stepper.session, notify=self.config.session_close)
         return replace(self._result(decoded), drafted=stepper.drafted, accepted_drafts=stepper.accepted,
-                       gammas=tuple(stepper.gammas))
+                       gammas=tuple(stepper.gammas), drafts_ahead=stepper.drafts_ahead)
 
     def naive_split(self) -> CollabGeneration:
         return self._result(self._decode(_NaiveSplitStepper(self)))

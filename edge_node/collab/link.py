@@ -186,6 +186,7 @@ class CloudSession:
         self.counters = LinkCounters()
         self._rows = np.zeros((256, hidden_size), dtype="<f2")  # (capacity, C) every layer-k row so far
         self._known = 0  # rows [0, _known) are here
+        self._held_from: int | None = None  # rows from here on wait for release() (drafted past a verification)
         self._sent = 0  # rows [0, _sent) handed to the uploader
         self._seq = itertools.count()
         self._request_ids = itertools.count()
@@ -272,6 +273,23 @@ class CloudSession:
             assert length <= self._known, f"cannot roll back {self._known} rows to {length}"
             self._known = length
             self._sent = min(self._sent, length)
+
+    @property
+    def known(self) -> int:
+        """Rows [0, known) have been added."""
+        return self._known
+
+    def hold(self, position: int) -> None:
+        """Keep rows from `position` on here until `release()`: they were drafted past a verification in
+        flight, and a rejection would make them wrong (the worker keeps the first copy of a row)."""
+        with self._lock:
+            self._held_from = position
+
+    def release(self) -> None:
+        """Upload the held rows (their verification accepted everything before them, or they were rolled back)."""
+        with self._lock:
+            self._held_from = None
+        self._outbox.put(("rows", 1 << 62, None))
 
     def _exchange(self, build: Callable[[int], Message], what: str, deadline_s: float, max_reopens: int) -> Message | None:
         """Send `build(request_id)` after the rows it needs; the answer, or None past the deadline."""
@@ -377,7 +395,8 @@ class CloudSession:
         while True:
             with self._lock:  # rollback() may move _known / _sent back between chunks
                 first = self._sent
-                count = min(self.chunk_positions, min(end, self._known) - first)
+                limit = min(end, self._known, self._held_from if self._held_from is not None else self._known)
+                count = min(self.chunk_positions, limit - first)
                 if count <= 0:
                     return
                 data = encode_rows(self._rows[first : first + count], self.state_dtype)

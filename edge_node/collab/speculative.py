@@ -18,10 +18,13 @@ edge's own choices), and the rest of the answer is drafted the same way with nob
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
+from broker.messages.inference import DraftVerdict
 from edge_node.collab.gamma import GammaTracker
 from edge_node.collab.link import CloudSession, DraftSampling
 from models.decode_loop import TokenDecision
@@ -35,8 +38,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    token: int
+    distribution: torch.Tensor  # the draft distribution when sampling, else empty
+    sure: bool  # an exit head was sure of it
+
+
 class SpeculativeStepper:
-    """Drafts with [0, k) (+ exits), verifies with the session's worker, rolls back on rejection."""
+    """Drafts with [0, k) (+ exits), verifies with the session's worker, rolls back on rejection.
+
+    While a verification is in flight the edge drafts on (`draft_ahead`), assuming every draft stands:
+    those rows stay on the edge (`CloudSession.hold`) until the verdict; if it accepts everything the
+    drafts ahead open the next round at once, else they are rolled back with the rejected ones.
+    """
 
     def __init__(self, run: _Run, session: CloudSession, policy: ExitPolicy) -> None:
         self.run = run
@@ -48,83 +63,135 @@ class SpeculativeStepper:
                                 sinks={config.split_layer: self._upload}, clock=run.clock)
         self.tracker = GammaTracker(config.gamma_max, gamma_initial=config.gamma or config.gamma_initial)
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.verifier = ThreadPoolExecutor(1, thread_name_prefix="speculative-verify") if config.draft_ahead else None
+        self.ahead: list[_Draft] = []  # drafted past the last verification, already fed (all but the last)
         self.emitted = 0
         self.first = True
         self.rounds = 0
         self.drafted = 0
         self.accepted = 0
         self.gammas: list[int] = []  # drafts of every verified round
+        self.drafts_ahead = 0  # drafts made while a verification was in flight (kept or rolled back)
+
+    def close(self) -> None:
+        if self.verifier is not None:
+            self.verifier.shutdown(wait=True)
 
     def step(self, feed: list[list[int]]) -> list[list[TokenDecision]]:
         run, config = self.run, self.run.config
-        # Only the last decided token is new: accepted drafts are in the cache already.
-        tokens = feed[0] if self.first else feed[0][-1:]
-        first_position = self.stack.length + len(tokens) - 1  # its row drafts the round's first token
-        gamma = min(config.gamma or self.tracker.gamma, run.max_new_tokens - self.emitted)
+        # Only the last decided token is new: accepted drafts are in the cache already; after drafting
+        # ahead the last decided token (the last draft) is in it too.
+        tokens = feed[0] if self.first else ([] if self.ahead else feed[0][-1:])
+        first_position = self.stack.length + len(tokens) - 1 - len(self.ahead) + (1 if self.ahead else 0)
+        gamma = max(1, min(config.gamma or self.tracker.gamma, run.max_new_tokens - self.emitted))
         session = self.session
         up_before, down_before = _counts(session)
         drafting_started = run.clock()
-        drafts, distributions, sure = self._draft(tokens, max(1, gamma))
+        drafts = self._draft(tokens, gamma)
         drafted_at = run.clock()
-        verdict = None
+        verdict, verdict_at = None, drafted_at
         if session is not None:
             run.cloud_requests += 1
-            verdict = session.verify(first_position, tuple(drafts), config.cloud_deadline_s, config.max_reopens,
-                                          self._sampling(drafts, distributions))
+            verdict, verdict_at = self._verify(session, first_position, drafts, gamma)
             if verdict is None:
                 self._fall_back(first_position)
         known_at = run.clock()
         up_after, down_after = _counts(session)
         if verdict is None:
-            decided = [(token, "fallback", self.stack.end) for token in drafts]
+            decided = [(draft.token, "fallback", self.stack.end) for draft in drafts]
         else:
             accepted = verdict.accepted
-            decided = [(token, "draft_accepted", run.model.num_layers) for token in drafts[:accepted]]
+            decided = [(draft.token, "draft_accepted", run.model.num_layers) for draft in drafts[:accepted]]
             if verdict.token_id >= 0:
                 decided.append((verdict.token_id, "draft_corrected", run.model.num_layers))
             keep = first_position + accepted + 1  # positions fed with accepted tokens stay
-            if self.stack.length > keep:
+            if self.stack.length > keep and verdict.token_id >= 0:
+                self.ahead = []  # drafted on top of a rejected draft
                 self.stack.rollback(keep)
                 assert session is not None
                 session.rollback(keep)
-            self.rounds += 1
-            self.gammas.append(len(drafts))
-            self.drafted += len(drafts)
-            self.accepted += accepted
-            if not config.gamma:
-                self.tracker.observe(len(drafts), accepted, (drafted_at - drafting_started) * 1e3,
-                                     (known_at - drafted_at) * 1e3, verdict.compute_ms,
-                                     counted=sure if self.stop_unsure else len(drafts))
+            if session is not None:
+                session.release()
+            self._count(drafts, accepted, verdict.compute_ms, (drafted_at - drafting_started) * 1e3,
+                        (verdict_at - drafted_at) * 1e3)
         self.emitted += len(decided)
         return [[TokenDecision(token, by, layer, known_at,  # type: ignore[arg-type]
                                (up_after - up_before) if index == 0 else 0,
                                (down_after - down_before) if index == 0 else 0)
                  for index, (token, by, layer) in enumerate(decided)]]
 
-    def _draft(self, tokens: list[int], gamma: int) -> tuple[list[int], list[torch.Tensor], int]:
-        """Feed `tokens`, then each draft: up to `gamma` drafts, their distributions, and how many an exit was sure of."""
+    def _verify(self, session: CloudSession, first_position: int, drafts: list[_Draft],
+                gamma: int) -> tuple[DraftVerdict | None, float]:
+        """Send the drafts for verification; draft ahead until the verdict is back. (verdict or None, when it came)."""
+        config = self.run.config
+        ids = tuple(draft.token for draft in drafts)
+
+        def verify() -> tuple[DraftVerdict | None, float]:
+            verdict = session.verify(first_position, ids, config.cloud_deadline_s, config.max_reopens,
+                                     self._sampling(drafts))
+            return verdict, self.run.clock()
+
+        if self.verifier is None:
+            return verify()
+        session.hold(first_position + len(drafts))
+        pending = self.verifier.submit(verify)
+        self._draft_ahead(drafts[-1], pending, gamma, self.run.max_new_tokens - self.emitted - len(drafts))
+        return pending.result()
+
+    def _draft_ahead(self, last: _Draft, pending: Future, gamma: int, budget: int) -> None:
+        """Feed the last draft and draft on while the verification is in flight (sure drafts only, up to gamma)."""
         eos = self.run.model.eos_token_id if self.run.stop_at_eos else None
-        drafts: list[int] = []
-        distributions: list[torch.Tensor] = []
-        sure = 0
-        feed = tokens
+        feed = last.token
+        while not pending.done() and feed != eos and len(self.ahead) < min(gamma, budget):
+            if self.ahead and self.stop_unsure and not self.ahead[-1].sure:
+                break
+            draft = self._draft_one(feed)
+            self.ahead.append(draft)
+            self.drafts_ahead += 1
+            feed = draft.token
+        self.stack.flush()
+
+    def _count(self, drafts: list[_Draft], accepted: int, cloud_ms: float, edge_ms: float, wait_ms: float) -> None:
+        self.rounds += 1
+        self.gammas.append(len(drafts))
+        self.drafted += len(drafts)
+        self.accepted += accepted
+        if not self.run.config.gamma:
+            sure = next((index for index, draft in enumerate(drafts) if not draft.sure), len(drafts))
+            self.tracker.observe(len(drafts), accepted, edge_ms, wait_ms, cloud_ms,
+                                 counted=sure if self.stop_unsure else len(drafts))
+
+    def _draft(self, tokens: list[int], gamma: int) -> list[_Draft]:
+        """Feed `tokens`, then each draft: up to `gamma` drafts (the ones drafted ahead first)."""
+        eos = self.run.model.eos_token_id if self.run.stop_at_eos else None
+        drafts, self.ahead = self.ahead[:gamma], self.ahead[gamma:]
+        if self.ahead:  # more drafted ahead than this round takes: their rows go back
+            self.stack.rollback(self.stack.length - len(self.ahead))
+            if self.session is not None:
+                self.session.rollback(min(self.session.known, self.stack.length))
+            self.ahead = []
         while len(drafts) < gamma:
-            # The prompt pass completes every layer so its upload starts at once.
-            result = self.stack.run_tokens([feed], complete=self.first or self.sampling)
-            self.first = False
-            token, distribution = self._draft_token(result)
-            drafts.append(token)
-            distributions.append(distribution)
-            sure += int(result.exit is not None)
-            if token == eos or (self.stop_unsure and result.exit is None):
+            last = drafts[-1] if drafts else None
+            if last is not None and (last.token == eos or (self.stop_unsure and not last.sure)):
                 break  # an unsure draft is likely rejected: verify before drafting on top of it
-            feed = [token]
+            draft = self._draft_one(tokens if last is None else [last.token])
+            drafts.append(draft)
         self.stack.flush()  # deferred rows on to layer k: the cloud needs every drafting row
-        return drafts, distributions, sure
+        return drafts
+
+    def _draft_one(self, feed: list[int] | int) -> _Draft:
+        # The prompt pass completes every layer so its upload starts at once.
+        result = self.stack.run_tokens([feed if isinstance(feed, list) else [feed]],
+                                       complete=self.first or self.sampling)
+        self.first = False
+        token, distribution = self._draft_token(result)
+        return _Draft(token, distribution, result.exit is not None)
 
     def _draft_token(self, result: PassResult) -> tuple[int, torch.Tensor]:
         if result.exit is not None:
             return result.exit.token_id, torch.empty(0)
+        if not self.sampling and result.head_token is not None:
+            return result.head_token, torch.empty(0)  # the split layer's exit check already ran its head
         assert result.hidden_states is not None, "a pass without an exit reaches the split layer"
         logits = self.stack.logits(result.hidden_states[:, -1:])[0, -1]  # (V,)
         if not self.sampling:
@@ -137,19 +204,19 @@ class SpeculativeStepper:
             distribution /= distribution.sum()
         return int(torch.multinomial(distribution, 1, generator=self.generator)), distribution
 
-    def _sampling(self, drafts: list[int], distributions: list[torch.Tensor]) -> DraftSampling | None:
+    def _sampling(self, drafts: list[_Draft]) -> DraftSampling | None:
         if not self.sampling:
             return None
         config = self.run.config
         sizes, support, probabilities = [], [], []
-        for distribution in distributions:
-            ids, values = support_of(distribution, config.draft_support_max)
+        for draft in drafts:
+            ids, values = support_of(draft.distribution, config.draft_support_max)
             sizes.append(len(ids))
             support += ids
             probabilities += values
-        return DraftSampling(config.temperature, config.top_p, int(torch.randint(0, 2**31 - 1, (), generator=self.generator)),
-                             tuple(float(d[t]) for d, t in zip(distributions, drafts, strict=True)), tuple(sizes),
-                             tuple(support), tuple(probabilities))
+        seed = int(torch.randint(0, 2**31 - 1, (), generator=self.generator))
+        return DraftSampling(config.temperature, config.top_p, seed, tuple(float(d.distribution[d.token]) for d in drafts),
+                             tuple(sizes), tuple(support), tuple(probabilities))
 
     def _fall_back(self, position: int) -> None:
         """The cloud fell silent: close the session; the drafts of this round and all later ones are the answer."""

@@ -56,6 +56,26 @@ def test_a_sure_exit_drafts_on_and_an_unsure_draft_ends_the_round(cloud, client,
     assert max(always_sure.gammas) == 5 and set(never_sure.gammas) == {1}
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+def test_drafting_ahead_over_a_slow_link_keeps_the_output(cloud, mosquitto, model, prompt, threshold):
+    import dataclasses
+
+    from broker.client import BusClient
+    from edge_node.collab.link import CollabClient
+
+    wan = dataclasses.replace(mosquitto.bus_config("pi-02"), link_profile="wan")  # 25 ms each way, emulated
+    bus = BusClient("pi-02", wan).connect()
+    try:
+        collab_client = CollabClient(bus, "pi-02")
+        ahead = run(model, prompt, collab_client, config("speculative", threshold=threshold, gamma=3))
+        waiting = run(model, prompt, collab_client, config("speculative", threshold=threshold, gamma=3, draft_ahead=False))
+        cloud_only = run(model, prompt, collab_client, config("cloud_only"))
+    finally:
+        bus.close()
+    assert ahead.token_ids == waiting.token_ids == cloud_only.token_ids
+    assert ahead.drafts_ahead > 0 and waiting.drafts_ahead == 0
+
+
 def test_cloud_death_mid_answer_finishes_locally_with_marked_tokens(mosquitto, store, tmp_path, client, model, prompt):
     service = start_cloud(mosquitto, store, tmp_path)
 

@@ -44,7 +44,7 @@ def client(mosquitto, tmp_path):
 
 def test_speculative_with_real_exits_equals_cloud_only_on_every_prompt(client, real_model):
     cloud_only = CollabConfig(mode="cloud_only", cloud_deadline_s=60.0)
-    accepted = 0
+    accepted = ahead = 0
     for text in PROMPTS:
         prompt_ids = real_model.encode_chat(text)
         expected = generate(real_model, prompt_ids, NEW_TOKENS, cloud_only, client, stop_at_eos=False).token_ids
@@ -53,4 +53,6 @@ def test_speculative_with_real_exits_equals_cloud_only_on_every_prompt(client, r
         assert not answer.fallback, f"{text}: the cloud fell silent"
         assert answer.token_ids == expected, text
         accepted += answer.accepted_drafts
+        ahead += answer.drafts_ahead
     assert accepted > len(PROMPTS) * NEW_TOKENS // 4, "the real exit heads' drafts are mostly accepted"
+    assert ahead > 0, "the edge drafts on while verifications are in flight"

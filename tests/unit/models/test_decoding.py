@@ -200,3 +200,14 @@ def test_decided_by_matches_the_wire_vocabulary():
     from broker.messages.tasks import TokenDecider
 
     assert get_args(TokenDecider) == DECIDERS
+
+
+def test_an_unsure_exit_check_at_the_end_reports_the_heads_top_token(model):
+    end = max(model.exit_heads.exit_layers)
+    never = ExitPolicy.top_probability({layer: 1.01 for layer in model.exit_heads.exit_layers})
+    stack = LayerStack(model, 0, end, exit_policy=never)
+    result = stack.run_tokens([[5, 9, 2, 7]])
+    assert result.exit is None and result.hidden_states is not None
+    logits = stack.logits(result.hidden_states[:, -1:])[0, -1]
+    assert result.head_token == int(logits.argmax())
+    assert result.head_probability == pytest.approx(float(torch.softmax(logits.float(), dim=-1).max()), rel=1e-4)
