@@ -72,9 +72,11 @@ def test_per_node_per_token_figures_cover_every_stage(stages, center_bus, store)
     assert all(row["tokens"] == 5 for row in result.tracker.summary().values())  # the prompt pass is apart
 
 
+# Tiny layers take ~0.1 ms, so a pass's fixed overhead dominates measured speeds; a small performance weight
+# keeps the capabilities the request started with, and the move it implies, deterministic.
 @pytest.mark.parametrize("kv_mode", ["transfer", "recompute"])
 def test_moving_layers_mid_generation_keeps_the_output_exact(stages, center_bus, store, kv_mode: str) -> None:
-    policy = ReallocationConfig(threshold=0.05, min_tokens=3, objective="throughput")
+    policy = ReallocationConfig(threshold=0.05, min_tokens=3, objective="throughput", performance_weight=0.01)
     result = coordinator(center_bus, store).run(
         PipelineRequest(TINY_MODEL_ID, NODES, PROMPT, 16, allocation=(4, 1, 1), reallocation=policy, kv_mode=kv_mode))  # type: ignore[arg-type]
     moves = [change for change in result.allocations if change.reason == "imbalance"]
@@ -83,7 +85,7 @@ def test_moving_layers_mid_generation_keeps_the_output_exact(stages, center_bus,
 
 
 def test_transfer_moves_keys_and_values_over_the_bus(stages, center_bus, store) -> None:
-    policy = ReallocationConfig(threshold=0.05, min_tokens=3, objective="throughput")
+    policy = ReallocationConfig(threshold=0.05, min_tokens=3, objective="throughput", performance_weight=0.01)
     result = coordinator(center_bus, store).run(
         PipelineRequest(TINY_MODEL_ID, NODES, PROMPT, 14, allocation=(4, 1, 1), reallocation=policy))
     assert [change.kv_bytes > 0 for change in result.allocations if change.reason == "imbalance"][:1] == [True]
@@ -160,7 +162,7 @@ def test_real_model_over_three_stages_with_a_move_matches_the_single_process_mod
     nodes = [start_stage_node(node, mosquitto.bus_config(), real_store) for node in NODES]
     try:
         shape = shape_of_stored(real_store, BASE_MODEL_ID)
-        policy = ReallocationConfig(threshold=0.05, min_tokens=4, objective="throughput")
+        policy = ReallocationConfig(threshold=0.05, min_tokens=4, objective="throughput", performance_weight=0.01)
         model = real_store.load(BASE_MODEL_ID)
         prompt = tuple(model.encode_chat("Name three rivers in Europe."))
         result = PipelineCoordinator(center_bus, lambda model_id: shape, CoordinatorConfig(ready_timeout_s=120.0)).run(
