@@ -24,6 +24,7 @@ class CloudConfig:
     janitor_interval_s: float = 1.0  # how often expired sessions are swept
     torch_threads: int = 0  # torch intra-op threads for this process; 0 = torch's default
     max_batch: int = 8  # cloud-only generations queued together that run as one batched forward
+    batch_window_s: float = 0.02  # a batch not yet full waits this long (seconds) for more requests
 
     def __post_init__(self) -> None:
         check(valid_node_id(self.node_id), "node_id", f"{self.node_id!r} must be 1-64 of letters, digits, '-', '_', '.'")
@@ -34,3 +35,4 @@ class CloudConfig:
         check(0.01 <= self.janitor_interval_s <= 3600, "janitor_interval_s", "must be between 0.01 and 3600")
         check(0 <= self.torch_threads <= 256, "torch_threads", "must be 0-256")
         check(1 <= self.max_batch <= 256, "max_batch", "must be 1-256")
+        check(0.0 <= self.batch_window_s <= 10.0, "batch_window_s", "must be 0-10 seconds")

@@ -64,7 +64,7 @@ class CloudInference:
         self.bus = bus
         self.models = models
         self.contexts = SessionContexts(config.session_ttl_s, config.memory_cap_bytes, clock)
-        self._work = WorkQueue(config.max_batch)
+        self._work = WorkQueue(config.max_batch, config.batch_window_s)
         self.cost = CostAccount()
         self._stop = threading.Event()
         self._compute = threading.Thread(target=self._compute_loop, name=f"cloud-compute-{self.worker_id}", daemon=True)

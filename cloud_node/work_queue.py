@@ -1,8 +1,8 @@
 """The cloud worker's compute queue: jobs in arrival order, and batches of generation requests ready together.
 
 A job with a `batch_key` (cloud-only generation of one model) is batchable: when the compute thread
-takes it, every later queued job with the same key comes along, oldest first, up to `max_batch`,
-and they run as one batched forward per step. While a batch runs, the thread serves the unbatched
+takes it, it waits up to `window_s` for the batch to fill, then every later queued job with the same
+key comes along, oldest first, up to `max_batch`, and they run as one batched forward per step. While a batch runs, the thread serves the unbatched
 jobs queued meanwhile (session token requests, verifications, opens) between its steps
 (`take_unbatched`), so a long generation delays a session's request by one step, not by the
 whole answer. Jobs never wait on an edge, so a slow or dead session holds nobody up.
@@ -31,9 +31,11 @@ class Job:
 class WorkQueue:
     """FIFO of jobs; `take` returns the oldest job, with the queued jobs it can batch with."""
 
-    def __init__(self, max_batch: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, max_batch: int, window_s: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         assert max_batch >= 1, "max_batch must be >= 1"
+        assert window_s >= 0, "window_s must be >= 0"
         self.max_batch = max_batch
+        self.window_s = window_s  # a batch not yet full waits this long for more requests to join
         self.clock = clock
         self._jobs: deque[Job | None] = deque()
         self._ready = threading.Condition()
@@ -54,6 +56,9 @@ class WorkQueue:
                 return None
             if first.batch_key is None:
                 return [first]
+            deadline = self.clock() + self.window_s
+            while self._matching(first.batch_key) < self.max_batch - 1 and self.clock() < deadline:
+                self._ready.wait(max(0.0, deadline - self.clock()))
             batch, rest = [first], deque[Job | None]()
             while self._jobs:
                 job = self._jobs.popleft()
@@ -70,6 +75,9 @@ class WorkQueue:
             taken = [job for job in self._jobs if job is not None and job.batch_key is None]
             self._jobs = deque(job for job in self._jobs if job is None or job.batch_key is not None)
             return taken
+
+    def _matching(self, key: Hashable) -> int:
+        return sum(1 for job in self._jobs if job is not None and job.batch_key == key)
 
     def qsize(self) -> int:
         with self._ready:

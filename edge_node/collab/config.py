@@ -31,7 +31,9 @@ class CollabConfig:
     gamma: int = 0  # drafts per verification; 0 = adaptive per session (edge_node/collab/gamma.py)
     gamma_initial: int = 4  # adaptive: the first round's drafts
     gamma_max: int = 12  # adaptive: most drafts per verification
-    draft_stop_unsure: bool = True  # end a round at the first draft no exit head was sure of (greedy only)
+    draft_stop_unsure: bool = True  # end a round at the first draft no exit head was sure of (greedy only),
+    draft_continue_probability: float = 1.0  # unless the round's unsure drafts' head probabilities multiply
+    # to at least this (1.0: always end there; lower: fewer round trips, more drafts wasted on a rejection)
     draft_ahead: bool = True  # keep drafting while a verification is in flight (rows held until its verdict)
     temperature: float = 0.0  # speculative sampling: 0 = greedy (output identical to cloud_only)
     top_p: float = 1.0  # speculative sampling: nucleus of both the draft and the verifier
@@ -58,3 +60,4 @@ class CollabConfig:
         check(0.0 <= self.temperature <= 100.0, "temperature", "must be 0-100")
         check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
         check(1 <= self.draft_support_max <= 65536, "draft_support_max", "must be 1-65536")
+        check(0.0 <= self.draft_continue_probability <= 1.0, "draft_continue_probability", "must be 0-1")

@@ -43,6 +43,19 @@ class _Draft:
     token: int
     distribution: torch.Tensor  # the draft distribution when sampling, else empty
     sure: bool  # an exit head was sure of it
+    probability: float = 1.0  # an unsure draft: the split layer head's top probability
+
+
+def _round_ends(drafts: list[_Draft], continue_min: float) -> bool:
+    """After these drafts, verify now? At an unsure draft, unless every unsure draft of the round was
+    likely enough together (product of their head probabilities >= continue_min)."""
+    last = drafts[-1]
+    if last.sure:
+        return False
+    together = 1.0
+    for draft in drafts:
+        together *= 1.0 if draft.sure else draft.probability
+    return together < continue_min
 
 
 class SpeculativeStepper:
@@ -59,6 +72,7 @@ class SpeculativeStepper:
         config = run.config
         self.sampling = config.temperature > 0.0
         self.stop_unsure = config.draft_stop_unsure and not self.sampling  # sampling drafts have no exits
+        self.continue_min = config.draft_continue_probability
         self.stack = LayerStack(run.model, 0, config.split_layer, exit_policy=None if self.sampling else policy,
                                 sinks={config.split_layer: self._upload}, clock=run.clock)
         self.tracker = GammaTracker(config.gamma_max, gamma_initial=config.gamma or config.gamma_initial)
@@ -143,7 +157,7 @@ class SpeculativeStepper:
         eos = self.run.model.eos_token_id if self.run.stop_at_eos else None
         feed = last.token
         while not pending.done() and feed != eos and len(self.ahead) < min(gamma, budget):
-            if self.ahead and self.stop_unsure and not self.ahead[-1].sure:
+            if self.ahead and self.stop_unsure and _round_ends(self.ahead, self.continue_min):
                 break
             draft = self._draft_one(feed)
             self.ahead.append(draft)
@@ -157,9 +171,9 @@ class SpeculativeStepper:
         self.drafted += len(drafts)
         self.accepted += accepted
         if not self.run.config.gamma:
-            sure = next((index for index, draft in enumerate(drafts) if not draft.sure), len(drafts))
+            ended_unsure = self.stop_unsure and not drafts[-1].sure  # that draft ends the round whatever gamma is
             self.tracker.observe(len(drafts), accepted, edge_ms, wait_ms, cloud_ms,
-                                 counted=sure if self.stop_unsure else len(drafts))
+                                 counted=len(drafts) - int(ended_unsure))
 
     def _draft(self, tokens: list[int], gamma: int) -> list[_Draft]:
         """Feed `tokens`, then each draft: up to `gamma` drafts (the ones drafted ahead first)."""
@@ -172,7 +186,7 @@ class SpeculativeStepper:
             self.ahead = []
         while len(drafts) < gamma:
             last = drafts[-1] if drafts else None
-            if last is not None and (last.token == eos or (self.stop_unsure and not last.sure)):
+            if last is not None and (last.token == eos or (self.stop_unsure and _round_ends(drafts, self.continue_min))):
                 break  # an unsure draft is likely rejected: verify before drafting on top of it
             draft = self._draft_one(tokens if last is None else [last.token])
             drafts.append(draft)
@@ -185,7 +199,8 @@ class SpeculativeStepper:
                                        complete=self.first or self.sampling)
         self.first = False
         token, distribution = self._draft_token(result)
-        return _Draft(token, distribution, result.exit is not None)
+        probability = result.head_probability if result.head_probability is not None else 1.0
+        return _Draft(token, distribution, result.exit is not None, probability)
 
     def _draft_token(self, result: PassResult) -> tuple[int, torch.Tensor]:
         if result.exit is not None:

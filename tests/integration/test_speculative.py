@@ -18,12 +18,14 @@ _one_thread, store, model, prompt, cloud, client = (test_collab._one_thread, tes
                                                     test_collab.prompt, test_collab.cloud, test_collab.client)
 
 
-@pytest.mark.parametrize("stop_unsure", [True, False])
+@pytest.mark.parametrize(("stop_unsure", "continue_probability"), [(True, 1.0), (True, 0.05), (False, 1.0)])
 @pytest.mark.parametrize("threshold", [0.0, 1.0])
 @pytest.mark.parametrize("gamma", [0, 1, 3])
-def test_greedy_speculative_equals_cloud_only(cloud, client, model, prompt, threshold, gamma, stop_unsure):
+def test_greedy_speculative_equals_cloud_only(cloud, client, model, prompt, threshold, gamma, stop_unsure,
+                                              continue_probability):
     speculative = run(model, prompt, client, config("speculative", threshold=threshold, gamma=gamma,
-                                                    draft_stop_unsure=stop_unsure))
+                                                    draft_stop_unsure=stop_unsure,
+                                                    draft_continue_probability=continue_probability))
     cloud_only = run(model, prompt, client, config("cloud_only"))
     assert speculative.token_ids == cloud_only.token_ids
     assert not speculative.fallback

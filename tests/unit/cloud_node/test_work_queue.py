@@ -58,3 +58,22 @@ def test_an_empty_queue_times_out_and_none_stops_the_taker():
     assert queue.take(0.01) == []
     queue.put(None)
     assert queue.take(0.01) is None
+
+
+def test_a_request_arriving_within_the_window_joins_the_batch():
+    import threading
+
+    queue = WorkQueue(max_batch=8, window_s=0.5)
+    queue.put(batchable("a"))
+    threading.Timer(0.05, lambda: queue.put(batchable("b"))).start()
+    assert names(queue.take(1.0)) == ["a", "b"]
+
+
+def test_a_full_batch_does_not_wait_for_the_window():
+    import time
+
+    queue = WorkQueue(max_batch=2, window_s=5.0)
+    queue.put(batchable("a"))
+    queue.put(batchable("b"))
+    started = time.monotonic()
+    assert names(queue.take(1.0)) == ["a", "b"] and time.monotonic() - started < 1.0

@@ -63,3 +63,17 @@ def test_an_unsure_last_draft_does_not_count_against_acceptance():
     for _ in range(10):  # 3 sure drafts accepted, the unsure 4th rejected, every round
         counted.observe(4, 3, edge_ms=80.0, round_trip_ms=60.0, cloud_ms=10.0, counted=3)
     assert counted.acceptance > 0.9 and counted.gamma >= 4
+
+
+def test_a_round_ends_at_an_unsure_draft_unless_the_unsure_drafts_are_likely_together():
+    import torch
+
+    from edge_node.collab.speculative import _Draft, _round_ends
+
+    def draft(sure, probability=1.0):
+        return _Draft(1, torch.empty(0), sure, probability)
+
+    assert not _round_ends([draft(True)], 1.0)
+    assert _round_ends([draft(True), draft(False, 0.9)], 1.0)
+    assert not _round_ends([draft(False, 0.9), draft(True), draft(False, 0.8)], 0.7)
+    assert _round_ends([draft(False, 0.9), draft(True), draft(False, 0.7)], 0.7)
