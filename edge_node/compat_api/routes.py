@@ -38,6 +38,7 @@ from edge_node.compat_api.requests import (
     model_name,
     parse_body,
 )
+from edge_node.model_cache import CacheFullError
 
 if TYPE_CHECKING:
     from edge_node.service import EdgeService
@@ -240,8 +241,10 @@ async def _load_only(service: EdgeService, engine: GenerationEngine, parsed: oll
 
         try:
             await anyio.to_thread.run_sync(load)
-        except Exception as error:
-            raise ApiRequestError(str(error), status=500) from None
+        except CacheFullError as error:
+            raise ApiRequestError(str(error), status=503, code="no_room") from None
+        except Exception as error:  # a failed load: the node goes on serving
+            raise ApiRequestError(str(error), status=500, code="model_load_failed") from None
     return JSONResponse(ollama_shapes.load_only(parsed.model_id, time.time(), unload, chat))
 
 
