@@ -60,3 +60,22 @@ def test_leaderboard_page_shows_the_pareto_front_and_the_ranked_cells(
     assert "miner" in browser.page_source and "random" in browser.page_source
     screenshot(browser, Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path_factory.getbasetemp() / "screenshots"),
                "leaderboard")
+
+
+def test_leaderboard_page_without_a_job_run_says_how_to_make_one(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from tests.integration.test_dashboard_pages import open_page as open_app_page
+
+    monkeypatch.setenv("EDGEFLEET_DASHBOARD_LEADERBOARD_CSV", str(tmp_path / "none.csv"))
+    app = open_app_page("leaderboard")
+    assert any("benchmarks.job" in info.value for info in app.info)
+    assert not app.error
+
+
+def test_leaderboard_page_ranks_the_cells_of_the_csv(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from tests.integration.test_dashboard_pages import open_page as open_app_page
+
+    monkeypatch.setenv("EDGEFLEET_DASHBOARD_LEADERBOARD_CSV", str(write(tmp_path)))
+    app = open_app_page("leaderboard")
+    table = app.dataframe[0].value
+    assert list(table["router"]) == ["cloud_only", "miner", "random"]
+    assert {item.label: item.value for item in app.metric}["Cells on the Pareto front"] == "2 / 3"
