@@ -91,3 +91,24 @@ def test_a_cloud_routed_query_is_answered_by_the_edge_when_no_cloud_answers(edge
     routed = ask(edge, route="cloud")
     assert routed["route"] == "edge" and "cloud unavailable" in routed["route_reason"]
     assert routed["tokens"]
+
+
+@pytest.mark.slow
+def test_the_committed_miner_routes_real_queries_on_the_real_edge_model():
+    """The shipped miner fits the real bf16 model's features, and held-out QA queries go to the cloud
+    (the type it learned the cloud gains most on) while TC ones stay on the edge."""
+    from edge_node.query_routing import QueryRouting
+    from fleet_center.workload import QA, TC, load_tasks
+    from models.paths import default_store_root
+    from models.store import ModelStore
+    from routing.splits import split_tasks
+
+    model = ModelStore(default_store_root()).load("smollm2-135m-bf16")
+    tasks = load_tasks()
+    heldout = set(split_tasks([(t.task_id, t.task_type) for t in tasks]).heldout)
+    routing = QueryRouting("pi-01", client=None)
+    decisions = {task_type: [routing.decide(model, str(t.task_id), str(task_type), t.task_token)
+                             for t in tasks if t.task_id in heldout and t.task_type == task_type][:5]
+                 for task_type in (TC, QA)}
+    assert all("P(hard)" in d.reason and 0.0 <= d.score <= 1.0 for ds in decisions.values() for d in ds)
+    assert [d.route for d in decisions[QA]].count("cloud") > [d.route for d in decisions[TC]].count("cloud")
