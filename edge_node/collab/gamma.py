@@ -84,12 +84,13 @@ class GammaTracker:
         return self._accepted / (self._accepted + self._rejected)
 
     def observe(self, drafts: int, accepted: int, edge_ms: float, round_trip_ms: float, cloud_ms: float, *,
-                counted: int | None = None) -> int:
+                counted: int | None = None, passes: int | None = None) -> int:
         """Fold in one round (its drafts, how many stood, drafting / request-to-verdict / cloud times); the next gamma.
 
         `counted`: the leading drafts whose fate measures the acceptance gamma bounds (default all). A
         round that ends at an unsure draft by choice counts only the sure drafts before it: the unsure
-        one would end the round whatever gamma is.
+        one would end the round whatever gamma is. `passes`: edge passes `edge_ms` covered (default
+        `drafts`; fewer when some drafts were made while the previous verification was in flight).
         """
         counted = drafts if counted is None else counted
         assert drafts >= 1 and 0 <= accepted <= drafts, f"accepted {accepted} outside 0..{drafts}"
@@ -97,7 +98,9 @@ class GammaTracker:
         self.rounds += 1
         self._accepted = self._accepted * self.decay + min(accepted, counted)
         self._rejected = self._rejected * self.decay + (1 if accepted < counted else 0)
-        self.edge_step_ms = self._mean(self.edge_step_ms, edge_ms / drafts)
+        passes = drafts if passes is None else passes
+        if passes > 0:
+            self.edge_step_ms = self._mean(self.edge_step_ms, edge_ms / passes)
         self.rtt_ms = self._mean(self.rtt_ms, max(0.0, round_trip_ms - cloud_ms))
         self.cloud_ms = self._mean(self.cloud_ms, cloud_ms)
         self.gamma = best_gamma(self.inputs(), self.gamma_max)

@@ -86,6 +86,7 @@ class SpeculativeStepper:
         self.accepted = 0
         self.gammas: list[int] = []  # drafts of every verified round
         self.drafts_ahead = 0  # drafts made while a verification was in flight (kept or rolled back)
+        self._passes = 0
 
     def close(self) -> None:
         if self.verifier is not None:
@@ -145,12 +146,20 @@ class SpeculativeStepper:
                                      self._sampling(drafts))
             return verdict, self.run.clock()
 
-        if self.verifier is None:
+        if self.verifier is None or not self._ahead_pays():
             return verify()
         session.hold(first_position + len(drafts))
         pending = self.verifier.submit(verify)
         self._draft_ahead(drafts[-1], pending, gamma, self.run.max_new_tokens - self.emitted - len(drafts))
         return pending.result()
+
+    def _ahead_pays(self) -> bool:
+        """Draft ahead only if the wait it may save beats the half pass it costs on average (the verdict is
+        noticed between passes): acceptance x (round trip + cloud) > edge step / 2, by the measured figures."""
+        tracker = self.tracker
+        if tracker.edge_step_ms is None or tracker.rtt_ms is None or tracker.cloud_ms is None:
+            return False
+        return tracker.acceptance * (tracker.rtt_ms + tracker.cloud_ms) > 0.5 * tracker.edge_step_ms
 
     def _draft_ahead(self, last: _Draft, pending: Future, gamma: int, budget: int) -> None:
         """Feed the last draft and draft on while the verification is in flight (sure drafts only, up to gamma)."""
@@ -170,15 +179,16 @@ class SpeculativeStepper:
         self.gammas.append(len(drafts))
         self.drafted += len(drafts)
         self.accepted += accepted
-        if not self.run.config.gamma:
-            ended_unsure = self.stop_unsure and not drafts[-1].sure  # that draft ends the round whatever gamma is
-            self.tracker.observe(len(drafts), accepted, edge_ms, wait_ms, cloud_ms,
-                                 counted=len(drafts) - int(ended_unsure))
+        # The figures decide drafting ahead too; gamma follows them only when adaptive (config.gamma == 0).
+        ended_unsure = self.stop_unsure and not drafts[-1].sure  # that draft ends the round whatever gamma is
+        self.tracker.observe(len(drafts), accepted, edge_ms, wait_ms, cloud_ms, counted=len(drafts) - int(ended_unsure),
+                             passes=self._passes)
 
     def _draft(self, tokens: list[int], gamma: int) -> list[_Draft]:
         """Feed `tokens`, then each draft: up to `gamma` drafts (the ones drafted ahead first)."""
         eos = self.run.model.eos_token_id if self.run.stop_at_eos else None
         drafts, self.ahead = self.ahead[:gamma], self.ahead[gamma:]
+        self._passes = 0  # edge passes of this round's drafting (drafts ahead were made during the last wait)
         if self.ahead:  # more drafted ahead than this round takes: their rows go back
             self.stack.rollback(self.stack.length - len(self.ahead))
             if self.session is not None:
@@ -190,6 +200,7 @@ class SpeculativeStepper:
                 break  # an unsure draft is likely rejected: verify before drafting on top of it
             draft = self._draft_one(tokens if last is None else [last.token])
             drafts.append(draft)
+            self._passes += 1
         self.stack.flush()  # deferred rows on to layer k: the cloud needs every drafting row
         return drafts
 
