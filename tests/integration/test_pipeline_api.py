@@ -103,3 +103,19 @@ def test_cli_without_a_broker_fails_with_a_clear_error(capsys, store, tmp_path) 
     code = pipeline_cli(["--port", str(free_port()), "--password-file", str(tmp_path / "none"), "--store", str(store.root),
                          "run", "--nodes", "pi-01", "--prompt", "Hi", "--model", TINY_MODEL_ID])
     assert code == 2 and "python -m fleet_center pipeline:" in capsys.readouterr().err
+
+
+def test_cli_run_prints_the_answer_as_json(store, mosquitto, capsys) -> None:
+    stages = [start_stage_node(node, mosquitto.bus_config(), store) for node in NODES]
+    try:
+        code = pipeline_cli(["--port", str(mosquitto.port), "--password-file", str(mosquitto.secrets_dir / "{node}.password"),
+                             "--store", str(store.root), "run", "--model", TINY_MODEL_ID, "--nodes", ",".join(NODES),
+                             "--allocation", "2,2", "--prompt", "Hello there", "--max-new-tokens", "5", "--reallocation", "off"])
+        answer = json.loads(capsys.readouterr().out)
+        model = store.load(TINY_MODEL_ID)
+        assert code == 0
+        assert answer["token_ids"] == model.generate_greedy(model.encode_chat("Hello there"), 5, stop_at_eos=False)
+        assert [change["layers"] for change in answer["allocations"]] == [[2, 2]]
+    finally:
+        for stage in stages:
+            stage.stop()
