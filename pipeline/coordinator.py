@@ -30,6 +30,7 @@ from broker.messages.membership import NodeDeath
 from broker.messages.pipeline import (
     StageFailed,
     StageFinished,
+    StageGone,
     StageHeld,
     StageHold,
     StageReady,
@@ -215,7 +216,7 @@ class _Run:
         self.tracker = PipelineTracker()
         self.started = coordinator.clock()
         self.first_token_s = 0.0
-        self.bd_seqs: dict[str, int] = {}
+        self.bd_seqs: dict[str, int] = {}  # each stage's session (StageReady), which its StageGone names
         self.dead: set[str] = set()
         self.pending: tuple[Allocation, float] | None = None  # a move waiting for the hold
         self.finished = False
@@ -255,16 +256,17 @@ class _Run:
             except queue.Empty:
                 continue
             message = envelope.message
-            if isinstance(message, NodeDeath):
+            if isinstance(message, NodeDeath | StageGone):  # the node's membership session, or the stage's own
                 if self._is_ring_death(message):
                     return message
                 continue
             if getattr(message, "run_id", None) == self.request.run_id:
                 return message  # type: ignore[return-value]
 
-    def _is_ring_death(self, death: NodeDeath) -> bool:
-        node = death.node_id
-        return node in self.state.allocation.active() and self.bd_seqs.get(node) == death.bd_seq
+    def _is_ring_death(self, death: NodeDeath | StageGone) -> bool:
+        """A stage in the ring is gone: the Will of the very session that reported it ready (its own StageGone,
+        or a membership NodeDeath when a node's one session also carries the stage); older sessions' are ignored."""
+        return death.node_id in self.state.allocation.active() and self.bd_seqs.get(death.node_id) == death.bd_seq
 
     def _assign(self, allocation: Allocation, *, reset: bool, moves: tuple = ()) -> int:
         """Send every stage its range; wait until all are ready. Returns the KV bytes the stages received."""
@@ -276,7 +278,7 @@ class _Run:
         waiting, kv_bytes = set(plan), 0
         while waiting:
             report = self._next_report(self.c.config.ready_timeout_s, f"ready from {sorted(waiting)}")
-            if isinstance(report, NodeDeath):
+            if isinstance(report, NodeDeath | StageGone):
                 raise _NodeLost(report.node_id)
             if isinstance(report, StageFailed) and report.epoch == self.epoch:
                 raise PipelineError(f"pipeline {self.request.run_id}: stage {report.node_id} failed: {report.reason}")
@@ -299,7 +301,7 @@ class _Run:
     def _handle(self, report: StageReport | NodeDeath) -> None:
         try:
             match report:
-                case NodeDeath():
+                case NodeDeath() | StageGone():
                     raise _NodeLost(report.node_id)
                 case StageTiming():
                     self._timing(report)

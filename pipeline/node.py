@@ -1,4 +1,4 @@
-"""A stage node: its bus session (with the Last Will that tells membership it died) and its stage worker."""
+"""A stage node: its bus session (with a Last Will that tells the coordinator it died) and its stage worker."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from broker import topics
 from broker.client import BusClient, Will
 from broker.config import BusConfig
-from broker.messages.membership import NodeDeath
+from broker.messages.pipeline import StageGone
 from models.loaded import LoadedModel
 from models.store import ModelStore
 from pipeline.stage import PipelineStage
@@ -25,7 +25,7 @@ class StageNode:
     stage: PipelineStage
 
     def stop(self) -> None:
-        """Leave cleanly: the death is announced (stages and membership see the node go)."""
+        """Leave cleanly; the Will is sent too, so a coordinator using this stage moves its layers at once."""
         self.stage.stop()
         self.bus.close(send_will=True)
 
@@ -38,13 +38,15 @@ class StageNode:
 def start_stage_node(node_id: str, bus_config: BusConfig, store: ModelStore, *, verify_weights: bool = True,
                      on_model_loaded: Callable[[LoadedModel], None] | None = None,
                      after_compute: Callable[[float, float], None] | None = None) -> StageNode:
-    """Connect as `node_id` (its credentials from `bus_config`) with a NodeDeath Will, and start its stage.
+    """Connect as `node_id` (its credentials from `bus_config`) with a StageGone Will, and start its stage.
 
     Raises BusError when the broker cannot be reached or refuses the node.
     """
-    bd_seq = time.time_ns() // 1000  # grows with every session of the node
-    will = Will(topics.NODE_DEATH.topic(node=node_id), NodeDeath(node_id, bd_seq), qos=1, retain=True)
-    bus = BusClient(node_id, bus_config.for_node(node_id), will=will).connect()
+    bd_seq = time.time_ns() // 1000  # grows with every session of the stage
+    # The stage's own Will and client id: it may run beside the node's edge process, whose membership
+    # session (and death) is the edge's; the broker user is the node's either way (ACLs by node).
+    will = Will(topics.PIPELINE_REPORT.topic(node=node_id), StageGone(node_id, bd_seq), qos=1)
+    bus = BusClient(f"{node_id}-stage", bus_config.for_node(node_id), will=will).connect()
     stage = PipelineStage(node_id, bus, store, bd_seq=bd_seq, verify_weights=verify_weights,
                           on_model_loaded=on_model_loaded, after_compute=after_compute).start()
     return StageNode(node_id, bus, stage)

@@ -8,7 +8,8 @@ Four closed unions, each bound to its topic in `broker/topics.py`:
   addressed to it and writes only as itself (broker/acl.py).
 - `KvChunk` on `pipeline/{run}/kv/{source}/{target}`: one layer's keys/values moving with its layer.
 - `StageReport` on `pipeline/{node}/report`, stage → center: ready after an assignment, per-token
-  timings (compute, head, send, receive, queue), held, finished, failed.
+  timings (compute, head, send, receive, queue), held, finished, failed; `StageGone` is a stage
+  session's Last Will (its own, so that a stage beside an edge process never speaks for the edge).
 Positions count from 0 over the whole sequence (prompt, then generated tokens). Hidden states travel
 as fp32 so that the split model computes exactly what the single process does.
 """
@@ -294,3 +295,16 @@ class StageFailed(StageReport):
     def __post_init__(self) -> None:
         _check_id(self.node_id, "node_id")
         require(len(self.reason) <= 2000, "reason must be <= 2000 chars")
+
+
+@dataclass(frozen=True, slots=True)
+class StageGone(StageReport):
+    """A stage node's Last Will: its bus session (`bd_seq`, as in `StageReady`) ended without a goodbye."""
+
+    TAG = "stage_gone"
+    node_id: str
+    bd_seq: int
+
+    def __post_init__(self) -> None:
+        _check_id(self.node_id, "node_id")
+        require(0 <= self.bd_seq < 2**63, "bd_seq out of range")
