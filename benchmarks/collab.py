@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> dict:
             lan = profile == "lan"
             raw["profiles"][profile] = stage.edge("profile-worker", args, [
                 "--link-profile", profile, "--cpu-quota", str(args.cpu_quota), "--modes", args.modes,
+                "--speculative-options", args.speculative_options,
                 "--prompts-per-type", str(args.prompts_per_type), "--naive-prompts", str(args.naive_prompts),
                 "--int8-modes", "speculative,collaborative" if lan and not args.skip_int8 else "",
                 *(["--fallback"] if lan else [])])
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace) -> dict:
         try:
             raw["cloud_batching"] = stage.edge("batching-worker", args, [
                 "--modes", "cloud_only,speculative", "--sessions", args.batching_sessions,
+                "--speculative-options", args.speculative_options,
                 "--new-tokens", str(args.batching_new_tokens)])
         finally:
             stage.stop()
@@ -263,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=3600.0)
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset (sensitivity runs)")
     parser.add_argument("--skip-int8", action="store_true", help="no int8 runs on lan")
+    parser.add_argument("--speculative-options", default="",
+                        help="CollabConfig fields for speculative mode, e.g. gamma=4,draft_stop_unsure=false")
     parser.add_argument("--batching-sessions", default="1,4,8", help="concurrent sessions; empty = no batching section")
     parser.add_argument("--batching-new-tokens", type=int, default=32, help="new tokens per batching session")
     parser.add_argument("--profile-worker", action="store_true", help=argparse.SUPPRESS)
@@ -284,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     result["new_tokens"] = args.new_tokens
     result["wall_s"] = round(time.time() - started, 1)
     result["host"] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+    result["speculative_options"] = args.speculative_options
     if not args.json:
         print(table(result))
     print(json.dumps(result))

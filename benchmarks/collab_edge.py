@@ -93,6 +93,20 @@ def connect(args: argparse.Namespace, edge_id: str, link_profile: str = "lan"):
     return bus, CollabClient(bus, edge_id)
 
 
+def mode_config(base, mode: str, options: str, **changes):
+    """`base` in `mode`; speculative mode also takes `options` ("field=value,..."; ints, floats, true/false)."""
+    config = dataclasses.replace(base, mode=mode, **changes)
+    if mode != "speculative" or not options:
+        return config
+    fields = {}
+    for item in options.split(","):
+        name, _, text = item.partition("=")
+        current = getattr(config, name.strip())
+        value = text.strip().lower() in ("1", "true", "yes") if isinstance(current, bool) else type(current)(text)
+        fields[name.strip()] = value
+    return dataclasses.replace(config, **fields)
+
+
 def summarize(model, prompt_ids: list[int], generation, cloud_cpu: float) -> dict:
     import torch
 
@@ -135,7 +149,7 @@ def profile_worker(args: argparse.Namespace) -> None:
         for mode, dtype in runs:
             if mode == "naive_split" and index >= args.naive_prompts:
                 continue  # the slowest mode by far (the whole context every token): its first prompts only
-            config = dataclasses.replace(base, mode=mode, state_dtype=dtype)
+            config = mode_config(base, mode, args.speculative_options, state_dtype=dtype)
             cpu_before = cloud_cpu_s(args.cloud_pid)
             generation = generate(model, prompt_ids, args.new_tokens, config, client, stop_at_eos=args.stop_at_eos)
             summary = summarize(model, prompt_ids, generation, cloud_cpu_s(args.cloud_pid) - cpu_before)
@@ -191,7 +205,7 @@ def batching_worker(args: argparse.Namespace) -> None:
     base = CollabConfig(cloud_deadline_s=args.deadline_s, exit_thresholds=tuple(r.threshold for r in point.policy.rules))
     result: dict = {}
     for mode in args.modes.split(","):
-        config = dataclasses.replace(base, mode=mode)
+        config = mode_config(base, mode, args.speculative_options)
         result[mode] = {}
         for size in sizes:
             counts = [0] * size
