@@ -24,6 +24,7 @@ class CollabConfig:
     cloud_deadline_s: float = 5.0  # a token not back from the cloud by then: finish the answer locally
     open_timeout_s: float = 5.0  # session open request/response
     upload_chunk_positions: int = 512  # most positions in one context chunk
+    upload_min_positions: int = 8  # rows wait until this many are pending or a request needs them (fewer headers)
     max_reopens: int = 3  # per answer: session unknown at the cloud -> open again and re-upload
     session_close: bool = True  # tell the worker to drop the context when the answer is done
     state_dtype: StateDtype = "fp16"  # how layer-k rows travel: fp16, or int8 with one scale per position
@@ -52,6 +53,7 @@ class CollabConfig:
         check(self.cloud_deadline_s > 0, "cloud_deadline_s", "must be > 0")
         check(self.open_timeout_s > 0, "open_timeout_s", "must be > 0")
         check(1 <= self.upload_chunk_positions <= 8192, "upload_chunk_positions", "must be 1-8192")
+        check(1 <= self.upload_min_positions <= 8192, "upload_min_positions", "must be 1-8192")
         check(self.max_reopens >= 0, "max_reopens", "must be >= 0")
         check(self.state_dtype in ("fp16", "int8"), "state_dtype", f"{self.state_dtype!r} is not fp16 or int8")
         check(0 <= self.gamma <= 64, "gamma", "must be 0 (adaptive) to 64")

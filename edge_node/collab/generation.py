@@ -204,7 +204,7 @@ class _Run:
             session = self.client.open_session(
                 self.model.model_id, self.config.split_layer, self.model.hidden_size,
                 timeout_s=self.config.open_timeout_s, chunk_positions=self.config.upload_chunk_positions,
-                faults=self.faults, state_dtype=self.config.state_dtype,
+                faults=self.faults, state_dtype=self.config.state_dtype, min_positions=self.config.upload_min_positions,
             )
         except CloudUnavailableError as error:
             logger.warning("no cloud session (%s): answering standalone", error)

@@ -107,10 +107,10 @@ class CollabClient:
 
     def open_session(self, model_id: str, split_layer: int, hidden_size: int, *, timeout_s: float,
                      chunk_positions: int = 512, faults: LinkFaults | None = None,
-                     state_dtype: HiddenDtype = "fp16") -> CloudSession:
+                     state_dtype: HiddenDtype = "fp16", min_positions: int = 1) -> CloudSession:
         """Open a session on any cloud worker. Raises CloudUnavailableError."""
         session = CloudSession(self, uuid.uuid4().hex[:16], model_id, split_layer, hidden_size,
-                               chunk_positions, faults or LinkFaults(), state_dtype)
+                               chunk_positions, faults or LinkFaults(), state_dtype, min_positions)
         with self._lock:
             self._sessions[session.session_id] = session
         try:
@@ -174,13 +174,17 @@ class CloudSession:
     """One answer's session with a cloud worker. Rows are added in position order as the edge computes them."""
 
     def __init__(self, client: CollabClient, session_id: str, model_id: str, split_layer: int, hidden_size: int,
-                 chunk_positions: int, faults: LinkFaults, state_dtype: HiddenDtype = "fp16") -> None:
+                 chunk_positions: int, faults: LinkFaults, state_dtype: HiddenDtype = "fp16",
+                 min_positions: int = 1) -> None:
         self.client = client
         self.session_id = session_id
         self.model_id = model_id
         self.split_layer = split_layer
         self.hidden_size = hidden_size
         self.chunk_positions = chunk_positions
+        # Rows wait until this many are pending or a request needs them: fewer, larger chunks (each
+        # chunk's header is ~130 B, a tenth of an fp16 row), and the worker only needs rows at a request.
+        self.min_positions = min_positions
         self.faults = faults
         self.worker_id = ""
         self.counters = LinkCounters()
@@ -374,7 +378,8 @@ class CloudSession:
             kind, value, build = item
             try:
                 if kind == "rows":
-                    self._upload_until(value)
+                    if value - self._sent >= self.min_positions:
+                        self._upload_until(value)
                 elif kind == "resend":
                     with self._lock:
                         self._sent = min(self._sent, value)
