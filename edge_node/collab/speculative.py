@@ -97,7 +97,10 @@ class SpeculativeStepper:
         # Only the last decided token is new: accepted drafts are in the cache already; after drafting
         # ahead the last decided token (the last draft) is in it too.
         tokens = feed[0] if self.first else ([] if self.ahead else feed[0][-1:])
-        first_position = self.stack.length + len(tokens) - 1 - len(self.ahead) + (1 if self.ahead else 0)
+        if self.ahead:  # the last decided token was fed while drafting ahead, then one pass per draft but the last
+            first_position = self.stack.length - len(self.ahead)
+        else:  # its row drafts the round's first token
+            first_position = self.stack.length + len(tokens) - 1
         gamma = max(1, min(config.gamma or self.tracker.gamma, run.max_new_tokens - self.emitted))
         session = self.session
         up_before, down_before = _counts(session)
