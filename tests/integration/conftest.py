@@ -41,3 +41,20 @@ def victoria_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def store_collab_client(mosquitto, tmp_path: Path) -> Iterator[object]:
+    """A cloud worker on the project's model store and pi-01's CollabClient to it, over the real broker."""
+    from broker.client import BusClient
+    from cloud_node.config import CloudConfig
+    from cloud_node.service import CloudService
+    from edge_node.collab.link import CollabClient
+    from models.paths import default_store_root
+
+    cloud = CloudService(CloudConfig(node_id="cloud-1", bus=mosquitto.bus_config(), model_store=str(default_store_root()),
+                                     state_dir=str(tmp_path / "state"), heartbeat_interval_s=1.0)).start()
+    bus = BusClient("pi-01", mosquitto.bus_config("pi-01")).connect()
+    yield CollabClient(bus, "pi-01")
+    bus.close()
+    cloud.stop()

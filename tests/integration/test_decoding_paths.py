@@ -11,12 +11,8 @@ import dataclasses
 import pytest
 import torch
 
-from broker.client import BusClient
-from cloud_node.config import CloudConfig
-from cloud_node.service import CloudService
 from edge_node.collab.config import CollabConfig
 from edge_node.collab.generation import generate
-from edge_node.collab.link import CollabClient
 from models.catalog import BASE_MODEL_ID, prepare
 from models.paths import default_store_root
 from models.reference import reference_greedy
@@ -43,13 +39,8 @@ def references(real_model):
 
 
 @pytest.fixture
-def client(mosquitto, tmp_path):
-    cloud = CloudService(CloudConfig(node_id="cloud-1", bus=mosquitto.bus_config(), model_store=str(default_store_root()),
-                                     state_dir=str(tmp_path / "state"), heartbeat_interval_s=1.0)).start()
-    bus = BusClient("pi-01", mosquitto.bus_config("pi-01")).connect()
-    yield CollabClient(bus, "pi-01")
-    bus.close()
-    cloud.stop()
+def client(store_collab_client):
+    return store_collab_client
 
 
 def test_standalone_with_exits_disabled_equals_transformers(real_model, references):
