@@ -40,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from tqdm import tqdm
 
 from benchmarks.report import print_result
 from broker import topics
@@ -169,7 +170,7 @@ def chaos(fleet: Fleet, monitor: Monitor, kills_per_type: int, rng: random.Rando
     rng.shuffle(plan)
     recovery: dict[str, list[float]] = defaultdict(list)
     restarted: list[threading.Thread] = []
-    for number, kind in enumerate(plan, 1):
+    for number, kind in enumerate(tqdm(plan, desc="kills", unit="kill", file=sys.stderr), 1):
         time.sleep(rng.uniform(4.0, 14.0))  # a random point of whatever round is running
         killed_at = time.monotonic()
         name = {"edge": rng.choice(EDGES), "cloud": CLOUD, "center": "center"}.get(kind, kind)

@@ -25,6 +25,7 @@ import json
 import logging
 import random
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import httpx
 import torch
+from tqdm import tqdm
 
 from benchmarks.report import print_result
 from broker import fuzzing, topics
@@ -173,7 +175,7 @@ def fuzz_mqtt(fleet: Fleet, capture: Capture, count: int, rng: random.Random) ->
     all_targets = targets(fleet, session)
     kinds: dict[str, int] = defaultdict(int)
     try:
-        for number in range(count):
+        for number in tqdm(range(count), desc="MQTT inputs", unit="input", file=sys.stderr):
             roll = rng.random()
             if roll < 0.08:  # exact replay of real traffic, by the user that may write it
                 spec_pattern, (topic, payload) = _captured(capture, rng)
@@ -293,7 +295,7 @@ def fuzz_http(fleet: Fleet, count: int, rng: random.Random) -> tuple[int, dict[i
     assert artifacts is not None
     servers.append((artifacts.base_url, "artifacts", "127.0.0.1", artifacts.port))
     with httpx.Client(timeout=30) as client:
-        for _ in range(count):
+        for _ in tqdm(range(count), desc="HTTP inputs", unit="input", file=sys.stderr):
             base, kind, host, port = rng.choice(servers)
             if rng.random() < 0.03:
                 status = raw_garbage(host, port, rng)

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from benchmarks.job_cells import CellContext, run_cell, summarise
 from benchmarks.job_fleet import JobFleet, kill_recorded
 from benchmarks.job_report import cell_rows, operating_point, oracle_point, scores_of, write_leaderboard
@@ -63,6 +65,7 @@ def run_job(spec: JobSpec, results: Path, workdir: Path) -> int:
     tasks = heldout_tasks(spec)
     todo = [cell for cell in spec.cells() if cell.key not in first_by_key(read_results(results))]
     ran = 0
+    progress = tqdm(total=len(todo), desc="cells", unit="cell", file=sys.stderr)
     for link in dict.fromkeys(cell.link for cell in todo):
         fleet = JobFleet(workdir / f"fleet-{link}", spec.edges, link, spec.edge_cpu_quota)
         try:
@@ -78,6 +81,7 @@ def run_job(spec: JobSpec, results: Path, workdir: Path) -> int:
                                       "random_cloud_probability": context.random_cloud_probability,
                                       "summary": summarise(records), "records": records})
                 ran += 1
+                progress.update()
         finally:
             fleet.stop()
     return ran

@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from benchmarks.report import print_result
 from broker.client import BusClient
@@ -210,12 +211,19 @@ def main() -> None:
 
 
 def measure(args, coordinator, prompt_ids, shape, budget, memory_bytes, off, on, speeds, quotas, after_quotas) -> dict:
+    progress = tqdm(total=7, desc="pipeline runs", unit="run", file=sys.stderr)
+
+    def step(*run_args, **run_kwargs) -> PipelineResult:
+        result = run(*run_args, **run_kwargs)
+        progress.update()
+        return result
+
     even = Allocation(NODES, (10, 10, 10))
-    static_even = run(coordinator, prompt_ids, args.tokens, even, off, capabilities=budget)
+    static_even = step(coordinator, prompt_ids, args.tokens, even, off, capabilities=budget)
     capabilities, head_work = measured_capabilities(static_even, memory_bytes, shape)
     full_shape = ModelShape(shape.num_layers, shape.layer_bytes, shape.activation_bytes, head_work)
     best = optimal_split(capabilities, full_shape)
-    static_best = run(coordinator, prompt_ids, args.tokens, best, off, capabilities=budget)
+    static_best = step(coordinator, prompt_ids, args.tokens, best, off, capabilities=budget)
     even_rate, best_rate = static_even.decode_tokens_per_s, static_best.decode_tokens_per_s
 
     change_position = len(prompt_ids) + args.change_at
@@ -226,23 +234,23 @@ def measure(args, coordinator, prompt_ids, shape, budget, memory_bytes, off, on,
 
     coordinator.on_token = change_quota
     try:
-        dynamic = run(coordinator, prompt_ids, args.dynamic_tokens, even, on, capabilities=budget)
+        dynamic = step(coordinator, prompt_ids, args.dynamic_tokens, even, on, capabilities=budget)
     finally:
         coordinator.on_token = None
     # the host's load drifts over minutes: static best is measured on both sides of the dynamic run
     # (first quotas: the changed node goes back for it), the reference is their mean
     speeds.set(args.change_node, quotas[args.change_node])
-    static_best_again = run(coordinator, prompt_ids, args.tokens, best, off, capabilities=budget)
+    static_best_again = step(coordinator, prompt_ids, args.tokens, best, off, capabilities=budget)
     speeds.set(args.change_node, after_quotas[args.change_node])
     best_rate = (best_rate + static_best_again.decode_tokens_per_s) / 2
     # the after-change figures: static even and best under the new quotas (they stay in force from here on)
-    static_even_after = run(coordinator, prompt_ids, args.tokens, even, off, capabilities=budget)
+    static_even_after = step(coordinator, prompt_ids, args.tokens, even, off, capabilities=budget)
     capabilities_after, head_after = measured_capabilities(static_even_after, memory_bytes, shape)
     best_after = optimal_split(capabilities_after, ModelShape(shape.num_layers, shape.layer_bytes, shape.activation_bytes, head_after))
-    static_best_after = run(coordinator, prompt_ids, args.tokens, best_after, off, capabilities=budget)
+    static_best_after = step(coordinator, prompt_ids, args.tokens, best_after, off, capabilities=budget)
     for node, quota in quotas.items():  # back to the first quotas for the recompute run
         speeds.set(node, quota)
-    recompute = run(coordinator, prompt_ids, args.tokens, even, on, kv_mode="recompute", capabilities=budget)
+    recompute = step(coordinator, prompt_ids, args.tokens, even, on, kv_mode="recompute", capabilities=budget)
 
     times = dynamic.token_times_s
     first_half = times[: args.change_at]
