@@ -98,6 +98,16 @@ MIN_MODEL_TASKS = 20  # a model compared as "the best" must have answered this m
 MIN_TYPE_TASKS = 3  # and this many of a task type for that type to count
 
 
+def _grouped(rows: list[tuple[str, int, float]]) -> tuple[dict[int, list[float]], dict[str, dict[int, list[float]]]]:
+    """(model, task type, quality) rows -> the run's qualities per type, and each model's per type."""
+    run_by_type: dict[int, list[float]] = {}
+    per_model: dict[str, dict[int, list[float]]] = {}
+    for model, task_type, quality in rows:
+        run_by_type.setdefault(task_type, []).append(quality)
+        per_model.setdefault(model, {}).setdefault(task_type, []).append(quality)
+    return run_by_type, per_model
+
+
 def type_adjusted_quality(rows: list[tuple[str, int, float]]) -> dict[str, float]:
     """Each model's quality on the run's task mix: its mean per task type, weighted by how often the run drew
     that type.
@@ -106,11 +116,8 @@ def type_adjusted_quality(rows: list[tuple[str, int, float]]) -> dict[str, float
     the edges' few tasks are a small sample). Only models that answered every drawn type at least
     MIN_TYPE_TASKS times, and MIN_MODEL_TASKS tasks in all, can be compared on the whole mix.
     """
-    weights: dict[int, int] = {}
-    per_model: dict[str, dict[int, list[float]]] = {}
-    for model, task_type, quality in rows:
-        weights[task_type] = weights.get(task_type, 0) + 1
-        per_model.setdefault(model, {}).setdefault(task_type, []).append(quality)
+    run_by_type, per_model = _grouped(rows)
+    weights = {task_type: len(values) for task_type, values in run_by_type.items()}
     adjusted = {}
     for model, by_type in sorted(per_model.items()):
         if sum(len(values) for values in by_type.values()) < MIN_MODEL_TASKS:
@@ -128,11 +135,7 @@ def run_over_model_on_its_types(rows: list[tuple[str, int, float]]) -> dict[str,
     Both sides are weighted by the model's own type counts (types with at least MIN_TYPE_TASKS of its answers),
     so a model is compared with the run on the same kind of tasks even when no model covers the whole mix.
     """
-    run_by_type: dict[int, list[float]] = {}
-    per_model: dict[str, dict[int, list[float]]] = {}
-    for model, task_type, quality in rows:
-        run_by_type.setdefault(task_type, []).append(quality)
-        per_model.setdefault(model, {}).setdefault(task_type, []).append(quality)
+    run_by_type, per_model = _grouped(rows)
     ratios = {}
     for model, by_type in sorted(per_model.items()):
         kept = {t: values for t, values in by_type.items() if len(values) >= MIN_TYPE_TASKS}

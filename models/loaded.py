@@ -99,7 +99,7 @@ class LoadedModel:
         """The LM head decoding and exit checks multiply by: the same weights as q8 blocks when that is exact.
 
         Every token and every exit check reads the whole 49,152-row head; as q8 it is 30 MB instead of
-        113 MB in float32, with identical values (the head came from Q8_0 blocks). Built on first use.
+        113 MB in float32, with identical values (the head came from Q8_0 blocks). Built once; the store builds it at load.
         """
         if self._decode_lm_head is None:
             from models.lowbit.modules import LowBitLinear, lossless_q8_linear
