@@ -90,10 +90,13 @@ class LoadedModel:
         lm_head = self.model.lm_head if transformers_head else self.decode_lm_head()
         return HeadSlice(self.model.model.norm, lm_head, adapter)
 
-    def exit_head(self, exit_layer: int) -> HeadSlice:
-        """Exit head at `exit_layer` as a HeadSlice. Asserts the model has that head."""
-        assert self.exit_heads is not None, f"model {self.model_id} has no exit heads"
-        return HeadSlice(self.model.model.norm, self.decode_lm_head(), self.exit_heads.adapter(exit_layer))
+    def exit_head(self, exit_layer: int, heads: ExitHeads | None = None) -> HeadSlice:
+        """Exit head at `exit_layer` as a HeadSlice: the model's own heads, or `heads` (being trained).
+
+        Asserts there is a head at that layer."""
+        heads = heads if heads is not None else self.exit_heads
+        assert heads is not None, f"model {self.model_id} has no exit heads"
+        return HeadSlice(self.model.model.norm, self.decode_lm_head(), heads.adapter(exit_layer))
 
     def decode_lm_head(self) -> torch.nn.Module:
         """The LM head decoding and exit checks multiply by: the same weights as q8 blocks when that is exact.

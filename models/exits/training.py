@@ -28,7 +28,6 @@ from models.exits.corpus_train import train_only
 from models.exits.data import ExitData, collect
 from models.exits.heads import EXIT_HEADS_NAME, ExitHeads, exit_features
 from models.loaded import LoadedModel
-from models.slices import HeadSlice
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +139,7 @@ def head_features(heads: ExitHeads, data: ExitData, loaded: LoadedModel,
         for layer in heads.exit_layers:
             hidden_states = data.hidden[layer][start:start + chunk].float()[None]  # (1, n, C)
             # the exit check the edge runs (models/loaded.py: q8 LM head when exact)
-            head = HeadSlice(loaded.model.model.norm, loaded.decode_lm_head(), heads.adapter(layer))
+            head = loaded.exit_head(layer, heads)
             probabilities = torch.softmax(head(hidden_states)[0], dim=-1)  # (n, V)
             feats, tokens, top = exit_features(probabilities, previous_tokens, previous_top)
             features[layer].append(feats.numpy())
