@@ -15,6 +15,9 @@ The range is cut into segments at the exit layers and the sink layers; each segm
 - at a sink layer the states of the positions that just reached it are handed to the sink.
 `rollback(length)` forgets positions >= length everywhere (rejected speculative drafts), and the
 batch dimension carries several sequences (left-padded at their first pass) or several positions.
+A pass given a `stop` callable checks it at every segment boundary (`checkpoints` add boundaries)
+and, when it answers True, is abandoned as if never run: a speculative edge drafting ahead drops a
+pass the moment a verdict says the draft it builds on was rejected, not a whole pass later.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class PassResult:
     # edge's own guess at the split layer, already computed for the check), else None.
     head_token: int | None = None
     head_probability: float | None = None
+    abandoned: bool = False  # `stop` answered True mid-pass: nothing of it is kept
 
 
 def top_token(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +81,7 @@ class LayerStack:
 
     def __init__(self, model: LoadedModel, start: int, end: int, *, exit_policy: ExitPolicy | None = None,
                  sinks: Mapping[int, StateSink] | None = None, clock: Callable[[], float] = time.perf_counter,
-                 transformers_layers: bool = False) -> None:
+                 transformers_layers: bool = False, checkpoints: tuple[int, ...] = ()) -> None:
         assert 0 <= start < end <= model.num_layers, f"range [{start}, {end}) outside 0..{model.num_layers}"
         self.model = model
         self.start, self.end = start, end
@@ -85,7 +89,8 @@ class LayerStack:
         self.exit_layers = tuple(layer for layer in (exit_policy.exit_layers if exit_policy else ()) if start < layer <= end)
         self.sinks = dict(sinks or {})
         assert all(start < layer <= end for layer in self.sinks), f"sink layers {tuple(self.sinks)} outside ({start}, {end}]"
-        self.boundaries = sorted({start, *self.exit_layers, *self.sinks, end})
+        inner_checkpoints = {layer for layer in checkpoints if start < layer < end}  # where `stop` is also checked
+        self.boundaries = sorted({start, *self.exit_layers, *self.sinks, *inner_checkpoints, end})
         # transformers_layers: transformers' own layer modules, the yardstick the lean layers are measured against
         self.transformers_layers = transformers_layers
         self.segments = [model.decoder_slice(a, b, transformers_layers)
@@ -116,16 +121,20 @@ class LayerStack:
         return self.model.embedding_slice()(torch.tensor(token_ids))  # (B, T, C)
 
     @torch.no_grad()
-    def run_tokens(self, token_ids: list[list[int]], *, complete: bool = True) -> PassResult:
+    def run_tokens(self, token_ids: list[list[int]], *, complete: bool = True,
+                   stop: Callable[[], bool] | None = None) -> PassResult:
         """Feed token ids of B rows (a prompt, or the last generated tokens) through the range."""
-        return self.run(self.embed(token_ids), complete=complete)
+        return self.run(self.embed(token_ids), complete=complete, stop=stop)
 
     @torch.no_grad()
-    def run(self, hidden_states: torch.Tensor, *, complete: bool = True, position: int | None = None) -> PassResult:
+    def run(self, hidden_states: torch.Tensor, *, complete: bool = True, position: int | None = None,
+            stop: Callable[[], bool] | None = None) -> PassResult:
         """Feed (B, T, C) states of the next T positions; `position` below `length` rolls back first.
 
         With an exit policy (batch 1), a sure exit head decides the token and, unless `complete`, the
-        deeper segments wait for the next pass (see the module docstring).
+        deeper segments wait for the next pass (see the module docstring). `stop` is asked at each
+        segment boundary; True abandons the pass (`PassResult.abandoned`, every cache as before it).
+        A pass carrying rows an earlier pass deferred, or in a range with a sink before `end`, runs through.
         """
         assert hidden_states.dim() == 3, f"hidden_states must be (B, T, C), got {tuple(hidden_states.shape)}"
         if position is not None and position != self.length:
@@ -133,12 +142,18 @@ class LayerStack:
             self.rollback(position)
         exits_enabled = self.exit_policy is not None and bool(self.exit_layers)
         assert not exits_enabled or hidden_states.shape[0] == 1, "exit decisions need a batch of one sequence"
+        length_before = self.length
+        # Not once rows deferred by an earlier pass ride along, nor past a sink inside the range (fed rows stay fed).
+        abandonable = stop is not None and not self._deferred_from(0) and all(layer == self.end for layer in self.sinks)
         self.length += hidden_states.shape[1]
         carry = hidden_states
         exit_decision: ExitDecision | None = None
         head_token = head_probability = None
         previous_tokens = previous_top = None
         for index, segment in enumerate(self.segments):
+            if abandonable and index > 0 and stop():  # type: ignore[misc]
+                self.rollback(length_before)
+                return PassResult(None, None, self.completed, self.clock(), abandoned=True)
             waiting, self._waiting[index] = self._waiting[index], None
             inputs = carry if waiting is None else torch.cat([waiting, carry], dim=1)  # (B, w + t, C)
             carry = segment(inputs, pad_lengths=self._pad_lengths)  # the last rows are the newest positions

@@ -18,6 +18,7 @@ edge's own choices), and the rest of the answer is drafted the same way with nob
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from edge_node.collab.generation import _Run
 
 logger = logging.getLogger(__name__)
+
+_CHECKPOINT_LAYERS = 4  # a pass drafted ahead checks for a rejecting verdict every this many layers
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +77,12 @@ class SpeculativeStepper:
         self.stop_unsure = config.draft_stop_unsure and not self.sampling  # sampling drafts have no exits
         self.continue_min = config.draft_continue_probability
         self.stack = LayerStack(run.model, 0, config.split_layer, exit_policy=None if self.sampling else policy,
-                                sinks={config.split_layer: self._upload}, clock=run.clock)
-        self.tracker = GammaTracker(config.gamma_max, gamma_initial=config.gamma or config.gamma_initial)
+                                sinks={config.split_layer: self._upload}, clock=run.clock,
+                                checkpoints=tuple(range(_CHECKPOINT_LAYERS, config.split_layer, _CHECKPOINT_LAYERS)))
+        # Ending rounds at unsure drafts, gamma bounds runs of sure (exit) drafts: the calibrated exits'
+        # own agreement (>= 0.9) is the prior of their acceptance, not a generic 0.7 that caps gamma at 1.
+        self.tracker = GammaTracker(config.gamma_max, gamma_initial=config.gamma or config.gamma_initial,
+                                    prior_acceptance=0.9 if self.stop_unsure else 0.7)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.verifier = ThreadPoolExecutor(1, thread_name_prefix="speculative-verify") if config.draft_ahead else None
         self.ahead: list[_Draft] = []  # drafted past the last verification, already fed (all but the last)
@@ -149,29 +156,34 @@ class SpeculativeStepper:
                                      self._sampling(drafts))
             return verdict, self.run.clock()
 
-        if self.verifier is None or not self._ahead_pays():
+        if self.verifier is None:
             return verify()
         session.hold(first_position + len(drafts))
         pending = self.verifier.submit(verify)
-        self._draft_ahead(drafts[-1], pending, gamma, self.run.max_new_tokens - self.emitted - len(drafts))
+        self._draft_ahead(drafts[-1], pending, gamma, self.run.max_new_tokens - self.emitted - len(drafts), len(drafts))
         return pending.result()
 
-    def _ahead_pays(self) -> bool:
-        """Draft ahead only if the wait it may save beats the half pass it costs on average (the verdict is
-        noticed between passes): acceptance x (round trip + cloud) > edge step / 2, by the measured figures."""
-        tracker = self.tracker
-        if tracker.edge_step_ms is None or tracker.rtt_ms is None or tracker.cloud_ms is None:
-            return False
-        return tracker.acceptance * (tracker.rtt_ms + tracker.cloud_ms) > 0.5 * tracker.edge_step_ms
+    def _draft_ahead(self, last: _Draft, pending: Future, gamma: int, budget: int, drafts: int) -> None:
+        """Feed the last draft and draft on while the verification is in flight (sure drafts only, up to gamma).
 
-    def _draft_ahead(self, last: _Draft, pending: Future, gamma: int, budget: int) -> None:
-        """Feed the last draft and draft on while the verification is in flight (sure drafts only, up to gamma)."""
+        A verdict rejecting one of the round's `drafts` abandons the pass under way at its next checkpoint
+        (every `_CHECKPOINT_LAYERS` layers): drafting ahead then costs at most that much of the wait.
+        """
         eos = self.run.model.eos_token_id if self.run.stop_at_eos else None
         feed = last.token
+
+        def rejected() -> bool:
+            if not pending.done():
+                return False
+            verdict, _ = pending.result()
+            return verdict is not None and verdict.accepted < drafts
+
         while not pending.done() and feed != eos and len(self.ahead) < min(gamma, budget):
             if self.ahead and self.stop_unsure and _round_ends(self.ahead, self.continue_min):
                 break
-            draft = self._draft_one(feed)
+            draft = self._draft_one(feed, stop=rejected)
+            if draft is None:
+                break
             self.ahead.append(draft)
             self.drafts_ahead += 1
             feed = draft.token
@@ -202,15 +214,19 @@ class SpeculativeStepper:
             if last is not None and (last.token == eos or (self.stop_unsure and _round_ends(drafts, self.continue_min))):
                 break  # an unsure draft is likely rejected: verify before drafting on top of it
             draft = self._draft_one(tokens if last is None else [last.token])
+            assert draft is not None, "a pass without `stop` is never abandoned"
             drafts.append(draft)
             self._passes += 1
         self.stack.flush()  # deferred rows on to layer k: the cloud needs every drafting row
         return drafts
 
-    def _draft_one(self, feed: list[int] | int) -> _Draft:
+    def _draft_one(self, feed: list[int] | int, stop: Callable[[], bool] | None = None) -> _Draft | None:
+        """One pass and the draft it yields; None if `stop` abandoned the pass."""
         # The prompt pass completes every layer so its upload starts at once.
         result = self.stack.run_tokens([feed if isinstance(feed, list) else [feed]],
-                                       complete=self.first or self.sampling)
+                                       complete=self.first or self.sampling, stop=stop)
+        if result.abandoned:
+            return None
         self.first = False
         token, distribution = self._draft_token(result)
         probability = result.head_probability if result.head_probability is not None else 1.0

@@ -151,6 +151,39 @@ def test_rollback_drops_deferred_rows_past_the_cut(plain_model):
     assert stack.completed == 3
 
 
+@pytest.mark.parametrize("stop_after_checks", [1, 2, 3])
+def test_an_abandoned_pass_leaves_the_stack_as_before_it(plain_model, stop_after_checks):
+    model = plain_model
+    ids = prompt_ids(model, 1)
+    sink_rows: list[int] = []
+    stack = LayerStack(model, 0, LAYERS, sinks={LAYERS: lambda first, rows: sink_rows.append(rows.shape[1])},
+                       checkpoints=(2, 3, 5))
+    assert stack.boundaries == [0, 2, 3, 5, LAYERS]
+    stack.run_tokens([ids])
+    checks = []
+
+    def stop() -> bool:
+        checks.append(1)
+        return len(checks) >= stop_after_checks
+
+    result = stack.run_tokens([[77]], stop=stop)
+    assert result.abandoned and result.hidden_states is None and len(checks) == stop_after_checks
+    assert stack.length == stack.completed == len(ids) and all(s.length == len(ids) for s in stack.segments)
+    assert sink_rows == [len(ids)], "an abandoned pass never reaches the sink"
+    after = stack.run_tokens([[99]]).hidden_states
+    fresh = LayerStack(model, 0, LAYERS)
+    fresh.run_tokens([ids])
+    assert float((after - fresh.run_tokens([[99]]).hidden_states).abs().max()) <= 1e-5
+
+
+def test_a_pass_carrying_deferred_rows_is_not_abandoned(plain_model):
+    stack = LayerStack(plain_model, 0, 4, exit_policy=ExitPolicy.top_probability({1: 0.0, 2: 0.0, 4: 0.0}))
+    result = stack.run_tokens([[1, 42, 4242]])
+    stack.run_tokens([[result.exit.token_id]], complete=False)  # position 3 waits past layer 1
+    carried = stack.run_tokens([[5]], complete=True, stop=lambda: True)
+    assert not carried.abandoned and stack.completed == stack.length == 5
+
+
 def test_a_batch_of_four_sequences_equals_four_single_runs(model):
     prompts = [prompt_ids(model, index) for index in range(4)]
     assert len({len(p) for p in prompts}) > 1, "prompts of unequal length exercise the left padding"
