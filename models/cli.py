@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train-exits", help="train exit heads by self-distillation and calibrate the policy")
     train.add_argument("--out", type=Path, default=EXIT_HEADS_DIR, help="where to write heads, policy and report")
     train.add_argument("--epochs", type=int, default=None, help="override training epochs")
+    train.add_argument("--recalibrate", action="store_true",
+                       help="no training: fit the policy again for the heads already in --out")
     prof = commands.add_parser("profile", help="measure every variant; write JSON + three PNG plots")
     prof.add_argument("--out", type=Path, default=REPO_ROOT / ".fleet" / "profiles", help="output directory")
     prof.add_argument("--models", nargs="*", default=None, help="model ids (default: whole catalog)")
@@ -58,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "list":
             cmd_list(store)
         elif args.command == "train-exits":
-            from models.exits.training import TrainingConfig, train_exits
+            from models.exits.training import TrainingConfig, recalibrate, train_exits
 
             config = TrainingConfig() if args.epochs is None else TrainingConfig(epochs=args.epochs)
-            report = train_exits(store, args.out, config)
+            report = recalibrate(store, args.out, config) if args.recalibrate else train_exits(store, args.out, config)
             print(json.dumps(report["summary"]))
         elif args.command == "profile":
             from models.profile import profile_catalog

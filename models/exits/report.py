@@ -67,7 +67,8 @@ calibration split's generated positions after it. Kept: epoch {report.get('best_
 |---|---|{'---|' * (2 * len(layers))}---|
 {history}
 
-## Policy (fitted on calibration at agreement >= {report['config']['target_agreement']}), measured on held-out
+## Policy (fitted on calibration at agreement >= {report.get('target_agreement', report['config']['target_agreement'])}), measured on held-out
+{_target_choice(report)}
 exit fraction {report['held_out']['exit_fraction']:.3f}, agreement {report['held_out']['agreement']:.3f}
 (calibration: {report['calibration']['exit_fraction']:.3f} / {report['calibration']['agreement']:.3f}).
 
@@ -81,3 +82,17 @@ exit fraction {report['held_out']['exit_fraction']:.3f}, agreement {report['held
 {curve_table(report)}
 """
     (out_dir / "training_report.md").write_text(text)
+
+
+def _target_choice(report: dict) -> str:
+    """How the calibration target was chosen: cross-validated table, or fixed in the config."""
+    rows = report.get("target_cross_validation")
+    if not rows:
+        return "Target fixed in the training config."
+    required = report["config"]["required_agreement"]
+    lines = ["Target chosen by 5-fold cross-validation over the calibration split's sequences: the one with the most",
+             f"out-of-fold exits whose pooled out-of-fold agreement is >= {required} (held-out plays no part).", "",
+             "| calibration target | out-of-fold exit fraction | out-of-fold agreement |", "|---|---|---|"]
+    lines += [f"| {r['target_agreement']:.2f} | {r['exit_fraction']:.3f} | {r['agreement']:.3f} |" for r in rows]
+    return "\n".join(lines) + "\n"
+

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.exits.calibration import calibrate, evaluate, fit_logistic
+from models.exits.calibration import calibrate, cross_validated_target, evaluate, fit_logistic
 from models.exits.policy import ExitFeatures, ExitPolicy
 
 
@@ -59,3 +59,25 @@ def test_per_layer_fractions_sum_to_total() -> None:
     features, correct = synthetic(3)
     point = evaluate(ExitPolicy.top_probability({10: 0.9, 15: 0.8, 20: 0.7}), features, correct)
     assert abs(sum(f for f, _ in point.per_layer.values()) - point.exit_fraction) < 1e-9
+
+
+def test_cross_validated_target_meets_the_requirement_out_of_fold() -> None:
+    features, correct = synthetic(0, count=1500)
+    groups = np.arange(1500) // 30  # 50 sequences of 30 positions
+    targets = (0.86, 0.88, 0.90, 0.92, 0.94)
+    choice = cross_validated_target(features, correct, groups, 0.90, targets, folds=5, learned=False)
+    rows = {row["target_agreement"]: row for row in choice.cross_validated}
+    assert set(rows) == set(targets)
+    assert rows[choice.target_agreement]["agreement"] >= 0.90
+    # the chosen one exits most among the targets that meet the requirement out of fold
+    meeting = [row for row in choice.cross_validated if row["agreement"] >= 0.90]
+    assert rows[choice.target_agreement]["exit_fraction"] == max(row["exit_fraction"] for row in meeting)
+    # a stricter requirement never picks a lower target
+    stricter = cross_validated_target(features, correct, groups, 0.94, targets, folds=5, learned=False)
+    assert stricter.target_agreement >= choice.target_agreement
+
+
+def test_cross_validated_target_falls_back_to_the_highest_target_when_none_meets() -> None:
+    features, correct = synthetic(3, count=600)
+    choice = cross_validated_target(features, correct, np.arange(600) // 20, 1.01, (0.8, 0.9), folds=3, learned=False)
+    assert choice.target_agreement == 0.9

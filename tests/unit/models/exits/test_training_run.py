@@ -1,0 +1,59 @@
+"""`train_exits` then `recalibrate` end to end on a tiny random model (what `python -m models train-exits` runs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from models.exits.corpus import CorpusPrompt, split
+from models.exits.heads import EXIT_HEADS_NAME, ExitHeads
+from models.exits.policy import ExitPolicy
+from models.exits.training import TrainingConfig, recalibrate, train_exits
+from models.store import ModelStore
+from models.tiny import write_tiny_model
+
+
+def prompts_of(name: str, count: int) -> list[CorpusPrompt]:
+    return split(name)[:count]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("train-store")
+    write_tiny_model(root, "tiny-train", seed=3, layers=4, exit_layers=(1, 2))
+    store = ModelStore(root)
+    prompts = {"train": prompts_of("train", 12), "calibration": prompts_of("calibration", 10),
+               "held_out": prompts_of("held_out", 6)}
+    config = TrainingConfig(exit_layers=(1, 2), max_new_tokens=8, sampled_per_train_prompt=1, train_only_prompts=False,
+                            epochs=1, batch_size=64, target_candidates=(0.5, 0.7, 0.9))
+    out = root / "heads"
+    report = train_exits(store, out, config, model_id="tiny-train", prompts=prompts)
+    return store, out, config, prompts, report
+
+
+def test_training_writes_heads_policy_and_a_cross_validated_target(trained):
+    _, out, config, _, report = trained
+    assert ExitHeads.load(out / EXIT_HEADS_NAME).exit_layers == (1, 2)
+    policy = ExitPolicy.from_json((out / "exit_policy.json").read_text())
+    assert policy.exit_layers == (1, 2)
+    rows = report["target_cross_validation"]
+    assert [row["target_agreement"] for row in rows] == list(config.target_candidates)
+    assert report["target_agreement"] in config.target_candidates
+    assert json.loads((out / "training_report.json").read_text())["summary"]["target_agreement"] == report["target_agreement"]
+    assert "cross-validation" in (out / "training_report.md").read_text()
+
+
+def test_recalibration_keeps_the_heads_and_the_training_figures(trained):
+    store, out, config, prompts, report = trained
+    before = ExitHeads.load(out / EXIT_HEADS_NAME).state_dict()
+    again = recalibrate(store, out, dataclasses.replace(config, target_agreement=0.7), model_id="tiny-train",
+                        prompts=prompts)
+    assert again["target_agreement"] == 0.7 and again["target_cross_validation"] is None
+    assert again["history"] == report["history"] and again["positions"] == report["positions"]
+    after = ExitHeads.load(out / EXIT_HEADS_NAME).state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert ExitPolicy.from_json((out / "exit_policy.json").read_text()).exit_layers == (1, 2)
