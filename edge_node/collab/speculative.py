@@ -190,6 +190,8 @@ class SpeculativeStepper:
         self.stack.flush()
 
     def _count(self, drafts: list[_Draft], accepted: int, cloud_ms: float, edge_ms: float, wait_ms: float) -> None:
+        logger.debug("round %d: drafts %s accepted %d gamma %d edge %.0f ms wait %.0f ms", self.rounds,
+                     "".join("s" if d.sure else "u" for d in drafts), accepted, self.tracker.gamma, edge_ms, wait_ms)
         self.rounds += 1
         self.gammas.append(len(drafts))
         self.drafted += len(drafts)
