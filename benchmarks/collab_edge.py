@@ -31,7 +31,7 @@ def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def load_model_and_point(target_agreement: float):
+def load_model_and_point(target_agreement: float | None, required_agreement: float):
     import torch
 
     torch.set_num_threads(1)
@@ -40,7 +40,7 @@ def load_model_and_point(target_agreement: float):
 
     store = ModelStore(default_store_root())
     model = with_committed_exits(store.load(BASE_MODEL))
-    return model, collaborative_point(store, model, target_agreement)
+    return model, collaborative_point(store, model, target_agreement, required_agreement)
 
 
 def with_committed_exits(model):
@@ -56,9 +56,13 @@ def with_committed_exits(model):
     return model
 
 
-def collaborative_point(store, model, target_agreement: float):
-    """Thresholds for collaborative mode, chosen on the calibration split's generated positions."""
-    from edge_node.collab.operating_point import choose_collab_point
+def collaborative_point(store, model, target_agreement: float | None, required_agreement: float):
+    """Thresholds for collaborative mode, chosen on the calibration split's generated positions.
+
+    With no `target_agreement`, the calibration target is the one whose out-of-fold agreement meets
+    `required_agreement` (cross-validated over the split's sequences). Returns (CollabPoint, rows of
+    that cross-validation or None)."""
+    from edge_node.collab.operating_point import choose_collab_point, cross_validated_collab_point
     from models.exits.corpus import split
     from models.exits.data import collect
     from models.exits.training import TrainingConfig, head_features
@@ -66,8 +70,13 @@ def collaborative_point(store, model, target_agreement: float):
     config = TrainingConfig()
     data = collect(model, split("calibration"), config.exit_layers, config.max_new_tokens, 0, config.seed,
                    Path(store.root) / ".exit-data")
-    features, correct = head_features(model.exit_heads, data.subset(data.is_generated), model)
-    return choose_collab_point(model.exit_policy, features, correct, target_agreement)
+    generated = data.subset(data.is_generated)
+    features, correct = head_features(model.exit_heads, generated, model)
+    if target_agreement is not None:
+        return choose_collab_point(model.exit_policy, features, correct, target_agreement), None
+    point, choice = cross_validated_collab_point(model.exit_policy, features, correct,
+                                                 generated.sequence_index.numpy(), required_agreement)
+    return point, choice
 
 
 def held_out_prompts(per_type: int, offset: int = 0):
@@ -132,7 +141,7 @@ def profile_worker(args: argparse.Namespace) -> None:
     from edge_node.collab.generation import generate
     from emulation.cpu_quota import limit_cpu
 
-    model, point = load_model_and_point(args.target_agreement)
+    model, (point, choice) = load_model_and_point(args.target_agreement, args.required_agreement)
     prompts = held_out_prompts(args.prompts_per_type)
     limit = limit_cpu(args.cpu_quota, f"bench-collab-{os.getpid()}") if args.cpu_quota else None
     if limit is not None:
@@ -165,7 +174,10 @@ def profile_worker(args: argparse.Namespace) -> None:
     Path(args.out).write_text(json.dumps({
         "responses": responses, "fallback": fallback,
         "cpu_quota": args.cpu_quota, "quota_mechanism": limit.mechanism if limit else "none",
-        "operating_point": {"target_agreement": args.target_agreement, "exit_fraction": point.exit_fraction,
+        "operating_point": {"target_agreement": args.target_agreement if choice is None else choice.target_agreement,
+                            "required_agreement": args.required_agreement,
+                            "cross_validation": None if choice is None else choice.cross_validated,
+                            "exit_fraction": point.exit_fraction,
                             "agreement": point.agreement, "thresholds": [r.threshold for r in point.policy.rules]},
     }))
 
@@ -198,7 +210,7 @@ def batching_worker(args: argparse.Namespace) -> None:
     from edge_node.collab.config import CollabConfig
     from edge_node.collab.generation import generate
 
-    model, point = load_model_and_point(args.target_agreement)
+    model, (point, _) = load_model_and_point(args.target_agreement, args.required_agreement)
     prompts = held_out_prompts(2, offset=0)
     sizes = [int(n) for n in args.sessions.split(",")]
     connections = [connect(args, f"pi-{index + 1:02d}") for index in range(max(sizes))]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.exits.calibration import scores_of
+from models.exits.calibration import TargetChoice, cross_validated_target, scores_of
 from models.exits.policy import ExitPolicy, ExitRule
 
 logger = logging.getLogger(__name__)
@@ -61,3 +61,23 @@ def choose_collab_point(policy: ExitPolicy, features: dict[int, np.ndarray], cor
     logger.info("collaborative operating point: exit fraction %.3f, agreement %.3f, thresholds %s",
                 best[0], best[1], best[2])
     return CollabPoint(chosen, best[0], best[1])
+
+
+def collab_counts(policy: ExitPolicy, features: dict[int, np.ndarray], correct: dict[int, np.ndarray]) -> tuple[int, int, int]:
+    """(exits, positions equal to the full model's token, positions): the collaborative requirement is on every token."""
+    count = next(iter(correct.values())).shape[0]
+    scores = {rule.exit_layer: scores_of(rule, features[rule.exit_layer]) for rule in policy.rules}
+    fraction, agreement = overall_agreement(policy.rules, tuple(r.threshold for r in policy.rules), scores, correct)
+    return round(fraction * count), round(agreement * count), count
+
+
+def cross_validated_collab_point(policy: ExitPolicy, features: dict[int, np.ndarray], correct: dict[int, np.ndarray],
+                                 groups: np.ndarray, required_agreement: float,
+                                 targets: tuple[float, ...] = (0.88, 0.89, 0.90, 0.91, 0.92, 0.93)
+                                 ) -> tuple[CollabPoint, TargetChoice]:
+    """The operating point at the calibration target that keeps `required_agreement` out of fold (5 folds of
+    sequences, models/exits/calibration.py `cross_validated_target`), fitted on the whole calibration split."""
+    choice = cross_validated_target(
+        features, correct, groups, required_agreement, targets,
+        fit=lambda f, c, target: choose_collab_point(policy, f, c, target).policy, measure=collab_counts)
+    return choose_collab_point(policy, features, correct, choice.target_agreement), choice

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,9 +124,23 @@ class TargetChoice:
     cross_validated: list[dict[str, float]]  # per candidate target: pooled out-of-fold exit fraction and agreement
 
 
+# fit(features, correct, target) -> policy; measure(policy, features, correct) -> (exits, agreeing, out of)
+Fit = Callable[[dict[int, np.ndarray], dict[int, np.ndarray], float], ExitPolicy]
+Measure = Callable[[ExitPolicy, dict[int, np.ndarray], dict[int, np.ndarray]], tuple[int, int, int]]
+
+
+def exit_agreement_counts(policy: ExitPolicy, features: dict[int, np.ndarray],
+                          correct: dict[int, np.ndarray]) -> tuple[int, int, int]:
+    """(exits, exits that agree, exits): the standalone requirement is on the exited tokens."""
+    count = next(iter(correct.values())).shape[0]
+    point = evaluate(policy, features, correct)
+    exited = round(point.exit_fraction * count)
+    return exited, round(point.agreement * exited), exited
+
+
 def cross_validated_target(features: dict[int, np.ndarray], correct: dict[int, np.ndarray], groups: np.ndarray,
                            required_agreement: float, targets: tuple[float, ...], folds: int = 5,
-                           learned: bool = True) -> TargetChoice:
+                           learned: bool = True, fit: Fit | None = None, measure: Measure | None = None) -> TargetChoice:
     """The calibration target whose policy keeps `required_agreement` on data it was not fitted on.
 
     A policy fitted at target t on a split meets t there by construction and less elsewhere (or
@@ -133,26 +148,26 @@ def cross_validated_target(features: dict[int, np.ndarray], correct: dict[int, n
     dealt into `folds`; for each target, policies are fitted on all folds but one and applied to that
     one, and exits and agreements are pooled over the folds. Chosen: the target with the most
     out-of-fold exits among those whose pooled agreement meets the requirement (the highest target
-    if none does). Pure numpy.
+    if none does). `fit`/`measure` default to the standalone policy (`calibrate`, agreement of the
+    exits); the collaborative operating point passes its own. Pure numpy.
     """
     assert groups.shape[0] == next(iter(correct.values())).shape[0], "one group id per position"
+    fit = fit or (lambda f, c, target: calibrate(f, c, target, learned))
+    measure = measure or exit_agreement_counts
     fold_of_group = {group: index % folds for index, group in enumerate(np.unique(groups))}
     fold = np.array([fold_of_group[group] for group in groups])
     results = []
     for target in targets:
-        exited = agreed = positions = 0
+        exited = agreeing = out_of = 0
         for k in range(folds):
-            fit, held = fold != k, fold == k
-            policy = calibrate({layer: f[fit] for layer, f in features.items()},
-                               {layer: c[fit] for layer, c in correct.items()}, target, learned)
-            point = evaluate(policy, {layer: f[held] for layer, f in features.items()},
+            fitted, held = fold != k, fold == k
+            policy = fit({layer: f[fitted] for layer, f in features.items()},
+                         {layer: c[fitted] for layer, c in correct.items()}, target)
+            counts = measure(policy, {layer: f[held] for layer, f in features.items()},
                              {layer: c[held] for layer, c in correct.items()})
-            count = int(held.sum())
-            exited += round(point.exit_fraction * count)
-            agreed += round(point.agreement * point.exit_fraction * count)
-            positions += count
-        results.append({"target_agreement": float(target), "exit_fraction": exited / max(positions, 1),
-                        "agreement": agreed / exited if exited else 1.0})
+            exited, agreeing, out_of = exited + counts[0], agreeing + counts[1], out_of + counts[2]
+        results.append({"target_agreement": float(target), "exit_fraction": exited / len(groups),
+                        "agreement": agreeing / out_of if out_of else 1.0})
     meeting = [r for r in results if r["agreement"] >= required_agreement]
     chosen = max(meeting, key=lambda r: (r["exit_fraction"], r["target_agreement"])) if meeting else results[-1]
     logger.info("cross-validated calibration target %.3f: %s", chosen["target_agreement"], results)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from edge_node.collab.operating_point import choose_collab_point, overall_agreement
+from edge_node.collab.operating_point import choose_collab_point, cross_validated_collab_point, overall_agreement
 from models.exits.policy import ExitPolicy
 
 
@@ -30,3 +30,15 @@ def test_never_exiting_agrees_everywhere():
     features, correct = synthetic()
     policy = ExitPolicy.top_probability({10: 2.0})
     assert overall_agreement(policy.rules, (2.0,), {10: features[10][:, 0]}, correct) == (0.0, 1.0)
+
+
+def test_cross_validated_point_keeps_the_requirement_out_of_fold_and_is_refitted_on_everything():
+    features, correct = synthetic(count=1200)
+    policy = ExitPolicy.top_probability({10: 2.0})
+    groups = np.arange(1200) // 40
+    point, choice = cross_validated_collab_point(policy, features, correct, groups, 0.90, targets=(0.86, 0.90, 0.94))
+    rows = {row["target_agreement"]: row for row in choice.cross_validated}
+    assert rows[choice.target_agreement]["agreement"] >= 0.90
+    assert point == choose_collab_point(policy, features, correct, choice.target_agreement)
+    strict, strict_choice = cross_validated_collab_point(policy, features, correct, groups, 0.95, targets=(0.86, 0.90, 0.94))
+    assert strict_choice.target_agreement >= choice.target_agreement and strict.exit_fraction <= point.exit_fraction
