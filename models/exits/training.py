@@ -44,7 +44,7 @@ class TrainingConfig:
     # Exits are judged on generated positions; prompt positions are easier (0.77-0.84 head agreement at
     # layers 10-20 against 0.34-0.47 on generated ones) and only this share of them is trained on.
     prompt_position_share: float = 0.25
-    epochs: int = 5  # the epoch with the best calibration agreement is kept
+    epochs: int = 3  # the epoch with the best calibration agreement is kept (the committed heads: 3)
     batch_size: int = 256  # positions per optimiser step
     learning_rate: float = 5e-3  # AdamW peak, cosine decay to 10 %
     weight_decay: float = 0.1  # AdamW decoupled decay: pulls W towards zero (the plain final head)
