@@ -230,6 +230,9 @@ def recalibrate(store: Any, out_dir: Path, config: TrainingConfig | None = None,
     previous = json.loads((out_dir / "training_report.json").read_text())
     training = {key: previous[key] for key in ("prompts", "positions", "generated_positions", "seconds", "history",
                                                 "best_epoch") if key in previous}
+    # the heads' training settings are the previous run's; only the calibration settings are today's
+    calibration_settings = ("required_agreement", "target_agreement", "target_candidates")
+    training["config"] = {**previous.get("config", {}), **{k: v for k, v in asdict(config).items() if k in calibration_settings}}
     cache_dir = Path(store.root) / ".exit-data"
     prompts = prompts or {name: split(name) for name in ("calibration", "held_out")}
     data = {name: collect(loaded, prompts[name], config.exit_layers, config.max_new_tokens, 0, config.seed, cache_dir)

@@ -50,10 +50,11 @@ def test_training_writes_heads_policy_and_a_cross_validated_target(trained):
 def test_recalibration_keeps_the_heads_and_the_training_figures(trained):
     store, out, config, prompts, report = trained
     before = ExitHeads.load(out / EXIT_HEADS_NAME).state_dict()
-    again = recalibrate(store, out, dataclasses.replace(config, target_agreement=0.7), model_id="tiny-train",
+    again = recalibrate(store, out, dataclasses.replace(config, target_agreement=0.7, epochs=99), model_id="tiny-train",
                         prompts=prompts)
     assert again["target_agreement"] == 0.7 and again["target_cross_validation"] is None
     assert again["history"] == report["history"] and again["positions"] == report["positions"]
+    assert again["config"]["epochs"] == config.epochs and again["config"]["target_agreement"] == 0.7
     after = ExitHeads.load(out / EXIT_HEADS_NAME).state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert ExitPolicy.from_json((out / "exit_policy.json").read_text()).exit_layers == (1, 2)
