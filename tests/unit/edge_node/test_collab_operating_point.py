@@ -2,7 +2,11 @@
 
 import numpy as np
 
-from edge_node.collab.operating_point import choose_collab_point, cross_validated_collab_point, overall_agreement
+from edge_node.collab.operating_point import (
+    choose_collab_point,
+    cross_validated_collab_point,
+    overall_agreement,
+)
 from models.exits.policy import ExitPolicy
 
 
