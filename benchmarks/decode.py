@@ -332,6 +332,13 @@ def run_worker(kind: str, model_id: str, threads: int, with_perplexity: bool) ->
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def run_runner(name: str, threads: int, with_perplexity: bool) -> dict[str, Any]:
+    """One runner of the table (llama.cpp, a store variant, or fp32 through transformers' layers) in a subprocess."""
+    if name == TRANSFORMERS_FP32:
+        return run_worker("transformers", "smollm2-135m", threads, with_perplexity)
+    return run_worker("llamacpp" if name == "llamacpp" else "variant", name, threads, with_perplexity)
+
+
 def keep_fastest(row: dict[str, Any], again: dict[str, Any]) -> None:
     """Fold a later timing pass into `row`: the faster decode and prefill count; every pass's decode is listed."""
     row.setdefault("decode_tok_s_passes", [row["decode_tok_s"]]).append(again["decode_tok_s"])
@@ -390,9 +397,7 @@ def main() -> None:
     jobs = [(threads, name) for threads in args.threads for name in ("llamacpp", *args.variants)]
     jobs.insert(2, (args.threads[0], TRANSFORMERS_FP32))  # the fp32 variant through transformers' layers, next to it
     for threads, name in tqdm(jobs, desc="decode benchmark", unit="run", file=sys.stderr):
-        kind = {"llamacpp": "llamacpp", TRANSFORMERS_FP32: "transformers"}.get(name, "variant")
-        model_id = "smollm2-135m" if name == TRANSFORMERS_FP32 else name
-        row = run_worker(kind, model_id, threads, with_perplexity=threads == args.threads[0] and kind != "transformers")
+        row = run_runner(name, threads, with_perplexity=threads == args.threads[0] and name != TRANSFORMERS_FP32)
         results[threads][name] = row
         logger.info("%s at %d threads: %s", name, threads, {k: v for k, v in row.items() if k != "token_ids"})
     first, *rest = args.threads
@@ -402,9 +407,7 @@ def main() -> None:
     again = [(threads, name) for threads, name in jobs if threads == first]
     for index in range(1, args.passes):
         for threads, name in tqdm(again, desc=f"decode timing pass {index + 1}", unit="run", file=sys.stderr):
-            kind = {"llamacpp": "llamacpp", TRANSFORMERS_FP32: "transformers"}.get(name, "variant")
-            row = run_worker(kind, "smollm2-135m" if name == TRANSFORMERS_FP32 else name, threads, with_perplexity=False)
-            keep_fastest(results[threads][name], row)
+            keep_fastest(results[threads][name], run_runner(name, threads, with_perplexity=False))
     summary = summarise(results[first], results[rest[0]] if rest else {})
     summary["exit_check"] = run_worker("exit_check", "-", first, False)
     for goal, met in summary["goals"].items():
