@@ -152,8 +152,9 @@ def profile_report(raw: dict) -> dict:
         answered = [r for r in responses if mode in r["modes"]]  # naive_split: the first --naive-prompts only
         modes[mode] = mode_figures([r["modes"][mode] for r in answered], [r["modes"]["cloud_only"] for r in answered])
         modes[mode]["prompts"] = len(answered)
-    floor = statistics.mean((r["prompt_tokens"] + r["modes"]["collaborative"]["tokens"]) * HIDDEN_BYTES_FP16
-                            for r in responses)
+    # the states an edge has: prompt and answer (a run without collaborative takes cloud-only's answer length)
+    floor = statistics.mean((r["prompt_tokens"] + r["modes"].get("collaborative", r["modes"]["cloud_only"])["tokens"])
+                            * HIDDEN_BYTES_FP16 for r in responses)
     result = {"prompts": len(responses), "hidden_floor_bytes": round(floor), "modes": modes,
               "cpu_quota": raw["cpu_quota"], "quota_mechanism": raw["quota_mechanism"],
               "operating_point": raw["operating_point"]}

@@ -61,6 +61,32 @@ def acceptance(logits: torch.Tensor, request: DraftVerify) -> tuple[int, int]:
     return sampled_accept(target, request.draft_ids, draft, torch.Generator().manual_seed(request.seed))
 
 
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Rows one request pushes through a session's layers [k, L): positions [start, start + n)."""
+
+    start: int
+    rows: torch.Tensor  # (1, n, C) uploaded layer-k states, in the model's dtype
+    head_from: int  # rows from this index on are the predictions asked for (they need the model's head)
+
+
+@torch.no_grad()
+def forward_together(work: list[tuple[SessionContext, Forward]]) -> list[torch.Tensor]:
+    """Requests of sessions over one model and split, in one ragged forward and one head call.
+
+    Every weight of layers [k, L) and of the LM head is read once for all of them, the way a batch of
+    cloud-only generations shares its steps (continuous batching); attention reads each session's
+    own KV cache. Returns per request the float32 logits (m, V) of its rows from `head_from` on.
+    One request per session (the work queue keeps a session's requests in order, one per batch).
+    """
+    contexts = [context for context, _ in work]
+    assert len({id(c) for c in contexts}) == len(contexts), "one request per session in a forward"
+    outputs = LayerStack.run_ragged([c.stack for c in contexts], [f.rows for _, f in work], [f.start for _, f in work])
+    asked = [hidden[:, forward.head_from :] for (_, forward), hidden in zip(work, outputs, strict=True)]
+    logits = contexts[0].stack.logits(torch.cat(asked, dim=1))[0]  # (sum m, V)
+    return list(logits.split([rows.shape[1] for rows in asked]))
+
+
 class SessionContext:
     """One session: fp16 states of positions [0, n) (with holes until chunks arrive) and layers [k, L)."""
 
@@ -102,43 +128,49 @@ class SessionContext:
         """First position in [0, position] not yet uploaded, or None if all are here."""
         return None if self.contiguous > position else self.contiguous
 
-    @torch.no_grad()
-    def token_for(self, position: int) -> CloudToken:
-        """The full model's greedy token after positions [0, position]. Asserts the states are all here."""
+    def token_forward(self, position: int) -> Forward:
+        """What asking for the token after [0, position] runs. Asserts the states are all here."""
         assert self.contiguous > position, f"{self.session_id}: positions from {self.contiguous} missing"
-        started = time.perf_counter()
-        start = self.stack.length
-        if position < start:  # asked again (a retry): recompute the last position only
-            start = position
-        rows = self.states[start : position + 1].to(self.model.dtype).unsqueeze(0)  # (1, n, C)
-        hidden_states = self.stack.run(rows, position=start).hidden_states  # (1, n, C)
-        assert hidden_states is not None, "a range without exits always reaches its end"
-        token, probability = top_token(self.stack.logits(hidden_states[:, -1:])[0, -1])
-        compute_ms = (time.perf_counter() - started) * 1e3
-        return CloudToken(position, int(token), float(probability), compute_ms, position + 1 - start)
+        start = min(self.stack.length, position)  # asked again (a retry): recompute the last position only
+        return Forward(start, self.states[start : position + 1].to(self.model.dtype).unsqueeze(0), position - start)
 
-    @torch.no_grad()
-    def verify(self, request: DraftVerify) -> CloudVerdict:
-        """Verify drafts for positions first + 1 ... first + g from the rows [first, first + g), in one forward.
+    def token_from(self, position: int, forward: Forward, logits: torch.Tensor, compute_ms: float) -> CloudToken:
+        """The full model's greedy token from the (1, V) logits of `forward`'s last row."""
+        token, probability = top_token(logits[-1])
+        return CloudToken(position, int(token), float(probability), compute_ms, forward.rows.shape[1])
 
-        The rows the stack has not seen yet go through layers [k, L) together; the verdict is the
-        acceptance rule's (greedy, or speculative sampling with the request's temperature and top-p).
-        Afterwards both the KV cache and the stored rows forget every position past the last one fed
-        with an accepted token, so the edge's next rows for them are taken. Asserts the rows are here.
-        """
-        first, drafts = request.first_position, len(request.draft_ids)
-        end = first + drafts  # rows [first, end) predict the drafted positions
+    def verify_forward(self, request: DraftVerify) -> Forward:
+        """What verifying drafts for positions first + 1 ... first + g runs: rows [first, first + g) and any
+        the stack has not seen yet (a repeated request recomputes from its first row). Asserts they are here."""
+        first, end = request.first_position, request.first_position + len(request.draft_ids)
         assert self.contiguous >= end, f"{self.session_id}: positions from {self.contiguous} missing"
-        started = time.perf_counter()
-        start = min(self.stack.length, first)  # a repeated request recomputes from its first row
-        rows = self.states[start:end].to(self.model.dtype).unsqueeze(0)  # (1, n, C)
-        hidden_states = self.stack.run(rows, position=start).hidden_states  # (1, n, C)
-        assert hidden_states is not None, "a range without exits always reaches its end"
-        logits = self.stack.logits(hidden_states[:, first - start :])[0]  # (g, V)
+        start = min(self.stack.length, first)
+        return Forward(start, self.states[start:end].to(self.model.dtype).unsqueeze(0), first - start)
+
+    def verdict_from(self, request: DraftVerify, forward: Forward, logits: torch.Tensor,
+                     compute_ms: float) -> CloudVerdict:
+        """The acceptance rule's verdict (greedy, or speculative sampling with the request's temperature and
+        top-p) from the (g, V) logits at the drafting positions. Afterwards the KV cache and the stored rows
+        forget every position past the last one fed with an accepted token, so the edge's next rows for
+        them are taken. Raises ValueError for a draft its own distribution gives probability 0."""
         accepted, token = acceptance(logits, request)
+        first = request.first_position
         self.rollback(first + accepted + 1)
-        compute_ms = (time.perf_counter() - started) * 1e3
-        return CloudVerdict(first, accepted, token, compute_ms, end - start)
+        return CloudVerdict(first, accepted, token, compute_ms, forward.rows.shape[1])
+
+    def token_for(self, position: int) -> CloudToken:
+        """The full model's greedy token after positions [0, position], alone (see `forward_together`)."""
+        started = time.perf_counter()
+        forward = self.token_forward(position)
+        (logits,) = forward_together([(self, forward)])
+        return self.token_from(position, forward, logits, (time.perf_counter() - started) * 1e3)
+
+    def verify(self, request: DraftVerify) -> CloudVerdict:
+        """Verify one request's drafts alone, in one forward (see `verify_forward`, `verdict_from`)."""
+        started = time.perf_counter()
+        forward = self.verify_forward(request)
+        (logits,) = forward_together([(self, forward)])
+        return self.verdict_from(request, forward, logits, (time.perf_counter() - started) * 1e3)
 
     def rollback(self, length: int) -> None:
         """Forget positions >= length: KV cache and uploaded rows (rejected drafts are uploaded anew)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -26,7 +26,7 @@ COST_MODES = ("cloud_only", "collaborative", "speculative", "naive_split")
 class ModeCost:
     tokens: int = 0  # tokens the cloud decided (accepted drafts count: the verifier decided them)
     cpu_s: float = 0.0  # compute-thread CPU seconds
-    layer_passes: int = 0  # decoder layers x forward calls
+    layer_passes: float = 0.0  # decoder layers x forward calls (a call shared by n requests: 1/n each)
     layer_rows: int = 0  # decoder layers x positions pushed through them
 
 
@@ -40,8 +40,14 @@ class CostAccount:
         self._paused_s: list[float] = []  # per open measure: CPU time of measures nested inside it
 
     @contextmanager
-    def measure(self, mode: str) -> Iterator[None]:
-        """Count the CPU time of the block to `mode`, minus that of measures nested in it."""
+    def measure(self, mode: str | Mapping[str, float]) -> Iterator[None]:
+        """Count the CPU time of the block to `mode`, minus that of measures nested in it.
+
+        A mapping of modes to weights splits the time among them (a forward shared by several modes'
+        requests, weighted by the rows each pushed through it).
+        """
+        shares = {mode: 1.0} if isinstance(mode, str) else dict(mode)
+        assert shares and all(weight >= 0 for weight in shares.values()), f"bad shares {shares}"
         started = self.cpu_clock()
         self._paused_s.append(0.0)
         try:
@@ -51,10 +57,12 @@ class CostAccount:
             nested = self._paused_s.pop()
             if self._paused_s:
                 self._paused_s[-1] += elapsed
+            total = sum(shares.values()) or 1.0
             with self._lock:
-                self._costs[mode].cpu_s += elapsed - nested
+                for name, weight in shares.items():
+                    self._costs[name].cpu_s += (elapsed - nested) * weight / total
 
-    def add(self, mode: str, *, tokens: int = 0, layer_passes: int = 0, layer_rows: int = 0) -> None:
+    def add(self, mode: str, *, tokens: int = 0, layer_passes: float = 0, layer_rows: int = 0) -> None:
         with self._lock:
             cost = self._costs[mode]
             cost.tokens += tokens

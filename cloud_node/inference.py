@@ -3,7 +3,9 @@
 Message handlers run on the bus client's dispatcher thread and only do cheap work there (storing
 uploaded rows, answering close); anything that runs the model goes to one compute thread, in the
 order messages arrived, except that cloud-only generations queued together run as one batch
-(`work_queue.py`), serving the session requests queued meanwhile between its steps. Every job's
+(`work_queue.py`), serving the session requests queued meanwhile between its steps, and session
+requests (token requests, verifications) of many sessions ready together run as one ragged forward
+(`contexts.forward_together`). Every job's
 CPU time, layer passes and tokens are counted per mode (`cost.py`) for the heartbeat. Because chunks and token requests of a session share one topic, MQTT's
 per-topic ordering means the chunks sent before a request have been stored when it is served.
 """
@@ -41,7 +43,7 @@ from broker.messages.inference import (
 )
 from cloud_node.chunk_check import ChunkError, chunk_rows
 from cloud_node.config import CloudConfig
-from cloud_node.contexts import SessionContext, SessionContexts
+from cloud_node.contexts import Forward, SessionContext, SessionContexts, forward_together
 from cloud_node.cost import CostAccount
 from cloud_node.model_pool import ModelPool, ModelStoreError
 from cloud_node.work_queue import Job, WorkQueue
@@ -52,6 +54,7 @@ from models.loaded import LoadedModel
 logger = logging.getLogger(__name__)
 
 _QUEUE_WAIT_S = 0.5  # compute thread wakes this often to notice stop()
+_SESSION_REQUESTS = "session-requests"  # batch key of token requests and verifications (any session)
 
 
 class CloudInference:
@@ -72,7 +75,8 @@ class CloudInference:
         self.counts: dict[str, int] = {"tokens_served": 0, "chunks_rejected": 0, "generate_requests": 0,
                                        "naive_steps": 0, "resend_requests": 0, "unknown_session_replies": 0,
                                        "drafts_verified": 0, "drafts_accepted": 0, "generate_batches": 0,
-                                       "impersonations_refused": 0}
+                                       "impersonations_refused": 0, "session_forwards": 0,
+                                       "session_requests_batched": 0}
 
     def start(self) -> CloudInference:
         self._compute.start()
@@ -105,7 +109,7 @@ class CloudInference:
             case GenerateRequest():
                 self._work.put(Job(batch_key=(message.model_id, message.stop_at_eos), payload=envelope))
             case SessionOpen() | NaiveStep():
-                self._work.put(Job(lambda: self._serve_request(envelope)))
+                self._work.put(Job(lambda: self._serve_request(envelope), between_steps=True))
             case _:
                 logger.warning("%s: unexpected %s on infer/open", self.worker_id, type(message).__name__)
 
@@ -125,10 +129,9 @@ class CloudInference:
         match message:
             case ContextChunk():
                 self._ingest(edge, message)
-            case TokenRequest():
-                self._work.put(Job(lambda: self._serve_token(edge, message)))
-            case DraftVerify():
-                self._work.put(Job(lambda: self._serve_verify(edge, message)))
+            case TokenRequest() | DraftVerify():
+                self._work.put(Job(batch_key=_SESSION_REQUESTS, payload=(edge, message), sequence=session_id,
+                                   between_steps=True, waits_to_fill=False))
             case SessionClose():
                 self.contexts.close(session_id)
 
@@ -163,11 +166,17 @@ class CloudInference:
             jobs = self._work.take(_QUEUE_WAIT_S)
             if jobs is None:
                 return
-            if jobs and jobs[0].batch_key is not None:
-                envelopes = [job.payload for job in jobs]
-                self._guarded(lambda: self._generate_batch(envelopes))  # noqa: B023 (called at once)
-            elif jobs:
-                self._guarded(jobs[0].run)
+            if jobs:
+                self._run(jobs)
+
+    def _run(self, jobs: list[Job]) -> None:
+        """One batch from the queue: session requests, cloud-only generations, or a single job."""
+        if jobs[0].batch_key == _SESSION_REQUESTS:
+            self._guarded(lambda: self._serve_session_requests([job.payload for job in jobs]))
+        elif jobs[0].batch_key is not None:
+            self._guarded(lambda: self._generate_batch([job.payload for job in jobs]))
+        else:
+            self._guarded(jobs[0].run)
 
     def _guarded(self, work: Callable[[], None] | None) -> None:
         """Run one job; a failure is logged and the worker goes on."""
@@ -181,8 +190,8 @@ class CloudInference:
 
     def _serve_waiting(self) -> None:
         """Between the steps of a batched generation: the session requests queued meanwhile."""
-        for job in self._work.take_unbatched():
-            self._guarded(job.run)
+        for jobs in self._work.take_between_steps():
+            self._run(jobs)
 
     def _janitor_loop(self) -> None:
         while not self._stop.wait(self.config.janitor_interval_s):
@@ -231,41 +240,65 @@ class CloudInference:
             return None
         return context
 
-    def _serve_token(self, edge: str, request: TokenRequest) -> None:
+    def _serve_session_requests(self, requests: list[tuple[str, TokenRequest | DraftVerify]]) -> None:
+        """Token requests and verifications of different sessions: those whose rows are all here run
+        together, one ragged forward per (model, split layer); the others are told what is missing."""
+        replies: list[tuple[str, CloudDownMessage]] = []
         with self.contexts.lock:
-            context = self._ready_context(edge, request, request.position)
-            if context is None:
-                return
-            with self.cost.measure("collaborative"):
-                token = context.token_for(request.position)
-            self._count_layers("collaborative", context, token.positions_run, tokens=1)
-        self.counts["tokens_served"] += 1
-        self._send_down(edge, TokenReply(request.session_id, request.request_id, token.position, token.token_id,
-                                         min(1.0, token.probability), token.compute_ms))
-        self.contexts.enforce_cap(protect=request.session_id)
+            groups: dict[tuple[int, int], list[tuple[str, TokenRequest | DraftVerify, SessionContext]]] = {}
+            for edge, request in requests:
+                last = request.position if isinstance(request, TokenRequest) else \
+                    request.first_position + len(request.draft_ids) - 1
+                context = self._ready_context(edge, request, last)
+                if context is not None:
+                    groups.setdefault((id(context.model), context.split_layer), []).append((edge, request, context))
+            for group in groups.values():
+                replies += self._serve_group(group)
+        for edge, reply in replies:
+            self._send_down(edge, reply)
+        for _, request in requests:
+            self.contexts.enforce_cap(protect=request.session_id)
 
-    def _serve_verify(self, edge: str, request: DraftVerify) -> None:
-        with self.contexts.lock:
-            context = self._ready_context(edge, request, request.first_position + len(request.draft_ids) - 1)
-            if context is None:
-                return
+    def _serve_group(self, group: list[tuple[str, TokenRequest | DraftVerify, SessionContext]]
+                     ) -> list[tuple[str, CloudDownMessage]]:
+        """One ragged forward for requests of sessions over one model and split. Contexts lock held."""
+        forwards = [(context, context.token_forward(request.position) if isinstance(request, TokenRequest)
+                     else context.verify_forward(request)) for _, request, context in group]
+        modes = ["collaborative" if isinstance(request, TokenRequest) else "speculative" for _, request, _ in group]
+        shares: dict[str, float] = {}
+        for mode, (_, forward) in zip(modes, forwards, strict=True):
+            shares[mode] = shares.get(mode, 0.0) + forward.rows.shape[1]
+        started = time.perf_counter()
+        with self.cost.measure(shares):
+            logits = forward_together(forwards)
+        compute_ms = (time.perf_counter() - started) * 1e3
+        self.counts["session_forwards"] += 1
+        self.counts["session_requests_batched"] += len(group) if len(group) > 1 else 0
+        replies: list[tuple[str, CloudDownMessage]] = []
+        for (edge, request, context), (_, forward), mode, rows in zip(group, forwards, modes, logits, strict=True):
+            if isinstance(request, TokenRequest):
+                token = context.token_from(request.position, forward, rows, compute_ms)
+                self.counts["tokens_served"] += 1
+                self._count_layers(mode, context, forward, tokens=1, sharing=len(group))
+                replies.append((edge, TokenReply(request.session_id, request.request_id, token.position, token.token_id,
+                                                 min(1.0, token.probability), token.compute_ms)))
+                continue
             try:
-                with self.cost.measure("speculative"):
-                    verdict = context.verify(request)
+                verdict = context.verdict_from(request, forward, rows, compute_ms)
             except ValueError as error:  # a draft its own distribution gives probability 0: refuse, keep serving
                 logger.warning("%s: session %s verify %d refused: %s", self.worker_id, request.session_id,
                                request.request_id, error)
-                self._send_down(edge, ChunkRejected(request.session_id, -1, f"verify refused: {error}"[:1000]))
-                return
-        self._count_layers("speculative", context, verdict.positions_run,
-                           tokens=verdict.accepted + int(verdict.token_id >= 0))
-        self.counts["drafts_verified"] += len(request.draft_ids)
-        self.counts["drafts_accepted"] += verdict.accepted
-        self.counts["tokens_served"] += verdict.accepted + int(verdict.token_id >= 0)
-        self._send_down(edge, DraftVerdict(request.session_id, request.request_id, verdict.first_position,
-                                           verdict.accepted, verdict.token_id, verdict.compute_ms,
-                                           verdict.positions_run))
-        self.contexts.enforce_cap(protect=request.session_id)
+                replies.append((edge, ChunkRejected(request.session_id, -1, f"verify refused: {error}"[:1000])))
+                continue
+            decided = verdict.accepted + int(verdict.token_id >= 0)
+            self._count_layers(mode, context, forward, tokens=decided, sharing=len(group))
+            self.counts["drafts_verified"] += len(request.draft_ids)
+            self.counts["drafts_accepted"] += verdict.accepted
+            self.counts["tokens_served"] += decided
+            replies.append((edge, DraftVerdict(request.session_id, request.request_id, verdict.first_position,
+                                               verdict.accepted, verdict.token_id, verdict.compute_ms,
+                                               verdict.positions_run)))
+        return replies
 
     @torch.no_grad()
     def _generate_batch(self, envelopes: list[Envelope]) -> None:
@@ -299,9 +332,10 @@ class CloudInference:
         if envelope.response_topic:
             self.bus.reply(envelope, reply)
 
-    def _count_layers(self, mode: str, context: SessionContext, positions: int, tokens: int) -> None:
+    def _count_layers(self, mode: str, context: SessionContext, forward: Forward, tokens: int, sharing: int) -> None:
+        """A request's share of a forward over layers [k, L) shared by `sharing` requests."""
         layers = context.model.num_layers - context.split_layer
-        self.cost.add(mode, tokens=tokens, layer_passes=layers, layer_rows=layers * positions)
+        self.cost.add(mode, tokens=tokens, layer_passes=layers / sharing, layer_rows=layers * forward.rows.shape[1])
 
     @torch.no_grad()
     def _naive_step(self, step: NaiveStep) -> TokenReply:

@@ -1,11 +1,16 @@
-"""The cloud worker's compute queue: jobs in arrival order, and batches of generation requests ready together.
+"""The cloud worker's compute queue: jobs in arrival order, and batches of requests ready together.
 
-A job with a `batch_key` (cloud-only generation of one model) is batchable: when the compute thread
-takes it, it waits up to `window_s` for the batch to fill, then every later queued job with the same
-key comes along, oldest first, up to `max_batch`, and they run as one batched forward per step. While a batch runs, the thread serves the unbatched
-jobs queued meanwhile (session token requests, verifications, opens) between its steps
-(`take_unbatched`), so a long generation delays a session's request by one step, not by the
-whole answer. Jobs never wait on an edge, so a slow or dead session holds nobody up.
+A job with a `batch_key` is batchable: when the compute thread takes it, every later queued job with
+the same key comes along, oldest first, up to `max_batch`, and they run as one batched forward.
+Two kinds batch: cloud-only generations of one model (a batch not yet full first waits up to
+`window_s` for more to join, then runs one forward per step), and session requests (collaborative
+token requests and speculative verifications of many sessions: one ragged forward, no waiting).
+Jobs of one `sequence` (a session) never share a batch and keep their order.
+
+While a generation batch runs, the thread serves the session jobs queued meanwhile between its
+steps (`take_between_steps`, grouped into batches the same way), so a long generation delays a
+session's request by one step, not by the whole answer. Jobs never wait on an edge, so a slow or
+dead session holds nobody up; `max_batch` bounds a batch and FIFO order keeps it fair.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ class Job:
     run: Callable[[], None] | None = None  # an unbatched job's work
     batch_key: Hashable | None = None  # batchable: jobs with an equal key may run as one batch
     payload: Any = None  # a batchable job's request
+    sequence: Hashable | None = None  # jobs of one sequence (a session) never share a batch
+    between_steps: bool = False  # may run between the steps of a running generation batch
+    waits_to_fill: bool = True  # a batch it starts waits up to window_s for more jobs (generations)
 
 
 class WorkQueue:
@@ -56,25 +64,19 @@ class WorkQueue:
                 return None
             if first.batch_key is None:
                 return [first]
-            deadline = self.clock() + self.window_s
-            while self._matching(first.batch_key) < self.max_batch - 1 and self.clock() < deadline:
-                self._ready.wait(max(0.0, deadline - self.clock()))
-            batch, rest = [first], deque[Job | None]()
-            while self._jobs:
-                job = self._jobs.popleft()
-                if len(batch) < self.max_batch and job is not None and job.batch_key == first.batch_key:
-                    batch.append(job)
-                else:
-                    rest.append(job)
-            self._jobs = rest
-            return batch
+            if first.waits_to_fill:
+                deadline = self.clock() + self.window_s
+                while self._matching(first.batch_key) < self.max_batch - 1 and self.clock() < deadline:
+                    self._ready.wait(max(0.0, deadline - self.clock()))
+            batches, self._jobs = _gather(self._jobs, self.max_batch, lambda job: job.batch_key == first.batch_key,
+                                          start=[first])
+            return batches[0]
 
-    def take_unbatched(self) -> list[Job]:
-        """Every queued unbatched job, oldest first (served between the steps of a running batch)."""
+    def take_between_steps(self) -> list[list[Job]]:
+        """Every queued job that may run between steps, oldest first, batched by key (see the module doc)."""
         with self._ready:
-            taken = [job for job in self._jobs if job is not None and job.batch_key is None]
-            self._jobs = deque(job for job in self._jobs if job is None or job.batch_key is not None)
-            return taken
+            batches, self._jobs = _gather(self._jobs, self.max_batch, lambda job: job.between_steps)
+            return batches
 
     def _matching(self, key: Hashable) -> int:
         return sum(1 for job in self._jobs if job is not None and job.batch_key == key)
@@ -82,3 +84,37 @@ class WorkQueue:
     def qsize(self) -> int:
         with self._ready:
             return sum(1 for job in self._jobs if job is not None)
+
+
+def _gather(jobs: deque[Job | None], max_batch: int, wanted: Callable[[Job], bool],
+            start: list[Job] | None = None) -> tuple[list[list[Job]], deque[Job | None]]:
+    """Split queued jobs into batches of the wanted ones and the rest (order kept in both).
+
+    An unbatched job is a batch of its own; a batchable one joins the open batch of its key unless it
+    is full or already holds a job of the same sequence, and then stays queued, as does every later
+    job of that sequence (so a sequence's jobs keep their order). `start` opens the first batch.
+    """
+    batches: list[list[Job]] = [start] if start else []
+    open_batches: dict[Hashable, list[Job]] = {start[0].batch_key: start} if start else {}
+    held: set[Hashable] = set()  # sequences with a job left queued
+    rest: deque[Job | None] = deque()
+    for job in jobs:
+        if job is None or not wanted(job) or (job.sequence is not None and job.sequence in held):
+            rest.append(job)
+            if job is not None and job.sequence is not None:
+                held.add(job.sequence)
+            continue
+        if job.batch_key is None:
+            batches.append([job])
+            continue
+        batch = open_batches.get(job.batch_key)
+        if batch is None:
+            batch = open_batches[job.batch_key] = []
+            batches.append(batch)
+        elif len(batch) >= max_batch or any(j.sequence is not None and j.sequence == job.sequence for j in batch):
+            rest.append(job)
+            if job.sequence is not None:
+                held.add(job.sequence)
+            continue
+        batch.append(job)
+    return batches, rest

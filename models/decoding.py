@@ -32,6 +32,7 @@ import torch
 
 from models.exits.heads import exit_features
 from models.exits.policy import ExitPolicy
+from models.slices import run_ragged
 
 if TYPE_CHECKING:
     from models.loaded import LoadedModel
@@ -210,6 +211,30 @@ class LayerStack:
 
     def reset(self) -> None:
         self.rollback(0)
+
+    @staticmethod
+    @torch.no_grad()
+    def run_ragged(stacks: list[LayerStack], hidden_states: list[torch.Tensor],
+                   positions: list[int]) -> list[torch.Tensor]:
+        """Several sequences, each in its own stack over the same layers, fed (1, n_i, C) rows in one forward.
+
+        Stack i first rolls back to `positions[i]`; every result equals `stacks[i].run(hidden_states[i],
+        position=positions[i]).hidden_states`, but each weight is read once for all of them (see
+        `run_ragged` in `models/slices.py`). For stacks without exits, sinks or deferred rows.
+        """
+        first = stacks[0]
+        for stack, position in zip(stacks, positions, strict=True):
+            assert stack.boundaries == first.boundaries and stack.model is first.model, "stacks differ in layers"
+            assert stack.exit_policy is None and not stack.sinks and not stack._deferred_from(0), \
+                "a ragged forward runs plain stacks (no exits, sinks or deferred rows)"
+            if position != stack.length:
+                stack.rollback(position)
+        carry = list(hidden_states)
+        for index in range(len(first.segments)):
+            carry = run_ragged([stack.segments[index] for stack in stacks], carry)
+        for stack, rows in zip(stacks, hidden_states, strict=True):
+            stack.length += rows.shape[1]
+        return carry
 
     @torch.no_grad()
     def exit_probabilities(self, layer: int, hidden_states: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -159,11 +160,24 @@ class LayerKVCache:
             self._values[:, :, : self.length] = old_values[:, :, : self.length]
 
 
+@dataclass(frozen=True, slots=True)
+class RaggedSequence:
+    """One sequence in a ragged forward: its new rows' count, rotary tables, mask and per-layer caches."""
+
+    count: int  # new positions of this sequence (consecutive rows of the ragged input)
+    cos: torch.Tensor  # (1, 1, count, D)
+    sin: torch.Tensor
+    mask: torch.Tensor | None  # causal mask over (count, cached + count), None for a single position
+    caches: list[LayerKVCache]  # one per layer of the slice
+
+
 class LeanDecoderLayer:
     """One Llama decoder layer (pre-norm attention + SwiGLU MLP) over the loaded layer's weights."""
 
-    def __init__(self, layer: nn.Module) -> None:
+    def __init__(self, layer: nn.Module, index: int = 0) -> None:
         attention, mlp = layer.self_attn, layer.mlp
+        self.source = layer  # the transformers layer whose weights these are
+        self.index = index  # position within its slice (which of a sequence's caches is this layer's)
         self.head_dim = int(attention.head_dim)
         self.num_heads = attention.q_proj.out_features // self.head_dim if hasattr(attention.q_proj, "out_features") \
             else int(attention.config.num_attention_heads)
@@ -178,11 +192,32 @@ class LeanDecoderLayer:
 
     def __call__(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LayerKVCache,
                  mask: torch.Tensor | None) -> torch.Tensor:
-        batch, count, _ = hidden_states.shape  # (B, T, C)
-        query, key, value = self.qkv(_rms_norm(self.input_norm, hidden_states))
-        query = query.view(batch, count, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        key = key.view(batch, count, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, D)
-        value = value.view(batch, count, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        query, key, value = self.qkv(_rms_norm(self.input_norm, hidden_states))  # (B, T, H*D), (B, T, KV*D) x 2
+        return self._finish(hidden_states, self._attention(query, key, value, cos, sin, cache, mask))
+
+    def ragged(self, hidden_states: torch.Tensor, sequences: list[RaggedSequence]) -> torch.Tensor:
+        """Several sequences' new positions side by side in (1, N, C): shared projections, attention apart.
+
+        The projections and the MLP (every weight byte of the layer) run once over all N rows; only
+        attention, which reads each sequence's own KV cache, runs per sequence.
+        """
+        query, key, value = self.qkv(_rms_norm(self.input_norm, hidden_states))  # (1, N, ...)
+        attended, offset = [], 0
+        for sequence in sequences:
+            rows = slice(offset, offset + sequence.count)
+            attended.append(self._attention(query[:, rows], key[:, rows], value[:, rows], sequence.cos, sequence.sin,
+                                            sequence.caches[self.index], sequence.mask))
+            offset += sequence.count
+        assert offset == hidden_states.shape[1], f"sequences cover {offset} of {hidden_states.shape[1]} rows"
+        return self._finish(hidden_states, torch.cat(attended, dim=1))
+
+    def _attention(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cos: torch.Tensor,
+                   sin: torch.Tensor, cache: LayerKVCache, mask: torch.Tensor | None) -> torch.Tensor:
+        """Projected (B, T, .) query/key/value of new positions -> (B, T, H*D) attended, keys/values cached."""
+        batch, count, _ = query.shape
+        query = query.reshape(batch, count, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        key = key.reshape(batch, count, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, D)
+        value = value.reshape(batch, count, self.num_kv_heads, self.head_dim).transpose(1, 2)
         query = query * cos + rotate_half(query) * sin
         key = key * cos + rotate_half(key) * sin
         keys, values = cache.append(key, value)  # (B, KV, S, D)
@@ -191,10 +226,13 @@ class LeanDecoderLayer:
         else:
             attended = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=self.scaling,
                                                       enable_gqa=self.num_kv_heads != self.num_heads)  # (B, H, T, D)
-        hidden_states = hidden_states + self.output(attended.transpose(1, 2).reshape(batch, count, -1))
+        return attended.transpose(1, 2).reshape(batch, count, -1)
+
+    def _finish(self, hidden_states: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """Output projection, residual, then the SwiGLU MLP and its residual."""
+        hidden_states = hidden_states + self.output(attended)
         gate, up = self.gate_up(_rms_norm(self.post_norm, hidden_states))
         return hidden_states + self.down(self.activation(gate) * up)
-
 
     def _attend_one(self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """One new position: two small matmuls per kv head group. CPU SDPA costs ~0.5 ms a call at this size."""

@@ -14,7 +14,7 @@ import logging
 import torch
 from torch import nn
 
-from models.lean_layers import LayerKVCache, LeanDecoderLayer, rotary_table
+from models.lean_layers import LayerKVCache, LeanDecoderLayer, RaggedSequence, rotary_table
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class DecoderSlice:
         assert 0 <= start < end <= len(layers), f"bad slice [{start}, {end}) of {len(layers)} layers"
         self.start = start
         self.end = end
-        self.layers = [LeanDecoderLayer(layer) for layer in layers[start:end]]
+        self.layers = [LeanDecoderLayer(layer, index) for index, layer in enumerate(layers[start:end])]
         self.rotary = rotary_table(rotary_emb)
         self.cache = LeanSliceCache(start, end)
 
@@ -190,6 +190,12 @@ class DecoderSlice:
         return hidden_states
 
     forward = __call__
+
+    def ragged_sequence(self, count: int, dtype: torch.dtype) -> RaggedSequence:
+        """This slice as one sequence of `count` new positions in a ragged forward (`run_ragged`)."""
+        offset = self.cache.length()
+        cos, sin = self.rotary.at(position_ids_for(count, offset, None), dtype)  # (1, 1, count, D)
+        return RaggedSequence(count, cos, sin, causal_mask(count, offset), self.cache.layers)
 
     def truncate(self, length: int) -> None:
         """Drop cached positions >= `length` (speculative rollback)."""
@@ -274,3 +280,23 @@ class HeadSlice(nn.Module):
             adapter_dtype = next(self.adapter.parameters()).dtype
             hidden_states = self.adapter(hidden_states.to(adapter_dtype)).to(hidden_states.dtype)
         return self.lm_head(self.norm(hidden_states)).float()  # (B, T, V)
+
+
+@torch.no_grad()
+def run_ragged(slices: list[DecoderSlice], hidden_states: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Slices over the same layers, each with its own KV cache, fed their (1, n_i, C) new rows in one forward.
+
+    The rows go side by side into one (1, sum n_i, C) input: every projection and MLP matmul reads
+    its weights once for all sequences (batch-1 decoding is bound by those bytes), attention runs
+    per sequence over its own cache. Each result equals what `slices[i](hidden_states[i])` returns.
+    """
+    assert len(slices) == len(hidden_states) and slices, "one input per slice"
+    first = slices[0]
+    assert all(s.layers[0].source is first.layers[0].source and s.end == first.end for s in slices), \
+        "a ragged forward needs slices over the same layers"
+    assert all(h.dim() == 3 and h.shape[0] == 1 for h in hidden_states), "inputs must be (1, n, C)"
+    sequences = [s.ragged_sequence(h.shape[1], h.dtype) for s, h in zip(slices, hidden_states, strict=True)]
+    carry = torch.cat(hidden_states, dim=1)  # (1, N, C)
+    for layer in first.layers:
+        carry = layer.ragged(carry, sequences)
+    return list(carry.split([h.shape[1] for h in hidden_states], dim=1))

@@ -126,6 +126,42 @@ def test_concurrent_cloud_only_requests_run_batched_with_each_answer_its_own(mos
     assert counts["generate_requests"] == 3 and counts["generate_batches"] < 3
 
 
+def test_concurrent_sessions_share_forwards_and_each_answer_stays_its_own(mosquitto, store, tmp_path, model, prompt):
+    """Speculative and collaborative sessions of three edges against one worker: their requests run as
+    ragged forwards together, and every answer is still the one it gets alone."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from broker.client import BusClient
+    from edge_node.collab.link import CollabClient
+
+    service = start_cloud(mosquitto, store, tmp_path)
+    buses = [BusClient(edge, mosquitto.bus_config(edge)).connect() for edge in ("pi-01", "pi-02", "pi-03")]
+    prompts = [prompt, prompt[:-3], prompt[5:]]
+    configs = [config("speculative", threshold=1.0, gamma=3), config("speculative", threshold=0.0, gamma=2),
+               config("collaborative", threshold=1.0)]
+    start = threading.Barrier(3)
+    try:
+        clients = [CollabClient(bus, bus.client_id) for bus in buses]
+
+        def answer(i):
+            start.wait()
+            return generate(model, prompts[i], NEW_TOKENS, configs[i], clients[i], stop_at_eos=False)
+
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(answer, range(3)))
+        counts = dict(service.inference.counts)
+    finally:
+        for bus in buses:
+            bus.close()
+        service.stop()
+    for answer, text in zip(answers, prompts, strict=True):
+        assert answer.token_ids == tuple(model.generate_greedy(text, NEW_TOKENS, stop_at_eos=False))
+        assert not answer.fallback
+    assert counts["session_requests_batched"] > 0, counts  # some requests did share a forward
+    assert counts["session_forwards"] < sum(a.cloud_requests for a in answers)
+
+
 def test_heartbeat_reports_cloud_cost_per_mode(cloud, client, model, prompt):
     run(model, prompt, client, config("speculative", threshold=0.0, gamma=3))
     run(model, prompt, client, config("cloud_only"))

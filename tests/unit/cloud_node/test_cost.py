@@ -40,3 +40,16 @@ def test_per_token_cost_divides_by_the_modes_tokens():
 
 def test_a_mode_without_tokens_has_no_per_token_cost():
     assert per_token(CostAccount().figures(), "collaborative") == {"cpu_ms_per_token": None, "layer_passes_per_token": None}
+
+
+def test_a_forward_shared_by_two_modes_splits_its_time_by_their_rows():
+    clock = FakeCpuClock()
+    account = CostAccount(clock)
+    with account.measure("cloud_only"):
+        clock.now += 1.0
+        with account.measure({"collaborative": 1, "speculative": 3}):
+            clock.now += 0.4
+    figures = account.figures()
+    assert figures["cost_cloud_only_cpu_ms"] == pytest.approx(1000.0)
+    assert figures["cost_collaborative_cpu_ms"] == pytest.approx(100.0)
+    assert figures["cost_speculative_cpu_ms"] == pytest.approx(300.0)

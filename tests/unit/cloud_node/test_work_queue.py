@@ -1,4 +1,5 @@
-"""The compute queue: arrival order, batches of ready generation requests, bounded, and requests served between steps."""
+"""The compute queue: arrival order, batches of ready generation and session requests, bounded, one job per
+session in a batch, and session requests served between a generation's steps."""
 
 from cloud_node.work_queue import Job, WorkQueue
 
@@ -8,7 +9,11 @@ def batchable(name, key="m"):
 
 
 def plain(name):
-    return Job(run=lambda: None, payload=name)
+    return Job(run=lambda: None, payload=name, between_steps=True)
+
+
+def session_request(name, session):
+    return Job(batch_key="sessions", payload=name, sequence=session, between_steps=True, waits_to_fill=False)
 
 
 def names(jobs):
@@ -47,9 +52,9 @@ def test_an_older_session_request_runs_before_a_later_batch():
 
 def test_session_requests_queued_during_a_batch_are_served_between_its_steps():
     queue = WorkQueue(max_batch=8)
-    for job in (plain("x"), batchable("later"), plain("y")):
+    for job in (plain("x"), batchable("later"), session_request("t1", "s1"), plain("y"), session_request("t2", "s2")):
         queue.put(job)
-    assert names(queue.take_unbatched()) == ["x", "y"]
+    assert [names(jobs) for jobs in queue.take_between_steps()] == [["x"], ["t1", "t2"], ["y"]]
     assert names(queue.take(0.1)) == ["later"]
 
 
@@ -77,3 +82,26 @@ def test_a_full_batch_does_not_wait_for_the_window():
     queue.put(batchable("b"))
     started = time.monotonic()
     assert names(queue.take(1.0)) == ["a", "b"] and time.monotonic() - started < 1.0
+
+
+def test_session_requests_of_many_sessions_batch_without_waiting_but_one_per_session_in_order():
+    import time
+
+    queue = WorkQueue(max_batch=3, window_s=5.0)
+    for job in (session_request("a1", "a"), session_request("b1", "b"), session_request("a2", "a"),
+                session_request("c1", "c"), session_request("d1", "d"), session_request("b2", "b")):
+        queue.put(job)
+    started = time.monotonic()
+    assert names(queue.take(1.0)) == ["a1", "b1", "c1"]  # a2 waits for a1's batch to be done; bounded at 3
+    assert time.monotonic() - started < 1.0  # session requests never wait for a batch to fill
+    assert names(queue.take(1.0)) == ["a2", "d1", "b2"]
+
+
+def test_between_steps_a_session_held_back_keeps_its_later_requests_behind():
+    queue = WorkQueue(max_batch=2)
+    for job in (session_request("a1", "a"), session_request("b1", "b"), session_request("a2", "a"),
+                session_request("c1", "c"), batchable("gen")):
+        queue.put(job)
+    assert [names(jobs) for jobs in queue.take_between_steps()] == [["a1", "b1"]]
+    assert [names(jobs) for jobs in queue.take_between_steps()] == [["a2", "c1"]]
+    assert names(queue.take(0.1)) == ["gen"]

@@ -244,3 +244,32 @@ def test_an_unsure_exit_check_at_the_end_reports_the_heads_top_token(model):
     logits = stack.logits(result.hidden_states[:, -1:])[0, -1]
     assert result.head_token == int(logits.argmax())
     assert result.head_probability == pytest.approx(float(torch.softmax(logits.float(), dim=-1).max()), rel=1e-4)
+
+
+def test_ragged_forward_of_several_sessions_equals_their_separate_runs(plain_model):
+    """Cloud-side sessions at different lengths, fed 1 or several rows, share one forward (continuous batching)."""
+    model, split = plain_model, 2
+    front = LayerStack(model, 0, split)
+    rows = {index: front.run_tokens([prompt_ids(model, index) + [40 + index] * 4]).hidden_states for index in range(3)}
+    front.reset()
+    separate, batched = [LayerStack(model, split, LAYERS) for _ in range(3)], [LayerStack(model, split, LAYERS) for _ in range(3)]
+    for index in range(3):  # each session has its prompt cached already, at its own length
+        prompt = rows[index][:, :-4]
+        separate[index].run(prompt)
+        batched[index].run(prompt)
+    # session 0 asks for one token, session 1 verifies three drafts, session 2 re-sends its last two rows
+    feeds = [(rows[0][:, -4:-3], batched[0].length), (rows[1][:, -4:-1], batched[1].length),
+             (rows[2][:, -6:-4], batched[2].length - 2)]
+    together = LayerStack.run_ragged(batched, [feed for feed, _ in feeds], [position for _, position in feeds])
+    for stack, (feed, position), result in zip(separate, feeds, together, strict=True):
+        alone = stack.run(feed, position=position).hidden_states
+        assert result.shape == alone.shape
+        assert float((result - alone).abs().max()) <= 1e-5
+    for alone, shared in zip(separate, batched, strict=True):
+        assert shared.length == alone.length
+        keys = [(a.cache.keys[-1], b.cache.keys[-1]) for a, b in zip(alone.segments, shared.segments, strict=True)]
+        assert all(float((a - b).abs().max()) <= 1e-5 for a, b in keys)
+    next_rows = [rows[0][:, -3:-2], rows[1][:, -1:], rows[2][:, -4:-3]]  # and they go on decoding as before
+    together = LayerStack.run_ragged(batched, next_rows, [stack.length for stack in batched])
+    for stack, feed, result in zip(separate, next_rows, together, strict=True):
+        assert float((result - stack.run(feed).hidden_states).abs().max()) <= 1e-5
