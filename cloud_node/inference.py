@@ -55,6 +55,11 @@ logger = logging.getLogger(__name__)
 
 _QUEUE_WAIT_S = 0.5  # compute thread wakes this often to notice stop()
 _SESSION_REQUESTS = "session-requests"  # batch key of token requests and verifications (any session)
+_Ready = tuple[str, "TokenRequest | DraftVerify", SessionContext]  # (edge, request, its context with every row)
+
+
+def _mode_of(request: TokenRequest | DraftVerify) -> str:
+    return "collaborative" if isinstance(request, TokenRequest) else "speculative"
 
 
 class CloudInference:
@@ -245,7 +250,7 @@ class CloudInference:
         together, one ragged forward per (model, split layer); the others are told what is missing."""
         replies: list[tuple[str, CloudDownMessage]] = []
         with self.contexts.lock:
-            groups: dict[tuple[int, int], list[tuple[str, TokenRequest | DraftVerify, SessionContext]]] = {}
+            groups: dict[tuple[int, int], list[_Ready]] = {}
             for edge, request in requests:
                 last = request.position if isinstance(request, TokenRequest) else \
                     request.first_position + len(request.draft_ids) - 1
@@ -253,52 +258,53 @@ class CloudInference:
                 if context is not None:
                     groups.setdefault((id(context.model), context.split_layer), []).append((edge, request, context))
             for group in groups.values():
-                replies += self._serve_group(group)
+                try:
+                    replies += self._serve_group(group)
+                except Exception:  # this group's edges retry; the other groups' replies still go
+                    logger.exception("%s: a forward of %d session requests failed", self.worker_id, len(group))
         for edge, reply in replies:
             self._send_down(edge, reply)
         for _, request in requests:
             self.contexts.enforce_cap(protect=request.session_id)
 
-    def _serve_group(self, group: list[tuple[str, TokenRequest | DraftVerify, SessionContext]]
-                     ) -> list[tuple[str, CloudDownMessage]]:
+    def _serve_group(self, group: list[_Ready]) -> list[tuple[str, CloudDownMessage]]:
         """One ragged forward for requests of sessions over one model and split. Contexts lock held."""
-        forwards = [(context, context.token_forward(request.position) if isinstance(request, TokenRequest)
-                     else context.verify_forward(request)) for _, request, context in group]
-        modes = ["collaborative" if isinstance(request, TokenRequest) else "speculative" for _, request, _ in group]
+        forwards = [context.token_forward(request.position) if isinstance(request, TokenRequest)
+                    else context.verify_forward(request) for _, request, context in group]
         shares: dict[str, float] = {}
-        for mode, (_, forward) in zip(modes, forwards, strict=True):
-            shares[mode] = shares.get(mode, 0.0) + forward.rows.shape[1]
+        for (_, request, _), forward in zip(group, forwards, strict=True):
+            shares[_mode_of(request)] = shares.get(_mode_of(request), 0.0) + forward.rows.shape[1]
         started = time.perf_counter()
         with self.cost.measure(shares):
-            logits = forward_together(forwards)
+            logits = forward_together([(context, forward) for (_, _, context), forward in zip(group, forwards, strict=True)])
         compute_ms = (time.perf_counter() - started) * 1e3
         self.counts["session_forwards"] += 1
         self.counts["session_requests_batched"] += len(group) if len(group) > 1 else 0
-        replies: list[tuple[str, CloudDownMessage]] = []
-        for (edge, request, context), (_, forward), mode, rows in zip(group, forwards, modes, logits, strict=True):
-            if isinstance(request, TokenRequest):
-                token = context.token_from(request.position, forward, rows, compute_ms)
-                self.counts["tokens_served"] += 1
-                self._count_layers(mode, context, forward, tokens=1, sharing=len(group))
-                replies.append((edge, TokenReply(request.session_id, request.request_id, token.position, token.token_id,
-                                                 min(1.0, token.probability), token.compute_ms)))
-                continue
-            try:
-                verdict = context.verdict_from(request, forward, rows, compute_ms)
-            except ValueError as error:  # a draft its own distribution gives probability 0: refuse, keep serving
-                logger.warning("%s: session %s verify %d refused: %s", self.worker_id, request.session_id,
-                               request.request_id, error)
-                replies.append((edge, ChunkRejected(request.session_id, -1, f"verify refused: {error}"[:1000])))
-                continue
-            decided = verdict.accepted + int(verdict.token_id >= 0)
-            self._count_layers(mode, context, forward, tokens=decided, sharing=len(group))
-            self.counts["drafts_verified"] += len(request.draft_ids)
-            self.counts["drafts_accepted"] += verdict.accepted
-            self.counts["tokens_served"] += decided
-            replies.append((edge, DraftVerdict(request.session_id, request.request_id, verdict.first_position,
-                                               verdict.accepted, verdict.token_id, verdict.compute_ms,
-                                               verdict.positions_run)))
-        return replies
+        return [(edge, self._answer(request, context, forward, rows, compute_ms, len(group)))
+                for (edge, request, context), forward, rows in zip(group, forwards, logits, strict=True)]
+
+    def _answer(self, request: TokenRequest | DraftVerify, context: SessionContext, forward: Forward,
+                logits: torch.Tensor, compute_ms: float, sharing: int) -> CloudDownMessage:
+        """The reply to one request from its logits; counts its tokens and its share of the forward."""
+        if isinstance(request, TokenRequest):
+            token = context.token_from(request.position, forward, logits, compute_ms)
+            self.counts["tokens_served"] += 1
+            self._count_layers("collaborative", context, forward, tokens=1, sharing=sharing)
+            return TokenReply(request.session_id, request.request_id, token.position, token.token_id,
+                              min(1.0, token.probability), token.compute_ms)
+        try:
+            verdict = context.verdict_from(request, forward, logits, compute_ms)
+        except ValueError as error:  # a draft its own distribution gives probability 0: refuse, keep serving
+            logger.warning("%s: session %s verify %d refused: %s", self.worker_id, request.session_id,
+                           request.request_id, error)
+            return ChunkRejected(request.session_id, -1, f"verify refused: {error}"[:1000])
+        decided = verdict.accepted + int(verdict.token_id >= 0)
+        self._count_layers("speculative", context, forward, tokens=decided, sharing=sharing)
+        self.counts["drafts_verified"] += len(request.draft_ids)
+        self.counts["drafts_accepted"] += verdict.accepted
+        self.counts["tokens_served"] += decided
+        return DraftVerdict(request.session_id, request.request_id, verdict.first_position, verdict.accepted,
+                            verdict.token_id, verdict.compute_ms, verdict.positions_run)
 
     @torch.no_grad()
     def _generate_batch(self, envelopes: list[Envelope]) -> None:
