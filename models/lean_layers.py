@@ -174,7 +174,7 @@ class RaggedSequence:
 class LeanDecoderLayer:
     """One Llama decoder layer (pre-norm attention + SwiGLU MLP) over the loaded layer's weights."""
 
-    def __init__(self, layer: nn.Module, index: int = 0) -> None:
+    def __init__(self, layer: nn.Module, index: int) -> None:
         attention, mlp = layer.self_attn, layer.mlp
         self.source = layer  # the transformers layer whose weights these are
         self.index = index  # position within its slice (which of a sequence's caches is this layer's)
