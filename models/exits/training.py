@@ -25,6 +25,7 @@ from tqdm import tqdm
 from models.exits.calibration import OperatingPoint, calibrate, cross_validated_target, evaluate
 from models.exits.corpus import CorpusPrompt, split
 from models.exits.corpus_train import train_only
+from models.exits.corpus_vocabulary import vocabulary_prompts, vocabulary_words, words_of
 from models.exits.data import ExitData, collect
 from models.exits.heads import EXIT_HEADS_NAME, ExitHeads, exit_features
 from models.loaded import LoadedModel
@@ -41,6 +42,7 @@ class TrainingConfig:
     sampled_per_train_prompt: int = 4  # extra sampled continuations per train prompt (data multiplier)
     train_only_prompts: bool = True  # add models/exits/corpus_train.py's prompts to the train data
     sampled_per_train_only_prompt: int = 3  # sampled continuations per train-only prompt
+    vocabulary_prompts: int = 600  # train prompts on single vocabulary words (models/exits/corpus_vocabulary.py)
     # Exits are judged on generated positions; prompt positions are easier (0.77-0.84 head agreement at
     # layers 10-20 against 0.34-0.47 on generated ones) and only this share of them is trained on.
     prompt_position_share: float = 0.25
@@ -201,6 +203,10 @@ def train_exits(store: Any, out_dir: Path, config: TrainingConfig | None = None,
         extra = collect(loaded, train_only(), config.exit_layers, config.max_new_tokens,
                         config.sampled_per_train_only_prompt, config.seed, cache_dir)
         datasets["train"] = ExitData.concat([datasets["train"], extra])
+    vocabulary = vocabulary_train_prompts(loaded, prompts, config)
+    if vocabulary:  # greedy continuations only: the point is more subjects, not more samples of each
+        datasets["train"] = ExitData.concat([datasets["train"], collect(
+            loaded, vocabulary, config.exit_layers, config.max_new_tokens, 0, config.seed, cache_dir)])
     datasets["train"] = thin_prompt_positions(datasets["train"], config.prompt_position_share, config.seed)
     data_seconds = time.perf_counter() - started
     norm = loaded.model.model.norm
@@ -209,7 +215,8 @@ def train_exits(store: Any, out_dir: Path, config: TrainingConfig | None = None,
                                    loaded.model.lm_head.weight, config, validation=calibration_data)
     train_seconds = time.perf_counter() - started - data_seconds
     training = {"prompts": {**{name: len(prompts[name]) for name in datasets},
-                            "train_only": len(train_only()) if config.train_only_prompts else 0},
+                            "train_only": len(train_only()) if config.train_only_prompts else 0,
+                            "vocabulary": len(vocabulary)},
                 "positions": {name: len(data) for name, data in datasets.items()},
                 "generated_positions": {name: int(data.is_generated.sum()) for name, data in datasets.items()},
                 "seconds": {"data": round(data_seconds, 1), "training": round(train_seconds, 1)},
@@ -217,6 +224,16 @@ def train_exits(store: Any, out_dir: Path, config: TrainingConfig | None = None,
                 "best_epoch": max(history, key=lambda h: sum(h.get(f"calibration_agreement_{layer}", 0.0)
                                                              for layer in config.exit_layers))["epoch"]}
     return calibrate_and_write(loaded, heads, datasets["calibration"], datasets["held_out"], config, training, out_dir)
+
+
+def vocabulary_train_prompts(loaded: LoadedModel, prompts: dict[str, list[CorpusPrompt]],
+                             config: TrainingConfig) -> list[CorpusPrompt]:
+    """Single-word train prompts; no word of a calibration or held-out prompt is used."""
+    if config.vocabulary_prompts <= 0:
+        return []
+    tokens = loaded.tokenizer.convert_ids_to_tokens(list(range(len(loaded.tokenizer))))
+    words = vocabulary_words(tokens, words_of(prompts["calibration"] + prompts["held_out"]))
+    return vocabulary_prompts(words, config.vocabulary_prompts, config.seed)
 
 
 def recalibrate(store: Any, out_dir: Path, config: TrainingConfig | None = None, model_id: str | None = None,

@@ -29,7 +29,7 @@ def trained(tmp_path_factory):
     prompts = {"train": prompts_of("train", 12), "calibration": prompts_of("calibration", 10),
                "held_out": prompts_of("held_out", 6)}
     config = TrainingConfig(exit_layers=(1, 2), max_new_tokens=8, sampled_per_train_prompt=1, train_only_prompts=False,
-                            epochs=1, batch_size=64, target_candidates=(0.5, 0.7, 0.9))
+                            vocabulary_prompts=4, epochs=1, batch_size=64, target_candidates=(0.5, 0.7, 0.9))
     out = root / "heads"
     report = train_exits(store, out, config, model_id="tiny-train", prompts=prompts)
     return store, out, config, prompts, report
@@ -45,6 +45,7 @@ def test_training_writes_heads_policy_and_a_cross_validated_target(trained):
     assert report["target_agreement"] in config.target_candidates
     assert json.loads((out / "training_report.json").read_text())["summary"]["target_agreement"] == report["target_agreement"]
     assert "cross-validation" in (out / "training_report.md").read_text()
+    assert report["prompts"]["vocabulary"] == 4  # single-word train prompts went into the data
 
 
 def test_recalibration_keeps_the_heads_and_the_training_figures(trained):
