@@ -130,9 +130,11 @@ def test_concurrent_sessions_share_forwards_and_each_answer_stays_its_own(mosqui
     """Speculative and collaborative sessions of three edges against one worker: their requests run as
     ragged forwards together, and every answer is still the one it gets alone."""
     import threading
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
     from broker.client import BusClient
+    from cloud_node.work_queue import Job
     from edge_node.collab.link import CollabClient
 
     service = start_cloud(mosquitto, store, tmp_path)
@@ -148,8 +150,21 @@ def test_concurrent_sessions_share_forwards_and_each_answer_stays_its_own(mosqui
             start.wait()
             return generate(model, prompts[i], NEW_TOKENS, configs[i], clients[i], stop_at_eos=False)
 
+        def hold_the_worker():
+            # Three times mid-answer the worker's compute thread sleeps 0.3 s (a queued job), so the edges'
+            # next requests are all queued when it takes work again: they must run as one forward.
+            for served in (8, 20, 32):
+                while service.inference.counts["tokens_served"] < served and not done.is_set():
+                    time.sleep(0.002)
+                service.inference._work.put(Job(run=lambda: time.sleep(0.3)))
+
+        done = threading.Event()
+        holder = threading.Thread(target=hold_the_worker, daemon=True)
+        holder.start()
         with ThreadPoolExecutor(3) as pool:
             answers = list(pool.map(answer, range(3)))
+        done.set()
+        holder.join(5)
         counts = dict(service.inference.counts)
     finally:
         for bus in buses:
