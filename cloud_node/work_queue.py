@@ -99,22 +99,19 @@ def _gather(jobs: deque[Job | None], max_batch: int, wanted: Callable[[Job], boo
     held: set[Hashable] = set()  # sequences with a job left queued
     rest: deque[Job | None] = deque()
     for job in jobs:
-        if job is None or not wanted(job) or (job.sequence is not None and job.sequence in held):
+        batch = None if job is None or job.batch_key is None else open_batches.get(job.batch_key)
+        stays = (job is None or not wanted(job) or job.sequence in held
+                 or (batch is not None and (len(batch) >= max_batch
+                                            or any(j.sequence is not None and j.sequence == job.sequence for j in batch))))
+        if stays:
             rest.append(job)
             if job is not None and job.sequence is not None:
                 held.add(job.sequence)
-            continue
-        if job.batch_key is None:
+        elif job.batch_key is None:
             batches.append([job])
-            continue
-        batch = open_batches.get(job.batch_key)
-        if batch is None:
-            batch = open_batches[job.batch_key] = []
-            batches.append(batch)
-        elif len(batch) >= max_batch or any(j.sequence is not None and j.sequence == job.sequence for j in batch):
-            rest.append(job)
-            if job.sequence is not None:
-                held.add(job.sequence)
-            continue
-        batch.append(job)
+        elif batch is None:
+            open_batches[job.batch_key] = [job]
+            batches.append(open_batches[job.batch_key])
+        else:
+            batch.append(job)
     return batches, rest
