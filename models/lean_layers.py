@@ -168,16 +168,14 @@ class RaggedSequence:
     cos: torch.Tensor  # (1, 1, count, D)
     sin: torch.Tensor
     mask: torch.Tensor | None  # causal mask over (count, cached + count), None for a single position
-    caches: list[LayerKVCache]  # one per layer of the slice
 
 
 class LeanDecoderLayer:
     """One Llama decoder layer (pre-norm attention + SwiGLU MLP) over the loaded layer's weights."""
 
-    def __init__(self, layer: nn.Module, index: int) -> None:
+    def __init__(self, layer: nn.Module) -> None:
         attention, mlp = layer.self_attn, layer.mlp
         self.source = layer  # the transformers layer whose weights these are
-        self.index = index  # position within its slice (which of a sequence's caches is this layer's)
         self.head_dim = int(attention.head_dim)
         self.num_heads = attention.q_proj.out_features // self.head_dim if hasattr(attention.q_proj, "out_features") \
             else int(attention.config.num_attention_heads)
@@ -195,18 +193,20 @@ class LeanDecoderLayer:
         query, key, value = self.qkv(_rms_norm(self.input_norm, hidden_states))  # (B, T, H*D), (B, T, KV*D) x 2
         return self._finish(hidden_states, self._attention(query, key, value, cos, sin, cache, mask))
 
-    def ragged(self, hidden_states: torch.Tensor, sequences: list[RaggedSequence]) -> torch.Tensor:
-        """Several sequences' new positions side by side in (1, N, C): shared projections, attention apart.
+    def ragged(self, hidden_states: torch.Tensor, sequences: list[RaggedSequence],
+               caches: list[LayerKVCache]) -> torch.Tensor:
+        """Several sequences' new positions side by side in (1, N, C): shared projections, attention apart
+        (`caches`: this layer's KV cache of each sequence).
 
         The projections and the MLP (every weight byte of the layer) run once over all N rows; only
         attention, which reads each sequence's own KV cache, runs per sequence.
         """
         query, key, value = self.qkv(_rms_norm(self.input_norm, hidden_states))  # (1, N, ...)
         attended, offset = [], 0
-        for sequence in sequences:
+        for sequence, cache in zip(sequences, caches, strict=True):
             rows = slice(offset, offset + sequence.count)
             attended.append(self._attention(query[:, rows], key[:, rows], value[:, rows], sequence.cos, sequence.sin,
-                                            sequence.caches[self.index], sequence.mask))
+                                            cache, sequence.mask))
             offset += sequence.count
         assert offset == hidden_states.shape[1], f"sequences cover {offset} of {hidden_states.shape[1]} rows"
         return self._finish(hidden_states, torch.cat(attended, dim=1))

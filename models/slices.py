@@ -166,7 +166,7 @@ class DecoderSlice:
         assert 0 <= start < end <= len(layers), f"bad slice [{start}, {end}) of {len(layers)} layers"
         self.start = start
         self.end = end
-        self.layers = [LeanDecoderLayer(layer, index) for index, layer in enumerate(layers[start:end])]
+        self.layers = [LeanDecoderLayer(layer) for layer in layers[start:end]]
         self.rotary = rotary_table(rotary_emb)
         self.cache = LeanSliceCache(start, end)
 
@@ -195,7 +195,7 @@ class DecoderSlice:
         """This slice as one sequence of `count` new positions in a ragged forward (`run_ragged`)."""
         offset = self.cache.length()
         cos, sin = self.rotary.at(position_ids_for(count, offset, None), dtype)  # (1, 1, count, D)
-        return RaggedSequence(count, cos, sin, causal_mask(count, offset), self.cache.layers)
+        return RaggedSequence(count, cos, sin, causal_mask(count, offset))
 
     def truncate(self, length: int) -> None:
         """Drop cached positions >= `length` (speculative rollback)."""
@@ -297,6 +297,6 @@ def run_ragged(slices: list[DecoderSlice], hidden_states: list[torch.Tensor]) ->
     assert all(h.dim() == 3 and h.shape[0] == 1 for h in hidden_states), "inputs must be (1, n, C)"
     sequences = [s.ragged_sequence(h.shape[1], h.dtype) for s, h in zip(slices, hidden_states, strict=True)]
     carry = torch.cat(hidden_states, dim=1)  # (1, N, C)
-    for layer in first.layers:
-        carry = layer.ragged(carry, sequences)
+    for index, layer in enumerate(first.layers):
+        carry = layer.ragged(carry, sequences, [s.cache.layers[index] for s in slices])
     return list(carry.split([h.shape[1] for h in hidden_states], dim=1))
