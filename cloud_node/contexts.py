@@ -81,12 +81,7 @@ def forward_together(work: list[tuple[SessionContext, Forward]]) -> list[torch.T
     """
     contexts = [context for context, _ in work]
     assert len({id(c) for c in contexts}) == len(contexts), "one request per session in a forward"
-    try:
-        outputs = LayerStack.run_ragged([c.stack for c in contexts], [f.rows for _, f in work], [f.start for _, f in work])
-    except Exception:  # a forward that failed half-way leaves no half-filled cache behind
-        for context, forward in work:
-            context.stack.rollback(min(forward.start, context.stack.length))
-        raise
+    outputs = LayerStack.run_ragged([c.stack for c in contexts], [f.rows for _, f in work], [f.start for _, f in work])
     asked = [hidden[:, forward.head_from :] for (_, forward), hidden in zip(work, outputs, strict=True)]
     logits = contexts[0].stack.logits(torch.cat(asked, dim=1))[0]  # (sum m, V)
     return list(logits.split([rows.shape[1] for rows in asked]))

@@ -220,7 +220,8 @@ class LayerStack:
 
         Stack i first rolls back to `positions[i]`; every result equals `stacks[i].run(hidden_states[i],
         position=positions[i]).hidden_states`, but each weight is read once for all of them (see
-        `run_ragged` in `models/slices.py`). For stacks without exits, sinks or deferred rows.
+        `run_ragged` in `models/slices.py`). For stacks without exits, sinks or deferred rows. A forward
+        that fails half-way leaves every stack at its position, no half-filled KV cache behind.
         """
         first = stacks[0]
         for stack, position in zip(stacks, positions, strict=True):
@@ -230,8 +231,13 @@ class LayerStack:
             if position != stack.length:
                 stack.rollback(position)
         carry = list(hidden_states)
-        for index in range(len(first.segments)):
-            carry = run_ragged([stack.segments[index] for stack in stacks], carry)
+        try:
+            for index in range(len(first.segments)):
+                carry = run_ragged([stack.segments[index] for stack in stacks], carry)
+        except Exception:
+            for stack in stacks:
+                stack.rollback(stack.length)  # length only moves on success: this truncates what the failure wrote
+            raise
         for stack, rows in zip(stacks, hidden_states, strict=True):
             stack.length += rows.shape[1]
         return carry

@@ -273,3 +273,27 @@ def test_ragged_forward_of_several_sessions_equals_their_separate_runs(plain_mod
     together = LayerStack.run_ragged(batched, next_rows, [stack.length for stack in batched])
     for stack, feed, result in zip(separate, next_rows, together, strict=True):
         assert float((result - stack.run(feed).hidden_states).abs().max()) <= 1e-5
+
+
+def test_a_ragged_forward_that_fails_half_way_leaves_every_cache_as_it_was(plain_model):
+    model, split = plain_model, 2
+    rows = LayerStack(model, 0, split).run_tokens([prompt_ids(model, 0) + [41, 42]]).hidden_states
+    stacks = [LayerStack(model, split, LAYERS) for _ in range(2)]
+    for stack in stacks:
+        stack.run(rows[:, :-2])
+    before = [[segment.cache.length() for segment in stack.segments] for stack in stacks]
+    layer = stacks[0].segments[0].layers[1]  # the second layer fails after the first has cached its keys
+
+    def broken(*_args):
+        raise RuntimeError("layer failed")
+
+    layer.ragged = broken
+    with pytest.raises(RuntimeError):
+        LayerStack.run_ragged(stacks, [rows[:, -2:-1], rows[:, -2:]], [stack.length for stack in stacks])
+    del layer.ragged
+    assert [[segment.cache.length() for segment in stack.segments] for stack in stacks] == before
+    assert all(len({cache.length for cache in segment.cache.layers}) == 1 for stack in stacks for segment in stack.segments)
+    fresh = LayerStack(model, split, LAYERS)
+    expected = fresh.run(rows).hidden_states[:, -2:]
+    again = LayerStack.run_ragged(stacks, [rows[:, -2:-1], rows[:, -2:]], [stack.length for stack in stacks])
+    assert float((again[1] - expected).abs().max()) <= 1e-5
