@@ -63,7 +63,13 @@ def context_for(cell: Cell, spec: JobSpec, lines: dict[str, dict]) -> CellContex
 def run_job(spec: JobSpec, results: Path, workdir: Path) -> int:
     """Run every cell without a line in `results`; returns how many ran."""
     tasks = heldout_tasks(spec)
-    todo = [cell for cell in spec.cells() if cell.key not in first_by_key(read_results(results))]
+    done = first_by_key(read_results(results))
+    task_ids = sorted(t.task_id for t in tasks)
+    stale = [key for key, line in done.items() if sorted(int(r["task_id"]) for r in line["records"]) != task_ids]
+    if stale:  # a changed task set (heldout_per_type) must not reuse cells run over other tasks
+        raise ValueError(f"{results} holds {len(stale)} cell(s) over other tasks than this job's {len(tasks)} "
+                         f"(first: {stale[0]}); move the file aside or pass --results")
+    todo = [cell for cell in spec.cells() if cell.key not in done]
     ran = 0
     progress = tqdm(total=len(todo), desc="cells", unit="cell", file=sys.stderr)
     for link in dict.fromkeys(cell.link for cell in todo):

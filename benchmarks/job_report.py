@@ -57,32 +57,59 @@ def cell_rows(cells: Sequence[Cell], lines: Mapping[str, Mapping]) -> list[dict[
 
 
 def operating_point(spec: JobSpec, lines: Mapping[str, Mapping]) -> dict[str, object]:
-    """The learned miner (mining-then-inference) of the first group against random at its cloud share."""
+    """The learned miner (mining-then-inference) of the first group against random at its cloud share.
+
+    Random routing at share p is compared by its expectation over its own coin, per task
+    (1 - p) x edge-only's score + p x cloud-only's (exact: answers are greedy, and the random cell's
+    scores equal those cells' task by task): one draw adds the coin's variance to the paired
+    interval. The drawn random cell is reported next to it (`random_draw_*`).
+    """
     group = spec.cells()[0].group
     miner = lines.get(Cell("miner", "mining_then_inference", *group).key)
     random = lines.get(Cell("random", "mining_then_inference", *group).key)
+    edge = lines.get(Cell("edge_only", "mining_then_inference", *group).key)
     cloud = lines.get(Cell("cloud_only", "mining_then_inference", *group).key)
     if miner is None or cloud is None:
         return {}
     cloud_scores, miner_scores = scores_of(cloud), scores_of(miner)
     tasks = sorted(cloud_scores)
     cloud_mean = sum(cloud_scores.values()) / len(tasks)
+    share = miner["summary"]["cloud_query_ratio"]
     point: dict[str, object] = {
         "router": "miner", "mining_mode": "mining_then_inference", "edge_variant": group[0],
         "quality_ratio": round(quality_ratio(sum(miner_scores[t] for t in tasks) / len(tasks), cloud_mean), 4),
-        "cloud_query_ratio": miner["summary"]["cloud_query_ratio"],
+        "cloud_query_ratio": share,
     }
+
+    def compare(other: Mapping[int, float]) -> tuple[float, float, float]:
+        return paired_against(miner_scores, other, tasks, cloud_mean, spec)
+
+    if edge is not None:
+        edge_scores = scores_of(edge)
+        expected = {t: (1 - share) * edge_scores[t] + share * cloud_scores[t] for t in tasks}
+        point.update(zip(("random_quality_ratio", "miner_minus_random", "ci95_halfwidth"), compare(expected), strict=True))
+        point["random_cloud_query_ratio"] = share
+        point["random_estimate"] = "expected over random's draws"
     if random is not None:
-        random_scores = scores_of(random)
-        point["random_quality_ratio"] = round(
-            quality_ratio(sum(random_scores[t] for t in tasks) / len(tasks), cloud_mean), 4)
-        point["random_cloud_query_ratio"] = random["summary"]["cloud_query_ratio"]
-        difference, halfwidth = paired_bootstrap([miner_scores[t] / cloud_mean for t in tasks],
-                                                 [random_scores[t] / cloud_mean for t in tasks],
-                                                 resamples=spec.bootstrap_resamples, seed=spec.random_seed)
-        point["miner_minus_random"] = round(difference, 4)
-        point["ci95_halfwidth"] = round(halfwidth, 4)
+        prefix = "random_draw_" if edge is not None else "random_"
+        point.update(zip((f"{prefix}quality_ratio", f"{prefix}miner_minus_random", f"{prefix}ci95_halfwidth"),
+                         compare(scores_of(random)), strict=True))
+        point[f"{prefix}cloud_query_ratio"] = random["summary"]["cloud_query_ratio"]
+        if edge is None:
+            point.update({"ci95_halfwidth": point.pop("random_ci95_halfwidth"),
+                          "miner_minus_random": point.pop("random_miner_minus_random"),
+                          "random_estimate": "one draw"})
     return point
+
+
+def paired_against(miner_scores: Mapping[int, float], other: Mapping[int, float], tasks: Sequence[int],
+                   cloud_mean: float, spec: JobSpec) -> tuple[float, float, float]:
+    """(other's quality ratio, miner minus other, 95 % half-width), paired over `tasks`, in cloud-only units."""
+    difference, halfwidth = paired_bootstrap([miner_scores[t] / cloud_mean for t in tasks],
+                                             [other[t] / cloud_mean for t in tasks],
+                                             resamples=spec.bootstrap_resamples, seed=spec.random_seed)
+    mean = sum(other[t] for t in tasks) / len(tasks)
+    return round(quality_ratio(mean, cloud_mean), 4), round(difference, 4), round(halfwidth, 4)
 
 
 def oracle_point(spec: JobSpec, lines: Mapping[str, Mapping]) -> dict[str, object]:

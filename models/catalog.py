@@ -6,6 +6,7 @@ fp32 model. Variants carry the committed exit heads (models/exits/trained/) when
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import sys
@@ -64,8 +65,14 @@ def catalog_entry(model_id: str) -> CatalogEntry:
 
 
 def committed_heads_fingerprint() -> str:
-    """sha256 prefix of the committed exit heads, or 'none' (variants are rebuilt when it changes)."""
-    return sha256_file(COMMITTED_HEADS)[:16] if COMMITTED_HEADS.is_file() else "none"
+    """sha256 prefix of the committed exit heads and policy, or 'none' (variants are rebuilt when it changes).
+
+    The policy counts too: a recalibrated policy for the same heads must reach the stored variants.
+    """
+    if not COMMITTED_HEADS.is_file():
+        return "none"
+    policy = sha256_file(COMMITTED_POLICY) if COMMITTED_POLICY.is_file() else "none"
+    return hashlib.sha256(f"{sha256_file(COMMITTED_HEADS)}:{policy}".encode()).hexdigest()[:16]
 
 
 def source_label(entry: CatalogEntry) -> str:

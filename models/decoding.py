@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from models.exits.copying import CopyIndex
 from models.exits.heads import exit_features
 from models.exits.policy import ExitPolicy
 from models.slices import run_ragged
@@ -100,6 +101,7 @@ class LayerStack:
         self._waiting: list[torch.Tensor | None] = [None] * len(self.segments)  # rows at each segment's input
         self._pad_lengths: torch.Tensor | None = None  # (B,) left padding of a batch of unequal prompts
         self.length = 0  # positions fed so far
+        self._copies = CopyIndex()  # the token ids fed to a one-sequence stack, for the exit policy's copy features
 
     @property
     def completed(self) -> int:
@@ -125,6 +127,9 @@ class LayerStack:
     def run_tokens(self, token_ids: list[list[int]], *, complete: bool = True,
                    stop: Callable[[], bool] | None = None) -> PassResult:
         """Feed token ids of B rows (a prompt, or the last generated tokens) through the range."""
+        if len(token_ids) == 1:
+            self._copies.truncate(self.length)  # in step with the positions (a stack fed states has none)
+            self._copies.extend(token_ids[0])
         return self.run(self.embed(token_ids), complete=complete, stop=stop)
 
     @torch.no_grad()
@@ -162,7 +167,9 @@ class LayerStack:
             self._feed_sink(layer, carry, segment.length)
             if exits_enabled and exit_decision is None and layer in self.exit_layers:
                 probabilities = self.exit_probabilities(layer, carry[:, -1:])  # (1, V)
-                features, candidates, top = exit_features(probabilities, previous_tokens, previous_top)
+                copies = self.copy_candidates
+                features, candidates, top = exit_features(probabilities, previous_tokens, previous_top,
+                                                          None if copies is None else torch.tensor([copies]))
                 if self._sure(layer, features[0]):
                     exit_decision = ExitDecision(int(candidates[0]), layer, self.clock())
                 elif layer == self.end:
@@ -206,8 +213,15 @@ class LayerStack:
             if segment.length > length:
                 segment.truncate(length)
         self.length = length
+        self._copies.truncate(length)
         if length == 0:
             self._pad_lengths = None
+
+    @property
+    def copy_candidates(self) -> tuple[int, int] | None:
+        """The exit policy's copy candidates after the last fed token (models/exits/copying.py), or None
+        when the stack was not fed every token id (a range fed states, a batch)."""
+        return self._copies.candidates() if len(self._copies) == self.length else None
 
     def reset(self) -> None:
         self.rollback(0)

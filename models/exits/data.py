@@ -18,12 +18,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from models.exits.copying import candidates_along
 from models.exits.corpus import CorpusPrompt
 from models.loaded import LoadedModel
 
 logger = logging.getLogger(__name__)
 
 IM_START_TOKEN_ID = 1  # "<|im_start|>" opens every chat turn in SmolLM2
+DATA_FORMAT = 2  # part of the cache key: 2 added copy candidates (older cached data is recollected)
 
 
 @dataclass
@@ -35,13 +37,15 @@ class ExitData:
     teacher_tokens: torch.Tensor  # (N,) int64, full model's argmax (float32 LM head)
     sequence_index: torch.Tensor  # (N,) int64, which continuation the position belongs to
     is_generated: torch.Tensor  # (N,) bool, predicts a generated token (not a prompt token)
+    copy_candidates: torch.Tensor  # (N, 2) int64, models/exits/copying.py candidates at the position (-1: none)
 
     def __len__(self) -> int:
         return int(self.teacher_tokens.shape[0])
 
     def subset(self, mask: torch.Tensor) -> ExitData:
         return ExitData({layer: h[mask] for layer, h in self.hidden.items()}, self.final[mask],
-                        self.teacher_tokens[mask], self.sequence_index[mask], self.is_generated[mask])
+                        self.teacher_tokens[mask], self.sequence_index[mask], self.is_generated[mask],
+                        self.copy_candidates[mask])
 
     @staticmethod
     def concat(parts: list[ExitData]) -> ExitData:
@@ -54,7 +58,7 @@ class ExitData:
         return ExitData({layer: torch.cat([p.hidden[layer] for p in parts]) for layer in parts[0].hidden},
                         torch.cat([p.final for p in parts]), torch.cat([p.teacher_tokens for p in parts]),
                         torch.cat([p.sequence_index + o for p, o in zip(parts, offsets, strict=True)]),
-                        torch.cat([p.is_generated for p in parts]))
+                        torch.cat([p.is_generated for p in parts]), torch.cat([p.copy_candidates for p in parts]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +105,7 @@ def record_states(loaded: LoadedModel, continuations: list[Continuation], exit_l
     hooks = [layers[layer - 1].register_forward_hook(
         lambda _m, _i, output, layer=layer: captured.__setitem__(layer, output[0] if isinstance(output, tuple) else output))
         for layer in exit_layers]
-    parts: dict[str, list[torch.Tensor]] = {"final": [], "teacher": [], "sequence": [], "generated": []}
+    parts: dict[str, list[torch.Tensor]] = {"final": [], "teacher": [], "sequence": [], "generated": [], "copies": []}
     hidden_parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in exit_layers}
     try:
         for start in tqdm(range(0, len(continuations), batch_size), desc="recording states", unit="batch",
@@ -122,18 +126,21 @@ def record_states(loaded: LoadedModel, continuations: list[Continuation], exit_l
                 parts["teacher"].append(logits.argmax(dim=-1))
                 parts["sequence"].append(torch.full((len(positions),), start + row))
                 parts["generated"].append(positions >= len(cont.prompt_ids) - 1)
+                parts["copies"].append(torch.tensor(candidates_along(sequences[row], first, last)).reshape(-1, 2))
     finally:
         for hook in hooks:
             hook.remove()
     return ExitData({layer: torch.cat(hidden_parts[layer]) for layer in exit_layers}, torch.cat(parts["final"]),
-                    torch.cat(parts["teacher"]), torch.cat(parts["sequence"]), torch.cat(parts["generated"]))
+                    torch.cat(parts["teacher"]), torch.cat(parts["sequence"]), torch.cat(parts["generated"]),
+                    torch.cat(parts["copies"]))
 
 
 def collect(loaded: LoadedModel, prompts: list[CorpusPrompt], exit_layers: tuple[int, ...], max_new_tokens: int,
             sampled_per_prompt: int, seed: int, cache_dir: Path | None) -> ExitData:
     """Greedy (+ `sampled_per_prompt` sampled) continuations and their states, cached on disk by content."""
     key = hashlib.sha256(json.dumps([loaded.manifest.files["model.safetensors"].sha256, [p.text for p in prompts],
-                                     list(exit_layers), max_new_tokens, sampled_per_prompt, seed]).encode()).hexdigest()[:16]
+                                     list(exit_layers), max_new_tokens, sampled_per_prompt, seed,
+                                     DATA_FORMAT]).encode()).hexdigest()[:16]
     cache_path = None if cache_dir is None else cache_dir / f"exit-data-{key}.pt"
     if cache_path is not None and cache_path.is_file():
         logger.info("reusing distillation data %s", cache_path)

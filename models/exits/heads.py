@@ -79,10 +79,12 @@ class ExitHeads(nn.Module):
 
 
 def exit_features(probabilities: torch.Tensor, previous_tokens: torch.Tensor | None,
-                  previous_top_prob: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  previous_top_prob: torch.Tensor | None,
+                  copy_candidates: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-position confidence features of one exit head.
 
-    probabilities (N, V); previous_* (N,) from the previous exit head or None at the first exit.
+    probabilities (N, V); previous_* (N,) from the previous exit head or None at the first exit;
+    copy_candidates (N, 2) from `models.exits.copying` (NO_CANDIDATE where none; None: unknown, no match).
     Returns (features (N, F) in `ExitFeatures` order, argmax tokens (N,), top probability (N,)).
     """
     top2 = probabilities.topk(2, dim=-1).values  # (N, 2)
@@ -94,7 +96,10 @@ def exit_features(probabilities: torch.Tensor, previous_tokens: torch.Tensor | N
     else:
         agrees = (tokens == previous_tokens).float()
         prev_top = previous_top_prob
+    copies = torch.full((tokens.shape[0], 2), -1) if copy_candidates is None else copy_candidates
+    matches = (tokens[:, None] == copies).float()  # (N, 2); NO_CANDIDATE (-1) never matches a token id
     columns = {"top_prob": top2[:, 0], "margin": top2[:, 0] - top2[:, 1], "entropy": entropy,
-               "agrees_with_previous": agrees, "previous_top_prob": prev_top}
+               "agrees_with_previous": agrees, "previous_top_prob": prev_top,
+               "matches_copy_one": matches[:, 0], "matches_copy_two": matches[:, 1]}
     features = torch.stack([columns[name] for name in ExitFeatures.names()], dim=-1)  # (N, F)
     return features, tokens, top2[:, 0]

@@ -2,7 +2,7 @@
 
 At each exit layer the edge computes `ExitFeatures` from that head's probabilities (and the
 previous head's); the policy scores them with a per-exit logistic model fitted on the calibration
-split and exits when the score reaches that exit's threshold. With weights (1, 0, 0, 0, 0) and
+split and exits when the score reaches that exit's threshold. With weights (1, 0, ..., 0) and
 bias 0 the score is the plain top probability, i.e. a classic confidence threshold.
 """
 
@@ -24,6 +24,9 @@ class ExitFeatures:
     entropy: float  # nats
     agrees_with_previous: float  # 1.0 if argmax equals the previous exit head's argmax, else 0.0
     previous_top_prob: float  # previous exit head's top probability (0.0 at the first exit)
+    # 1.0 if argmax is the copy candidate after the last token / last two tokens (models/exits/copying.py)
+    matches_copy_one: float
+    matches_copy_two: float
 
     @staticmethod
     def names() -> tuple[str, ...]:
@@ -94,11 +97,19 @@ class ExitPolicy:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExitPolicy:
-        """Raises ValueError if the data names other features or malformed rules."""
-        if tuple(data.get("features", ())) != ExitFeatures.names():
-            raise ValueError(f"policy features {data.get('features')} differ from {ExitFeatures.names()}")
+        """Raises ValueError if the data names other features or malformed rules.
+
+        A policy fitted on fewer features (an earlier version's, a prefix of today's) loads with weight 0
+        on the features it lacks: its decisions are unchanged.
+        """
+        names, current = tuple(data.get("features", ())), ExitFeatures.names()
+        if not names or names != current[:len(names)]:
+            raise ValueError(f"policy features {data.get('features')} differ from {current}")
+        missing = (0.0,) * (len(current) - len(names))
+        if missing:
+            logger.info("exit policy without features %s: weight 0 on them", current[len(names):])
         try:
-            rules = tuple(ExitRule(int(r["exit_layer"]), tuple(float(w) for w in r["weights"]),
+            rules = tuple(ExitRule(int(r["exit_layer"]), tuple(float(w) for w in r["weights"]) + missing,
                                    float(r["bias"]), float(r["threshold"])) for r in data["rules"])
         except (KeyError, TypeError) as error:
             raise ValueError(f"malformed exit policy: {error}") from error

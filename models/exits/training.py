@@ -150,7 +150,8 @@ def head_features(heads: ExitHeads, data: ExitData, loaded: LoadedModel,
             # the exit check the edge runs (models/loaded.py: q8 LM head when exact)
             head = loaded.exit_head(layer, heads)
             probabilities = torch.softmax(head(hidden_states)[0], dim=-1)  # (n, V)
-            feats, tokens, top = exit_features(probabilities, previous_tokens, previous_top)
+            feats, tokens, top = exit_features(probabilities, previous_tokens, previous_top,
+                                               data.copy_candidates[start:start + chunk])
             features[layer].append(feats.numpy())
             correct[layer].append((tokens == teacher).numpy())
             previous_tokens, previous_top = tokens, top

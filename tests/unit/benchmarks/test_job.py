@@ -99,3 +99,34 @@ def test_random_at_the_miners_share_sends_exactly_that_many_queries_to_the_cloud
     router = RandomRouter(probability, seed=0)
     routes = [router.route(RoutingQuery(str(t), 0)).route for t in task_ids]
     assert routes.count("cloud") == 18
+
+
+def test_random_is_compared_by_its_expectation_when_edge_only_ran():
+    spec = JobSpec(routers=("cloud_only", "edge_only", "miner", "random"), mining_modes=("mining_then_inference",),
+                   edge_variants=("e",), bootstrap_resamples=500)
+    cloud, edge, miner, random = spec.cells()
+    tasks = range(40)
+    cloud_scores = {t: 1.0 for t in tasks}
+    edge_scores = {t: 0.0 if t < 10 else 1.0 for t in tasks}  # the edge fails the first 10
+    miner_scores = {t: 1.0 for t in tasks}  # the miner sends exactly those 10 to the cloud
+    drawn = {t: 0.0 if t in (0, 1, 2, 3, 4) else 1.0 for t in tasks}  # one draw of random at the same share
+    lines = {cloud.key: line(cloud, cloud_scores), edge.key: line(edge, edge_scores, 0.0),
+             miner.key: line(miner, miner_scores, 0.25), random.key: line(random, drawn, 0.25)}
+    point = operating_point(spec, lines)
+    # expected random at p = 0.25: the first 10 tasks score 0.25 each, the rest 1.0
+    assert point["random_quality_ratio"] == round((10 * 0.25 + 30) / 40, 4)
+    assert point["random_estimate"] == "expected over random's draws"
+    assert point["random_draw_quality_ratio"] == 35 / 40
+    assert point["miner_minus_random"] == round(1 - (10 * 0.25 + 30) / 40, 4)
+    assert 0 < point["ci95_halfwidth"] < point["miner_minus_random"]
+
+
+def test_cells_run_over_other_tasks_are_not_reused(tmp_path):
+    from benchmarks.job import run_job
+
+    spec = JobSpec(routers=("cloud_only", "edge_only"), edge_variants=("e",), heldout_per_type=2)
+    results = tmp_path / "results.jsonl"
+    append_cell(results, line(spec.cells()[0], {1: 1.0, 2: 0.5}))  # tasks 1 and 2: not this job's ten
+    with pytest.raises(ValueError, match="other tasks"):
+        run_job(spec, results, tmp_path / "work")
+    assert len(read_results(results)) == 1  # nothing lost

@@ -297,3 +297,22 @@ def test_a_ragged_forward_that_fails_half_way_leaves_every_cache_as_it_was(plain
     expected = fresh.run(rows).hidden_states[:, -2:]
     again = LayerStack.run_ragged(stacks, [rows[:, -2:-1], rows[:, -2:]], [stack.length for stack in stacks])
     assert float((again[1] - expected).abs().max()) <= 1e-5
+
+
+def test_copy_candidates_follow_the_fed_tokens_through_rollbacks_and_abandoned_passes(plain_model):
+    from models.exits.copying import CopyIndex
+
+    ids = prompt_ids(plain_model, 0)
+    stack = LayerStack(plain_model, 0, LAYERS, checkpoints=(3,))
+    stack.run_tokens([ids])
+    assert stack.copy_candidates == CopyIndex(ids).candidates()
+    stack.run_tokens([[ids[-3]]])
+    stack.run_tokens([[ids[-2]]])  # repeats the prompt's last-but-two then last-but-one tokens
+    assert stack.copy_candidates == (ids[-1], ids[-1])
+    stack.rollback(len(ids) + 1)
+    assert stack.copy_candidates == CopyIndex([*ids, ids[-3]]).candidates()
+    assert stack.run_tokens([[11]], stop=lambda: True).abandoned
+    assert stack.copy_candidates == CopyIndex([*ids, ids[-3]]).candidates()
+    deeper = LayerStack(plain_model, 2, LAYERS)  # fed states, not token ids
+    deeper.run(torch.zeros(1, 3, plain_model.hidden_size))
+    assert deeper.copy_candidates is None

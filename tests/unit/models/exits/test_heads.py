@@ -42,6 +42,16 @@ def test_exit_features_follow_feature_order() -> None:
     assert torch.allclose(features[:, 1], torch.tensor([0.5, 0.05]))
     assert features[:, 3].tolist() == [1.0, 0.0]
     assert tokens.tolist() == [0, 0] and torch.allclose(top, torch.tensor([0.7, 0.4]))
+    assert features[:, 5:].tolist() == [[0.0, 0.0], [0.0, 0.0]]  # no copy candidates given
+
+
+def test_copy_features_say_whether_the_head_picks_the_copy_candidate() -> None:
+    probabilities = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.2, 0.7]])
+    copies = torch.tensor([[0, -1], [1, 2]])  # row 0: copy-one candidate 0; row 1: copy-two candidate 2
+    features, _, _ = exit_features(probabilities, None, None, copies)
+    names = ExitFeatures.names()
+    assert features[:, names.index("matches_copy_one")].tolist() == [1.0, 0.0]
+    assert features[:, names.index("matches_copy_two")].tolist() == [0.0, 1.0]
 
 
 @torch.no_grad()
@@ -57,7 +67,8 @@ def tiny_distillation_data(loaded: LoadedModel, count: int = 256) -> ExitData:
     teacher = loaded.model.lm_head(final).argmax(-1)
     flat = lambda t: t.reshape(count, -1).to(torch.bfloat16)  # noqa: E731
     return ExitData({1: flat(h1), 2: flat(h2)}, flat(final), teacher.reshape(count),
-                    torch.zeros(count, dtype=torch.long), torch.ones(count, dtype=torch.bool))
+                    torch.zeros(count, dtype=torch.long), torch.ones(count, dtype=torch.bool),
+                    torch.full((count, 2), -1))
 
 
 def test_distillation_on_tiny_model_runs_in_seconds_and_lowers_kl(tiny_model: LoadedModel) -> None:

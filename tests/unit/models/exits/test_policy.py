@@ -4,8 +4,10 @@ import pytest
 
 from models.exits.policy import ExitFeatures, ExitPolicy, ExitRule, first_exit
 
-CONFIDENT = ExitFeatures(top_prob=0.95, margin=0.9, entropy=0.2, agrees_with_previous=1.0, previous_top_prob=0.8)
-UNSURE = ExitFeatures(top_prob=0.30, margin=0.05, entropy=3.0, agrees_with_previous=0.0, previous_top_prob=0.2)
+CONFIDENT = ExitFeatures(top_prob=0.95, margin=0.9, entropy=0.2, agrees_with_previous=1.0, previous_top_prob=0.8,
+                         matches_copy_one=1.0, matches_copy_two=1.0)
+UNSURE = ExitFeatures(top_prob=0.30, margin=0.05, entropy=3.0, agrees_with_previous=0.0, previous_top_prob=0.2,
+                      matches_copy_one=0.0, matches_copy_two=0.0)
 
 
 def test_top_probability_policy_exits_at_threshold() -> None:
@@ -25,24 +27,24 @@ def test_first_exit_is_none_when_no_head_is_confident() -> None:
 
 
 def test_logistic_rule_scores_between_zero_and_one() -> None:
-    rule = ExitRule(10, (4.0, 1.0, -1.0, 2.0, 0.5), -3.0, 0.5)
+    rule = ExitRule(10, (4.0, 1.0, -1.0, 2.0, 0.5, 1.0, 1.0), -3.0, 0.5)
     assert 0.0 < rule.score(UNSURE) < rule.score(CONFIDENT) < 1.0
 
 
 def test_threshold_above_one_disables_an_exit() -> None:
     policy = ExitPolicy.top_probability({10: 2.0})
-    assert not policy.should_exit(10, ExitFeatures(1.0, 1.0, 0.0, 1.0, 1.0))
+    assert not policy.should_exit(10, ExitFeatures(1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0))
 
 
 def test_policy_round_trips_through_json() -> None:
-    policy = ExitPolicy((ExitRule(10, (4.0, 1.0, -1.0, 2.0, 0.5), -3.0, 0.7), ExitRule(15, (1, 0, 0, 0, 0), 0.0, 0.8)))
+    policy = ExitPolicy((ExitRule(10, (4.0, 1.0, -1.0, 2.0, 0.5, 1.0, 1.0), -3.0, 0.7), ExitRule(15, (1, 0, 0, 0, 0, 0, 0), 0.0, 0.8)))
     assert ExitPolicy.from_json(policy.to_json()) == ExitPolicy.from_dict(policy.to_dict())
     assert ExitPolicy.from_json(policy.to_json()).rule(10).threshold == 0.7
 
 
 def test_policy_with_other_features_is_refused() -> None:
     with pytest.raises(ValueError, match="features"):
-        ExitPolicy.from_dict({"features": ["top_prob"], "rules": []})
+        ExitPolicy.from_dict({"features": ["margin", "top_prob"], "rules": []})
 
 
 def test_rule_with_wrong_weight_count_is_refused() -> None:
@@ -53,9 +55,18 @@ def test_rule_with_wrong_weight_count_is_refused() -> None:
 def test_exit_layers_must_ascend() -> None:
     with pytest.raises(ValueError, match="ascending"):
         ExitPolicy.top_probability({15: 0.9}).with_thresholds({}).__class__(
-            (ExitRule(15, (1, 0, 0, 0, 0), 0, 0.9), ExitRule(10, (1, 0, 0, 0, 0), 0, 0.9)))
+            (ExitRule(15, (1, 0, 0, 0, 0, 0, 0), 0, 0.9), ExitRule(10, (1, 0, 0, 0, 0, 0, 0), 0, 0.9)))
 
 
 def test_unknown_exit_layer_raises_key_error() -> None:
     with pytest.raises(KeyError, match="12"):
         ExitPolicy.top_probability({10: 0.9}).should_exit(12, CONFIDENT)
+
+
+def test_a_policy_fitted_on_fewer_features_loads_with_the_same_decisions() -> None:
+    older = {"features": ["top_prob", "margin", "entropy", "agrees_with_previous", "previous_top_prob"],
+             "rules": [{"exit_layer": 10, "weights": [4.0, 1.0, -1.0, 2.0, 0.5], "bias": -3.0, "threshold": 0.6}]}
+    policy = ExitPolicy.from_dict(older)
+    assert policy.rule(10).weights == (4.0, 1.0, -1.0, 2.0, 0.5, 0.0, 0.0)
+    copying = ExitFeatures(0.6, 0.3, 1.0, 1.0, 0.5, 1.0, 1.0)
+    assert policy.should_exit(10, copying) == policy.should_exit(10, ExitFeatures(0.6, 0.3, 1.0, 1.0, 0.5, 0.0, 0.0))
