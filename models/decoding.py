@@ -127,8 +127,7 @@ class LayerStack:
     def run_tokens(self, token_ids: list[list[int]], *, complete: bool = True,
                    stop: Callable[[], bool] | None = None) -> PassResult:
         """Feed token ids of B rows (a prompt, or the last generated tokens) through the range."""
-        if len(token_ids) == 1:
-            self._copies.truncate(self.length)  # in step with the positions (a stack fed states has none)
+        if len(token_ids) == 1:  # rollbacks keep the copy index in step with the positions
             self._copies.extend(token_ids[0])
         return self.run(self.embed(token_ids), complete=complete, stop=stop)
 
