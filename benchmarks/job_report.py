@@ -81,24 +81,25 @@ def operating_point(spec: JobSpec, lines: Mapping[str, Mapping]) -> dict[str, ob
         "cloud_query_ratio": share,
     }
 
-    def compare(other: Mapping[int, float]) -> tuple[float, float, float]:
-        return paired_against(miner_scores, other, tasks, cloud_mean, spec)
+    def against(scores: Mapping[int, float], cloud_share: float) -> dict[str, float]:
+        quality, difference, halfwidth = paired_against(miner_scores, scores, tasks, cloud_mean, spec)
+        return {"quality_ratio": quality, "miner_minus_random": difference, "ci95_halfwidth": halfwidth,
+                "cloud_query_ratio": cloud_share}
 
+    draw = against(scores_of(random), random["summary"]["cloud_query_ratio"]) if random is not None else None
+    expected = None
     if edge is not None:
         edge_scores = scores_of(edge)
-        expected = {t: (1 - share) * edge_scores[t] + share * cloud_scores[t] for t in tasks}
-        point.update(zip(("random_quality_ratio", "miner_minus_random", "ci95_halfwidth"), compare(expected), strict=True))
-        point["random_cloud_query_ratio"] = share
-        point["random_estimate"] = "expected over random's draws"
-    if random is not None:
-        prefix = "random_draw_" if edge is not None else "random_"
-        point.update(zip((f"{prefix}quality_ratio", f"{prefix}miner_minus_random", f"{prefix}ci95_halfwidth"),
-                         compare(scores_of(random)), strict=True))
-        point[f"{prefix}cloud_query_ratio"] = random["summary"]["cloud_query_ratio"]
-        if edge is None:
-            point.update({"ci95_halfwidth": point.pop("random_ci95_halfwidth"),
-                          "miner_minus_random": point.pop("random_miner_minus_random"),
-                          "random_estimate": "one draw"})
+        expected = against({t: (1 - share) * edge_scores[t] + share * cloud_scores[t] for t in tasks}, share)
+    reference = expected or draw
+    if reference is not None:
+        point.update({"random_quality_ratio": reference["quality_ratio"],
+                      "random_cloud_query_ratio": reference["cloud_query_ratio"],
+                      "miner_minus_random": reference["miner_minus_random"],
+                      "ci95_halfwidth": reference["ci95_halfwidth"],
+                      "random_estimate": "expected over random's draws" if expected else "one draw"})
+    if expected is not None and draw is not None:
+        point.update({f"random_draw_{key}": value for key, value in draw.items()})
     return point
 
 
