@@ -155,6 +155,8 @@ class LayerStack:
         exit_decision: ExitDecision | None = None
         head_token = head_probability = None
         previous_tokens = previous_top = None
+        copy_pair = self.copy_candidates if exits_enabled else None  # one lookup for every exit check of the pass
+        copies = None if copy_pair is None else torch.tensor([copy_pair])  # (1, 2)
         for index, segment in enumerate(self.segments):
             if abandonable and index > 0 and stop():  # type: ignore[misc]
                 self.rollback(length_before)
@@ -166,9 +168,7 @@ class LayerStack:
             self._feed_sink(layer, carry, segment.length)
             if exits_enabled and exit_decision is None and layer in self.exit_layers:
                 probabilities = self.exit_probabilities(layer, carry[:, -1:])  # (1, V)
-                copies = self.copy_candidates
-                features, candidates, top = exit_features(probabilities, previous_tokens, previous_top,
-                                                          None if copies is None else torch.tensor([copies]))
+                features, candidates, top = exit_features(probabilities, previous_tokens, previous_top, copies)
                 if self._sure(layer, features[0]):
                     exit_decision = ExitDecision(int(candidates[0]), layer, self.clock())
                 elif layer == self.end:
