@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import threading
 import time
@@ -182,6 +183,32 @@ def profile_worker(args: argparse.Namespace) -> None:
     }))
 
 
+STAGGER_S = 0.15  # cloud_batching: the staggered sessions' requests this far apart
+
+
+def _concurrent_answers(model, prompts, connections, config, args, size: int, stagger_s: float = 0.0):
+    """`size` sessions answering at once (or `stagger_s` apart): (tokens, latencies s, elapsed s, cloud CPU s)."""
+    from edge_node.collab.generation import generate
+
+    tokens, latencies = [0] * size, [0.0] * size
+
+    def answer(index: int) -> None:
+        time.sleep(index * stagger_s)
+        asked = time.perf_counter()
+        prompt_ids = model.encode_chat(prompts[index % len(prompts)].text)
+        generation = generate(model, prompt_ids, args.new_tokens, config, connections[index][1], stop_at_eos=False)
+        tokens[index], latencies[index] = len(generation.token_ids), time.perf_counter() - asked
+
+    cpu_before = cloud_cpu_s(args.cloud_pid)
+    started = time.perf_counter()
+    threads = [threading.Thread(target=answer, args=(index,)) for index in range(size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return tokens, latencies, time.perf_counter() - started, cloud_cpu_s(args.cloud_pid) - cpu_before
+
+
 def fallback_answer(model, client, base, prompt, args) -> dict:
     """One speculative answer while the parent kills the cloud after a few tokens: the edge must finish it."""
     from edge_node.collab.generation import generate
@@ -206,9 +233,12 @@ def fallback_answer(model, client, base, prompt, args) -> dict:
 
 
 def batching_worker(args: argparse.Namespace) -> None:
-    """N concurrent sessions per (mode, N); aggregate tokens per second from the first start to the last end."""
+    """N concurrent sessions per (mode, N); aggregate tokens per second from the first start to the last end.
+
+    For cloud_only also the largest N arriving `STAGGER_S` apart, with each answer's latency (request
+    to reply) beside one lone answer's: requests that arrive while a batch runs should join it, not
+    wait for it to end."""
     from edge_node.collab.config import CollabConfig
-    from edge_node.collab.generation import generate
 
     model, (point, _) = load_model_and_point(args.target_agreement, args.required_agreement)
     prompts = held_out_prompts(2, offset=0)
@@ -220,26 +250,21 @@ def batching_worker(args: argparse.Namespace) -> None:
         config = mode_config(base, mode, args.speculative_options)
         result[mode] = {}
         for size in sizes:
-            counts = [0] * size
-
-            def answer(index: int, config=config, counts=counts) -> None:
-                prompt_ids = model.encode_chat(prompts[index % len(prompts)].text)
-                generation = generate(model, prompt_ids, args.new_tokens, config, connections[index][1], stop_at_eos=False)
-                counts[index] = len(generation.token_ids)
-
-            cpu_before = cloud_cpu_s(args.cloud_pid)
-            started = time.perf_counter()
-            threads = [threading.Thread(target=answer, args=(index,)) for index in range(size)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            elapsed_s = time.perf_counter() - started
-            cpu_s = cloud_cpu_s(args.cloud_pid) - cpu_before
-            result[mode][f"sessions_{size}"] = round(sum(counts) / elapsed_s, 2)
-            result[mode][f"sessions_{size}_cloud_cpu_ms_per_token"] = round(cpu_s * 1e3 / max(1, sum(counts)), 2)
-            log(f"batching {mode:12s} {size} sessions: {sum(counts)} tokens in {elapsed_s:.1f} s "
-                f"({sum(counts) / elapsed_s:.1f} tok/s)")
+            tokens, latencies, elapsed_s, cpu_s = _concurrent_answers(model, prompts, connections, config, args, size)
+            result[mode][f"sessions_{size}"] = round(sum(tokens) / elapsed_s, 2)
+            result[mode][f"sessions_{size}_cloud_cpu_ms_per_token"] = round(cpu_s * 1e3 / max(1, sum(tokens)), 2)
+            if size == 1:
+                result[mode]["sessions_1_latency_s"] = round(latencies[0], 3)
+            log(f"batching {mode:12s} {size} sessions: {sum(tokens)} tokens in {elapsed_s:.1f} s "
+                f"({sum(tokens) / elapsed_s:.1f} tok/s)")
+        if mode == "cloud_only":
+            size = max(sizes)
+            tokens, latencies, elapsed_s, _ = _concurrent_answers(model, prompts, connections, config, args, size,
+                                                                  stagger_s=STAGGER_S)
+            result[mode][f"sessions_{size}_staggered"] = round(sum(tokens) / elapsed_s, 2)
+            result[mode][f"sessions_{size}_staggered_mean_latency_s"] = round(statistics.fmean(latencies), 3)
+            log(f"batching {mode:12s} {size} sessions {STAGGER_S * 1e3:.0f} ms apart: mean latency "
+                f"{statistics.fmean(latencies):.2f} s")
     for bus, _ in connections:
         bus.close()
     Path(args.out).write_text(json.dumps(result))

@@ -2,8 +2,9 @@
 
 Message handlers run on the bus client's dispatcher thread and only do cheap work there (storing
 uploaded rows, answering close); anything that runs the model goes to one compute thread, in the
-order messages arrived, except that cloud-only generations queued together run as one batch
-(`work_queue.py`), serving the session requests queued meanwhile between its steps, and session
+order messages arrived, except that cloud-only generations of one model run as one continuous
+batch (`generations.py`: requests join between steps and leave when done), serving the session
+requests queued meanwhile between its steps, and session
 requests (token requests, verifications) of many sessions ready together run as one ragged forward
 (`contexts.forward_together`). Every job's
 CPU time, layer passes and tokens are counted per mode (`cost.py`) for the heartbeat. Because chunks and token requests of a session share one topic, MQTT's
@@ -45,9 +46,9 @@ from cloud_node.chunk_check import ChunkError, chunk_rows
 from cloud_node.config import CloudConfig
 from cloud_node.contexts import Forward, SessionContext, SessionContexts, forward_together
 from cloud_node.cost import CostAccount
+from cloud_node.generations import GenerationBatch
 from cloud_node.model_pool import ModelPool, ModelStoreError
 from cloud_node.work_queue import Job, WorkQueue
-from models.decode_loop import LocalStepper, TokenDecision, decode
 from models.decoding import LayerStack, top_token
 from models.loaded import LoadedModel
 
@@ -80,6 +81,7 @@ class CloudInference:
         self.counts: dict[str, int] = {"tokens_served": 0, "chunks_rejected": 0, "generate_requests": 0,
                                        "naive_steps": 0, "resend_requests": 0, "unknown_session_replies": 0,
                                        "drafts_verified": 0, "drafts_accepted": 0, "generate_batches": 0,
+                                       "generations_joined_running": 0,
                                        "impersonations_refused": 0, "session_forwards": 0,
                                        "session_requests_batched": 0}
 
@@ -112,7 +114,7 @@ class CloudInference:
         message = envelope.message
         match message:
             case GenerateRequest():
-                self._work.put(Job(batch_key=(message.model_id, message.stop_at_eos), payload=envelope))
+                self._work.put(Job(batch_key=message.model_id, payload=envelope))
             case SessionOpen() | NaiveStep():
                 self._work.put(Job(lambda: self._serve_request(envelope), between_steps=True))
             case _:
@@ -306,33 +308,43 @@ class CloudInference:
         return DraftVerdict(request.session_id, request.request_id, verdict.first_position, verdict.accepted,
                             verdict.token_id, verdict.compute_ms, verdict.positions_run)
 
-    @torch.no_grad()
     def _generate_batch(self, envelopes: list[Envelope]) -> None:
-        """Cloud-only generations of one model, ready together: one batched forward per step (greedy).
+        """Cloud-only generations of one model: stepped together until none is left (continuous batching).
 
-        Prompts of unequal length are left-padded; each answer keeps its own budget and end of sequence.
+        Generations of the same model queued meanwhile join between steps (`WorkQueue.take_joining`),
+        up to `max_batch` in flight; each reply goes out as soon as its own answer is done.
         """
-        requests: list[GenerateRequest] = [envelope.message for envelope in envelopes]  # type: ignore[misc]
-        self.counts["generate_requests"] += len(requests)
+        key = envelopes[0].message.model_id  # type: ignore[union-attr]
         self.counts["generate_batches"] += 1
         try:
-            model = self.models.get(requests[0].model_id)
+            model = self.models.get(key)
         except ModelStoreError as error:
-            for envelope, request in zip(envelopes, requests, strict=True):
-                self._reply(envelope, RequestRefused(request.request_id, str(error)[:1000]))
+            for envelope in envelopes:
+                self._reply(envelope, RequestRefused(envelope.message.request_id, str(error)[:1000]))  # type: ignore[union-attr]
             return
-        eos = model.eos_token_id if requests[0].stop_at_eos else None
-        with self.cost.measure("cloud_only"):
-            stepper = _ServingBetweenSteps(LocalStepper(LayerStack(model, 0, model.num_layers)), self._serve_waiting)
-            answers = decode(stepper, [list(r.prompt_ids) for r in requests], max(r.max_new_tokens for r in requests),
-                             eos_token_id=eos)
-        kept = [_within_budget(answer.token_ids, request.max_new_tokens, eos) for request, answer in zip(requests, answers, strict=True)]
-        steps = max(len(answer.token_ids) for answer in answers)
-        rows = sum(len(r.prompt_ids) for r in requests) + len(requests) * steps
-        self.cost.add("cloud_only", tokens=sum(len(token_ids) for token_ids in kept),
-                      layer_passes=model.num_layers * steps, layer_rows=model.num_layers * rows)
-        for envelope, request, answer, token_ids in zip(envelopes, requests, answers, kept, strict=True):
-            self._reply(envelope, GenerateReply(request.request_id, token_ids, answer.ttft_s * 1e3, answer.total_s * 1e3))
+        batch = GenerationBatch(model, self.config.max_batch)
+        self._join(batch, envelopes)
+        while batch:
+            with self.cost.measure("cloud_only"):
+                result = batch.step()
+            self.cost.add("cloud_only", tokens=result.tokens, layer_passes=model.num_layers,
+                          layer_rows=model.num_layers * result.rows)
+            for generation in result.finished:
+                self._reply(generation.handle, GenerateReply(generation.handle.message.request_id,
+                                                             tuple(generation.token_ids), generation.ttft_ms,
+                                                             generation.total_ms))
+            self._serve_waiting()
+            if batch.room:
+                joining = [job.payload for job in self._work.take_joining(key, batch.room)]
+                self.counts["generations_joined_running"] += len(joining)
+                self._join(batch, joining)
+
+    def _join(self, batch: GenerationBatch, envelopes: list[Envelope]) -> None:
+        for envelope in envelopes:
+            request: GenerateRequest = envelope.message  # type: ignore[assignment]
+            self.counts["generate_requests"] += 1
+            batch.add(envelope, list(request.prompt_ids), request.max_new_tokens,
+                      batch.model.eos_token_id if request.stop_at_eos else None)
 
     def _reply(self, envelope: Envelope, reply: CloudReply) -> None:
         if envelope.response_topic:
@@ -372,24 +384,3 @@ class CloudInference:
     def _send_down(self, edge: str, message: CloudDownMessage) -> None:
         session_id = getattr(message, "session_id", "")
         self.bus.publish(topics.INFER_DOWN, message, edge=edge, session=session_id)
-
-
-class _ServingBetweenSteps:
-    """A stepper that lets the worker serve queued session requests after every step of its batch."""
-
-    def __init__(self, stepper: LocalStepper, between: Callable[[], None]) -> None:
-        self.stepper = stepper
-        self.between = between
-
-    def step(self, feed: list[list[int]]) -> list[list[TokenDecision]]:
-        decisions = self.stepper.step(feed)
-        self.between()
-        return decisions
-
-
-def _within_budget(token_ids: tuple[int, ...], max_new_tokens: int, eos: int | None) -> tuple[int, ...]:
-    """One answer of a batch: at most its own budget, and nothing after its end of sequence."""
-    kept = token_ids[:max_new_tokens]
-    if eos is not None and eos in kept:
-        kept = kept[: kept.index(eos) + 1]
-    return kept

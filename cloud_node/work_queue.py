@@ -3,8 +3,9 @@
 A job with a `batch_key` is batchable: when the compute thread takes it, every later queued job with
 the same key comes along, oldest first, up to `max_batch`, and they run as one batched forward.
 Two kinds batch: cloud-only generations of one model (a batch not yet full first waits up to
-`window_s` for more to join, then runs one forward per step), and session requests (collaborative
-token requests and speculative verifications of many sessions: one ragged forward, no waiting).
+`window_s` for more to join, then runs one forward per step; generations queued later join it
+between steps, `take_joining`), and session requests (collaborative token requests and speculative
+verifications of many sessions: one ragged forward, no waiting).
 Jobs of one `sequence` (a session) never share a batch and keep their order.
 
 While a generation batch runs, the thread serves the session jobs queued meanwhile between its
@@ -77,6 +78,25 @@ class WorkQueue:
         with self._ready:
             batches, self._jobs = _gather(self._jobs, self.max_batch, lambda job: job.between_steps)
             return batches
+
+    def take_joining(self, key: Hashable, limit: int) -> list[Job]:
+        """Queued jobs with `key` that may join a batch already running, oldest first, up to `limit`.
+
+        Only jobs queued before the first one that has to wait for the batch to end (another key, an
+        unbatched job, a stop) join: a batch that keeps taking newcomers must not starve older work.
+        """
+        with self._ready:
+            joining: list[Job] = []
+            rest: deque[Job | None] = deque()
+            blocked = False
+            for job in self._jobs:
+                if not blocked and job is not None and job.batch_key == key and len(joining) < limit:
+                    joining.append(job)
+                    continue
+                rest.append(job)
+                blocked = blocked or job is None or (job.batch_key != key and not job.between_steps)
+            self._jobs = rest
+            return joining
 
     def _matching(self, key: Hashable) -> int:
         return sum(1 for job in self._jobs if job is not None and job.batch_key == key)

@@ -40,6 +40,18 @@ def make_tiny_model(seed: int = 0, layers: int = 4, hidden: int = 64, heads: int
     return model.eval()
 
 
+def make_varied_tiny_model(seed: int = 0, layers: int = 4) -> LlamaForCausalLM:
+    """A tiny model whose residual branches are scaled up, so its greedy output changes from token to
+    token (random small weights repeat one token forever, which no decoding test can tell apart)."""
+    model = make_tiny_model(seed, layers)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(3.0)
+        for layer in model.model.layers:
+            for linear in (layer.self_attn.o_proj, layer.mlp.down_proj, layer.mlp.up_proj):
+                linear.weight.mul_(60.0)
+    return model
+
+
 def write_tiny_model(root: Path | str, model_id: str = TINY_MODEL_ID, seed: int = 0, layers: int = 4,
                      hidden: int = 64, exit_layers: tuple[int, ...] = ()) -> Manifest:
     """Write a tiny model (and zero-initialised exit heads at `exit_layers`) into the store at `root`."""

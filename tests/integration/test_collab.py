@@ -21,7 +21,7 @@ from edge_node.collab.generation import generate
 from edge_node.collab.link import CollabClient, LinkFaults
 from models.exits.heads import ExitHeads
 from models.store import ModelStore, VariantSpec, write_model
-from models.tiny import make_tiny_model
+from models.tiny import make_varied_tiny_model
 from tests.conftest import wait_until
 
 MODEL_ID = "tiny-collab"
@@ -36,13 +36,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("collab-store")
-    model = make_tiny_model(seed=1, layers=6)
-    with torch.no_grad():
-        model.model.embed_tokens.weight.mul_(3.0)
-        for layer in model.model.layers:
-            for linear in (layer.self_attn.o_proj, layer.mlp.down_proj, layer.mlp.up_proj):
-                linear.weight.mul_(60.0)
-    write_model(root, MODEL_ID, model, VariantSpec(variant="tiny", storage_dtype="float32", source="test"),
+    write_model(root, MODEL_ID, make_varied_tiny_model(seed=1, layers=6), VariantSpec(variant="tiny", storage_dtype="float32", source="test"),
                 exit_heads=ExitHeads(64, EXITS))
     return root
 

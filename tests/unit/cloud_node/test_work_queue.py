@@ -105,3 +105,28 @@ def test_between_steps_a_session_held_back_keeps_its_later_requests_behind():
     assert [names(jobs) for jobs in queue.take_between_steps()] == [["a1", "b1"]]
     assert [names(jobs) for jobs in queue.take_between_steps()] == [["a2", "c1"]]
     assert names(queue.take(0.1)) == ["gen"]
+
+
+def unbatched(name):
+    return Job(run=lambda: None, payload=name)  # must wait for a running batch to end
+
+
+def test_generations_queued_while_a_batch_runs_join_it_up_to_its_room():
+    queue = WorkQueue(max_batch=8)
+    for job in (batchable("a"), session_request("t1", "s1"), batchable("b"), batchable("c")):
+        queue.put(job)
+    assert names(queue.take_joining("m", limit=2)) == ["a", "b"]  # session requests run between steps anyway
+    assert names(queue.take_joining("m", limit=8)) == ["c"]
+    assert [names(jobs) for jobs in queue.take_between_steps()] == [["t1"]]
+    assert queue.qsize() == 0
+
+
+def test_a_generation_queued_behind_work_that_waits_for_the_batch_does_not_jump_ahead_of_it():
+    queue = WorkQueue(max_batch=8)
+    for job in (batchable("a"), unbatched("x"), batchable("b"), batchable("c", "other"), batchable("d")):
+        queue.put(job)
+    assert names(queue.take_joining("m", limit=8)) == ["a"]  # "b" and "d" would be served before "x" and "c"
+    assert names(queue.take(0.1)) == ["x"]
+    assert names(queue.take_joining("m", limit=8)) == ["b"]
+    assert names(queue.take(0.1)) == ["c"]
+    assert names(queue.take(0.1)) == ["d"]

@@ -12,7 +12,7 @@ from models.generation import generate_batch
 from models.loaded import LoadedModel
 from models.reference import reference_greedy
 from models.store import ModelStore, VariantSpec, write_model
-from models.tiny import make_tiny_model
+from models.tiny import make_varied_tiny_model
 
 LAYERS, EXITS = 6, (1, 2, 4)
 PROMPTS = ("Write one sentence about the sea.", "What is DNA?", "List three colours.", "Translate: 你好")
@@ -25,13 +25,7 @@ def model(tmp_path_factory) -> LoadedModel:
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("decoding-store")
-    tiny = make_tiny_model(seed=1, layers=LAYERS)
-    with torch.no_grad():
-        tiny.model.embed_tokens.weight.mul_(3.0)
-        for layer in tiny.model.layers:
-            for linear in (layer.self_attn.o_proj, layer.mlp.down_proj, layer.mlp.up_proj):
-                linear.weight.mul_(60.0)
-    write_model(root, "tiny-decoding", tiny, VariantSpec(variant="tiny", storage_dtype="float32", source="test"),
+    write_model(root, "tiny-decoding", make_varied_tiny_model(seed=1, layers=LAYERS), VariantSpec(variant="tiny", storage_dtype="float32", source="test"),
                 exit_heads=ExitHeads(64, EXITS))
     return ModelStore(root).load("tiny-decoding")
 
