@@ -46,7 +46,7 @@ from cloud_node.chunk_check import ChunkError, chunk_rows
 from cloud_node.config import CloudConfig
 from cloud_node.contexts import Forward, SessionContext, SessionContexts, forward_together
 from cloud_node.cost import CostAccount
-from cloud_node.generations import GenerationBatch
+from cloud_node.generations import GenerationBatch, refusal
 from cloud_node.model_pool import ModelPool, ModelStoreError
 from cloud_node.work_queue import Job, WorkQueue
 from models.decoding import LayerStack, top_token
@@ -325,8 +325,15 @@ class CloudInference:
         batch = GenerationBatch(model, self.config.max_batch)
         self._join(batch, envelopes)
         while batch:
-            with self.cost.measure("cloud_only"):
-                result = batch.step()
+            try:
+                with self.cost.measure("cloud_only"):
+                    result = batch.step()
+            except Exception as error:  # refuse what is in flight (the edges answer locally), keep serving
+                logger.exception("%s: a step of %d cloud-only generations failed", self.worker_id, len(batch))
+                for generation in batch.active:
+                    self._reply(generation.handle, RequestRefused(generation.handle.message.request_id,
+                                                                  f"generation failed: {error}"[:1000]))
+                return
             self.cost.add("cloud_only", tokens=result.tokens, layer_passes=model.num_layers,
                           layer_rows=model.num_layers * result.rows)
             for generation in result.finished:
@@ -340,9 +347,15 @@ class CloudInference:
                 self._join(batch, joining)
 
     def _join(self, batch: GenerationBatch, envelopes: list[Envelope]) -> None:
+        """Add the requests to the batch; one that cannot run is refused with the reason, alone."""
         for envelope in envelopes:
             request: GenerateRequest = envelope.message  # type: ignore[assignment]
             self.counts["generate_requests"] += 1
+            reason = refusal(batch.model, request.prompt_ids, request.max_new_tokens, self.config.max_positions)
+            if reason is not None:
+                logger.warning("%s: refused generation %s: %s", self.worker_id, request.request_id, reason)
+                self._reply(envelope, RequestRefused(request.request_id, reason))
+                continue
             batch.add(envelope, list(request.prompt_ids), request.max_new_tokens,
                       batch.model.eos_token_id if request.stop_at_eos else None)
 

@@ -18,7 +18,7 @@ from cloud_node.config import CloudConfig
 from cloud_node.service import CloudService
 from edge_node.collab.config import CollabConfig
 from edge_node.collab.generation import generate
-from edge_node.collab.link import CollabClient, LinkFaults
+from edge_node.collab.link import CloudUnavailableError, CollabClient, LinkCounters, LinkFaults
 from models.exits.heads import ExitHeads
 from models.store import ModelStore, VariantSpec, write_model
 from models.tiny import make_varied_tiny_model
@@ -247,3 +247,30 @@ def test_cloud_tasks_and_sessions_share_one_copy_of_each_model(mosquitto, store,
     assert result.queue_wait_s == 0.0  # run directly, not through the queue
     assert collaborative.cloud_requests == NEW_TOKENS
     assert loads == [MODEL_ID], "the task worker and the session contexts load a model once between them"
+
+
+def test_a_cloud_only_request_that_cannot_run_is_refused_alone(cloud, mosquitto, client, model, prompt):
+    other_bus = BusClient("pi-02", mosquitto.bus_config("pi-02")).connect()
+    other = CollabClient(other_bus, "pi-02")
+    outcomes: dict[str, object] = {}
+
+    def ask(name, collab_client, prompt_ids, budget):
+        try:
+            outcomes[name] = collab_client.generate_cloud_only(MODEL_ID, prompt_ids, budget, timeout_s=10.0,
+                                                               counters=LinkCounters(), stop_at_eos=False).token_ids
+        except CloudUnavailableError as error:
+            outcomes[name] = str(error)
+
+    try:
+        threads = [threading.Thread(target=ask, args=("good", client, prompt, NEW_TOKENS)),
+                   threading.Thread(target=ask, args=("bad", other, [*prompt, model.vocab_size + 5], NEW_TOKENS))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        ask("too long", other, prompt, 4096)
+    finally:
+        other_bus.close()
+    assert outcomes["good"] == tuple(model.generate_greedy(prompt, NEW_TOKENS, stop_at_eos=False))
+    assert "outside the vocabulary" in str(outcomes["bad"])
+    assert "exceeds the limit" in str(outcomes["too long"])
