@@ -47,11 +47,17 @@ class CloudVerdict:
 
 
 def acceptance(logits: torch.Tensor, request: DraftVerify) -> tuple[int, int]:
-    """(g, V) full-model logits at the drafting positions -> (accepted, correction or -1) by the request's rule."""
+    """(g, V) full-model logits at the drafting positions -> (accepted, correction or -1) by the request's rule.
+
+    Raises ValueError for a token id outside the vocabulary (a broken edge: refused alone, not a
+    failure of the forward the request shared with other sessions)."""
+    vocab_size = logits.shape[-1]
+    outside = [token for token in (*request.draft_ids, *request.draft_support) if token >= vocab_size]
+    if outside:
+        raise ValueError(f"token id {outside[0]} outside the vocabulary (0-{vocab_size - 1})")
     if request.temperature == 0.0:
         return greedy_accept(logits, request.draft_ids)
     target = nucleus_probabilities(logits, request.temperature, request.top_p)  # (g, V)
-    vocab_size = logits.shape[-1]
     draft, offset = [], 0
     for size in request.support_sizes:
         span = slice(offset, offset + size)

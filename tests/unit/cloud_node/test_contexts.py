@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from cloud_node.contexts import SessionContext, SessionContexts
+from broker.messages.inference import DraftVerify
+from cloud_node.contexts import SessionContext, SessionContexts, acceptance
 from models.store import ModelStore
 from models.tiny import write_tiny_model
 
@@ -90,3 +91,15 @@ def test_memory_cap_evicts_the_least_recently_used_session(model):
 def test_unknown_session_reason_says_never_opened(model):
     manager = SessionContexts(ttl_s=10.0, memory_cap_bytes=1 << 20)
     assert "never opened" in manager.why_unknown("nope")
+
+
+def test_a_verification_with_a_token_outside_the_vocabulary_is_refused_not_crashed():
+    logits = torch.zeros(2, 50)
+    logits[:, 7] = 1.0
+    assert acceptance(logits, DraftVerify("s", "w", 0, 5, (7, 3))) == (1, 7)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        acceptance(logits, DraftVerify("s", "w", 0, 5, (7, 50)))
+    sampled = DraftVerify("s", "w", 0, 5, (7,), temperature=0.7, draft_probabilities=(0.5,), support_sizes=(2,),
+                          draft_support=(7, 999), draft_support_probabilities=(0.5, 0.5))
+    with pytest.raises(ValueError, match="token id 999 outside"):
+        acceptance(logits[:1], sampled)
