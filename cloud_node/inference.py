@@ -316,6 +316,7 @@ class CloudInference:
         """
         key = envelopes[0].message.model_id  # type: ignore[union-attr]
         self.counts["generate_batches"] += 1
+        self.counts["generate_requests"] += len(envelopes)
         try:
             model = self.models.get(key)
         except ModelStoreError as error:
@@ -343,6 +344,7 @@ class CloudInference:
             self._serve_waiting()
             if batch.room:
                 joining = [job.payload for job in self._work.take_joining(key, batch.room)]
+                self.counts["generate_requests"] += len(joining)
                 self.counts["generations_joined_running"] += len(joining)
                 self._join(batch, joining)
 
@@ -350,7 +352,6 @@ class CloudInference:
         """Add the requests to the batch; one that cannot run is refused with the reason, alone."""
         for envelope in envelopes:
             request: GenerateRequest = envelope.message  # type: ignore[assignment]
-            self.counts["generate_requests"] += 1
             reason = refusal(batch.model, request.prompt_ids, request.max_new_tokens, self.config.max_positions)
             if reason is not None:
                 logger.warning("%s: refused generation %s: %s", self.worker_id, request.request_id, reason)
