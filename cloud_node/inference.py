@@ -337,10 +337,10 @@ class CloudInference:
                 return
             self.cost.add("cloud_only", tokens=result.tokens, layer_passes=model.num_layers,
                           layer_rows=model.num_layers * result.rows)
-            for generation in result.finished:
-                self._reply(generation.handle, GenerateReply(generation.handle.message.request_id,
-                                                             tuple(generation.token_ids), generation.ttft_ms,
-                                                             generation.total_ms))
+            for generation in result.finished:  # a reply that cannot go out must not end the others' answers
+                reply = GenerateReply(generation.handle.message.request_id, tuple(generation.token_ids),
+                                      generation.ttft_ms, generation.total_ms)
+                self._guarded(lambda handle=generation.handle, reply=reply: self._reply(handle, reply))
             self._serve_waiting()
             if batch.room:
                 joining = [job.payload for job in self._work.take_joining(key, batch.room)]

@@ -1,0 +1,92 @@
+"""Where int8 hidden-state rows change the cloud's token, and whether re-sending near-ties exactly would help.
+
+`.venv/bin/python -m benchmarks.int8_near_ties --json`: for the collab benchmark's held-out prompts
+(`--prompts-per-type` each), the full model's greedy answer (`--new-tokens`, EOS not special, as the
+benchmark runs), the layer-k rows of prompt + answer as the edge uploads them (fp16), and the same rows
+through the int8 codec (`broker/messages/hidden_rows.py`). The cloud's layers [k, L) run over each;
+per answer position: does the argmax differ (a flip), the int8 run's top-2 logit margin, and how much
+the margin moved. Then the refinement a verifier could ask for: rows whose int8 margin is below d
+replaced by their fp16 rows (the rest stay int8), flips counted again, for several d. Model only, no
+broker: it isolates the codec from everything else the collab benchmark measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from benchmarks.collab_edge import held_out_prompts, with_committed_exits
+from broker.messages.hidden_rows import decode_rows, encode_rows
+from models.decoding import LayerStack
+from models.paths import default_store_root
+from models.store import ModelStore
+
+MODEL = "smollm2-135m"
+MARGINS = (0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def cloud_logits(model, split: int, rows: np.ndarray) -> torch.Tensor:
+    stack = LayerStack(model, split, model.num_layers)
+    states = stack.run(torch.from_numpy(rows).to(model.dtype)[None]).hidden_states
+    return stack.logits(states)[0]  # (T, V)
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print only the JSON result")
+    parser.add_argument("--prompts-per-type", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--split-layer", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    model = with_committed_exits(ModelStore(default_store_root()).load(MODEL))
+    answers = []
+    for prompt in held_out_prompts(args.prompts_per_type):
+        prompt_ids = model.encode_chat(prompt.text)
+        ids = prompt_ids + model.generate_greedy(prompt_ids, args.new_tokens, stop_at_eos=False)
+        rows = LayerStack(model, 0, args.split_layer).run_tokens([ids]).hidden_states[0].float().numpy()
+        fp16 = rows.astype(np.float16).astype(np.float32)
+        int8 = decode_rows(encode_rows(rows.astype(np.float16), "int8"), len(rows), rows.shape[1], "int8")
+        span = slice(len(prompt_ids) - 1, len(ids) - 1)  # the rows that predict the answer's tokens
+        exact, coded = cloud_logits(model, args.split_layer, fp16)[span], cloud_logits(model, args.split_layer, int8)[span]
+        top = coded.topk(2, dim=-1).values
+        margin = (top[:, 0] - top[:, 1]).numpy()
+        exact_top = exact.topk(2, dim=-1).values
+        moved = np.abs(margin - (exact_top[:, 0] - exact_top[:, 1]).numpy())
+        flips = (coded.argmax(-1) != exact.argmax(-1)).numpy()
+        answers.append({"task_type": prompt.task_type, "fp16": fp16, "int8": int8, "span": span, "margin": margin,
+                        "moved": moved, "flips": flips, "exact_argmax": exact.argmax(-1).numpy()})
+    positions = sum(len(a["margin"]) for a in answers)
+    result = {
+        "positions": positions, "answers": len(answers),
+        "flips": int(sum(a["flips"].sum() for a in answers)),
+        "answers_with_a_flip": [a["task_type"] for a in answers if a["flips"].any()],
+        "margins_at_flips": [round(float(m), 4) for a in answers for m in a["margin"][a["flips"]]],
+        "margin_moved_percentiles_50_90_99_max": [round(float(v), 4) for v in np.percentile(
+            np.concatenate([a["moved"] for a in answers]), [50, 90, 99, 100])],
+        "refine": [],
+    }
+    for threshold in MARGINS:
+        flips = flagged = 0
+        for answer in answers:
+            rows = answer["int8"].copy()
+            near = np.flatnonzero(answer["margin"] < threshold) + answer["span"].start
+            rows[near] = answer["fp16"][near]
+            refined = cloud_logits(model, args.split_layer, rows)[answer["span"]].argmax(-1).numpy()
+            flips += int((refined != answer["exact_argmax"]).sum())
+            flagged += len(near)
+        result["refine"].append({"margin_below": threshold, "rows_resent_share": round(flagged / positions, 4),
+                                 "flips": flips})
+    if not args.json:
+        for row in result["refine"]:
+            print(f"re-send rows with margin < {row['margin_below']}: {row['rows_resent_share']:.1%} of rows, "
+                  f"{row['flips']} flips left")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
