@@ -35,6 +35,32 @@ def cloud_logits(model, split: int, rows: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
+def measure_answer(model, prompt_ids: list[int], new_tokens: int, split: int) -> dict:
+    """One answer: its fp16 and int8 rows, and per answer position the int8 run's margin, how far the margin
+    moved from the fp16 run's, whether the argmax flipped, and the fp16 run's argmax."""
+    ids = prompt_ids + model.generate_greedy(prompt_ids, new_tokens, stop_at_eos=False)
+    rows = LayerStack(model, 0, split).run_tokens([ids]).hidden_states[0].float().numpy()
+    fp16 = rows.astype(np.float16).astype(np.float32)
+    int8 = decode_rows(encode_rows(rows.astype(np.float16), "int8"), len(rows), rows.shape[1], "int8")
+    span = slice(len(prompt_ids) - 1, len(ids) - 1)  # the rows that predict the answer's tokens
+    exact, coded = cloud_logits(model, split, fp16)[span], cloud_logits(model, split, int8)[span]
+    top, exact_top = coded.topk(2, dim=-1).values, exact.topk(2, dim=-1).values
+    margin = (top[:, 0] - top[:, 1]).numpy()
+    return {"fp16": fp16, "int8": int8, "span": span, "margin": margin,
+            "moved": np.abs(margin - (exact_top[:, 0] - exact_top[:, 1]).numpy()),
+            "flips": (coded.argmax(-1) != exact.argmax(-1)).numpy(), "exact_argmax": exact.argmax(-1).numpy()}
+
+
+@torch.no_grad()
+def refined_flips(model, split: int, answer: dict, margin_below: float) -> tuple[int, int]:
+    """(flips left, rows re-sent) when the rows whose int8 margin is below `margin_below` travel as fp16."""
+    rows = answer["int8"].copy()
+    near = np.flatnonzero(answer["margin"] < margin_below) + answer["span"].start
+    rows[near] = answer["fp16"][near]
+    refined = cloud_logits(model, split, rows)[answer["span"]].argmax(-1).numpy()
+    return int((refined != answer["exact_argmax"]).sum()), len(near)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
@@ -44,43 +70,23 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     model = with_committed_exits(ModelStore(default_store_root()).load(MODEL))
-    answers = []
-    for prompt in held_out_prompts(args.prompts_per_type):
-        prompt_ids = model.encode_chat(prompt.text)
-        ids = prompt_ids + model.generate_greedy(prompt_ids, args.new_tokens, stop_at_eos=False)
-        rows = LayerStack(model, 0, args.split_layer).run_tokens([ids]).hidden_states[0].float().numpy()
-        fp16 = rows.astype(np.float16).astype(np.float32)
-        int8 = decode_rows(encode_rows(rows.astype(np.float16), "int8"), len(rows), rows.shape[1], "int8")
-        span = slice(len(prompt_ids) - 1, len(ids) - 1)  # the rows that predict the answer's tokens
-        exact, coded = cloud_logits(model, args.split_layer, fp16)[span], cloud_logits(model, args.split_layer, int8)[span]
-        top = coded.topk(2, dim=-1).values
-        margin = (top[:, 0] - top[:, 1]).numpy()
-        exact_top = exact.topk(2, dim=-1).values
-        moved = np.abs(margin - (exact_top[:, 0] - exact_top[:, 1]).numpy())
-        flips = (coded.argmax(-1) != exact.argmax(-1)).numpy()
-        answers.append({"task_type": prompt.task_type, "fp16": fp16, "int8": int8, "span": span, "margin": margin,
-                        "moved": moved, "flips": flips, "exact_argmax": exact.argmax(-1).numpy()})
+    prompts = held_out_prompts(args.prompts_per_type)
+    answers = [measure_answer(model, model.encode_chat(prompt.text), args.new_tokens, args.split_layer)
+               for prompt in prompts]
     positions = sum(len(a["margin"]) for a in answers)
     result = {
         "positions": positions, "answers": len(answers),
         "flips": int(sum(a["flips"].sum() for a in answers)),
-        "answers_with_a_flip": [a["task_type"] for a in answers if a["flips"].any()],
+        "answers_with_a_flip": [p.task_type for p, a in zip(prompts, answers, strict=True) if a["flips"].any()],
         "margins_at_flips": [round(float(m), 4) for a in answers for m in a["margin"][a["flips"]]],
         "margin_moved_percentiles_50_90_99_max": [round(float(v), 4) for v in np.percentile(
             np.concatenate([a["moved"] for a in answers]), [50, 90, 99, 100])],
         "refine": [],
     }
     for threshold in MARGINS:
-        flips = flagged = 0
-        for answer in answers:
-            rows = answer["int8"].copy()
-            near = np.flatnonzero(answer["margin"] < threshold) + answer["span"].start
-            rows[near] = answer["fp16"][near]
-            refined = cloud_logits(model, args.split_layer, rows)[answer["span"]].argmax(-1).numpy()
-            flips += int((refined != answer["exact_argmax"]).sum())
-            flagged += len(near)
-        result["refine"].append({"margin_below": threshold, "rows_resent_share": round(flagged / positions, 4),
-                                 "flips": flips})
+        counts = [refined_flips(model, args.split_layer, answer, threshold) for answer in answers]
+        result["refine"].append({"margin_below": threshold, "flips": sum(flips for flips, _ in counts),
+                                 "rows_resent_share": round(sum(sent for _, sent in counts) / positions, 4)})
     if not args.json:
         for row in result["refine"]:
             print(f"re-send rows with margin < {row['margin_below']}: {row['rows_resent_share']:.1%} of rows, "
