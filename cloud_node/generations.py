@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-from models.decode_loop import Decoded, DecodedToken
 from models.decoding import LayerStack
 from models.loaded import LoadedModel
 
@@ -37,14 +36,9 @@ class Generation:
     stack: LayerStack
     feed: list[int]  # token ids of the next step: the prompt first, then the last token
     joined_at: float
-    prompt_tokens: int = 0
     token_ids: list[int] = field(default_factory=list)
-    token_times: list[float] = field(default_factory=list)  # clock reading when each token was known
+    first_token_at: float | None = None
     finished_at: float | None = None
-
-    @property
-    def first_token_at(self) -> float | None:
-        return self.token_times[0] if self.token_times else None
 
     @property
     def done(self) -> bool:
@@ -58,15 +52,6 @@ class Generation:
     @property
     def total_ms(self) -> float:
         return ((self.finished_at or self.joined_at) - self.joined_at) * 1e3
-
-    def as_decoded(self, layers: int) -> Decoded:
-        """The answer as the decode loop's record: every token decided by the model's head after `layers`
-        layers, its latency the time since the token before it (the first: since joining)."""
-        starts = [self.joined_at, *self.token_times[:-1]]
-        tokens = tuple(DecodedToken(self.prompt_tokens + index, token, "head", layers, (known - start) * 1e3)
-                       for index, (token, known, start) in enumerate(zip(self.token_ids, self.token_times, starts,
-                                                                         strict=True)))
-        return Decoded(self.prompt_tokens, tokens, self.ttft_ms / 1e3, self.total_ms / 1e3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +97,7 @@ class GenerationBatch:
         assert self.room > 0, f"the batch holds {self.max_batch} generations already"
         assert prompt_ids and max_new_tokens >= 1, "a generation needs a prompt and a budget of at least one token"
         generation = Generation(handle, max_new_tokens, eos_token_id, LayerStack(self.model, 0, self.model.num_layers),
-                                list(prompt_ids), self.clock(), len(prompt_ids))
+                                list(prompt_ids), self.clock())
         self.active.append(generation)
         return generation
 
@@ -130,7 +115,7 @@ class GenerationBatch:
         for generation, token in zip(self.active, tokens, strict=True):
             generation.token_ids.append(int(token))
             generation.feed = [int(token)]
-            generation.token_times.append(now)
+            generation.first_token_at = generation.first_token_at or now
             if generation.done:
                 generation.finished_at = now
                 finished.append(generation)

@@ -17,7 +17,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
@@ -47,7 +46,7 @@ from cloud_node.chunk_check import ChunkError, chunk_rows
 from cloud_node.config import CloudConfig
 from cloud_node.contexts import Forward, SessionContext, SessionContexts, forward_together
 from cloud_node.cost import CostAccount
-from cloud_node.generations import Generation, GenerationBatch, refusal
+from cloud_node.generations import GenerationBatch, refusal
 from cloud_node.model_pool import ModelPool, ModelStoreError
 from cloud_node.work_queue import Job, WorkQueue
 from models.decoding import LayerStack, top_token
@@ -58,23 +57,6 @@ logger = logging.getLogger(__name__)
 _QUEUE_WAIT_S = 0.5  # compute thread wakes this often to notice stop()
 _SESSION_REQUESTS = "session-requests"  # batch key of token requests and verifications (any session)
 _Ready = tuple[str, "TokenRequest | DraftVerify", SessionContext]  # (edge, request, its context with every row)
-
-
-@dataclass(frozen=True, slots=True)
-class LocalGeneration:
-    """A cloud-only generation asked from inside the worker's process (the whole tasks the center routes to
-    the cloud): batched with the bus's requests; `done` gets the finished generation, or None and why not."""
-
-    request_id: str
-    model_id: str
-    prompt_ids: tuple[int, ...]
-    max_new_tokens: int
-    done: Callable[[Generation | None, str], None]
-    stop_at_eos: bool = True
-
-
-def _generation_request(payload: Envelope | LocalGeneration) -> GenerateRequest | LocalGeneration:
-    return payload if isinstance(payload, LocalGeneration) else payload.message  # type: ignore[return-value]
 
 
 def _mode_of(request: TokenRequest | DraftVerify) -> str:
@@ -125,10 +107,6 @@ class CloudInference:
 
     def queue_depth(self) -> int:
         return self._work.qsize()
-
-    def submit_generation(self, request: LocalGeneration) -> None:
-        """Queue a generation from this process; it joins the model's cloud-only batch like a bus request."""
-        self._work.put(Job(batch_key=request.model_id, payload=request))
 
     # ---- dispatcher thread -----------------------------------------------------------------------
 
@@ -330,38 +308,39 @@ class CloudInference:
         return DraftVerdict(request.session_id, request.request_id, verdict.first_position, verdict.accepted,
                             verdict.token_id, verdict.compute_ms, verdict.positions_run)
 
-    def _generate_batch(self, payloads: list[Envelope | LocalGeneration]) -> None:
+    def _generate_batch(self, envelopes: list[Envelope]) -> None:
         """Cloud-only generations of one model: stepped together until none is left (continuous batching).
 
         Generations of the same model queued meanwhile join between steps (`WorkQueue.take_joining`),
-        up to `max_batch` in flight; each answer goes out as soon as it is done.
+        up to `max_batch` in flight; each reply goes out as soon as its own answer is done.
         """
-        key = _generation_request(payloads[0]).model_id
+        key = envelopes[0].message.model_id  # type: ignore[union-attr]
         self.counts["generate_batches"] += 1
-        self.counts["generate_requests"] += len(payloads)
+        self.counts["generate_requests"] += len(envelopes)
         try:
             model = self.models.get(key)
         except ModelStoreError as error:
-            reason = str(error)[:1000]
-            for payload in payloads:
-                self._guarded(lambda payload=payload: self._refuse(payload, reason))
+            for envelope in envelopes:
+                self._reply(envelope, RequestRefused(envelope.message.request_id, str(error)[:1000]))  # type: ignore[union-attr]
             return
         batch = GenerationBatch(model, self.config.max_batch)
-        self._join(batch, payloads)
+        self._join(batch, envelopes)
         while batch:
             try:
                 with self.cost.measure("cloud_only"):
                     result = batch.step()
             except Exception as error:  # refuse what is in flight (the edges answer locally), keep serving
                 logger.exception("%s: a step of %d cloud-only generations failed", self.worker_id, len(batch))
-                reason = f"generation failed: {error}"[:1000]
                 for generation in batch.active:
-                    self._guarded(lambda handle=generation.handle, reason=reason: self._refuse(handle, reason))
+                    self._reply(generation.handle, RequestRefused(generation.handle.message.request_id,
+                                                                  f"generation failed: {error}"[:1000]))
                 return
             self.cost.add("cloud_only", tokens=result.tokens, layer_passes=model.num_layers,
                           layer_rows=model.num_layers * result.rows)
-            for generation in result.finished:  # an answer that cannot go out must not end the others'
-                self._guarded(lambda generation=generation: self._finish(generation))
+            for generation in result.finished:  # a reply that cannot go out must not end the others' answers
+                reply = GenerateReply(generation.handle.message.request_id, tuple(generation.token_ids),
+                                      generation.ttft_ms, generation.total_ms)
+                self._guarded(lambda handle=generation.handle, reply=reply: self._reply(handle, reply))
             self._serve_waiting()
             if batch.room:
                 joining = [job.payload for job in self._work.take_joining(key, batch.room)]
@@ -369,31 +348,17 @@ class CloudInference:
                 self.counts["generations_joined_running"] += len(joining)
                 self._join(batch, joining)
 
-    def _join(self, batch: GenerationBatch, payloads: list[Envelope | LocalGeneration]) -> None:
+    def _join(self, batch: GenerationBatch, envelopes: list[Envelope]) -> None:
         """Add the requests to the batch; one that cannot run is refused with the reason, alone."""
-        for payload in payloads:
-            request = _generation_request(payload)
+        for envelope in envelopes:
+            request: GenerateRequest = envelope.message  # type: ignore[assignment]
             reason = refusal(batch.model, request.prompt_ids, request.max_new_tokens, self.config.max_positions)
             if reason is not None:
                 logger.warning("%s: refused generation %s: %s", self.worker_id, request.request_id, reason)
-                self._guarded(lambda payload=payload, reason=reason: self._refuse(payload, reason))
+                self._reply(envelope, RequestRefused(request.request_id, reason))
                 continue
-            batch.add(payload, list(request.prompt_ids), request.max_new_tokens,
+            batch.add(envelope, list(request.prompt_ids), request.max_new_tokens,
                       batch.model.eos_token_id if request.stop_at_eos else None)
-
-    def _finish(self, generation: Generation) -> None:
-        payload = generation.handle
-        if isinstance(payload, LocalGeneration):
-            payload.done(generation, "")
-            return
-        self._reply(payload, GenerateReply(payload.message.request_id, tuple(generation.token_ids),
-                                           generation.ttft_ms, generation.total_ms))
-
-    def _refuse(self, payload: Envelope | LocalGeneration, reason: str) -> None:
-        if isinstance(payload, LocalGeneration):
-            payload.done(None, reason)
-            return
-        self._reply(payload, RequestRefused(payload.message.request_id, reason))
 
     def _reply(self, envelope: Envelope, reply: CloudReply) -> None:
         if envelope.response_topic:

@@ -40,7 +40,6 @@ class CloudService:
             # Subscribe before connecting: the subscriptions then go out with the connection, so a
             # request published right after start() returns is not lost to a subscription in flight.
             self.inference = CloudInference(self.config, self.presence.bus, self.models).start()
-            self.tasks.batch_with(self.inference.submit_generation)
         self.tasks.attach()
         self.presence.start()
         logger.info("cloud %s started", self.config.node_id)

@@ -1,10 +1,7 @@
 """Answers whole tasks the center routes to the cloud: the full model, no early exits.
 
 Tasks arrive on `tasks/{cloud id}/dispatch` like an edge's, queue in order, and results leave on
-`tasks/{cloud id}/result` with every token marked as decided by the cloud. With the inference endpoint
-running (`batch_with`), a task's generation joins the cloud-only batch of its model on the worker's
-compute thread (`cloud_node/generations.py`), so tasks and the edges' cloud-only requests share forwards;
-without it, each task runs alone on this worker's thread.
+`tasks/{cloud id}/result` with every token marked as decided by the cloud.
 """
 
 from __future__ import annotations
@@ -13,16 +10,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 
 from broker import topics
 from broker.client import BusClient, Envelope
 from broker.messages import TaskDispatch, TaskResult, TaskSpec, TokenRecord
-from cloud_node.generations import Generation
-from cloud_node.inference import LocalGeneration
 from cloud_node.model_pool import ModelPool
 from models.errors import ModelStoreError
-from models.runner import TaskOutcome, run_task, task_outcome, task_prompt
+from models.runner import run_task
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +31,6 @@ class CloudTaskWorker:
         self._tasks: queue.Queue[tuple[TaskSpec, float]] = queue.Queue(max_queue)  # (task, monotonic arrival)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cloud-tasks", daemon=True)
-        self._submit: Callable[[LocalGeneration], None] | None = None
-
-    def batch_with(self, submit: Callable[[LocalGeneration], None]) -> None:
-        """Hand generations to the inference endpoint's batches (`CloudInference.submit_generation`)."""
-        self._submit = submit
 
     @property
     def queue_depth(self) -> int:
@@ -60,7 +49,7 @@ class CloudTaskWorker:
         assert isinstance(dispatch, TaskDispatch)
         for task in dispatch.tasks:
             try:
-                self._tasks.put_nowait((task, time.perf_counter()))
+                self._tasks.put_nowait((task, time.monotonic()))
             except queue.Full:
                 self._publish(self._failure(task, "refused", "cloud queue full"))
 
@@ -70,34 +59,7 @@ class CloudTaskWorker:
                 task, arrived_at = self._tasks.get(timeout=0.5)
             except queue.Empty:
                 continue
-            if self._submit is None:
-                self._publish(self.run(task, queue_wait_s=time.perf_counter() - arrived_at))
-            else:
-                self._batched(task, arrived_at, self._submit)
-
-    def _batched(self, task: TaskSpec, arrived_at: float, submit: Callable[[LocalGeneration], None]) -> None:
-        """Queue the task's generation in its model's batch; the result is published when it is done."""
-        if task.deadline and time.time() > task.deadline:
-            waited = time.perf_counter() - arrived_at
-            self._publish(self._failure(task, "expired", f"deadline passed after {waited:.1f} s in the cloud queue"))
-            return
-        started = time.perf_counter()
-        try:
-            model = self.models.get(task.model_id)
-            prompt_ids, budget = task_prompt(model, task.task_type, task.prompt, task.max_new_tokens)
-        except ModelStoreError as error:
-            self._publish(self._failure(task, "error", str(error)))
-            return
-        load_time_s = time.perf_counter() - started
-
-        def done(generation: Generation | None, refused: str) -> None:
-            if generation is None:
-                self._publish(self._failure(task, "error", refused))
-                return
-            outcome = task_outcome(model, task.task_type, task.prompt, generation.as_decoded(model.num_layers))
-            self._publish(self._result(task, outcome, generation.joined_at - arrived_at, load_time_s))
-
-        submit(LocalGeneration(task.task_id, task.model_id, tuple(prompt_ids), budget, done))
+            self._publish(self.run(task, queue_wait_s=time.monotonic() - arrived_at))
 
     def run(self, task: TaskSpec, queue_wait_s: float = 0.0) -> TaskResult:
         """Never raises for the task's own failure: it becomes an error result."""
@@ -113,9 +75,6 @@ class CloudTaskWorker:
         except Exception as error:  # one bad task must not stop the worker
             logger.exception("%s: task %s failed", self.node_id, task.task_id)
             return self._failure(task, "error", f"{type(error).__name__}: {error}")
-        return self._result(task, outcome, queue_wait_s, load_time_s)
-
-    def _result(self, task: TaskSpec, outcome: TaskOutcome, queue_wait_s: float, load_time_s: float) -> TaskResult:
         generation = outcome.generation
         return TaskResult(
             task_id=task.task_id, node_id=self.node_id, status="ok", model_id=task.model_id, task_type=task.task_type,

@@ -66,20 +66,12 @@ def run_task(
     policy: ExitPolicy | None = None,
 ) -> TaskOutcome:
     """Build the prompt for the task type, generate, decode and parse the answer."""
-    prompt_ids, budget = task_prompt(model, task_type, text, max_new_tokens)
-    return task_outcome(model, task_type, text, generate_with_exits(model, prompt_ids, budget, policy))
-
-
-def task_prompt(model: LoadedModel, task_type: str, text: str, max_new_tokens: int) -> tuple[list[int], int]:
-    """(prompt token ids, token budget) of a task: its type's chat prompt, at most the type's own budget."""
     prompt = build_prompt(task_type, text)
-    return encode_prompt(model, prompt), min(max_new_tokens, prompt.max_new_tokens)
-
-
-def task_outcome(model: LoadedModel, task_type: str, text: str, generation: Decoded) -> TaskOutcome:
-    """The generated answer decoded and parsed for its task type."""
+    prompt_ids = encode_prompt(model, prompt)
+    generation = generate_with_exits(model, prompt_ids, min(max_new_tokens, prompt.max_new_tokens), policy)
     answer = model.decode(list(generation.token_ids)).strip()
-    return TaskOutcome(answer, as_dict(parse_answer(task_type, answer, text=text)), generation)
+    parsed = parse_answer(task_type, answer, text=text)
+    return TaskOutcome(answer, as_dict(parsed), generation)
 
 
 def as_dict(parsed: object) -> dict[str, object]:

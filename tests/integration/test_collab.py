@@ -274,34 +274,3 @@ def test_a_cloud_only_request_that_cannot_run_is_refused_alone(cloud, mosquitto,
     assert outcomes["good"] == tuple(model.generate_greedy(prompt, NEW_TOKENS, stop_at_eos=False))
     assert "outside the vocabulary" in str(outcomes["bad"])
     assert "exceeds the limit" in str(outcomes["too long"])
-
-
-def test_whole_tasks_routed_to_the_cloud_share_its_cloud_only_batches(mosquitto, store, tmp_path, model):
-    from broker import topics
-    from broker.messages import TaskDispatch, TaskSpec
-    from models.runner import run_task
-
-    service = start_cloud(mosquitto, store, tmp_path)
-    texts = ("I loved it.", "Ann lives in Paris.", "What is the capital of France?", "The sea was calm.", "Bad.")
-    tasks = tuple(TaskSpec(task_id=f"t-{index}", task_type=("TC", "NER", "QA", "SG", "TC")[index], prompt=text,
-                           model_id=MODEL_ID, max_new_tokens=12, round_id=1) for index, text in enumerate(texts))
-    tasks += (TaskSpec(task_id="t-missing", task_type="TC", prompt="x", model_id="no-such-model", round_id=1),)
-    results: dict[str, object] = {}
-    try:
-        with BusClient("center", mosquitto.bus_config("center")) as center:
-            center.subscribe(topics.TASK_RESULT, lambda envelope: results.update({envelope.message.task_id: envelope.message}),
-                             node="cloud-1", wait_s=5)
-            center.publish(topics.TASK_DISPATCH, TaskDispatch(round_id=1, tasks=tasks, sent_at=0.0), node="cloud-1")
-            assert wait_until(lambda: len(results) == len(tasks), 60)
-        counts = dict(service.inference.counts)
-    finally:
-        service.stop()
-    for task in tasks[:-1]:
-        alone = run_task(model, task.task_type, task.prompt, task.max_new_tokens)
-        result = results[task.task_id]
-        assert result.status == "ok" and result.answer == alone.answer
-        assert [t.token_id for t in result.tokens] == list(alone.generation.token_ids)
-        assert {t.decided_by for t in result.tokens} == {"cloud"} and result.total_s >= result.ttft_s > 0
-    assert results["t-missing"].status == "error" and "no-such-model" in results["t-missing"].error
-    # Five tasks of one model in fewer batches than tasks: they shared forwards.
-    assert counts["generate_requests"] == len(tasks) - 1 and counts["generate_batches"] < len(tasks) - 1, counts
