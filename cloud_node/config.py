@@ -20,10 +20,11 @@ class CloudConfig:
     serve_inference: bool = True  # answer collaborative sessions and cloud-only generation
     session_ttl_s: float = 120.0  # idle seconds after which a session's context is forgotten
     memory_cap_bytes: int = 1 << 30  # hidden states + KV caches of all sessions; least recently used evicted above it
-    max_positions: int = 4096  # positions per session; chunks beyond are rejected
+    max_positions: int = 4096  # positions per session (chunks beyond are rejected) and per cloud-only
+    # generation (prompt + new tokens; a longer request is refused)
     janitor_interval_s: float = 1.0  # how often expired sessions are swept
     torch_threads: int = 0  # torch intra-op threads for this process; 0 = torch's default
-    max_batch: int = 8  # cloud-only generations queued together that run as one batched forward
+    max_batch: int = 8  # cloud-only generations in flight in one continuous batch (and session requests per forward)
     batch_window_s: float = 0.02  # a batch not yet full waits this long (seconds) for more requests
 
     def __post_init__(self) -> None:
