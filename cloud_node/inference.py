@@ -332,8 +332,8 @@ class CloudInference:
             except Exception as error:  # refuse what is in flight (the edges answer locally), keep serving
                 logger.exception("%s: a step of %d cloud-only generations failed", self.worker_id, len(batch))
                 for generation in batch.active:
-                    self._reply(generation.handle, RequestRefused(generation.handle.message.request_id,
-                                                                  f"generation failed: {error}"[:1000]))
+                    refused = RequestRefused(generation.handle.message.request_id, f"generation failed: {error}"[:1000])
+                    self._guarded(lambda handle=generation.handle, refused=refused: self._reply(handle, refused))
                 return
             self.cost.add("cloud_only", tokens=result.tokens, layer_passes=model.num_layers,
                           layer_rows=model.num_layers * result.rows)
@@ -355,7 +355,8 @@ class CloudInference:
             reason = refusal(batch.model, request.prompt_ids, request.max_new_tokens, self.config.max_positions)
             if reason is not None:
                 logger.warning("%s: refused generation %s: %s", self.worker_id, request.request_id, reason)
-                self._reply(envelope, RequestRefused(request.request_id, reason))
+                refused = RequestRefused(request.request_id, reason)
+                self._guarded(lambda envelope=envelope, refused=refused: self._reply(envelope, refused))
                 continue
             batch.add(envelope, list(request.prompt_ids), request.max_new_tokens,
                       batch.model.eos_token_id if request.stop_at_eos else None)
