@@ -332,15 +332,15 @@ class CloudInference:
             except Exception as error:  # refuse what is in flight (the edges answer locally), keep serving
                 logger.exception("%s: a step of %d cloud-only generations failed", self.worker_id, len(batch))
                 for generation in batch.active:
-                    refused = RequestRefused(generation.handle.message.request_id, f"generation failed: {error}"[:1000])
-                    self._guarded(lambda handle=generation.handle, refused=refused: self._reply(handle, refused))
+                    self._reply_alone(generation.handle, RequestRefused(generation.handle.message.request_id,
+                                                                        f"generation failed: {error}"[:1000]))
                 return
             self.cost.add("cloud_only", tokens=result.tokens, layer_passes=model.num_layers,
                           layer_rows=model.num_layers * result.rows)
-            for generation in result.finished:  # a reply that cannot go out must not end the others' answers
-                reply = GenerateReply(generation.handle.message.request_id, tuple(generation.token_ids),
-                                      generation.ttft_ms, generation.total_ms)
-                self._guarded(lambda handle=generation.handle, reply=reply: self._reply(handle, reply))
+            for generation in result.finished:
+                self._reply_alone(generation.handle, GenerateReply(generation.handle.message.request_id,
+                                                                   tuple(generation.token_ids), generation.ttft_ms,
+                                                                   generation.total_ms))
             self._serve_waiting()
             if batch.room:
                 joining = [job.payload for job in self._work.take_joining(key, batch.room)]
@@ -355,8 +355,7 @@ class CloudInference:
             reason = refusal(batch.model, request.prompt_ids, request.max_new_tokens, self.config.max_positions)
             if reason is not None:
                 logger.warning("%s: refused generation %s: %s", self.worker_id, request.request_id, reason)
-                refused = RequestRefused(request.request_id, reason)
-                self._guarded(lambda envelope=envelope, refused=refused: self._reply(envelope, refused))
+                self._reply_alone(envelope, RequestRefused(request.request_id, reason))
                 continue
             batch.add(envelope, list(request.prompt_ids), request.max_new_tokens,
                       batch.model.eos_token_id if request.stop_at_eos else None)
@@ -364,6 +363,10 @@ class CloudInference:
     def _reply(self, envelope: Envelope, reply: CloudReply) -> None:
         if envelope.response_topic:
             self.bus.reply(envelope, reply)
+
+    def _reply_alone(self, envelope: Envelope, reply: CloudReply) -> None:
+        """A reply among a batch's: one that cannot go out is logged and must not end the others' answers."""
+        self._guarded(lambda: self._reply(envelope, reply))
 
     def _count_layers(self, mode: str, context: SessionContext, forward: Forward, tokens: int, sharing: int) -> None:
         """A request's share of a forward over layers [k, L) shared by `sharing` requests."""
