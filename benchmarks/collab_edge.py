@@ -81,15 +81,20 @@ def collaborative_point(store, model, target_agreement: float | None, required_a
 
 
 def held_out_prompts(per_type: int, offset: int = 0):
+    return split_prompts("held_out", per_type, offset)
+
+
+def split_prompts(split_name: str, per_type: int, offset: int = 0):
+    """Prompts `offset` .. `offset + per_type - 1` of each task type in one exit-corpus split, in corpus order."""
     from models.exits.corpus import split
 
     chosen, seen = [], {}
-    for prompt in split("held_out"):
+    for prompt in split(split_name):
         count = seen.get(prompt.task_type, 0)
         seen[prompt.task_type] = count + 1
         if offset <= count < offset + per_type:
             chosen.append(prompt)
-    assert len({p.task_type for p in chosen}) == 5, "held-out split lacks task types"
+    assert len({p.task_type for p in chosen}) == 5, f"{split_name} split lacks task types"
     return chosen
 
 

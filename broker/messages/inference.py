@@ -62,9 +62,12 @@ def _check_id(value: str, name: str) -> None:
     require(0 < len(value) <= 64, f"{name} must be 1-64 chars")
 
 
-def hidden_bytes(count: int, hidden_size: int, dtype: HiddenDtype) -> int:
-    """Payload bytes of `count` rows of `hidden_size` values in `dtype` (int8 rows carry a scale and outliers)."""
-    extra = count * (INT8_SCALE_BYTES + 4 * INT8_OUTLIERS) if dtype == "int8" else 0
+def hidden_bytes(count: int, hidden_size: int, dtype: HiddenDtype, outliers: int = INT8_OUTLIERS) -> int:
+    """Payload bytes of `count` rows of `hidden_size` values in `dtype` (int8 rows carry a scale and outliers).
+
+    `outliers` other than INT8_OUTLIERS is for codec studies (benchmarks.int8_near_ties): the wire uses the constant.
+    """
+    extra = count * (INT8_SCALE_BYTES + 4 * outliers) if dtype == "int8" else 0
     return count * hidden_size * DTYPE_BYTES[dtype] + extra
 
 

@@ -24,6 +24,17 @@ def test_int8_outlier_channels_keep_fp16_precision_and_spare_the_others():
     assert np.abs(decoded - rows).max() < 0.05  # without the outlier apart the step would be 300 / 127
 
 
+def test_more_outliers_keep_more_channels_exact_and_cost_four_bytes_each():
+    rows = np.random.default_rng(2).normal(size=(4, 64)).astype(np.float32)
+    rows[:, :8] = np.arange(1, 9, dtype=np.float32) * 100.0  # eight massive channels
+    few = decode_rows(encode_rows(rows, "int8", 4), 4, 64, "int8", 4)
+    many_data = encode_rows(rows, "int8", 8)
+    assert len(many_data) == len(encode_rows(rows, "int8", 4)) + 4 * 4 * 4
+    many = decode_rows(many_data, 4, 64, "int8", 8)
+    assert np.all(many[:, :8] == rows[:, :8])  # 100..800 are exact in fp16
+    assert np.abs(many - rows).max() < np.abs(few - rows).max() / 10  # the rest no longer quantized on a 400-wide step
+
+
 def test_an_all_zero_row_stays_zero_in_int8():
     decoded = decode_rows(encode_rows(np.zeros((2, 8), dtype=np.float32), "int8"), 2, 8, "int8")
     assert not decoded.any()
