@@ -136,11 +136,17 @@ class CloudInference:
         match message:
             case ContextChunk():
                 self._ingest(edge, message)
+                riding = TokenRequest.riding_in(message)
+                if riding is not None:  # asked after the rows were added: served like one sent alone
+                    self._queue_session_request(edge, riding)
             case TokenRequest() | DraftVerify():
-                self._work.put(Job(batch_key=_SESSION_REQUESTS, payload=(edge, message), sequence=session_id,
-                                   between_steps=True, waits_to_fill=False))
+                self._queue_session_request(edge, message)
             case SessionClose():
                 self.contexts.close(session_id)
+
+    def _queue_session_request(self, edge: str, request: TokenRequest | DraftVerify) -> None:
+        self._work.put(Job(batch_key=_SESSION_REQUESTS, payload=(edge, request), sequence=request.session_id,
+                           between_steps=True, waits_to_fill=False))
 
     def _ingest(self, edge: str, chunk: ContextChunk) -> None:
         context = self.contexts.get(chunk.session_id)

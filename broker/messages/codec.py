@@ -45,9 +45,7 @@ class Message:
 
     def to_bytes(self) -> bytes:
         """Encode to msgpack. Raises MessageError if the result is over the type's size cap."""
-        body = {"t": self.TAG, "v": self.VERSION}
-        for name in _field_names(type(self)):
-            body[name] = _to_wire(getattr(self, name))
+        body = {"t": self.TAG, "v": self.VERSION, **_wire_fields(self)}
         data = msgpack.packb(body, use_bin_type=True)
         if len(data) > self.MAX_BYTES:
             raise MessageError(f"{self.TAG}: encoded size {len(data)} B over the cap of {self.MAX_BYTES} B")
@@ -88,6 +86,7 @@ def decode(data: bytes, max_bytes: int | None = None) -> Message:
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_NONE_DEFAULTS: dict[type, frozenset[str]] = {}
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
@@ -97,9 +96,23 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return names
 
 
+def _none_by_default(cls: type) -> frozenset[str]:
+    names = _NONE_DEFAULTS.get(cls)
+    if names is None:
+        names = _NONE_DEFAULTS[cls] = frozenset(f.name for f in dataclasses.fields(cls) if f.default is None)
+    return names
+
+
+def _wire_fields(message: Message) -> dict[str, Any]:
+    """Field name -> wire value; a field left at its None default is not sent (the decoder restores it)."""
+    skip = _none_by_default(type(message))
+    fields = ((name, getattr(message, name)) for name in _field_names(type(message)))
+    return {name: _to_wire(value) for name, value in fields if value is not None or name not in skip}
+
+
 def _to_wire(value: Any) -> Any:
     if isinstance(value, Message):
-        return {name: _to_wire(getattr(value, name)) for name in _field_names(type(value))}
+        return _wire_fields(value)
     if isinstance(value, tuple | list):
         return [_to_wire(item) for item in value]
     if isinstance(value, dict):

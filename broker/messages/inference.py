@@ -198,12 +198,22 @@ class ContextChunk(EdgeUpMessage):
     dtype: HiddenDtype = "fp16"
     sent_at_ns: int = 0  # sender's wall clock, for latency figures
     worker_id: str = ""  # the worker holding the session; others ignore the chunk
+    # A token request riding with the rows it needs (one message instead of two per unsure token): the worker
+    # handles it as TokenRequest(session_id, worker_id, ask_request_id, ask_position, chunks_sent=seq + 1).
+    ask_request_id: int | None = None
+    ask_position: int | None = None
 
     def __post_init__(self) -> None:
         require(0 < len(self.session_id) <= 64, "session_id must be 1-64 chars")
         require(self.seq >= 0, "seq must be >= 0")
         require(self.first_position >= 0, "first_position must be >= 0")
         require(1 <= self.count <= 65536, "count must be 1-65536")
+        require((self.ask_request_id is None) == (self.ask_position is None),
+                "ask_request_id and ask_position go together")
+        if self.ask_request_id is not None and self.ask_position is not None:
+            require(self.ask_request_id >= 0, "ask_request_id must be >= 0")
+            require(0 <= self.ask_position < self.first_position + self.count,
+                    "ask_position must be a position whose row has been sent (< first_position + count)")
         require(1 <= self.hidden_size <= 65536, "hidden_size must be 1-65536")
         require(self.dtype in DTYPE_BYTES, f"dtype must be one of {sorted(DTYPE_BYTES)}")
         expected = hidden_bytes(self.count, self.hidden_size, self.dtype)
@@ -212,7 +222,10 @@ class ContextChunk(EdgeUpMessage):
 
 @dataclass(frozen=True, slots=True)
 class TokenRequest(EdgeUpMessage):
-    """Edge asks the session's worker for the token for `position` (it needs states [0, position])."""
+    """Edge asks the session's worker for the token for `position` (it needs states [0, position]).
+
+    Sent alone when no rows are pending; otherwise it rides in the last chunk (`ContextChunk.ask_request_id`).
+    """
 
     TAG = "token_request"
     session_id: str
@@ -227,6 +240,13 @@ class TokenRequest(EdgeUpMessage):
         require(self.request_id >= 0, "request_id must be >= 0")
         require(self.position >= 0, "position must be >= 0")
         require(self.chunks_sent >= 0, "chunks_sent must be >= 0")
+
+    @classmethod
+    def riding_in(cls, chunk: ContextChunk) -> TokenRequest | None:
+        """The request a chunk carries, or None."""
+        if chunk.ask_request_id is None or chunk.ask_position is None:
+            return None
+        return cls(chunk.session_id, chunk.worker_id, chunk.ask_request_id, chunk.ask_position, chunk.seq + 1)
 
 
 @dataclass(frozen=True, slots=True)

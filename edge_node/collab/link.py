@@ -9,6 +9,7 @@ token request that needs them, so MQTT's per-topic ordering delivers the request
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import queue
@@ -385,36 +386,45 @@ class CloudSession:
                         self._sent = min(self._sent, value)
                     self._upload_until(self._known)
                 elif kind == "request":
-                    self._upload_until(self._known)  # whatever the request needs goes first
-                    self.counters.bytes_up += self.client.publish_up(self.session_id, build(value))
+                    # whatever the request needs goes first; a token request rides in the last chunk
+                    if not self._upload_until(self._known, ask=functools.partial(build, value)):
+                        self.counters.bytes_up += self.client.publish_up(self.session_id, build(value))
                 elif kind == "close":
                     close = SessionClose(self.session_id, self.worker_id)
                     self.counters.bytes_up += self.client.publish_up(self.session_id, close)
             except BusError as error:
                 logger.warning("%s: session %s upload failed: %s", self.client.edge_id, self.session_id, error)
 
-    def _upload_until(self, end: int) -> None:
-        """Publish rows [_sent, end) as chunks of at most `chunk_positions`."""
+    def _upload_until(self, end: int, ask: Callable[[], Message] | None = None) -> bool:
+        """Publish rows [_sent, end) as chunks of at most `chunk_positions`.
+
+        `ask` builds the request those rows are for: a token request goes in the last chunk. Returns
+        True if it did (the caller sends it alone otherwise).
+        """
         if not self.worker_id:
-            return
+            return False
         while True:
             with self._lock:  # rollback() may move _known / _sent back between chunks
                 first = self._sent
                 limit = min(end, self._known, self._held_from if self._held_from is not None else self._known)
                 count = min(self.chunk_positions, limit - first)
                 if count <= 0:
-                    return
+                    return False
                 data = encode_rows(self._rows[first : first + count], self.state_dtype)
                 self._sent = first + count
             seq = next(self._seq)
+            request = ask() if ask is not None and first + count == limit else None
+            riding = request if isinstance(request, TokenRequest) and request.position < first + count else None
             chunk = ContextChunk(self.session_id, seq, first, count, self.hidden_size, data, self.state_dtype,
-                                 time.time_ns(), self.worker_id)
+                                 time.time_ns(), self.worker_id,
+                                 None if riding is None else riding.request_id, None if riding is None else riding.position)
             self.counters.chunks += 1
-            if self.faults.drop(seq):
-                continue  # lost on the way (tests): the worker will ask for it again
-            self.counters.bytes_up += self.client.publish_up(self.session_id, chunk)
-            if self.faults.duplicate(seq):
+            if not self.faults.drop(seq):  # else lost on the way (tests): the worker will ask for it again
                 self.counters.bytes_up += self.client.publish_up(self.session_id, chunk)
+                if self.faults.duplicate(seq):
+                    self.counters.bytes_up += self.client.publish_up(self.session_id, chunk)
+            if riding is not None:
+                return True
 
 
 __all__ = ["CloudAnswer", "CloudSession", "CloudUnavailableError", "CollabClient", "DraftSampling", "LinkCounters",

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from broker.client import BusClient
+from broker.messages.inference import ContextChunk, TokenRequest
 from cloud_node.config import CloudConfig
 from cloud_node.service import CloudService
 from edge_node.collab.config import CollabConfig
@@ -87,6 +88,25 @@ def test_never_exiting_equals_cloud_only(cloud, client, model, prompt):
     assert len(set(cloud_only.token_ids)) > 3, "the test model must not repeat one token"
     assert all(t.decided_by == "cloud" for t in collaborative.tokens)
     assert collaborative.cloud_requests == NEW_TOKENS and not collaborative.fallback
+
+
+def test_token_requests_ride_in_the_chunk_with_their_rows(cloud, client, model, prompt, monkeypatch):
+    sent: list[object] = []
+    publish = client.publish_up
+
+    def recording(session_id, message):  # the real publish, with a note of what went up
+        sent.append(message)
+        return publish(session_id, message)
+
+    monkeypatch.setattr(client, "publish_up", recording)
+    collaborative = run(model, prompt, client, config(threshold=1.0))  # every token asks the cloud
+    assert collaborative.token_ids == tuple(model.generate_greedy(prompt, NEW_TOKENS, stop_at_eos=False))
+    chunks = [m for m in sent if isinstance(m, ContextChunk)]
+    riding = [m for m in chunks if m.ask_request_id is not None]
+    alone = [m for m in sent if isinstance(m, TokenRequest)]
+    assert len(riding) + len(alone) >= NEW_TOKENS
+    assert len(riding) >= NEW_TOKENS - 1 and len(alone) <= 1  # each new row goes up with the question it answers
+    assert all(m.first_position <= m.ask_position < m.first_position + m.count for m in riding)
 
 
 def test_always_exiting_equals_edge_only(cloud, client, model, prompt):

@@ -145,3 +145,13 @@ def test_metric_fields_keep_int_and_float_apart_through_the_codec():
     point = MetricPoint("task", {"node": "pi-01"}, {"tokens": 10, "latency_ms": 2.0, "ok": True, "id": "t"}, 5)
     fields = MetricPoint.from_bytes(point.to_bytes()).fields
     assert [type(fields[k]) for k in ("tokens", "latency_ms", "ok", "id")] == [int, float, bool, str]
+
+
+def test_a_field_left_at_its_none_default_is_not_sent_and_comes_back_none():
+    from broker.messages.inference import ContextChunk
+
+    plain = ContextChunk("s", 3, 0, 1, 8, bytes(16), "fp16", 0, "w")
+    asking = ContextChunk("s", 3, 0, 1, 8, bytes(16), "fp16", 0, "w", ask_request_id=5, ask_position=0)
+    assert "ask_request_id" not in msgpack.unpackb(plain.to_bytes())
+    assert decode(plain.to_bytes()) == plain and decode(asking.to_bytes()) == asking
+    assert len(asking.to_bytes()) > len(plain.to_bytes())

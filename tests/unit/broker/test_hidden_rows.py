@@ -63,3 +63,16 @@ def test_a_sampled_verification_needs_the_draft_distribution():
         DraftVerify("s", "w", 0, 5, (1, 2), temperature=0.7)
     DraftVerify("s", "w", 0, 5, (1,), temperature=0.7, draft_probabilities=(0.5,), support_sizes=(2,),
                 draft_support=(1, 4), draft_support_probabilities=(0.5, 0.5))
+
+
+def test_a_chunk_carries_a_token_request_only_whole_and_for_a_row_already_sent():
+    from broker.messages.inference import TokenRequest
+
+    rows = bytes(2 * 8 * 2)
+    chunk = ContextChunk("s", 4, 10, 2, 8, rows, "fp16", 0, "w", ask_request_id=9, ask_position=11)
+    assert TokenRequest.riding_in(chunk) == TokenRequest("s", "w", 9, 11, chunks_sent=5)
+    assert TokenRequest.riding_in(ContextChunk("s", 4, 10, 2, 8, rows, "fp16", 0, "w")) is None
+    with pytest.raises(ValueError, match="go together"):
+        ContextChunk("s", 4, 10, 2, 8, rows, "fp16", 0, "w", ask_request_id=9)
+    with pytest.raises(ValueError, match="has been sent"):
+        ContextChunk("s", 4, 10, 2, 8, rows, "fp16", 0, "w", ask_request_id=9, ask_position=12)
