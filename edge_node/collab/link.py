@@ -4,7 +4,8 @@
 `CloudSession` per answer. A session keeps every layer-k row it was given (fp16, 1,152 B a position
 at hidden size 576) so it can re-send after a gap or re-upload after the worker lost the session.
 One uploader thread publishes everything on the session's `up` topic in order: chunks, then the
-token request that needs them, so MQTT's per-topic ordering delivers the request after its context.
+token request that needs them, so MQTT's per-topic ordering delivers the request after its context
+(a token request rides in the last of those chunks when there are any).
 """
 
 from __future__ import annotations
