@@ -40,6 +40,12 @@ def cloud_logits(model, split: int, rows: np.ndarray) -> torch.Tensor:
     return stack.logits(states)[0]  # (T, V)
 
 
+def int8_round_trip(rows: np.ndarray, outliers: int = INT8_OUTLIERS) -> np.ndarray:
+    """(n, C) rows as the cloud sees them after the int8 codec with `outliers` fp16 values kept apart per row."""
+    half = rows.astype(np.float16)
+    return decode_rows(encode_rows(half, "int8", outliers), len(half), half.shape[1], "int8", outliers)
+
+
 @torch.no_grad()
 def measure_answer(model, prompt_ids: list[int], new_tokens: int, split: int) -> dict:
     """One answer: its fp16 and int8 rows, and per answer position the int8 run's margin, how far the margin
@@ -47,7 +53,7 @@ def measure_answer(model, prompt_ids: list[int], new_tokens: int, split: int) ->
     ids = prompt_ids + model.generate_greedy(prompt_ids, new_tokens, stop_at_eos=False)
     rows = LayerStack(model, 0, split).run_tokens([ids]).hidden_states[0].float().numpy()
     fp16 = rows.astype(np.float16).astype(np.float32)
-    int8 = decode_rows(encode_rows(rows.astype(np.float16), "int8"), len(rows), rows.shape[1], "int8")
+    int8 = int8_round_trip(rows)
     span = slice(len(prompt_ids) - 1, len(ids) - 1)  # the rows that predict the answer's tokens
     exact, coded = cloud_logits(model, split, fp16)[span], cloud_logits(model, split, int8)[span]
     top, exact_top = coded.topk(2, dim=-1).values, exact.topk(2, dim=-1).values
@@ -72,9 +78,8 @@ def codec_errors(model, split: int, answers: list[dict], outliers: int) -> dict:
     """The int8 codec with `outliers` fp16 values per row over every answer's rows: flips, logit changes, bytes."""
     flips, changes = 0, []
     for answer in answers:
-        rows = answer["fp16"].astype(np.float16)
-        coded_rows = decode_rows(encode_rows(rows, "int8", outliers), len(rows), rows.shape[1], "int8", outliers)
-        coded, exact = cloud_logits(model, split, coded_rows)[answer["span"]], answer["exact_logits"]
+        coded = cloud_logits(model, split, int8_round_trip(answer["fp16"], outliers))[answer["span"]]
+        exact = answer["exact_logits"]
         flips += int((coded.argmax(-1) != exact.argmax(-1)).sum())
         changes.append((coded - exact).abs().amax(dim=-1).numpy())
     row_bytes = hidden_bytes(1, answers[0]["fp16"].shape[1], "int8", outliers)
