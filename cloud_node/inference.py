@@ -41,6 +41,7 @@ from broker.messages.inference import (
     SessionUnknown,
     TokenReply,
     TokenRequest,
+    riding_request,
 )
 from cloud_node.chunk_check import ChunkError, chunk_rows
 from cloud_node.config import CloudConfig
@@ -136,7 +137,7 @@ class CloudInference:
         match message:
             case ContextChunk():
                 self._ingest(edge, message)
-                riding = TokenRequest.riding_in(message)
+                riding = riding_request(message)
                 if riding is not None:  # asked after the rows were added: served like one sent alone
                     self._queue_session_request(edge, riding)
             case TokenRequest() | DraftVerify():

@@ -198,10 +198,12 @@ class ContextChunk(EdgeUpMessage):
     dtype: HiddenDtype = "fp16"
     sent_at_ns: int = 0  # sender's wall clock, for latency figures
     worker_id: str = ""  # the worker holding the session; others ignore the chunk
-    # A token request riding with the rows it needs (one message instead of two per unsure token): the worker
-    # handles it as TokenRequest(session_id, worker_id, ask_request_id, ask_position, chunks_sent=seq + 1).
+    # A request riding with the rows it needs (one message instead of two per round trip), see
+    # `riding_request`: a token request for `ask_position`, or with `ask_drafts` a greedy verification of
+    # drafts for the positions after `ask_position`.
     ask_request_id: int | None = None
     ask_position: int | None = None
+    ask_drafts: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         require(0 < len(self.session_id) <= 64, "session_id must be 1-64 chars")
@@ -210,10 +212,16 @@ class ContextChunk(EdgeUpMessage):
         require(1 <= self.count <= 65536, "count must be 1-65536")
         require((self.ask_request_id is None) == (self.ask_position is None),
                 "ask_request_id and ask_position go together")
+        require(self.ask_drafts is None or self.ask_request_id is not None, "ask_drafts needs ask_request_id")
         if self.ask_request_id is not None and self.ask_position is not None:
             require(self.ask_request_id >= 0, "ask_request_id must be >= 0")
-            require(0 <= self.ask_position < self.first_position + self.count,
-                    "ask_position must be a position whose row has been sent (< first_position + count)")
+            drafts = self.ask_drafts or ()
+            require(self.ask_drafts is None or 1 <= len(drafts) <= MAX_DRAFT_TOKENS,
+                    f"ask_drafts must hold 1-{MAX_DRAFT_TOKENS} tokens")
+            require(all(token >= 0 for token in drafts), "token ids must be >= 0")
+            # a token request needs the row at ask_position, a verification the rows of its drafts' positions
+            require(self.ask_position >= 0 and self.ask_position + max(len(drafts), 1) <= self.first_position + self.count,
+                    "the asked rows must have been sent (up to first_position + count)")
         require(1 <= self.hidden_size <= 65536, "hidden_size must be 1-65536")
         require(self.dtype in DTYPE_BYTES, f"dtype must be one of {sorted(DTYPE_BYTES)}")
         expected = hidden_bytes(self.count, self.hidden_size, self.dtype)
@@ -224,7 +232,7 @@ class ContextChunk(EdgeUpMessage):
 class TokenRequest(EdgeUpMessage):
     """Edge asks the session's worker for the token for `position` (it needs states [0, position]).
 
-    Sent alone when no rows are pending; otherwise it rides in the last chunk (`ContextChunk.ask_request_id`).
+    Sent alone when no rows are pending; otherwise it rides in the last chunk (`riding_fields`).
     """
 
     TAG = "token_request"
@@ -240,13 +248,6 @@ class TokenRequest(EdgeUpMessage):
         require(self.request_id >= 0, "request_id must be >= 0")
         require(self.position >= 0, "position must be >= 0")
         require(self.chunks_sent >= 0, "chunks_sent must be >= 0")
-
-    @classmethod
-    def riding_in(cls, chunk: ContextChunk) -> TokenRequest | None:
-        """The request a chunk carries, or None."""
-        if chunk.ask_request_id is None or chunk.ask_position is None:
-            return None
-        return cls(chunk.session_id, chunk.worker_id, chunk.ask_request_id, chunk.ask_position, chunk.seq + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +305,29 @@ class SessionClose(EdgeUpMessage):
     def __post_init__(self) -> None:
         _check_id(self.session_id, "session_id")
         _check_id(self.worker_id, "worker_id")
+
+
+def riding_fields(request: Message, rows_end: int) -> dict[str, object] | None:
+    """The `ContextChunk` fields that carry `request` in a chunk whose rows end at `rows_end`, or None if it
+    must go alone: another kind, a row it needs comes later, or a sampled verification (its draft
+    distributions have no chunk fields; greedy verification reads none of them)."""
+    match request:
+        case TokenRequest() if request.position < rows_end:
+            return {"ask_request_id": request.request_id, "ask_position": request.position}
+        case DraftVerify() if request.temperature == 0.0 and request.first_position + len(request.draft_ids) <= rows_end:
+            return {"ask_request_id": request.request_id, "ask_position": request.first_position,
+                    "ask_drafts": request.draft_ids}
+    return None
+
+
+def riding_request(chunk: ContextChunk) -> TokenRequest | DraftVerify | None:
+    """The request a chunk carries (as if sent alone right after it), or None."""
+    if chunk.ask_request_id is None or chunk.ask_position is None:
+        return None
+    if chunk.ask_drafts is None:
+        return TokenRequest(chunk.session_id, chunk.worker_id, chunk.ask_request_id, chunk.ask_position, chunk.seq + 1)
+    return DraftVerify(chunk.session_id, chunk.worker_id, chunk.ask_request_id, chunk.ask_position, chunk.ask_drafts,
+                       chunk.seq + 1)
 
 
 # ---- infer/{edge}/{session}/down -----------------------------------------------------------------

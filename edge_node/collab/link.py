@@ -46,6 +46,7 @@ from broker.messages.inference import (
     SessionUnknown,
     TokenReply,
     TokenRequest,
+    riding_fields,
 )
 
 logger = logging.getLogger(__name__)
@@ -387,7 +388,7 @@ class CloudSession:
                         self._sent = min(self._sent, value)
                     self._upload_until(self._known)
                 elif kind == "request":
-                    # whatever the request needs goes first; a token request rides in the last chunk
+                    # whatever the request needs goes first; the request rides in the last chunk if it can
                     if not self._upload_until(self._known, ask=functools.partial(build, value)):
                         self.counters.bytes_up += self.client.publish_up(self.session_id, build(value))
                 elif kind == "close":
@@ -399,8 +400,8 @@ class CloudSession:
     def _upload_until(self, end: int, ask: Callable[[], Message] | None = None) -> bool:
         """Publish rows [_sent, end) as chunks of at most `chunk_positions`.
 
-        `ask` builds the request those rows are for: a token request goes in the last chunk. Returns
-        True if it did (the caller sends it alone otherwise).
+        `ask` builds the request those rows are for: it goes in the last chunk if it can
+        (`riding_fields`). Returns True if it did (the caller sends it alone otherwise).
         """
         if not self.worker_id:
             return False
@@ -415,10 +416,9 @@ class CloudSession:
                 self._sent = first + count
             seq = next(self._seq)
             request = ask() if ask is not None and first + count == limit else None
-            riding = request if isinstance(request, TokenRequest) and request.position < first + count else None
+            riding = None if request is None else riding_fields(request, first + count)
             chunk = ContextChunk(self.session_id, seq, first, count, self.hidden_size, data, self.state_dtype,
-                                 time.time_ns(), self.worker_id,
-                                 None if riding is None else riding.request_id, None if riding is None else riding.position)
+                                 time.time_ns(), self.worker_id, **(riding or {}))
             self.counters.chunks += 1
             if not self.faults.drop(seq):  # else lost on the way (tests): the worker will ask for it again
                 self.counters.bytes_up += self.client.publish_up(self.session_id, chunk)

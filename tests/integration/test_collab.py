@@ -90,15 +90,21 @@ def test_never_exiting_equals_cloud_only(cloud, client, model, prompt):
     assert collaborative.cloud_requests == NEW_TOKENS and not collaborative.fallback
 
 
-def test_token_requests_ride_in_the_chunk_with_their_rows(cloud, client, model, prompt, monkeypatch):
+def record_uploads(client, monkeypatch) -> list[object]:
+    """Every message the client publishes towards the cloud from now on (the real publish goes ahead)."""
     sent: list[object] = []
     publish = client.publish_up
 
-    def recording(session_id, message):  # the real publish, with a note of what went up
+    def recording(session_id, message):
         sent.append(message)
         return publish(session_id, message)
 
     monkeypatch.setattr(client, "publish_up", recording)
+    return sent
+
+
+def test_token_requests_ride_in_the_chunk_with_their_rows(cloud, client, model, prompt, monkeypatch):
+    sent = record_uploads(client, monkeypatch)
     collaborative = run(model, prompt, client, config(threshold=1.0))  # every token asks the cloud
     assert collaborative.token_ids == tuple(model.generate_greedy(prompt, NEW_TOKENS, stop_at_eos=False))
     chunks = [m for m in sent if isinstance(m, ContextChunk)]

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from broker.messages.inference import INT8_OUTLIERS, INT8_SCALE_BYTES
+from broker.messages.inference import INT8_OUTLIERS, INT8_SCALE_BYTES, ContextChunk, DraftVerify
 from edge_node.collab.generation import generate
 from tests.integration import test_collab
-from tests.integration.test_collab import NEW_TOKENS, config, run, start_cloud
+from tests.integration.test_collab import NEW_TOKENS, config, record_uploads, run, start_cloud
 
 # The tiny model, its store, a cloud worker and an edge client: the collaborative tests' fixtures.
 _one_thread, store, model, prompt, cloud, client = (test_collab._one_thread, test_collab.store, test_collab.model,
@@ -43,13 +43,34 @@ def test_verifications_count_rounds_and_drafts(cloud, client, model, prompt):
     assert served["drafts_verified"] == speculative.drafted and served["drafts_accepted"] == speculative.accepted_drafts
 
 
-def test_int8_states_keep_speculative_output_and_save_a_byte_per_value(cloud, client, model, prompt):
+def test_greedy_verifications_ride_in_the_chunk_with_their_rows(cloud, client, model, prompt, monkeypatch):
+    sent = record_uploads(client, monkeypatch)
+    speculative = run(model, prompt, client, config("speculative", threshold=1.0, gamma=3, draft_stop_unsure=False,
+                                                    draft_ahead=False))
+    assert speculative.token_ids == run(model, prompt, client, config("cloud_only")).token_ids
+    riding = [m for m in sent if isinstance(m, ContextChunk) and m.ask_drafts is not None]
+    alone = [m for m in sent if isinstance(m, DraftVerify)]
+    assert len(riding) + len(alone) == speculative.cloud_requests
+    assert len(riding) >= speculative.cloud_requests - 1 and len(alone) <= 1  # each round's rows carry its drafts
+    assert all(m.ask_position + len(m.ask_drafts) <= m.first_position + m.count for m in riding)
+    assert sum(len(m.ask_drafts) for m in riding) + sum(len(m.draft_ids) for m in alone) == speculative.drafted
+
+
+def test_int8_states_keep_speculative_output_and_save_a_byte_per_value(cloud, client, model, prompt, monkeypatch):
+    sent = record_uploads(client, monkeypatch)
     fp16 = run(model, prompt, client, config("speculative", threshold=1.0, gamma=3))
+    fp16_chunks, sent[:] = [m for m in sent if isinstance(m, ContextChunk)], []
     int8 = run(model, prompt, client, config("speculative", threshold=1.0, gamma=3, state_dtype="int8"))
+    int8_chunks = [m for m in sent if isinstance(m, ContextChunk)]
     assert int8.token_ids == fp16.token_ids
-    rows = len(prompt) + NEW_TOKENS - 1  # at least every position before the last token went up once
-    saved_per_row = model.hidden_size - INT8_SCALE_BYTES - 4 * INT8_OUTLIERS  # 2 B -> 1 B a value, + scale, outliers
-    assert fp16.bytes_up - int8.bytes_up >= rows * saved_per_row
+    # 2 B -> 1 B a value, plus the row's scale and outliers; how many rows and requests go up is timing
+    # (drafts made ahead of a verdict), so the saving is counted per row sent
+    per_row = {"fp16": 2 * model.hidden_size, "int8": model.hidden_size + INT8_SCALE_BYTES + 4 * INT8_OUTLIERS}
+    for chunks, dtype in ((fp16_chunks, "fp16"), (int8_chunks, "int8")):
+        assert {c.dtype for c in chunks} == {dtype}
+        assert sum(len(c.data) for c in chunks) == per_row[dtype] * sum(c.count for c in chunks)
+    assert sum(c.count for c in int8_chunks) >= len(prompt) + NEW_TOKENS - 1  # every row but the last token's went up
+    assert int8.bytes_up < fp16.bytes_up
 
 
 def test_a_sure_exit_drafts_on_and_an_unsure_draft_ends_the_round(cloud, client, model, prompt):

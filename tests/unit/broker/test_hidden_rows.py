@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from broker.messages.codec import decode
 from broker.messages.hidden_rows import decode_rows, encode_rows
 from broker.messages.inference import INT8_OUTLIERS, ContextChunk, DraftVerify
 
@@ -66,13 +67,35 @@ def test_a_sampled_verification_needs_the_draft_distribution():
 
 
 def test_a_chunk_carries_a_token_request_only_whole_and_for_a_row_already_sent():
-    from broker.messages.inference import TokenRequest
+    from broker.messages.inference import TokenRequest, riding_fields, riding_request
 
     rows = bytes(2 * 8 * 2)
-    chunk = ContextChunk("s", 4, 10, 2, 8, rows, "fp16", 0, "w", ask_request_id=9, ask_position=11)
-    assert TokenRequest.riding_in(chunk) == TokenRequest("s", "w", 9, 11, chunks_sent=5)
-    assert TokenRequest.riding_in(ContextChunk("s", 4, 10, 2, 8, rows, "fp16", 0, "w")) is None
+    request = TokenRequest("s", "w", 9, 11, chunks_sent=5)
+    chunk = ContextChunk("s", 4, 10, 2, 8, rows, "fp16", 0, "w", **riding_fields(request, 12))
+    assert riding_request(chunk) == request
+    assert riding_request(ContextChunk("s", 4, 10, 2, 8, rows, "fp16", 0, "w")) is None
+    assert riding_fields(request, 11) is None  # its row is not in the chunk
     with pytest.raises(ValueError, match="go together"):
         ContextChunk("s", 4, 10, 2, 8, rows, "fp16", 0, "w", ask_request_id=9)
-    with pytest.raises(ValueError, match="has been sent"):
+    with pytest.raises(ValueError, match="have been sent"):
         ContextChunk("s", 4, 10, 2, 8, rows, "fp16", 0, "w", ask_request_id=9, ask_position=12)
+
+
+def test_a_chunk_carries_a_greedy_verification_of_drafts_whose_rows_it_completes():
+    from broker.messages.inference import riding_fields, riding_request
+
+    rows = bytes(3 * 8 * 2)
+    verify = DraftVerify("s", "w", 7, 10, (5, 6, 8), chunks_sent=5)  # needs rows 10, 11, 12
+    chunk = ContextChunk("s", 4, 10, 3, 8, rows, "fp16", 0, "w", **riding_fields(verify, 13))
+    assert riding_request(chunk) == verify
+    assert riding_request(decode(chunk.to_bytes())) == verify  # the drafts survive the wire as a tuple
+    assert riding_fields(verify, 12) is None
+    sampled = DraftVerify("s", "w", 7, 10, (5,), temperature=0.7, draft_probabilities=(0.5,), support_sizes=(1,),
+                          draft_support=(5,), draft_support_probabilities=(1.0,))
+    assert riding_fields(sampled, 13) is None  # its draft distribution has no chunk fields: it goes alone
+    with pytest.raises(ValueError, match="have been sent"):
+        ContextChunk("s", 4, 10, 3, 8, rows, "fp16", 0, "w", ask_request_id=7, ask_position=11, ask_drafts=(5, 6, 8))
+    with pytest.raises(ValueError, match="needs ask_request_id"):
+        ContextChunk("s", 4, 10, 3, 8, rows, "fp16", 0, "w", ask_drafts=(5,))
+    with pytest.raises(ValueError, match="ask_drafts must hold"):
+        ContextChunk("s", 4, 10, 3, 8, rows, "fp16", 0, "w", ask_request_id=7, ask_position=10, ask_drafts=())
