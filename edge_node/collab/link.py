@@ -293,10 +293,11 @@ class CloudSession:
             self._held_from = position
 
     def release(self) -> None:
-        """Upload the held rows (their verification accepted everything before them, or they were rolled back)."""
+        """The held rows may go up (their verification accepted everything before them, or they were rolled
+        back). Like any rows they wait for `min_positions` or the next request, which then rides with them."""
         with self._lock:
             self._held_from = None
-        self._outbox.put(("rows", 1 << 62, None))
+        self._outbox.put(("rows", self._known, None))
 
     def _exchange(self, build: Callable[[int], Message], what: str, deadline_s: float, max_reopens: int) -> Message | None:
         """Send `build(request_id)` after the rows it needs; the answer, or None past the deadline."""
