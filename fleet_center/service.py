@@ -92,7 +92,10 @@ class CenterService:
         assert self.rounds is not None
         try:
             self.rounds.run(self.stopped)
-            logger.info("all %d rounds done", self.config.rounds.total_rounds)
+            if self.stopped.is_set():  # a stop, or total_rounds 0 (keep going) ending the only way it can
+                logger.info("round loop stopped")
+            else:
+                logger.info("all %d rounds done", self.config.rounds.total_rounds)
         except Exception:
             logger.exception("round loop failed")
 
