@@ -115,6 +115,9 @@ class MetricsFeed:
                           else "evicted" if changed else "kept")
                 points.append(schema.caching_point(round_index, edge, model, placed, changed, status,
                                                    deploy_s=summary.get("deploy_s"), timestamp_ns=now))
+        # the round itself too (no tasks), so the Rounds page shows it in its timeline and table
+        points += schema.round_points(round_index, {}, float(summary.get("duration_s", 0.0)), caching_round=True,
+                                      timestamp_ns=now)
         self._record(points)
 
     def model_status(self, status: ModelStatus, model_bytes: int) -> None:

@@ -44,8 +44,9 @@ def _kpis(summary: pd.DataFrame) -> None:
     columns[2].metric("Tasks", int(summary["tasks"].sum()), border=True)
     share = summary["tasks_edge"].sum() / max(1, summary["tasks_edge"].sum() + summary["tasks_cloud"].sum())
     columns[3].metric("Ran on edges", f"{share:.0%}", border=True)
-    quality = last["quality"]
-    previous = summary["quality"].iloc[-2] if len(summary) > 1 else None
+    scored = summary["quality"].dropna()  # caching rounds run no tasks: the last round with answers
+    quality = scored.iloc[-1] if len(scored) else float("nan")
+    previous = scored.iloc[-2] if len(scored) > 1 else None
     columns[4].metric(
         "Quality (last round)", "–" if pd.isna(quality) else f"{quality:.2f}",
         delta=None if previous is None or pd.isna(previous) or pd.isna(quality) else f"{quality - previous:+.2f}",

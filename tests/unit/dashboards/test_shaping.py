@@ -71,6 +71,16 @@ def test_round_summary_has_one_row_per_round_with_its_span_and_edge_share() -> N
     assert bool(first["caching_round"]) and not bool(summary.iloc[1]["caching_round"])
 
 
+def test_a_caching_round_without_tasks_has_a_row_and_no_edge_share_or_quality() -> None:
+    """The center records a caching round with no tasks (fleet_center/metrics_feed.py)."""
+    points = [*schema.round_points(20, {}, duration_s=4.0, caching_round=True, timestamp_ns=T0 + 30 * S)]
+    summary = shaping.round_summary(pd.concat([round_rows(), rows(points)], ignore_index=True))
+    assert list(summary["round_id"]) == [0, 1, 20]
+    caching = summary.iloc[-1]
+    assert bool(caching["caching_round"]) and caching["tasks"] == 0
+    assert pd.isna(caching["edge_share"]) and pd.isna(caching["quality"])
+
+
 def test_placement_split_and_quality_by_type_come_per_round() -> None:
     data = round_rows()
     split = shaping.placement_split(shaping.round_summary(data))
