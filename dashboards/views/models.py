@@ -83,9 +83,10 @@ def _measured_quality(context: PageContext) -> None:
         alt.Chart(quality)
         .mark_bar()
         .encode(
-            x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=-30)),
+            # Model names are too long for a bar each under five narrow panels: the legend names them.
+            x=alt.X("model:N", title=None, axis=None),
             y=alt.Y("quality:Q", title="mean quality", scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("model:N", legend=None),
+            color=alt.Color("model:N", title="model", legend=alt.Legend(orient="bottom", columns=4)),
             column=alt.Column("task_type:N", title=None),
             tooltip=["model:N", "task_type:N", alt.Tooltip("quality:Q", format=".3f"), "tasks:Q"],
         )
