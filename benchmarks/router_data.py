@@ -8,13 +8,18 @@ the fleet would: the edge model with its calibrated exits (the edge's standalone
 model without exits (the cloud worker's path), both greedy through `models.runner.run_task`, plus the
 edge model's early-layer statistics of the query (`models.prompt_features`). One JSON line per task
 goes to routing/data/train-<edge model>.jsonl as it finishes (a restart skips the tasks already there).
+Each row also carries the signals inference-then-mining reads from the edge's answer (its mean token
+probability under the edge model, repeated 3-grams, whether it parses); `signals` adds them to rows
+collected before they were recorded (the edge alone again, greedy, so the same answers).
 `train` fits the miner on that table and writes routing/data/miner-<edge model>.json, which edges load
-for `"route": "auto"`. The held-out part is never read here.
+for `"route": "auto"`, and the escalation thresholds to routing/data/escalation-<edge model>.json. The
+held-out part is never read here.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -25,6 +30,7 @@ from benchmarks.report import print_result
 from fleet_center.evaluation import prediction_from_answer, score_task
 from fleet_center.round_plan import task_type_name
 from fleet_center.workload import Task, load_tasks
+from routing.escalation import AnswerSignals, answer_signals, fit_escalation
 from routing.features import QueryFeatures
 from routing.splits import split_tasks
 from routing.training import TrainingConfig, train_miner
@@ -38,6 +44,10 @@ MAX_NEW_TOKENS = 48  # the center's default per task; the job uses the same
 
 def table_path(edge_model: str) -> Path:
     return DATA_DIR / f"train-{edge_model}.jsonl"
+
+
+def escalation_path(edge_model: str) -> Path:
+    return DATA_DIR / f"escalation-{edge_model}.json"
 
 
 def miner_path(edge_model: str) -> Path:
@@ -81,11 +91,49 @@ def collect(edge_model: str, max_new_tokens: int, limit: int) -> dict:
                 row[f"{side}_answer"] = outcome.answer
                 row[f"{side}_score"] = score_task(task, prediction).quality
                 row[f"{side}_tokens"] = len(outcome.generation.tokens)
+                if side == "edge":
+                    row["edge_signals"] = edge_signals(model, task, outcome)
             table.write(json.dumps(row) + "\n")
             table.flush()
             logger.info("%d/%d task %d: edge %.2f cloud %.2f (%.0f s)", index + 1, len(todo), task.task_id,
                         row["edge_score"], row["cloud_score"], time.monotonic() - started)
     return {"table": str(path), "collected": len(todo), "rows": len(done) + len(todo)}
+
+
+def edge_signals(model, task: Task, outcome) -> dict:
+    """What inference-then-mining sees of the edge's answer (edge_node/query_routing.py does the same)."""
+    from models.prompt_features import answer_confidence
+    from models.prompts import build_prompt
+    from models.runner import encode_prompt
+
+    prompt_ids = encode_prompt(model, build_prompt(task_type_name(task.task_type), task.task_token))
+    confidence = answer_confidence(model, prompt_ids, list(outcome.generation.token_ids))
+    signals = answer_signals(task.task_type, outcome.parsed, outcome.answer, confidence)
+    return {"mean_confidence": signals.mean_confidence, "repetition": signals.repetition, "parse_ok": signals.parse_ok}
+
+
+def add_signals(edge_model: str, max_new_tokens: int) -> dict:
+    """Add `edge_signals` to the rows collected without them (the edge answers again; greedy, so the same answer)."""
+    from models.paths import default_store_root
+    from models.runner import run_task
+    from models.store import ModelStore
+
+    path = table_path(edge_model)
+    rows = read_table(path)
+    tasks = {task.task_id: task for task in load_tasks()}
+    edge = ModelStore(default_store_root()).load(edge_model)
+    added = 0
+    for row in rows:
+        if "edge_signals" in row:
+            continue
+        task = tasks[row["task_id"]]
+        outcome = run_task(edge, task_type_name(task.task_type), task.task_token, max_new_tokens, edge.exit_policy)
+        if outcome.answer != row["edge_answer"]:
+            raise RuntimeError(f"task {task.task_id}: the edge answers differently than when collected; collect again")
+        row["edge_signals"] = edge_signals(edge, task, outcome)
+        added += 1
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return {"table": str(path), "signals_added": added, "rows": len(rows)}
 
 
 def read_table(path: Path) -> list[dict]:
@@ -99,6 +147,7 @@ def train(edge_model: str, config: TrainingConfig) -> dict:
                           edge_model=edge_model, cloud_model=CLOUD_MODEL)
     trained.model.save(miner_path(edge_model))
     point = trained.operating_point
+    escalation = train_escalation(edge_model, rows)
     edge_mean = sum(row["edge_score"] for row in rows) / len(rows)
     cloud_mean = sum(row["cloud_score"] for row in rows) / len(rows)
     oracle = sum(max(row["edge_score"], row["cloud_score"]) for row in rows) / len(rows)
@@ -106,12 +155,28 @@ def train(edge_model: str, config: TrainingConfig) -> dict:
             "pca_components": trained.config.pca_components, "regularisation_c": trained.config.regularisation_c,
             "edge_quality": round(edge_mean, 4), "cloud_quality": round(cloud_mean, 4), "oracle_quality": round(oracle, 4),
             "operating_point": {"threshold": round(point.threshold, 4), "cloud_query_ratio": round(point.cloud_query_ratio, 3),
-                                "quality_ratio": round(point.quality_ratio, 4), "reached_target": point.reached_target}}
+                                "quality_ratio": round(point.quality_ratio, 4), "reached_target": point.reached_target},
+            "escalation": escalation}
+
+
+def train_escalation(edge_model: str, rows: list[dict]) -> dict:
+    """Fit inference-then-mining's thresholds on the rows that carry the edge's answer signals; write them."""
+    rows = [row for row in rows if "edge_signals" in row]
+    if not rows:
+        return {"fitted": False, "why": "no row has edge_signals: run `signals` first"}
+    signals = [AnswerSignals(**row["edge_signals"]) for row in rows]
+    fit = fit_escalation(signals, [row["edge_score"] for row in rows], [row["cloud_score"] for row in rows])
+    path = escalation_path(edge_model)
+    fit.rule.save(path, {"edge_model": edge_model, "cloud_model": CLOUD_MODEL, "answers": len(rows),
+                         "escalated_share": round(fit.escalated_share, 4), "quality_ratio": round(fit.quality_ratio, 4)})
+    return {"fitted": True, "file": str(path), "rule": dataclasses.asdict(fit.rule), "answers": len(rows),
+            "escalated_share": round(fit.escalated_share, 3), "quality_ratio": round(fit.quality_ratio, 4),
+            "reached_target": fit.reached_target}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("collect", "train"))
+    parser.add_argument("command", choices=("collect", "signals", "train"))
     parser.add_argument("--edge-model", default="smollm2-135m-edge15")
     parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     parser.add_argument("--limit", type=int, default=0, help="collect at most this many new tasks (0 = all)")
@@ -121,6 +186,8 @@ def main() -> None:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     if args.command == "collect":
         result = collect(args.edge_model, args.max_new_tokens, args.limit)
+    elif args.command == "signals":
+        result = add_signals(args.edge_model, args.max_new_tokens)
     else:
         result = train(args.edge_model, TrainingConfig(pca_grid=(0, 4, 8), regularisation_grid=(0.05, 0.2, 1.0)))
     print_result(result, args.json)

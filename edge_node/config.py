@@ -8,6 +8,7 @@ from broker.config import BusConfig
 from broker.messages.membership import valid_node_id
 from edge_node.collab.config import MODES
 from emulation.cpu_quota import check_quota
+from routing.escalation import EscalationRule
 from runtime.settings import FLEET_DIR, check
 
 
@@ -51,8 +52,10 @@ class EdgeConfig:
     # this model; miners are read from miner_dir/miner-<edge model>.json (empty = routing/data of this checkout).
     router_cloud_model: str = "smollm2-135m"
     miner_dir: str = ""
-    escalate_min_confidence: float = 0.55  # inference-then-mining: mean token probability below this escalates
-    escalate_max_repetition: float = 0.3  # share of repeated word 3-grams above this escalates
+    # Inference-then-mining's rule: unset = the one fitted for the edge model (miner_dir/escalation-<model>.json),
+    # else (0.55, 0.3). Mean token probability below the first, or repeated word 3-grams above the second, escalate.
+    escalate_min_confidence: float | None = None
+    escalate_max_repetition: float | None = None
     router_cloud_timeout_s: float = 120.0  # a routed query's whole answer from the cloud; past it the edge answers
     stop_wait_s: float = 8.0  # on stop, how long the running task may take to end and report (make run allows 10)
 
@@ -70,8 +73,17 @@ class EdgeConfig:
         check(self.torch_threads >= 0, "torch_threads", "must be >= 0")
         check(self.stop_wait_s >= 0, "stop_wait_s", "must be >= 0")
         check(not check_quota(self.cpu_quota), "cpu_quota", check_quota(self.cpu_quota))
-        check(0.0 <= self.escalate_min_confidence <= 1.0, "escalate_min_confidence", "must be within 0..1")
-        check(0.0 <= self.escalate_max_repetition <= 1.0, "escalate_max_repetition", "must be within 0..1")
+        for key in ("escalate_min_confidence", "escalate_max_repetition"):
+            value = getattr(self, key)
+            check(value is None or 0.0 <= value <= 1.0, key, "must be within 0..1")
+
+    def escalation_rule(self) -> EscalationRule | None:
+        """The operator's inference-then-mining rule, or None to use the edge model's fitted one."""
+        if self.escalate_min_confidence is None and self.escalate_max_repetition is None:
+            return None
+        default = EscalationRule()
+        return EscalationRule(default.min_confidence if self.escalate_min_confidence is None else self.escalate_min_confidence,
+                              default.max_repetition if self.escalate_max_repetition is None else self.escalate_max_repetition)
         check(bool(self.router_cloud_model), "router_cloud_model", "must name a model")
         check(self.router_cloud_timeout_s > 0, "router_cloud_timeout_s", "must be > 0")
         check(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")

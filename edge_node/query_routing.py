@@ -52,10 +52,11 @@ class QueryRouting:
     node_id: str
     client: CollabClient | None
     cloud_model_id: str = "smollm2-135m"  # what the cloud answers routed queries with
-    miner_dir: Path = DEFAULT_MINER_DIR  # miner-<edge model id>.json files
-    escalation: EscalationRule = field(default_factory=EscalationRule)
+    miner_dir: Path = DEFAULT_MINER_DIR  # miner-<edge model id>.json and escalation-<edge model id>.json files
+    escalation: EscalationRule | None = None  # None: the rule fitted for the edge model, else EscalationRule()
     cloud_timeout_s: float = 120.0  # a routed query's whole answer from the cloud
     _miners: dict[str, MinerRouter | None] = field(default_factory=dict)
+    _escalations: dict[str, EscalationRule] = field(default_factory=dict)
 
     def miner_for(self, model_id: str) -> MinerRouter | None:
         """The miner trained for this edge model, or None (logged once) if there is none or it is broken."""
@@ -68,6 +69,20 @@ class QueryRouting:
                                model_id, error)
                 self._miners[model_id] = None
         return self._miners[model_id]
+
+    def escalation_for(self, model_id: str) -> EscalationRule:
+        """The configured rule; else the one fitted for this edge model; else the defaults (logged once)."""
+        if self.escalation is not None:
+            return self.escalation
+        if model_id not in self._escalations:
+            path = self.miner_dir / f"escalation-{model_id}.json"
+            try:
+                self._escalations[model_id] = EscalationRule.load(path)
+            except (OSError, ValueError) as error:
+                logger.info("%s: no fitted escalation rule for %s (%s): using the defaults", self.node_id, model_id,
+                            error)
+                self._escalations[model_id] = EscalationRule()
+        return self._escalations[model_id]
 
     def run(self, model: LoadedModel, task_id: str, task_type: str, prompt: str, max_new_tokens: int, route: str,
             mining_mode: str, cloud_model_id: str, answer_on_edge: Callable[[], TaskOutcome]) -> RoutedOutcome:
@@ -108,7 +123,7 @@ class QueryRouting:
         resolved = resolve_task_type(task_type)
         confidence = answer_confidence(model, encode_prompt(model, chat), list(edge.generation.token_ids))
         signals = answer_signals(int(resolved) if resolved is not None else -1, edge.parsed, edge.answer, confidence)
-        hard, why = self.escalation.hard(signals)
+        hard, why = self.escalation_for(model.model_id).hard(signals)
         score = 1.0 - confidence if confidence is not None else 1.0
         if not hard:
             return _from_edge(edge, RouteDecision("edge", score, why), "edge")

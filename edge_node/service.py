@@ -33,7 +33,6 @@ from models.errors import UnknownModelError
 from models.loaded import LoadedModel
 from models.paths import default_store_root
 from models.store import ModelStore
-from routing.escalation import EscalationRule
 from runtime.threads import lower_thread_priority
 from security.tokens import http_token
 
@@ -83,7 +82,7 @@ class EdgeService:
         self.executor.routing = QueryRouting(
             config.node_id, self.executor.collab_client, config.router_cloud_model,
             Path(config.miner_dir) if config.miner_dir else DEFAULT_MINER_DIR,
-            EscalationRule(config.escalate_min_confidence, config.escalate_max_repetition),
+            config.escalation_rule(),
             config.router_cloud_timeout_s)
         self.presence.command_handlers["unload_model"] = self._on_unload
         self.presence.command_handlers["deploy_model"] = self._on_deploy

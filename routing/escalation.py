@@ -3,14 +3,24 @@
 An answer escalates the whole query when it looks hard: the edge model was unsure of its own tokens
 (low mean top probability), it repeated itself (a degenerate loop), or it cannot be parsed as an
 answer of its task type (no emotion label, no entity line, an empty or untranslated text).
+
+The thresholds are fitted per edge model on the router-training part (`fit_escalation`, written by
+`python -m benchmarks.router_data train` to `routing/data/escalation-<edge model>.json`): like the
+miner's operating point, the fewest escalations whose quality reaches 0.95 of cloud-only.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from routing.operating_point import quality_ratio, routed_quality
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +49,67 @@ class EscalationRule:
         if signals.mean_confidence is not None and signals.mean_confidence < self.min_confidence:
             return True, f"confidence {signals.mean_confidence:.2f}"
         return False, "answer looks fine"
+
+    def save(self, path: Path, fitted_on: Mapping[str, object] | None = None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"format": ESCALATION_FORMAT, "rule": asdict(self), "fitted_on": dict(fitted_on or {})},
+                                   indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> EscalationRule:
+        """Raises ValueError naming the file for anything wrong with it (OSError if it cannot be read)."""
+        try:
+            body = json.loads(Path(path).read_text())
+            if body.get("format") != ESCALATION_FORMAT:
+                raise ValueError(f"not an escalation rule of format {ESCALATION_FORMAT}")
+            rule = body["rule"]
+            min_confidence, max_repetition = float(rule["min_confidence"]), float(rule["max_repetition"])
+            if not (0.0 <= min_confidence <= 1.0 and 0.0 <= max_repetition <= 1.0):
+                raise ValueError("thresholds outside 0..1")
+            return cls(min_confidence, max_repetition, bool(rule["escalate_parse_failures"]))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as error:
+            raise ValueError(f"{path}: {error}") from None
+
+
+ESCALATION_FORMAT = 1
+_REPETITION_CHOICES = (0.2, 0.3, 0.5, 1.0)  # 1.0: repetition never escalates
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationFit:
+    rule: EscalationRule
+    escalated_share: float  # of the training answers
+    quality_ratio: float  # routed quality / cloud-only quality on them
+    reached_target: bool
+
+
+def fit_escalation(signals: Sequence[AnswerSignals], edge_scores: Sequence[float], cloud_scores: Sequence[float], *,
+                   target_quality_ratio: float = 0.95, max_escalated: float = 0.5) -> EscalationFit:
+    """The rule with the fewest escalations whose quality reaches `target_quality_ratio` of cloud-only, within
+    `max_escalated` of the answers; if none does, the best quality within it. Candidates: confidence
+    thresholds just above each answer's confidence (and 0), the repetition choices, parse failures
+    escalating or not. Raises ValueError for empty or unequal inputs."""
+    edge, cloud = np.asarray(edge_scores, dtype=float), np.asarray(cloud_scores, dtype=float)
+    if not len(signals) or not len(signals) == len(edge) == len(cloud):
+        raise ValueError("need equally many answer signals, edge scores and cloud scores, at least one")
+    confidence = np.array([1.0 if s.mean_confidence is None else s.mean_confidence for s in signals])
+    repetition = np.array([s.repetition for s in signals])
+    unparsed = np.array([not s.parse_ok for s in signals])
+    cloud_mean = float(cloud.mean())
+    fits = []
+    for parse_failures in (True, False):
+        for max_repetition in _REPETITION_CHOICES:
+            for min_confidence in sorted({0.0, *(min(1.0, float(c) + 1e-9) for c in confidence)}):
+                escalate = (confidence < min_confidence) | (repetition > max_repetition) | (unparsed & parse_failures)
+                ratio = quality_ratio(float(routed_quality(escalate, edge, cloud).mean()), cloud_mean)
+                fits.append(EscalationFit(EscalationRule(min_confidence, max_repetition, parse_failures),
+                                          float(escalate.mean()), ratio, ratio >= target_quality_ratio))
+    affordable = [f for f in fits if f.escalated_share <= max_escalated + 1e-12] or [min(fits, key=lambda f: f.escalated_share)]
+    reaching = [f for f in affordable if f.reached_target]
+    if reaching:
+        return min(reaching, key=lambda f: (f.escalated_share, -f.quality_ratio))
+    best = max(affordable, key=lambda f: (f.quality_ratio, -f.escalated_share))
+    return EscalationFit(best.rule, best.escalated_share, best.quality_ratio, False)
 
 
 def repetition_share(text: str, n: int = 3) -> float:

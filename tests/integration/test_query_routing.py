@@ -8,6 +8,7 @@ import pytest
 from edge_node.config import EdgeConfig
 from edge_node.service import EdgeService
 from models.tiny import write_tiny_model
+from routing.escalation import EscalationRule
 from routing.features import SCALAR_COLUMNS
 from routing.miner import MinerModel
 from runtime.settings import load
@@ -85,6 +86,20 @@ def test_inference_then_mining_escalates_an_unsure_answer(mosquitto, store, tmp_
     finally:
         edge.stop()
     assert routed["route"] == "escalated" and {t["decided_by"] for t in routed["tokens"]} == {"cloud"}
+
+
+@pytest.mark.parametrize(("fitted_min_confidence", "route"), [(1.0, "escalated"), (0.0, "edge")])
+def test_inference_then_mining_uses_the_rule_fitted_for_the_edge_model(mosquitto, store, tmp_path, cloud,
+                                                                       fitted_min_confidence, route):
+    (tmp_path / "miners").mkdir()  # no rule configured: the file fitted for tiny-edge decides
+    EscalationRule(fitted_min_confidence, 1.0, escalate_parse_failures=False).save(
+        tmp_path / "miners" / f"escalation-{EDGE_MODEL}.json")
+    edge = start_edge(mosquitto, store, tmp_path)
+    try:
+        routed = ask(edge, route="auto", mining_mode="inference_then_mining")
+    finally:
+        edge.stop()
+    assert routed["route"] == route
 
 
 def test_a_cloud_routed_query_is_answered_by_the_edge_when_no_cloud_answers(edge):

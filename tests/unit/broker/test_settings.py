@@ -62,3 +62,12 @@ def test_environment_reaches_sections_nested_twice():
 
     config = load(CenterConfig, env={"EDGEFLEET_CENTER_METRICS_STORE_URL": "http://influx:8086"}, section="center")
     assert config.metrics.store.url == "http://influx:8086"
+
+
+def test_an_escalation_threshold_set_by_the_operator_beats_the_fitted_rule():
+    from routing.escalation import EscalationRule
+
+    assert load(EdgeConfig, env={}).escalation_rule() is None  # the rule fitted for the edge model decides
+    assert load(EdgeConfig, env={}, overrides=["escalate_min_confidence=0.4"]).escalation_rule() == EscalationRule(0.4, 0.3)
+    with pytest.raises(ConfigError, match="escalate_max_repetition"):
+        load(EdgeConfig, env={}, overrides=["escalate_max_repetition=2"])
