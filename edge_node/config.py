@@ -76,6 +76,12 @@ class EdgeConfig:
         for key in ("escalate_min_confidence", "escalate_max_repetition"):
             value = getattr(self, key)
             check(value is None or 0.0 <= value <= 1.0, key, "must be within 0..1")
+        check(bool(self.router_cloud_model), "router_cloud_model", "must name a model")
+        check(self.router_cloud_timeout_s > 0, "router_cloud_timeout_s", "must be > 0")
+        check(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")
+        check(self.api_mode in MODES, "api_mode", f"{self.api_mode!r} is not one of {MODES}")
+        check(1 <= self.api_max_tokens <= 100_000, "api_max_tokens", "must be 1-100000")
+        check(1 <= self.api_parallel <= 64, "api_parallel", "must be 1-64")
 
     def escalation_rule(self) -> EscalationRule | None:
         """The operator's inference-then-mining rule, or None to use the edge model's fitted one."""
@@ -84,9 +90,3 @@ class EdgeConfig:
         default = EscalationRule()
         return EscalationRule(default.min_confidence if self.escalate_min_confidence is None else self.escalate_min_confidence,
                               default.max_repetition if self.escalate_max_repetition is None else self.escalate_max_repetition)
-        check(bool(self.router_cloud_model), "router_cloud_model", "must name a model")
-        check(self.router_cloud_timeout_s > 0, "router_cloud_timeout_s", "must be > 0")
-        check(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")
-        check(self.api_mode in MODES, "api_mode", f"{self.api_mode!r} is not one of {MODES}")
-        check(1 <= self.api_max_tokens <= 100_000, "api_max_tokens", "must be 1-100000")
-        check(1 <= self.api_parallel <= 64, "api_parallel", "must be 1-64")

@@ -36,6 +36,9 @@ def test_unrelated_environment_variables_are_ignored():
         ("node_id=bad id", "node_id"),
         ("colour=blue", "colour"),
         ("bus.keepalive_s=1", "bus.keepalive_s"),
+        ("escalate_min_confidence=1.5", "escalate_min_confidence"),
+        ("router_cloud_timeout_s=0", "router_cloud_timeout_s"),
+        ("api_parallel=0", "api_parallel"),
     ],
 )
 def test_bad_value_error_names_the_key(override, key):
