@@ -149,6 +149,9 @@ def report(spec: JobSpec, results: Path, command: str) -> dict[str, object]:
                                  "leaderboard": {r["key"]: {k: r[k] for k in ("quality_ratio", "cloud_query_ratio",
                                                                                "latency_s_p50", "ttft_s_p50")}
                                                  for r in rows}}
+    escalating = operating_point(spec, lines, "inference_then_mining")
+    if escalating:  # reported beside the goals, which are the mining-then-inference miner's
+        result["inference_then_mining"] = escalating
     if point:
         result["goals"] = {
             "quality_ratio_0_95_at_cloud_0_5": point["quality_ratio"] >= 0.95 and point["cloud_query_ratio"] <= 0.5,

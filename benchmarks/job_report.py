@@ -56,17 +56,19 @@ def cell_rows(cells: Sequence[Cell], lines: Mapping[str, Mapping]) -> list[dict[
     return sorted(rows, key=lambda r: r["rank"])  # type: ignore[arg-type, return-value]
 
 
-def operating_point(spec: JobSpec, lines: Mapping[str, Mapping]) -> dict[str, object]:
-    """The learned miner (mining-then-inference) of the first group against random at its cloud share.
+def operating_point(spec: JobSpec, lines: Mapping[str, Mapping],
+                    mining_mode: str = "mining_then_inference") -> dict[str, object]:
+    """The learned miner (in `mining_mode`) of the first group against random at its cloud share.
 
     Random routing at share p is compared by its expectation over its own coin, per task
     (1 - p) x edge-only's score + p x cloud-only's (exact: answers are greedy, and the random cell's
     scores equal those cells' task by task): one draw adds the coin's variance to the paired
-    interval. The drawn random cell is reported next to it (`random_draw_*`).
+    interval. The drawn random cell (a mining-then-inference cell, drawn at that miner's share) is
+    reported next to it (`random_draw_*`) for mining-then-inference.
     """
     group = spec.cells()[0].group
-    miner = lines.get(Cell("miner", "mining_then_inference", *group).key)
-    random = lines.get(Cell("random", "mining_then_inference", *group).key)
+    miner = lines.get(Cell("miner", mining_mode, *group).key)
+    random = lines.get(Cell("random", "mining_then_inference", *group).key) if mining_mode == "mining_then_inference" else None
     edge = lines.get(Cell("edge_only", "mining_then_inference", *group).key)
     cloud = lines.get(Cell("cloud_only", "mining_then_inference", *group).key)
     if miner is None or cloud is None:
@@ -76,7 +78,7 @@ def operating_point(spec: JobSpec, lines: Mapping[str, Mapping]) -> dict[str, ob
     cloud_mean = sum(cloud_scores.values()) / len(tasks)
     share = miner["summary"]["cloud_query_ratio"]
     point: dict[str, object] = {
-        "router": "miner", "mining_mode": "mining_then_inference", "edge_variant": group[0],
+        "router": "miner", "mining_mode": mining_mode, "edge_variant": group[0],
         "quality_ratio": round(quality_ratio(sum(miner_scores[t] for t in tasks) / len(tasks), cloud_mean), 4),
         "cloud_query_ratio": share,
     }

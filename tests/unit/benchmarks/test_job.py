@@ -130,3 +130,23 @@ def test_cells_run_over_other_tasks_are_not_reused(tmp_path):
     with pytest.raises(ValueError, match="other tasks"):
         run_job(spec, results, tmp_path / "work")
     assert len(read_results(results)) == 1  # nothing lost
+
+
+def test_the_escalating_miner_is_compared_with_random_at_its_own_share():
+    spec = JobSpec(routers=("cloud_only", "edge_only", "miner"),
+                   mining_modes=("mining_then_inference", "inference_then_mining"), edge_variants=("e",),
+                   bootstrap_resamples=500)
+    cells = {(c.router, c.mining_mode): c for c in spec.cells()}
+    tasks = range(40)
+    edge_scores = {t: 0.0 if t < 10 else 1.0 for t in tasks}  # the edge fails the first 10 ...
+    escalated = {t: 1.0 for t in tasks}  # ... and escalating exactly those fixes them: share 0.25
+    lines = {cells[("cloud_only", "mining_then_inference")].key: line(cells[("cloud_only", "mining_then_inference")],
+                                                                        dict.fromkeys(tasks, 1.0)),
+             cells[("edge_only", "mining_then_inference")].key: line(cells[("edge_only", "mining_then_inference")],
+                                                                       edge_scores),
+             cells[("miner", "inference_then_mining")].key: line(cells[("miner", "inference_then_mining")], escalated, 0.25)}
+    point = operating_point(spec, lines, "inference_then_mining")
+    assert point["mining_mode"] == "inference_then_mining" and point["cloud_query_ratio"] == 0.25
+    assert point["quality_ratio"] == 1.0 and point["random_quality_ratio"] == 0.8125  # 0.75 + 0.25 x 0.25
+    assert "random_draw_quality_ratio" not in point  # the drawn random cell is at the other mode's share
+    assert operating_point(spec, lines) == {}  # no mining-then-inference miner ran
