@@ -25,6 +25,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmarks.report import print_result
 from fleet_center.evaluation import prediction_from_answer, score_task
@@ -34,6 +35,10 @@ from routing.escalation import AnswerSignals, answer_signals, fit_escalation
 from routing.features import QueryFeatures
 from routing.splits import split_tasks
 from routing.training import TrainingConfig, train_miner
+
+if TYPE_CHECKING:  # the models stack loads only where a command needs it
+    from models.loaded import LoadedModel
+    from models.runner import TaskOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +105,7 @@ def collect(edge_model: str, max_new_tokens: int, limit: int) -> dict:
     return {"table": str(path), "collected": len(todo), "rows": len(done) + len(todo)}
 
 
-def edge_signals(model, task: Task, outcome) -> dict:
+def edge_signals(model: LoadedModel, task: Task, outcome: TaskOutcome) -> dict:
     """What inference-then-mining sees of the edge's answer (edge_node/query_routing.py does the same)."""
     from models.prompt_features import answer_confidence
     from models.prompts import build_prompt
