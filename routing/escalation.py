@@ -15,12 +15,12 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from routing.operating_point import quality_ratio, routed_quality
+from routing.operating_point import cheapest_reaching, quality_ratio, routed_quality
 
 logger = logging.getLogger(__name__)
 
@@ -103,13 +103,10 @@ def fit_escalation(signals: Sequence[AnswerSignals], edge_scores: Sequence[float
                 escalate = (confidence < min_confidence) | (repetition > max_repetition) | (unparsed & parse_failures)
                 ratio = quality_ratio(float(routed_quality(escalate, edge, cloud).mean()), cloud_mean)
                 fits.append(EscalationFit(EscalationRule(min_confidence, max_repetition, parse_failures),
-                                          float(escalate.mean()), ratio, ratio >= target_quality_ratio))
-    affordable = [f for f in fits if f.escalated_share <= max_escalated + 1e-12] or [min(fits, key=lambda f: f.escalated_share)]
-    reaching = [f for f in affordable if f.reached_target]
-    if reaching:
-        return min(reaching, key=lambda f: (f.escalated_share, -f.quality_ratio))
-    best = max(affordable, key=lambda f: (f.quality_ratio, -f.escalated_share))
-    return EscalationFit(best.rule, best.escalated_share, best.quality_ratio, False)
+                                          float(escalate.mean()), ratio, False))
+    best, reached = cheapest_reaching(fits, lambda f: f.escalated_share, lambda f: f.quality_ratio,
+                                      target_quality_ratio=target_quality_ratio, max_share=max_escalated)
+    return replace(best, reached_target=reached)
 
 
 def repetition_share(text: str, n: int = 3) -> float:

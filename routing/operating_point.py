@@ -9,12 +9,15 @@ the best quality within `max_cloud_ratio`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,19 @@ def quality_ratio(quality: float, cloud_quality: float) -> float:
     return quality / cloud_quality if cloud_quality > 0 else 1.0
 
 
+def cheapest_reaching(candidates: Sequence[T], share: Callable[[T], float], ratio: Callable[[T], float], *,
+                      target_quality_ratio: float, max_share: float) -> tuple[T, bool]:
+    """The selection rule every router's operating point follows: of the candidates within `max_share` (or the
+    cheapest, if none is), the one with the lowest share whose quality ratio reaches the target (True), else the
+    best quality ratio (False); ties go to the better ratio, then the lower share."""
+    assert candidates, "need at least one candidate"
+    affordable = [c for c in candidates if share(c) <= max_share + 1e-12] or [min(candidates, key=share)]
+    reaching = [c for c in affordable if ratio(c) >= target_quality_ratio]
+    if reaching:
+        return min(reaching, key=lambda c: (share(c), -ratio(c))), True
+    return max(affordable, key=lambda c: (ratio(c), -share(c))), False
+
+
 def choose_operating_point(probability_hard: Sequence[float], edge_scores: Sequence[float],
                            cloud_scores: Sequence[float], *, target_quality_ratio: float = 0.95,
                            max_cloud_ratio: float = 0.5) -> OperatingPoint:
@@ -52,9 +68,6 @@ def choose_operating_point(probability_hard: Sequence[float], edge_scores: Seque
         quality = float(routed_quality(to_cloud, edge, cloud).mean())
         points.append(OperatingPoint(min(threshold, 1.0), float(to_cloud.mean()), quality,
                                      quality_ratio(quality, cloud_mean), False))
-    affordable = [p for p in points if p.cloud_query_ratio <= max_cloud_ratio + 1e-12] or points[:1]
-    reaching = [p for p in affordable if p.quality_ratio >= target_quality_ratio]
-    if reaching:
-        best = min(reaching, key=lambda p: (p.cloud_query_ratio, -p.quality))
-        return OperatingPoint(best.threshold, best.cloud_query_ratio, best.quality, best.quality_ratio, True)
-    return max(affordable, key=lambda p: (p.quality, -p.cloud_query_ratio))
+    best, reached = cheapest_reaching(points, lambda p: p.cloud_query_ratio, lambda p: p.quality_ratio,
+                                      target_quality_ratio=target_quality_ratio, max_share=max_cloud_ratio)
+    return replace(best, reached_target=reached)
