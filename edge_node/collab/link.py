@@ -5,7 +5,7 @@
 at hidden size 576) so it can re-send after a gap or re-upload after the worker lost the session.
 One uploader thread publishes everything on the session's `up` topic in order: chunks, then the
 token request that needs them, so MQTT's per-topic ordering delivers the request after its context
-(a token request rides in the last of those chunks when there are any).
+(a token request or a greedy verification rides in the last of those chunks when there are any).
 """
 
 from __future__ import annotations
