@@ -68,6 +68,7 @@ class Stage:
              "--password-file", self.password_file, "--out", str(out), "--new-tokens", str(args.new_tokens),
              *(["--target-agreement", str(args.target_agreement)] if args.target_agreement is not None else []),
              "--required-agreement", str(args.required_agreement), "--deadline-s", str(args.deadline_s),
+             "--agreement-budget", args.agreement_budget,
              "--cloud-pid", str(self.cloud.pid), *(["--stop-at-eos"] if args.stop_at_eos else []), *extra],
             env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
@@ -269,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="collaborative agreement over all tokens the operating point must keep")
     parser.add_argument("--target-agreement", type=float, default=None,
                         help="fix the calibration target instead of cross-validating it")
+    parser.add_argument("--agreement-budget", default="auto",
+                        help='collaborative agreement budget target: "auto" (chosen on calibration), "off" (fixed '
+                             'thresholds) or a number (edge_node/collab/agreement_budget.py)')
     parser.add_argument("--deadline-s", type=float, default=20.0, help="cloud deadline per token (normal modes)")
     parser.add_argument("--timeout-s", type=float, default=3600.0)
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset (sensitivity runs)")

@@ -62,8 +62,12 @@ def collaborative_point(store, model, target_agreement: float | None, required_a
 
     With no `target_agreement`, the calibration target is the one whose out-of-fold agreement meets
     `required_agreement` (cross-validated over the split's sequences). Returns (CollabPoint, rows of
-    that cross-validation or None)."""
-    from edge_node.collab.operating_point import choose_collab_point, cross_validated_collab_point
+    that cross-validation or None, BudgetChoice: the agreement budget's target simulated on the split)."""
+    from edge_node.collab.operating_point import (
+        choose_budget_target,
+        choose_collab_point,
+        cross_validated_collab_point,
+    )
     from models.exits.corpus import split
     from models.exits.data import collect
     from models.exits.training import TrainingConfig, head_features
@@ -74,10 +78,11 @@ def collaborative_point(store, model, target_agreement: float | None, required_a
     generated = data.subset(data.is_generated)
     features, correct = head_features(model.exit_heads, generated, model)
     if target_agreement is not None:
-        return choose_collab_point(model.exit_policy, features, correct, target_agreement), None
-    point, choice = cross_validated_collab_point(model.exit_policy, features, correct,
-                                                 generated.sequence_index.numpy(), required_agreement)
-    return point, choice
+        point, choice = choose_collab_point(model.exit_policy, features, correct, target_agreement), None
+    else:
+        point, choice = cross_validated_collab_point(model.exit_policy, features, correct,
+                                                     generated.sequence_index.numpy(), required_agreement)
+    return point, choice, choose_budget_target(point.policy, features, correct, required_agreement)
 
 
 def held_out_prompts(per_type: int, offset: int = 0):
@@ -143,11 +148,13 @@ def summarize(model, prompt_ids: list[int], generation, cloud_cpu: float) -> dic
 def profile_worker(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
+    from edge_node.collab.agreement_budget import BudgetBook
     from edge_node.collab.config import CollabConfig
     from edge_node.collab.generation import generate
     from emulation.cpu_quota import limit_cpu
 
-    model, (point, choice) = load_model_and_point(args.target_agreement, args.required_agreement)
+    model, (point, choice, budget_choice) = load_model_and_point(args.target_agreement, args.required_agreement)
+    budget_target = agreement_budget_target(args.agreement_budget, budget_choice.target)
     prompts = held_out_prompts(args.prompts_per_type)
     limit = limit_cpu(args.cpu_quota, f"bench-collab-{os.getpid()}") if args.cpu_quota else None
     if limit is not None:
@@ -156,6 +163,8 @@ def profile_worker(args: argparse.Namespace) -> None:
     base = CollabConfig(cloud_deadline_s=args.deadline_s, exit_thresholds=tuple(r.threshold for r in point.policy.rules))
     runs = [(mode, "fp16") for mode in args.modes.split(",")]
     runs += [(mode, "int8") for mode in args.int8_modes.split(",") if mode]
+    # Each run is its own edge: its budget learns over that run's answers only.
+    budgets = {run: BudgetBook(budget_target) for run in runs}
     responses = []
     for index, prompt in enumerate(tqdm(prompts, desc=f"{args.link_profile}: prompts (all modes each)", unit="prompt",
                                         file=sys.stderr)):
@@ -166,7 +175,9 @@ def profile_worker(args: argparse.Namespace) -> None:
                 continue  # the slowest mode by far (the whole context every token): its first prompts only
             config = mode_config(base, mode, args.speculative_options, state_dtype=dtype)
             cpu_before = cloud_cpu_s(args.cloud_pid)
-            generation = generate(model, prompt_ids, args.new_tokens, config, client, stop_at_eos=args.stop_at_eos)
+            budget = budgets[(mode, dtype)].for_answer(model.model_id, mode, config.threshold)
+            generation = generate(model, prompt_ids, args.new_tokens, config, client, stop_at_eos=args.stop_at_eos,
+                                  budget=budget)
             summary = summarize(model, prompt_ids, generation, cloud_cpu_s(args.cloud_pid) - cpu_before)
             row["modes" if dtype == "fp16" else "int8"][mode] = summary
             log(f"{args.link_profile} {prompt.task_type:20s} {mode:13s} {dtype} {len(generation.token_ids):3d} tok "
@@ -184,8 +195,25 @@ def profile_worker(args: argparse.Namespace) -> None:
                             "required_agreement": args.required_agreement,
                             "cross_validation": None if choice is None else choice.cross_validated,
                             "exit_fraction": point.exit_fraction,
-                            "agreement": point.agreement, "thresholds": [r.threshold for r in point.policy.rules]},
+                            "agreement": point.agreement, "thresholds": [r.threshold for r in point.policy.rules],
+                            "budget": budget_report(budget_target, budget_choice, budgets)},
     }))
+
+
+def agreement_budget_target(setting: str, chosen: float) -> float | None:
+    """--agreement-budget: "auto" = the target chosen on calibration, "off" = fixed thresholds, else a number."""
+    return chosen if setting == "auto" else None if setting == "off" else float(setting)
+
+
+def budget_report(target: float | None, choice, books: dict) -> dict:
+    """The budget's target, how it was chosen, and where each run's budget ended."""
+    ends = {}
+    for (mode, dtype), book in books.items():
+        budget = book.for_answer(BASE_MODEL, mode, None)
+        if budget is not None and budget.tokens:
+            ends[f"{mode}_{dtype}"] = {"shift": round(budget.shift, 4), "tokens": budget.tokens,
+                                       "expected_agreement": round(budget.expected_agreement or 0.0, 4)}
+    return {"target": target, "calibration_simulation": choice.simulated, "runs": ends}
 
 
 STAGGER_S = 0.15  # cloud_batching: the staggered sessions' requests this far apart
@@ -245,7 +273,7 @@ def batching_worker(args: argparse.Namespace) -> None:
     wait for it to end."""
     from edge_node.collab.config import CollabConfig
 
-    model, (point, _) = load_model_and_point(args.target_agreement, args.required_agreement)
+    model, (point, _, _) = load_model_and_point(args.target_agreement, args.required_agreement)
     prompts = held_out_prompts(2, offset=0)
     sizes = [int(n) for n in args.sessions.split(",")]
     connections = [connect(args, f"pi-{index + 1:02d}") for index in range(max(sizes))]

@@ -44,6 +44,9 @@ class EdgeConfig:
     model_variants: tuple[str, ...] = ()
     split_layer: int = 20  # collaborative mode: the edge runs layers [0, split), the cloud the rest
     cloud_deadline_s: float = 5.0  # collaborative mode: cloud silent this long -> finish the answer locally
+    # Collaborative mode: hold the expected share of tokens equal to the full model's at this level by moving
+    # the exit thresholds as answers go (edge_node/collab/agreement_budget.py); 0 = keep them fixed.
+    collab_agreement_target: float = 0.91
     torch_threads: int = 0  # intra-op threads; 0 = torch's default (all cores). Several nodes on one host: 1
     # Emulated edge speed (emulation/cpu_quota.py): the fraction of one core this node may use, e.g. 0.25
     # for a Raspberry Pi next to a server; 0 = unlimited. A cgroup where writable, else per-layer delays.
@@ -70,6 +73,8 @@ class EdgeConfig:
         check(self.results_kept >= 1, "results_kept", "must be >= 1")
         check(self.split_layer >= 1, "split_layer", "must be >= 1")
         check(self.cloud_deadline_s > 0, "cloud_deadline_s", "must be > 0")
+        check(self.collab_agreement_target == 0.0 or 0.5 <= self.collab_agreement_target < 1.0,
+              "collab_agreement_target", "must be 0 (fixed thresholds) or within 0.5..1 (excluded)")
         check(self.torch_threads >= 0, "torch_threads", "must be >= 0")
         check(self.stop_wait_s >= 0, "stop_wait_s", "must be >= 0")
         check(not check_quota(self.cpu_quota), "cpu_quota", check_quota(self.cpu_quota))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from broker.messages import TaskResult, TaskSpec, TokenRecord
+from edge_node.collab.agreement_budget import BudgetBook
 from edge_node.collab.config import CollabConfig
 from edge_node.collab.generation import CollabGeneration
 from edge_node.collab.generation import generate as collab_generate
@@ -44,6 +45,7 @@ class TaskExecutor:
     collab_client: CollabClient | None = None  # set: tasks in collaborative / baseline modes may ask the cloud
     collab_config: CollabConfig = field(default_factory=CollabConfig)
     routing: QueryRouting | None = None  # set: tasks with route "cloud" / "auto" are routed (docs/routing.md)
+    budgets: BudgetBook = field(default_factory=BudgetBook)  # collaborative agreement targets, per model
 
     def expired(self, task: TaskSpec, queue_wait_s: float) -> TaskResult:
         result = self._failure(task, "expired", f"deadline passed after {queue_wait_s:.1f} s in the queue", queue_wait_s)
@@ -94,7 +96,8 @@ class TaskExecutor:
         prompt = build_prompt(task.task_type, task.prompt)
         config = _fit(dataclasses.replace(self.collab_config, mode=task.mode), model)
         generation = collab_generate(model, encode_prompt(model, prompt), min(task.max_new_tokens, prompt.max_new_tokens),
-                                     config, self.collab_client)
+                                     config, self.collab_client,
+                                     budget=self.budgets.for_answer(model.model_id, config.mode, config.threshold))
         answer = model.decode(list(generation.token_ids)).strip()
         return CollabOutcome(answer, as_dict(parse_answer(task.task_type, answer, text=task.prompt)), generation)
 

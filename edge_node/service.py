@@ -16,6 +16,7 @@ from broker import topics
 from broker.client import Envelope
 from broker.messages import LoadedModelStatus, ModelStatus, NodeCommand, TaskDispatch, TaskResult, TaskSpec
 from broker.presence import NodePresence, NodeProbes
+from edge_node.collab.agreement_budget import BudgetBook
 from edge_node.collab.config import CollabConfig
 from edge_node.collab.link import CollabClient
 from edge_node.config import EdgeConfig
@@ -79,6 +80,7 @@ class EdgeService:
         self.executor.collab_config = CollabConfig(split_layer=config.split_layer,
                                                    exit_layers=tuple(x for x in (10, 15, 20) if x <= config.split_layer),
                                                    cloud_deadline_s=config.cloud_deadline_s)
+        self.executor.budgets = BudgetBook(config.collab_agreement_target or None)
         self.executor.routing = QueryRouting(
             config.node_id, self.executor.collab_client, config.router_cloud_model,
             Path(config.miner_dir) if config.miner_dir else DEFAULT_MINER_DIR,

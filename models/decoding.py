@@ -51,6 +51,7 @@ class ExitDecision:
     token_id: int
     exit_layer: int
     decided_at: float  # clock reading when the head decided
+    score: float = 1.0  # the exit rule's score (a calibrated probability that the token is the full model's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +170,9 @@ class LayerStack:
             if exits_enabled and exit_decision is None and layer in self.exit_layers:
                 probabilities = self.exit_probabilities(layer, carry[:, -1:])  # (1, V)
                 features, candidates, top = exit_features(probabilities, previous_tokens, previous_top, copies)
-                if self._sure(layer, features[0]):
-                    exit_decision = ExitDecision(int(candidates[0]), layer, self.clock())
+                score = self._sure(layer, features[0])
+                if score is not None:
+                    exit_decision = ExitDecision(int(candidates[0]), layer, self.clock(), score)
                 elif layer == self.end:
                     head_token, head_probability = int(candidates[0]), float(top[0])
                 previous_tokens, previous_top = candidates, top
@@ -285,6 +287,7 @@ class LayerStack:
         if sink is not None:
             sink(reached - hidden_states.shape[1], hidden_states)
 
-    def _sure(self, layer: int, features: torch.Tensor) -> bool:
+    def _sure(self, layer: int, features: torch.Tensor) -> float | None:
+        """The exit rule's score when it says exit here, else None."""
         assert self.exit_policy is not None
-        return self.exit_policy.should_exit(layer, tuple(float(value) for value in features.tolist()))
+        return self.exit_policy.exit_score(layer, tuple(float(value) for value in features.tolist()))

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from edge_node.collab.agreement_budget import AgreementBudget
 from edge_node.collab.config import CollabConfig
 from edge_node.collab.link import CloudSession, CloudUnavailableError, CollabClient, LinkCounters, LinkFaults
 from edge_node.collab.speculative import SpeculativeStepper
@@ -90,16 +91,19 @@ def generate(
     faults: LinkFaults | None = None,
     on_token: Callable[[DecodedToken], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    budget: AgreementBudget | None = None,
 ) -> CollabGeneration:
     """Generate greedily in `config.mode`. Modes other than standalone need `client`.
 
     Never raises for cloud trouble: an unreachable or silent cloud ends in a local finish, recorded as
-    a fallback. `on_token` is called after every token (progress, tests).
+    a fallback. `on_token` is called after every token (progress, tests). `budget` (collaborative mode)
+    moves the exit thresholds to hold its agreement target and learns from this answer's tokens.
     """
     assert prompt_ids, "prompt must not be empty"
     assert max_new_tokens >= 1, "max_new_tokens must be >= 1"
     assert config.mode == "standalone" or client is not None, f"mode {config.mode} needs a CollabClient"
-    run = _Run(model, prompt_ids, max_new_tokens, config, client, stop_at_eos, faults or LinkFaults(), on_token, clock)
+    run = _Run(model, prompt_ids, max_new_tokens, config, client, stop_at_eos, faults or LinkFaults(), on_token, clock,
+               budget)
     match config.mode:
         case "cloud_only":
             return run.cloud_only()
@@ -118,10 +122,11 @@ class _Run:
 
     def __init__(self, model: LoadedModel, prompt_ids: list[int], max_new_tokens: int, config: CollabConfig,
                  client: CollabClient | None, stop_at_eos: bool, faults: LinkFaults,
-                 on_token: Callable[[DecodedToken], None] | None, clock: Callable[[], float]) -> None:
+                 on_token: Callable[[DecodedToken], None] | None, clock: Callable[[], float],
+                 budget: AgreementBudget | None = None) -> None:
         self.model, self.prompt_ids, self.max_new_tokens = model, prompt_ids, max_new_tokens
         self.config, self.client, self.stop_at_eos, self.faults = config, client, stop_at_eos, faults
-        self.on_token, self.clock = on_token, clock
+        self.on_token, self.clock, self.budget = on_token, clock, budget
         self.counters = LinkCounters()
         self.start = clock()
         self.cloud_requests = 0
@@ -241,14 +246,16 @@ class _CollaborativeStepper:
     def __init__(self, run: _Run, session: CloudSession) -> None:
         self.run = run
         self.session: CloudSession | None = session
-        policy = exit_policy_for(run.model, run.config)
-        self.stack = LayerStack(run.model, 0, run.config.split_layer, exit_policy=policy,
+        self.policy = exit_policy_for(run.model, run.config)
+        self.stack = LayerStack(run.model, 0, run.config.split_layer, exit_policy=self.policy,
                                 sinks={run.config.split_layer: self._upload}, clock=run.clock)
         self.first = True
 
     def step(self, feed: list[list[int]]) -> list[list[TokenDecision]]:
         session, run = self.session, self.run
         up_before, down_before = _counts(session)
+        if run.budget is not None:
+            self.stack.exit_policy = run.budget.policy(self.policy)
         # The prompt pass completes every layer so its upload starts before the first cloud request.
         result = self.stack.run_tokens(feed, complete=self.first)
         self.first = False
@@ -266,6 +273,8 @@ class _CollaborativeStepper:
                 logger.warning("session %s: cloud silent; finishing locally from position %d", session.session_id,
                                self.stack.length)
                 token, by, layer, known_at = run._local_token(self.stack, result), "fallback", self.stack.end, run.clock()
+        if run.budget is not None and by != "fallback":  # a fallback token has no calibrated score
+            run.budget.record(result.exit.score if result.exit is not None else None)
         up_after, down_after = _counts(session)
         if by == "fallback" and self.session is not None:
             run._absorb(self.session, notify=False)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_node.collab.agreement_budget import AgreementBudget
 from models.exits.calibration import TargetChoice, cross_validated_target, scores_of
 from models.exits.policy import ExitPolicy, ExitRule
 
@@ -81,3 +82,47 @@ def cross_validated_collab_point(policy: ExitPolicy, features: dict[int, np.ndar
         features, correct, groups, required_agreement, targets,
         fit=lambda f, c, target: choose_collab_point(policy, f, c, target).policy, measure=collab_counts)
     return choose_collab_point(policy, features, correct, choice.target_agreement), choice
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetChoice:
+    target: float  # the agreement budget's target the edge runs with
+    simulated: list[dict[str, float]]  # per candidate target: exit fraction and agreement over the split, in order
+
+
+def simulate_budget(policy: ExitPolicy, features: dict[int, np.ndarray], correct: dict[int, np.ndarray],
+                    target: float, step: float = 1.0) -> tuple[float, float]:
+    """(exit fraction, agreement over every position) of collaborative decoding over these positions in
+    order, with an AgreementBudget moving `policy`'s thresholds as the edge would."""
+    rules = policy.rules
+    scores = [scores_of(rule, features[rule.exit_layer]) for rule in rules]
+    agrees = [correct[rule.exit_layer] for rule in rules]
+    base = tuple(rule.threshold for rule in rules)
+    budget = AgreementBudget(target, step)
+    count = scores[0].shape[0] if rules else 0
+    exited = wrong = 0
+    for position in range(count):
+        exit_score = None
+        for index, threshold in enumerate(budget.thresholds(base)):
+            if scores[index][position] >= threshold:
+                exit_score = float(scores[index][position])
+                exited += 1
+                wrong += int(not agrees[index][position])
+                break
+        budget.record(exit_score)
+    return exited / max(count, 1), 1.0 - wrong / max(count, 1)
+
+
+def choose_budget_target(policy: ExitPolicy, features: dict[int, np.ndarray], correct: dict[int, np.ndarray],
+                         required_agreement: float,
+                         targets: tuple[float, ...] = (0.90, 0.905, 0.91, 0.915, 0.92, 0.93)) -> BudgetChoice:
+    """The lowest budget target whose simulated agreement on the calibration split meets the requirement
+    (the budget's own estimate is a little optimistic where thresholds were fitted; the margin is measured)."""
+    rows = []
+    for target in targets:
+        fraction, agreement = simulate_budget(policy, features, correct, target)
+        rows.append({"target": target, "exit_fraction": fraction, "agreement": agreement})
+    meeting = [row for row in rows if row["agreement"] >= required_agreement]
+    chosen = meeting[0]["target"] if meeting else targets[-1]
+    logger.info("agreement budget target %.3f: %s", chosen, rows)
+    return BudgetChoice(chosen, rows)

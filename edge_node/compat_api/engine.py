@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from edge_node.collab.agreement_budget import BudgetBook
 from edge_node.collab.config import MODES
 from edge_node.collab.generation import generate as collab_generate
 from edge_node.compat_api.requests import ApiRequestError, GenerationOutcome, GenerationRequest
@@ -58,8 +59,10 @@ class GenerationEngine:
     """Generates API answers with the node's cache, store and cloud link."""
 
     def __init__(self, cache: ModelCache[LoadedModel], store: ModelStore,
-                 collab: Callable[[], tuple[CollabClient | None, CollabConfig]], config: EngineConfig) -> None:
+                 collab: Callable[[], tuple[CollabClient | None, CollabConfig]], config: EngineConfig,
+                 budgets: BudgetBook | None = None) -> None:
         self.cache, self.store, self.collab, self.config = cache, store, collab, config
+        self.budgets = budgets or BudgetBook()  # the edge's collaborative agreement budgets (shared with tasks)
         self.modes: tuple[str, ...] = tuple(MODES)
         # Long-lived generation threads: torch's OpenMP team belongs to the thread that runs it, and a new
         # thread per answer (a new team each time, the last one still spinning) cost 10-30 % of the rate.
@@ -166,8 +169,9 @@ class GenerationEngine:
             else:
                 config = fit_collab_config(dataclasses.replace(collab_config, mode=mode, **_sampling(mode, request)),
                                            model)
+                budget = self.budgets.for_answer(model.model_id, config.mode, config.threshold)
                 fallback = collab_generate(model, prompt_ids, max_new, config, collab_client,
-                                           on_token=on_token).fallback
+                                           on_token=on_token, budget=budget).fallback
         except _Halt:
             pass
         tail = stream.finish()

@@ -60,6 +60,7 @@ def engine_for(service: EdgeService) -> GenerationEngine:
             config=EngineConfig(default_mode=config.api_mode, max_new_tokens=config.api_max_tokens,
                                 parallel=config.api_parallel, max_waiting=config.queue_capacity,
                                 early_exit=config.early_exit),
+            budgets=service.executor.budgets,
         )
     return engine
 

@@ -81,8 +81,13 @@ class ExitPolicy:
 
     def should_exit(self, exit_layer: int, features: ExitFeatures | tuple[float, ...]) -> bool:
         """True to emit this head's argmax token now, False to continue to deeper layers."""
+        return self.exit_score(exit_layer, features) is not None
+
+    def exit_score(self, exit_layer: int, features: ExitFeatures | tuple[float, ...]) -> float | None:
+        """The rule's score when it says exit here (a calibrated probability of agreeing), else None."""
         rule = self.rule(exit_layer)
-        return rule.score(features) >= rule.threshold
+        score = rule.score(features)
+        return score if score >= rule.threshold else None
 
     def with_thresholds(self, thresholds: dict[int, float]) -> ExitPolicy:
         return ExitPolicy(tuple(

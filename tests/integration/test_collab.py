@@ -17,6 +17,7 @@ from broker.client import BusClient
 from broker.messages.inference import ContextChunk, TokenRequest
 from cloud_node.config import CloudConfig
 from cloud_node.service import CloudService
+from edge_node.collab.agreement_budget import AgreementBudget, shifted_threshold
 from edge_node.collab.config import CollabConfig
 from edge_node.collab.generation import generate
 from edge_node.collab.link import CloudUnavailableError, CollabClient, LinkCounters, LinkFaults
@@ -300,3 +301,32 @@ def test_a_cloud_only_request_that_cannot_run_is_refused_alone(cloud, mosquitto,
     assert outcomes["good"] == tuple(model.generate_greedy(prompt, NEW_TOKENS, stop_at_eos=False))
     assert "outside the vocabulary" in str(outcomes["bad"])
     assert "exceeds the limit" in str(outcomes["too long"])
+
+
+class RecordingBudget(AgreementBudget):
+    """The real budget, also keeping what it was told (exit scores, None for cloud tokens)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.recorded: list[float | None] = []
+
+    def record(self, exit_score: float | None) -> None:
+        self.recorded.append(exit_score)
+        super().record(exit_score)
+
+
+def test_the_agreement_budget_learns_from_every_token_and_its_shift_steers_the_exits(cloud, client, model, prompt):
+    # Every token exits at the first head with threshold 0: the scores there (top probabilities) set the test's scale.
+    always = RecordingBudget(target=0.9)
+    run(model, prompt, client, config(threshold=0.0), budget=always)
+    assert len(always.recorded) == NEW_TOKENS and all(0.0 < s <= 1.0 for s in always.recorded)  # type: ignore[operator]
+    middle = sorted(always.recorded)[NEW_TOKENS // 2]  # type: ignore[type-var]
+    exits = {}
+    for shift in (-1.5, 1.5):  # a step too small to move it: the shift alone decides
+        budget = RecordingBudget(target=0.9, step=1e-9, shift=shift)
+        answer = run(model, prompt, client, config(threshold=middle), budget=budget)
+        by = [t.decided_by for t in answer.tokens]
+        assert [s is None for s in budget.recorded] == [b == "cloud" for b in by]  # one record per token, in order
+        assert all(s >= shifted_threshold(middle, shift) for s in budget.recorded if s is not None)  # type: ignore[operator]
+        exits[shift] = by.count("exit")
+    assert exits[-1.5] > exits[1.5]

@@ -70,3 +70,9 @@ def test_a_policy_fitted_on_fewer_features_loads_with_the_same_decisions() -> No
     assert policy.rule(10).weights == (4.0, 1.0, -1.0, 2.0, 0.5, 0.0, 0.0)
     copying = ExitFeatures(0.6, 0.3, 1.0, 1.0, 0.5, 1.0, 1.0)
     assert policy.should_exit(10, copying) == policy.should_exit(10, ExitFeatures(0.6, 0.3, 1.0, 1.0, 0.5, 0.0, 0.0))
+
+
+def test_exit_score_is_the_rules_score_when_it_exits_and_none_otherwise():
+    policy = ExitPolicy.top_probability({10: 0.8})
+    assert policy.exit_score(10, CONFIDENT) == pytest.approx(CONFIDENT.top_prob)
+    assert policy.exit_score(10, UNSURE) is None

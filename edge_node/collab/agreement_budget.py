@@ -1,0 +1,89 @@
+"""Hold collaborative agreement at a target by moving the exit thresholds while answering.
+
+The exit policy's scores are calibrated probabilities that the exit's token is the full model's
+(docs/collaboration.md, "Agreement budget": on held-out prompts the mean score of a score band matches
+its accuracy), so the edge can estimate without any label how many of its tokens differ from the
+full model's: an exit with score s adds 1 - s expected disagreements, a cloud token adds none.
+Thresholds fixed on calibration prompts leave agreement above the target on prompts whose scores sit
+differently, asking the cloud more than the target needs (or, on harder prompts, below it). The
+budget moves every exit threshold by one shift in logit space after each token, a Robbins-Monro step
+towards expected disagreement per token = 1 - target, so the edge spends the disagreement it is
+allowed and no more. One budget per edge model, shared by its answers (it learns across them).
+Pure logic; thread-safe.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+
+from models.exits.policy import ExitPolicy
+
+
+def shifted_threshold(threshold: float, shift: float) -> float:
+    """`threshold` moved by `shift` in logit space; 0 (always exit) and >= 1 (never) stay as they are."""
+    if threshold <= 0.0 or threshold >= 1.0:
+        return threshold
+    logit = math.log(threshold / (1.0 - threshold)) + shift
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logit))))
+
+
+@dataclass
+class AgreementBudget:
+    target: float  # expected share of tokens equal to the full model's
+    step: float = 1.0  # logit shift per unit of (allowed - observed) disagreement of one token
+    limit: float = 1.5  # the shift stays within +- this many logits of the configured thresholds
+    shift: float = 0.0  # current shift; < 0 exits more
+    tokens: int = 0
+    expected_disagreements: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.target < 1.0:
+            raise ValueError(f"agreement target must lie in (0, 1), got {self.target}")
+        if self.step <= 0.0 or self.limit < 0.0:
+            raise ValueError(f"budget step must be > 0 and limit >= 0, got {self.step}, {self.limit}")
+
+    def thresholds(self, base: tuple[float, ...]) -> tuple[float, ...]:
+        with self._lock:
+            shift = self.shift
+        return tuple(shifted_threshold(threshold, shift) for threshold in base)
+
+    def policy(self, base: ExitPolicy) -> ExitPolicy:
+        """`base` with its thresholds moved by the current shift."""
+        moved = self.thresholds(tuple(rule.threshold for rule in base.rules))
+        return base.with_thresholds({rule.exit_layer: threshold for rule, threshold in zip(base.rules, moved, strict=True)})
+
+    def record(self, exit_score: float | None) -> None:
+        """One token decided: by an exit with this score, or (None) by the full model in the cloud."""
+        disagreement = 0.0 if exit_score is None else 1.0 - exit_score
+        with self._lock:
+            self.tokens += 1
+            self.expected_disagreements += disagreement
+            self.shift -= self.step * ((1.0 - self.target) - disagreement)
+            self.shift = max(-self.limit, min(self.limit, self.shift))
+
+    @property
+    def expected_agreement(self) -> float | None:
+        """Running estimate over every recorded token; None before the first."""
+        with self._lock:
+            return None if self.tokens == 0 else 1.0 - self.expected_disagreements / self.tokens
+
+
+class BudgetBook:
+    """An edge's budgets: one AgreementBudget per model id, made on first use."""
+
+    def __init__(self, target: float | None = None, step: float = 1.0) -> None:
+        self.target, self.step = target, step  # target None: thresholds stay as configured
+        self._budgets: dict[str, AgreementBudget] = {}
+        self._lock = threading.Lock()
+
+    def for_answer(self, model_id: str, mode: str, threshold: float | None) -> AgreementBudget | None:
+        """The model's budget for a collaborative answer on its calibrated policy (`threshold` None), else None."""
+        if self.target is None or mode != "collaborative" or threshold is not None:
+            return None
+        with self._lock:
+            if model_id not in self._budgets:
+                self._budgets[model_id] = AgreementBudget(self.target, self.step)
+            return self._budgets[model_id]
