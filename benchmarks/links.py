@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=50, help="request/response round trips per profile")
     parser.add_argument("--upload-chunks", type=int, default=50, help="64 KiB chunks uploaded per profile")
     parser.add_argument("--tokens", type=int, default=48, help="greedy tokens decoded per quota run")
-    parser.add_argument("--quota-repeats", type=int, default=3, help="runs per quota (alternating; median kept)")
+    # 5, not 3: on this VM single quarter-core runs spread 3.6-7.7 x a full core (docs/benchmarks.md, session 11)
+    parser.add_argument("--quota-repeats", type=int, default=5, help="runs per quota (alternating; median kept)")
     parser.add_argument("--skip-quota", action="store_true", help="links only (no model needed)")
     parser.add_argument("--cgroup-root", default=str(DEFAULT_CGROUP_ROOT),
                         help="cgroup v1 cpu hierarchy; a path that is none (e.g. /nonexistent) measures the "

@@ -74,3 +74,11 @@ def test_an_escalation_threshold_set_by_the_operator_beats_the_fitted_rule():
     assert load(EdgeConfig, env={}, overrides=["escalate_min_confidence=0.4"]).escalation_rule() == EscalationRule(0.4, 0.3)
     with pytest.raises(ConfigError, match="escalate_max_repetition"):
         load(EdgeConfig, env={}, overrides=["escalate_max_repetition=2"])
+
+
+def test_the_collaborative_agreement_target_is_off_at_zero_and_refused_outside_its_range():
+    assert load(EdgeConfig, env={}).collab_agreement_target == 0.91
+    assert load(EdgeConfig, env={}, overrides=["collab_agreement_target=0"]).collab_agreement_target == 0.0
+    for wrong in ("1.0", "0.3"):
+        with pytest.raises(ConfigError, match="collab_agreement_target"):
+            load(EdgeConfig, env={}, overrides=[f"collab_agreement_target={wrong}"])
