@@ -79,8 +79,15 @@ def _heartbeats(points: dict[str, list[MetricPoint]], rng: random.Random, start_
             points[node].append(schema.heartbeat_point(
                 node, role, cpu_percent=cpu, memory_percent=memory, load_1m=cpu / 25,
                 queue_depth=queue, loaded_models=models, timestamp_ns=timestamp_ns,
-                cloud_counters=_cloud_counters(elapsed_s) if node == CLOUD else None,
+                counters=_cloud_counters(elapsed_s) if node == CLOUD else _budget_counters(index, elapsed_s),
             ))
+
+
+def _budget_counters(index: int, elapsed_s: float) -> dict[str, float]:
+    """An edge's collaborative agreement budget after `elapsed_s`: near its 0.91 target, as in benchmarks.collab."""
+    tokens = (1.0 + index) * elapsed_s
+    return {"budget_tokens": tokens, "budget_expected_disagreements": (0.088 + 0.002 * index) * tokens,
+            "budget_shift": -0.1 - 0.05 * index}
 
 
 def _cloud_counters(elapsed_s: float) -> dict[str, float]:

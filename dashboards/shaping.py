@@ -277,6 +277,21 @@ def cloud_cost_per_token(heartbeats: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def agreement_budgets(heartbeats: pd.DataFrame) -> pd.DataFrame:
+    """node, tokens, expected_agreement, shift: each edge's collaborative agreement budget (its latest counters)."""
+    columns = ["node", "tokens", "expected_agreement", "shift"]
+    names = list(schema.EDGE_BUDGET_COUNTERS)
+    if heartbeats.empty or not set(names) <= set(heartbeats.columns):
+        return pd.DataFrame(columns=columns)
+    latest = _latest_per_node(heartbeats, names)
+    latest = latest[latest["budget_tokens"] > 0]
+    return pd.DataFrame({
+        "node": latest["node"], "tokens": latest["budget_tokens"].astype(int),
+        "expected_agreement": 1.0 - latest["budget_expected_disagreements"] / latest["budget_tokens"],
+        "shift": latest["budget_shift"],
+    }, columns=columns).sort_values("node").reset_index(drop=True)
+
+
 def _latest_per_node(heartbeats: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     """The newest row with all of `names` set, per node."""
     data = heartbeats.dropna(subset=names)

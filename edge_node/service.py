@@ -289,7 +289,8 @@ class EdgeService:
     def _counters(self) -> dict[str, float]:
         stats = self.queue.stats()
         return {"queue_refused": float(stats.refused_full), "tasks_expired": float(stats.expired),
-                "tasks_dequeued": float(stats.dequeued), "http_rejected": float(self.http_rejected)}
+                "tasks_dequeued": float(stats.dequeued), "http_rejected": float(self.http_rejected),
+                **self.executor.budgets.counters()}
 
     def _load_model(self, model_id: str) -> LoadedModel:
         model = self.store.load(model_id)

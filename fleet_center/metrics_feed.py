@@ -48,7 +48,7 @@ class MetricsFeed:
         self._record([schema.heartbeat_point(
             beat.node_id, self.role_of(beat.node_id), beat.cpu_percent, beat.memory_percent, beat.load_avg_1m,
             beat.queue_depth, tuple(m.model_id for m in beat.loaded_models),
-            rejected_inputs=rejected_inputs(beat.counters), cloud_counters=beat.counters, timestamp_ns=schema.now_ns())])
+            rejected_inputs=rejected_inputs(beat.counters), counters=beat.counters, timestamp_ns=schema.now_ns())])
 
     def _center_heartbeats(self) -> None:
         cpu_meter = CpuMeter()

@@ -65,9 +65,13 @@ CLOUD_COUNTERS = ("drafts_verified", "drafts_accepted", *(
     f"cost_{mode}_{figure}" for mode in CLOUD_COST_MODES for figure in ("tokens", "cpu_ms", "layer_passes")))
 
 
-def cloud_fields(counters: Mapping[str, float]) -> dict[str, float]:
-    """The cloud counters present in a heartbeat's counters, as float fields."""
-    return {name: float(counters[name]) for name in CLOUD_COUNTERS if name in counters}
+# An edge's collaborative agreement budgets (edge_node/collab/agreement_budget.py BudgetBook.counters)
+EDGE_BUDGET_COUNTERS = ("budget_tokens", "budget_expected_disagreements", "budget_shift")
+
+
+def counter_fields(counters: Mapping[str, float]) -> dict[str, float]:
+    """The cloud and edge-budget counters present in a heartbeat's counters, as float fields."""
+    return {name: float(counters[name]) for name in (*CLOUD_COUNTERS, *EDGE_BUDGET_COUNTERS) if name in counters}
 
 
 def heartbeat_point(
@@ -80,18 +84,18 @@ def heartbeat_point(
     loaded_models: Sequence[str] = (),
     metrics_dropped: int | None = None,
     rejected_inputs: int | None = None,
-    cloud_counters: Mapping[str, float] | None = None,
+    counters: Mapping[str, float] | None = None,
     *,
     timestamp_ns: int,
 ) -> MetricPoint:
     """A node's vital signs at one heartbeat. `loaded_models` is stored as a count and a sorted id list;
     `rejected_inputs` counts malformed or refused inputs since the node started (messages and HTTP requests);
-    `cloud_counters`: a cloud worker's cumulative cost and draft counters (see `cloud_fields`)."""
+    `counters`: a cloud worker's cumulative cost and draft counters, an edge's agreement budget (`counter_fields`)."""
     return _point(
         HEARTBEAT,
         {"node": node, "role": role},
         {
-            **cloud_fields(cloud_counters or {}),
+            **counter_fields(counters or {}),
             "cpu_percent": float(cpu_percent),
             "memory_percent": float(memory_percent),
             "load_1m": float(load_1m),

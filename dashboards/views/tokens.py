@@ -65,6 +65,7 @@ def _cloud_work(context: PageContext) -> None:
     heartbeats = fetch(context, queries.heartbeats, "heartbeats")
     if heartbeats is None:
         return
+    _budgets(shaping.agreement_budgets(heartbeats))
     drafts = shaping.draft_counts(heartbeats)
     costs = shaping.cloud_cost_per_token(heartbeats)
     if not drafts["drafted"] and costs.empty:
@@ -80,6 +81,20 @@ def _cloud_work(context: PageContext) -> None:
             "cpu_ms_per_token": st.column_config.NumberColumn("Cloud CPU ms / token", format="%.2f"),
             "layer_passes_per_token": st.column_config.NumberColumn("Layer passes / token", format="%.1f"),
         })
+
+
+def _budgets(budgets: pd.DataFrame) -> None:
+    """Each edge's collaborative agreement budget: where it holds expected agreement, and how far it moved."""
+    if budgets.empty:
+        return
+    st.subheader("Collaborative agreement budget")
+    st.caption("Expected share of collaborative tokens equal to the full model's (1 − exit score per exit), and the "
+               "shift the edge added to its exit thresholds (logits; below 0 exits more) to hold its target.")
+    st.dataframe(budgets, hide_index=True, column_config={
+        "node": "Edge", "tokens": "Tokens counted",
+        "expected_agreement": st.column_config.NumberColumn("Expected agreement", format="%.3f"),
+        "shift": st.column_config.NumberColumn("Threshold shift", format="%+.2f"),
+    })
 
 
 def _latency_timeline(tokens: pd.DataFrame, by_position: bool) -> alt.Chart:

@@ -87,3 +87,15 @@ class BudgetBook:
             if model_id not in self._budgets:
                 self._budgets[model_id] = AgreementBudget(self.target, self.step)
             return self._budgets[model_id]
+
+    def counters(self) -> dict[str, float]:
+        """Heartbeat counters once any budget has counted a token: tokens and expected disagreements over all
+        models (cumulative), and the shift of the budget that has counted most."""
+        with self._lock:
+            budgets = [budget for budget in self._budgets.values() if budget.tokens]
+        if not budgets:
+            return {}
+        busiest = max(budgets, key=lambda budget: budget.tokens)
+        return {"budget_tokens": float(sum(b.tokens for b in budgets)),
+                "budget_expected_disagreements": sum(b.expected_disagreements for b in budgets),
+                "budget_shift": busiest.shift}

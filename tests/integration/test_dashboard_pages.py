@@ -104,12 +104,27 @@ def test_tokens_page_shows_all_sessions_and_narrows_to_one() -> None:
 @pytest.mark.usefixtures("recorded")
 def test_tokens_page_shows_drafts_and_cloud_cost_per_token_by_mode() -> None:
     app = open_page("tokens")
-    costs = app.dataframe[1].value
+    costs = table_with(app, "cpu_ms_per_token")
     assert list(costs["mode"]) == ["cloud_only", "speculative"]
     assert costs.set_index("mode")["cpu_ms_per_token"].to_dict() == pytest.approx({"cloud_only": 60.0, "speculative": 22.0})
     drafted, accepted, rejected = (int(metric(app, label)) for label in
                                    ("Drafted tokens (verified)", "Accepted drafts", "Rejected drafts"))
     assert drafted == accepted + rejected and accepted > rejected > 0
+
+
+def table_with(app: AppTest, column: str):
+    """The page's one table that has `column`."""
+    tables = [frame.value for frame in app.dataframe if column in frame.value.columns]
+    assert len(tables) == 1, f"{len(tables)} tables with {column!r}"
+    return tables[0]
+
+
+@pytest.mark.usefixtures("recorded")
+def test_tokens_page_shows_each_edges_agreement_budget() -> None:
+    budgets = table_with(open_page("tokens"), "expected_agreement").set_index("node")
+    assert list(budgets.index) == ["pi-01", "pi-02", "pi-03"]  # every edge that counted tokens, the cloud not
+    assert budgets["expected_agreement"].to_dict() == pytest.approx({"pi-01": 0.912, "pi-02": 0.910, "pi-03": 0.908})
+    assert (budgets["shift"] < 0).all() and (budgets["tokens"] > 0).all()
 
 
 @pytest.mark.usefixtures("recorded")

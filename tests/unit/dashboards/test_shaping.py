@@ -237,3 +237,16 @@ def test_cloud_cost_per_token_divides_each_modes_counters_by_its_tokens():
 def test_no_cloud_counters_mean_no_drafts_and_no_costs():
     beats = pd.DataFrame({"time": pd.to_datetime([1], unit="s", utc=True), "node": ["pi-01"], "cpu_percent": [3.0]})
     assert shaping.draft_counts(beats)["drafted"] == 0 and shaping.cloud_cost_per_token(beats).empty
+
+
+def test_agreement_budgets_read_each_edges_latest_counters():
+    beats = pd.DataFrame({
+        "time": pd.to_datetime([1, 2, 1, 1], unit="s", utc=True), "node": ["pi-01", "pi-01", "pi-02", "cloud-1"],
+        "budget_tokens": [10.0, 100.0, 50.0, None], "budget_expected_disagreements": [1.0, 9.0, 6.0, None],
+        "budget_shift": [-0.5, -0.2, 0.3, None],
+    })
+    budgets = shaping.agreement_budgets(beats)
+    assert budgets.to_dict("records") == [
+        {"node": "pi-01", "tokens": 100, "expected_agreement": pytest.approx(0.91), "shift": -0.2},
+        {"node": "pi-02", "tokens": 50, "expected_agreement": pytest.approx(0.88), "shift": 0.3}]
+    assert shaping.agreement_budgets(beats.drop(columns=["budget_shift"])).empty

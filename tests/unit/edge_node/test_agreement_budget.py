@@ -87,3 +87,15 @@ def test_the_book_keeps_one_budget_per_model_for_collaborative_answers_on_the_ca
 def test_targets_outside_zero_one_are_refused(target):
     with pytest.raises(ValueError, match="target"):
         AgreementBudget(target)
+
+
+def test_the_books_counters_sum_tokens_and_disagreements_and_report_the_busiest_models_shift():
+    book = BudgetBook(0.9)
+    assert book.counters() == {}  # nothing counted yet: no fields in the heartbeat
+    busy, quiet = book.for_answer("a", "collaborative", None), book.for_answer("b", "collaborative", None)
+    assert busy is not None and quiet is not None
+    for _ in range(3):
+        busy.record(None)
+    quiet.record(0.6)
+    assert book.counters() == {"budget_tokens": 4.0, "budget_expected_disagreements": pytest.approx(0.4),
+                               "budget_shift": busy.shift}

@@ -18,6 +18,17 @@ def test_heartbeat_stores_loaded_models_as_count_and_sorted_ids() -> None:
     assert isinstance(point.fields["cpu_percent"], float) and "metrics_dropped" not in point.fields
 
 
+def test_heartbeat_keeps_the_cost_and_budget_counters_and_drops_the_rest() -> None:
+    counters = {"budget_tokens": 64, "budget_expected_disagreements": 5.5, "budget_shift": -0.25,
+                "drafts_verified": 10, "queue_refused": 3}
+    point = schema.heartbeat_point("pi-01", "edge", cpu_percent=1, memory_percent=2, load_1m=0, queue_depth=0,
+                                   counters=counters, timestamp_ns=T0)
+    assert {name: point.fields[name] for name in ("budget_tokens", "budget_expected_disagreements", "budget_shift",
+                                                  "drafts_verified")} == {"budget_tokens": 64.0,
+        "budget_expected_disagreements": 5.5, "budget_shift": -0.25, "drafts_verified": 10.0}
+    assert isinstance(point.fields["budget_tokens"], float) and "queue_refused" not in point.fields
+
+
 def test_round_points_add_a_summary_weighted_by_task_count() -> None:
     points = schema.round_points(
         7,
