@@ -209,8 +209,7 @@ def budget_report(target: float | None, choice, books: dict) -> dict:
     """The budget's target, how it was chosen, and where each run's budget ended."""
     ends = {}
     for (mode, dtype), book in books.items():
-        budget = book.for_answer(BASE_MODEL, mode, None)
-        if budget is not None and budget.tokens:
+        for budget in book.budgets().values():
             ends[f"{mode}_{dtype}"] = {"shift": round(budget.shift, 4), "tokens": budget.tokens,
                                        "expected_agreement": round(budget.expected_agreement or 0.0, 4)}
     return {"target": target, "calibration_simulation": choice.simulated, "runs": ends}

@@ -88,11 +88,15 @@ class BudgetBook:
                 self._budgets[model_id] = AgreementBudget(self.target, self.step)
             return self._budgets[model_id]
 
+    def budgets(self) -> dict[str, AgreementBudget]:
+        """The budgets made so far, by model id."""
+        with self._lock:
+            return dict(self._budgets)
+
     def counters(self) -> dict[str, float]:
         """Heartbeat counters once any budget has counted a token: tokens and expected disagreements over all
         models (cumulative), and the shift of the budget that has counted most."""
-        with self._lock:
-            budgets = [budget for budget in self._budgets.values() if budget.tokens]
+        budgets = [budget for budget in self.budgets().values() if budget.tokens]
         if not budgets:
             return {}
         busiest = max(budgets, key=lambda budget: budget.tokens)
