@@ -38,6 +38,7 @@ from runtime.threads import lower_thread_priority
 from security.tokens import http_token
 
 logger = logging.getLogger(__name__)
+BUDGET_SAVE_EVERY_S = 60
 
 
 class UnknownModel(LookupError):
@@ -80,7 +81,8 @@ class EdgeService:
         self.executor.collab_config = CollabConfig(split_layer=config.split_layer,
                                                    exit_layers=tuple(x for x in (10, 15, 20) if x <= config.split_layer),
                                                    cloud_deadline_s=config.cloud_deadline_s)
-        self.executor.budgets = BudgetBook(config.collab_agreement_target or None)
+        self.executor.budgets = BudgetBook(config.collab_agreement_target or None,
+                                           state_path=Path(config.state_dir) / config.node_id / "agreement_budgets.json")
         self.executor.routing = QueryRouting(
             config.node_id, self.executor.collab_client, config.router_cloud_model,
             Path(config.miner_dir) if config.miner_dir else DEFAULT_MINER_DIR,
@@ -137,6 +139,7 @@ class EdgeService:
         self.presence.stop()
         self.cache.unload_idle()
         self.executor.csv.close()
+        self.executor.budgets.save()
         self.cpu_limit.release()
 
     def _finish_running_task(self) -> None:
@@ -259,9 +262,13 @@ class EdgeService:
             logger.warning("%s: could not publish result of %s: %s", self.node_id, result.task_id, error)
 
     def _expiry_loop(self) -> None:
+        ticks = 0
         while not self._stop.wait(1.0):
             for model_id in self.cache.expire_idle():
                 logger.info("%s: unloaded idle model %s", self.node_id, model_id)
+            ticks += 1
+            if ticks % BUDGET_SAVE_EVERY_S == 0:  # a crash loses at most this much of what the budgets learnt
+                self.executor.budgets.save()
 
     # ---- status ----------------------------------------------------------------------------------
 

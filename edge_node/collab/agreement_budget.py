@@ -14,11 +14,18 @@ Pure logic; thread-safe.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from models.exits.policy import ExitPolicy
+
+logger = logging.getLogger(__name__)
+STATE_FORMAT = 1
 
 
 def shifted_threshold(threshold: float, shift: float) -> float:
@@ -72,12 +79,17 @@ class AgreementBudget:
 
 
 class BudgetBook:
-    """An edge's budgets: one AgreementBudget per model id, made on first use."""
+    """An edge's budgets: one AgreementBudget per model id, made on first use.
 
-    def __init__(self, target: float | None = None, step: float = 1.0) -> None:
-        self.target, self.step = target, step  # target None: thresholds stay as configured
+    With `state_path`, each model's shift survives a restart: `save()` writes the shifts, a new book
+    starts each model's budget from its saved shift (an unreadable file is logged and ignored).
+    """
+
+    def __init__(self, target: float | None = None, step: float = 1.0, state_path: Path | None = None) -> None:
+        self.target, self.step, self.state_path = target, step, state_path  # target None: thresholds as configured
         self._budgets: dict[str, AgreementBudget] = {}
         self._lock = threading.Lock()
+        self._saved_shifts = self._read_shifts()
 
     def for_answer(self, model_id: str, mode: str, threshold: float | None) -> AgreementBudget | None:
         """The model's budget for a collaborative answer on its calibrated policy (`threshold` None), else None."""
@@ -85,8 +97,40 @@ class BudgetBook:
             return None
         with self._lock:
             if model_id not in self._budgets:
-                self._budgets[model_id] = AgreementBudget(self.target, self.step)
+                shift = self._saved_shifts.get(model_id, 0.0)
+                budget = AgreementBudget(self.target, self.step)
+                budget.shift = max(-budget.limit, min(budget.limit, shift))
+                self._budgets[model_id] = budget
             return self._budgets[model_id]
+
+    def save(self) -> None:
+        """Write every model's shift to `state_path` (atomically); never raises for a full or read-only disk."""
+        if self.state_path is None:
+            return
+        shifts = {**self._saved_shifts, **{model_id: budget.shift for model_id, budget in self.budgets().items()}}
+        if not shifts:
+            return
+        temporary = self.state_path.with_suffix(".tmp")
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(json.dumps({"format": STATE_FORMAT, "shifts": shifts}, indent=1))
+            os.replace(temporary, self.state_path)
+        except OSError as error:
+            logger.warning("cannot save agreement budgets to %s: %s", self.state_path, error)
+
+    def _read_shifts(self) -> dict[str, float]:
+        if self.state_path is None or not self.state_path.exists():
+            return {}
+        try:
+            data = json.loads(self.state_path.read_text())
+            if data.get("format") != STATE_FORMAT:
+                raise ValueError(f"format {data.get('format')!r}, want {STATE_FORMAT}")
+            return {str(model_id): float(shift) for model_id, shift in data["shifts"].items()
+                    if math.isfinite(float(shift))}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+            logger.warning("ignoring agreement budgets in %s (%s): starting from the configured thresholds",
+                           self.state_path, error)
+            return {}
 
     def budgets(self) -> dict[str, AgreementBudget]:
         """The budgets made so far, by model id."""

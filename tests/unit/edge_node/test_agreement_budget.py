@@ -99,3 +99,34 @@ def test_the_books_counters_sum_tokens_and_disagreements_and_report_the_busiest_
     quiet.record(0.6)
     assert book.counters() == {"budget_tokens": 4.0, "budget_expected_disagreements": pytest.approx(0.4),
                                "budget_shift": busy.shift}
+
+
+def test_saved_shifts_start_the_next_books_budgets_and_a_bad_file_is_ignored(tmp_path):
+    path = tmp_path / "pi-01" / "agreement_budgets.json"
+    book = BudgetBook(0.9, state_path=path)
+    book.save()
+    assert not path.exists()  # nothing learnt, nothing written
+    budget = book.for_answer("m", "collaborative", None)
+    assert budget is not None
+    for _ in range(5):
+        budget.record(None)
+    book.save()
+    again = BudgetBook(0.9, state_path=path).for_answer("m", "collaborative", None)
+    assert again is not None and again.shift == pytest.approx(budget.shift) and again.tokens == 0
+    path.write_text('{"format": 1, "shifts": {"m": 99.0}}')
+    clamped = BudgetBook(0.9, state_path=path).for_answer("m", "collaborative", None)
+    assert clamped is not None and clamped.shift == clamped.limit
+    for bad in ("not json", '{"format": 7, "shifts": {}}', '{"format": 1, "shifts": {"m": "x"}}', "[]"):
+        path.write_text(bad)
+        fresh = BudgetBook(0.9, state_path=path).for_answer("m", "collaborative", None)
+        assert fresh is not None and fresh.shift == 0.0
+
+
+def test_saving_to_an_unwritable_place_is_logged_not_raised(tmp_path, caplog):
+    (tmp_path / "file").write_text("")
+    book = BudgetBook(0.9, state_path=tmp_path / "file" / "budgets.json")  # a file where a directory should be
+    budget = book.for_answer("m", "collaborative", None)
+    assert budget is not None
+    budget.record(None)
+    book.save()
+    assert "cannot save agreement budgets" in caplog.text
