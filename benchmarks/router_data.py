@@ -31,7 +31,7 @@ from benchmarks.report import print_result
 from fleet_center.evaluation import prediction_from_answer, score_task
 from fleet_center.round_plan import task_type_name
 from fleet_center.workload import Task, load_tasks
-from routing.escalation import AnswerSignals, answer_signals, fit_escalation
+from routing.escalation import AnswerSignals, fit_escalation
 from routing.features import QueryFeatures
 from routing.splits import split_tasks
 from routing.training import TrainingConfig, train_miner
@@ -106,14 +106,10 @@ def collect(edge_model: str, max_new_tokens: int, limit: int) -> dict:
 
 
 def edge_signals(model: LoadedModel, task: Task, outcome: TaskOutcome) -> dict:
-    """What inference-then-mining sees of the edge's answer (edge_node/query_routing.py does the same)."""
-    from models.prompt_features import answer_confidence
-    from models.prompts import build_prompt
-    from models.runner import encode_prompt
+    """What inference-then-mining sees of the edge's answer, as the edge computes it."""
+    from edge_node.query_routing import edge_answer_signals
 
-    prompt_ids = encode_prompt(model, build_prompt(task_type_name(task.task_type), task.task_token))
-    confidence = answer_confidence(model, prompt_ids, list(outcome.generation.token_ids))
-    signals = answer_signals(task.task_type, outcome.parsed, outcome.answer, confidence)
+    signals = edge_answer_signals(model, task_type_name(task.task_type), task.task_token, outcome)
     return {"mean_confidence": signals.mean_confidence, "repetition": signals.repetition, "parse_ok": signals.parse_ok}
 
 

@@ -25,7 +25,7 @@ from models.loaded import LoadedModel
 from models.prompt_features import answer_confidence, prompt_statistics
 from models.prompts import build_prompt, resolve_task_type
 from models.runner import TaskOutcome, as_dict, encode_prompt
-from routing.escalation import EscalationRule, answer_signals
+from routing.escalation import AnswerSignals, EscalationRule, answer_signals
 from routing.features import QueryFeatures
 from routing.miner import MinerFileError, MinerModel
 from routing.routers import MinerRouter, RouteDecision, RoutingQuery
@@ -45,6 +45,15 @@ class RoutedOutcome:
     route: str  # edge | cloud | escalated
     route_score: float
     route_reason: str
+
+
+def edge_answer_signals(model: LoadedModel, task_type: str, prompt: str, edge: TaskOutcome) -> AnswerSignals:
+    """What inference-then-mining reads of the edge's answer; the escalation rule is fitted on the same
+    (benchmarks/router_data.py)."""
+    resolved = resolve_task_type(task_type)
+    confidence = answer_confidence(model, encode_prompt(model, build_prompt(task_type, prompt)),
+                                   list(edge.generation.token_ids))
+    return answer_signals(int(resolved) if resolved is not None else -1, edge.parsed, edge.answer, confidence)
 
 
 @dataclass
@@ -119,12 +128,9 @@ class QueryRouting:
     def _inference_then_mining(self, model: LoadedModel, task_type: str, prompt: str, max_new_tokens: int,
                                cloud_model: str, answer_on_edge: Callable[[], TaskOutcome]) -> RoutedOutcome:
         edge = answer_on_edge()
-        chat = build_prompt(task_type, prompt)
-        resolved = resolve_task_type(task_type)
-        confidence = answer_confidence(model, encode_prompt(model, chat), list(edge.generation.token_ids))
-        signals = answer_signals(int(resolved) if resolved is not None else -1, edge.parsed, edge.answer, confidence)
+        signals = edge_answer_signals(model, task_type, prompt, edge)
         hard, why = self.escalation_for(model.model_id).hard(signals)
-        score = 1.0 - confidence if confidence is not None else 1.0
+        score = 1.0 - signals.mean_confidence if signals.mean_confidence is not None else 1.0
         if not hard:
             return _from_edge(edge, RouteDecision("edge", score, why), "edge")
         cloud = self._cloud(model, task_type, prompt, max_new_tokens, cloud_model)
