@@ -31,8 +31,9 @@ from benchmarks.report import print_result
 from fleet_center.evaluation import prediction_from_answer, score_task
 from fleet_center.round_plan import task_type_name
 from fleet_center.workload import Task, load_tasks
-from routing.escalation import AnswerSignals, fit_escalation
+from routing.escalation import AnswerSignals, escalation_file, fit_escalation
 from routing.features import QueryFeatures
+from routing.miner import miner_file
 from routing.splits import split_tasks
 from routing.training import TrainingConfig, train_miner
 
@@ -52,11 +53,11 @@ def table_path(edge_model: str) -> Path:
 
 
 def escalation_path(edge_model: str) -> Path:
-    return DATA_DIR / f"escalation-{edge_model}.json"
+    return escalation_file(DATA_DIR, edge_model)
 
 
 def miner_path(edge_model: str) -> Path:
-    return DATA_DIR / f"miner-{edge_model}.json"
+    return miner_file(DATA_DIR, edge_model)
 
 
 def training_tasks(tasks: tuple[Task, ...]) -> list[Task]:

@@ -25,9 +25,9 @@ from models.loaded import LoadedModel
 from models.prompt_features import answer_confidence, prompt_statistics
 from models.prompts import build_prompt, resolve_task_type
 from models.runner import TaskOutcome, as_dict, encode_prompt
-from routing.escalation import AnswerSignals, EscalationRule, answer_signals
+from routing.escalation import AnswerSignals, EscalationRule, answer_signals, escalation_file
 from routing.features import QueryFeatures
-from routing.miner import MinerFileError, MinerModel
+from routing.miner import MinerFileError, MinerModel, miner_file
 from routing.routers import MinerRouter, RouteDecision, RoutingQuery
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class QueryRouting:
     def miner_for(self, model_id: str) -> MinerRouter | None:
         """The miner trained for this edge model, or None (logged once) if there is none or it is broken."""
         if model_id not in self._miners:
-            path = self.miner_dir / f"miner-{model_id}.json"
+            path = miner_file(self.miner_dir, model_id)
             try:
                 self._miners[model_id] = MinerRouter(MinerModel.load(path))
             except MinerFileError as error:
@@ -84,7 +84,7 @@ class QueryRouting:
         if self.escalation is not None:
             return self.escalation
         if model_id not in self._escalations:
-            path = self.miner_dir / f"escalation-{model_id}.json"
+            path = escalation_file(self.miner_dir, model_id)
             try:
                 self._escalations[model_id] = EscalationRule.load(path)
             except (OSError, ValueError) as error:

@@ -72,6 +72,12 @@ class EscalationRule:
 
 
 ESCALATION_FORMAT = 1
+
+
+def escalation_file(directory: Path, edge_model: str) -> Path:
+    """Where the rule fitted for `edge_model` lives in `directory` (written by router_data, read by edges)."""
+    return directory / f"escalation-{edge_model}.json"
+
 _REPETITION_CHOICES = (0.2, 0.3, 0.5, 1.0)  # 1.0: repetition never escalates
 
 

@@ -22,6 +22,11 @@ logger = logging.getLogger(__name__)
 MINER_FORMAT = 1
 
 
+def miner_file(directory: Path, edge_model: str) -> Path:
+    """Where the miner trained for `edge_model` lives in `directory` (written by router_data, read by edges)."""
+    return directory / f"miner-{edge_model}.json"
+
+
 class MinerFileError(ValueError):
     """A miner file is missing, unreadable or does not fit the features it is given."""
 
