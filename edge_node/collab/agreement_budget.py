@@ -51,6 +51,7 @@ class AgreementBudget:
             raise ValueError(f"agreement target must lie in (0, 1), got {self.target}")
         if self.step <= 0.0 or self.limit < 0.0:
             raise ValueError(f"budget step must be > 0 and limit >= 0, got {self.step}, {self.limit}")
+        self.shift = self._within_limit(self.shift)
 
     def thresholds(self, base: tuple[float, ...]) -> tuple[float, ...]:
         with self._lock:
@@ -68,8 +69,10 @@ class AgreementBudget:
         with self._lock:
             self.tokens += 1
             self.expected_disagreements += disagreement
-            self.shift -= self.step * ((1.0 - self.target) - disagreement)
-            self.shift = max(-self.limit, min(self.limit, self.shift))
+            self.shift = self._within_limit(self.shift - self.step * ((1.0 - self.target) - disagreement))
+
+    def _within_limit(self, shift: float) -> float:
+        return max(-self.limit, min(self.limit, shift))
 
     @property
     def expected_agreement(self) -> float | None:
@@ -97,10 +100,8 @@ class BudgetBook:
             return None
         with self._lock:
             if model_id not in self._budgets:
-                shift = self._saved_shifts.get(model_id, 0.0)
-                budget = AgreementBudget(self.target, self.step)
-                budget.shift = max(-budget.limit, min(budget.limit, shift))
-                self._budgets[model_id] = budget
+                self._budgets[model_id] = AgreementBudget(self.target, self.step,
+                                                          shift=self._saved_shifts.get(model_id, 0.0))
             return self._budgets[model_id]
 
     def save(self) -> None:
