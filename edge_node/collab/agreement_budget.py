@@ -92,7 +92,7 @@ class BudgetBook:
         self.target, self.step, self.state_path = target, step, state_path  # target None: thresholds as configured
         self._budgets: dict[str, AgreementBudget] = {}
         self._lock = threading.Lock()
-        self._saved_shifts = self._read_shifts()
+        self._saved_shifts = self._read_shifts()  # what the file holds (read at start, then as last written)
 
     def for_answer(self, model_id: str, mode: str, threshold: float | None) -> AgreementBudget | None:
         """The model's budget for a collaborative answer on its calibrated policy (`threshold` None), else None."""
@@ -105,17 +105,19 @@ class BudgetBook:
             return self._budgets[model_id]
 
     def save(self) -> None:
-        """Write every model's shift to `state_path` (atomically); never raises for a full or read-only disk."""
+        """Write every model's shift to `state_path` (atomically) when one moved since the file was last
+        written (a Pi's SD card wears with writes); never raises for a full or read-only disk."""
         if self.state_path is None:
             return
         shifts = {**self._saved_shifts, **{model_id: budget.shift for model_id, budget in self.budgets().items()}}
-        if not shifts:
+        if shifts == self._saved_shifts:
             return
         temporary = self.state_path.with_suffix(".tmp")
         try:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
             temporary.write_text(json.dumps({"format": STATE_FORMAT, "shifts": shifts}, indent=1))
             os.replace(temporary, self.state_path)
+            self._saved_shifts = shifts
         except OSError as error:
             logger.warning("cannot save agreement budgets to %s: %s", self.state_path, error)
 

@@ -111,6 +111,11 @@ def test_saved_shifts_start_the_next_books_budgets_and_a_bad_file_is_ignored(tmp
     for _ in range(5):
         budget.record(None)
     book.save()
+    path.unlink()
+    book.save()
+    assert not path.exists()  # nothing moved since the last write: no write
+    budget.record(None)
+    book.save()
     again = BudgetBook(0.9, state_path=path).for_answer("m", "collaborative", None)
     assert again is not None and again.shift == pytest.approx(budget.shift) and again.tokens == 0
     path.write_text('{"format": 1, "shifts": {"m": 99.0}}')
