@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.lowbit.modules import LowBitLinear, float_linear, fuse_lowbit_linears
+
 logger = logging.getLogger(__name__)
 
 Projection = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
@@ -51,13 +53,19 @@ def fuse_linears(modules: list[nn.Module]) -> Projection:
                 module.weight = nn.Parameter(fused[offset : offset + size], requires_grad=False)  # a view: no copy kept
                 module._fused_with = fused
                 offset += size
-    return lambda x: F.linear(x, fused).split(sizes, dim=-1)
+    return lambda x: float_linear(x, fused).split(sizes, dim=-1)
+
+
+def projection(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A single linear: a plain bias-free nn.Linear through `float_linear` (its weight read at call time),
+    anything else (quantized variants) as the module itself."""
+    if type(module) is nn.Linear and module.bias is None:
+        return lambda x: float_linear(x, module.weight)
+    return module
 
 
 def _fused_lowbit(modules: list[nn.Module]) -> nn.Module | None:
     """The low-bit variants' own fusion (`models/lowbit`), done once per group of modules; None if not low-bit."""
-    from models.lowbit.modules import LowBitLinear, fuse_lowbit_linears
-
     if not all(isinstance(m, LowBitLinear) for m in modules):
         return None
     with _fusing:
@@ -183,9 +191,9 @@ class LeanDecoderLayer:
         self.scaling = float(attention.scaling)
         self.input_norm, self.post_norm = layer.input_layernorm, layer.post_attention_layernorm
         self.qkv = fuse_linears([attention.q_proj, attention.k_proj, attention.v_proj])
-        self.output = attention.o_proj
+        self.output = projection(attention.o_proj)
         self.gate_up = fuse_linears([mlp.gate_proj, mlp.up_proj])
-        self.down = mlp.down_proj
+        self.down = projection(mlp.down_proj)
         self.activation = mlp.act_fn
 
     def __call__(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LayerKVCache,

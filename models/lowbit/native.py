@@ -70,6 +70,7 @@ _I64 = ctypes.c_int64
 _SIGNATURES = {
     "q4_linear": (_P, _I64, _I64, _P, _P, _P, _I64, _P, ctypes.c_int),
     "q8_linear": (_P, _I64, _I64, _P, _P, _I64, _P, ctypes.c_int),
+    "f32_linear": (_P, _I64, _I64, _P, _I64, _P, ctypes.c_int),
     "q4_dequantize": (_P, _P, _P, _I64, _I64, _P, ctypes.c_int),
     "q8_dequantize": (_P, _P, _I64, _I64, _P, ctypes.c_int),
 }
@@ -115,6 +116,17 @@ def q8_linear(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> to
     y = torch.empty(rows, out)
     kernels().q8_linear(x.data_ptr(), rows, k, qweight.data_ptr(), scale.data_ptr(), out, y.data_ptr(),  # type: ignore[union-attr]
                         threads_for(out * k))
+    return y
+
+
+def f32_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(M, K) float32 contiguous x -> (M, N) through the float32 kernel; weight (N, K) float32 contiguous,
+    K a multiple of 16 (the library must be available)."""
+    rows, k = x.shape
+    out = weight.shape[0]
+    y = torch.empty(rows, out)
+    kernels().f32_linear(x.data_ptr(), rows, k, weight.data_ptr(), out, y.data_ptr(),  # type: ignore[union-attr]
+                         threads_for(out * k))
     return y
 
 

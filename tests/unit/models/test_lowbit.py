@@ -8,7 +8,13 @@ import torch
 from models.errors import CorruptModelError, ModelStoreError
 from models.lowbit import native
 from models.lowbit.formats import decode_q4, decode_q8, encode_q4, encode_q8
-from models.lowbit.modules import SMALL_BATCH_ROWS, LowBitLinear, fuse_lowbit_linears, lossless_q8_linear
+from models.lowbit.modules import (
+    SMALL_BATCH_ROWS,
+    LowBitLinear,
+    float_linear,
+    fuse_lowbit_linears,
+    lossless_q8_linear,
+)
 from models.lowbit.storage import linear_weight_bytes
 from models.store import ModelStore, VariantSpec, write_model
 from models.tiny import make_tiny_model
@@ -67,6 +73,47 @@ def test_lowbit_linear_matches_the_dequantized_fp32_linear(rows: int, encode: ob
     x = torch.randn(2, rows, 192)
     expected = torch.nn.functional.linear(x, linear.dequantized())
     assert torch.allclose(linear(x), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("out", [1, 6, 83, 576])
+@pytest.mark.parametrize("rows", [1, 2, 3, 8])
+def test_float_linear_matches_f_linear_through_the_streaming_kernel(rows: int, out: int) -> None:
+    assert native.kernels() is not None, "the kernel library must build here (gcc is installed by make setup)"
+    generator = torch.Generator().manual_seed(rows * 1000 + out)
+    weight, x = torch.randn(out, 576, generator=generator), torch.randn(1, rows, 576, generator=generator)
+    assert torch.allclose(float_linear(x, weight), torch.nn.functional.linear(x, weight), rtol=1e-5, atol=1e-4)
+
+
+def test_float_linear_gives_a_row_the_same_bits_alone_or_in_a_batch() -> None:
+    generator = torch.Generator().manual_seed(7)
+    weight, batch = torch.randn(1030, 1536, generator=generator), torch.randn(8, 1536, generator=generator)
+    together = float_linear(batch, weight)
+    for size in range(1, 8):  # every chunk shape the kernel tiles differently (4 or 2 weight rows a step)
+        assert torch.equal(float_linear(batch[:size], weight), together[:size])
+    assert all(torch.equal(float_linear(batch[i : i + 1], weight)[0], together[i]) for i in range(8))
+
+
+@pytest.mark.parametrize("case", ["long input", "k not a multiple of 16", "bfloat16", "autograd", "no kernels"])
+def test_float_linear_leaves_what_the_kernel_does_not_cover_to_f_linear(case: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    rows, k, dtype = (native.MAX_ROWS + 1, 64, torch.float32) if case == "long input" else (2, 64, torch.float32)
+    if case == "k not a multiple of 16":
+        k = 72
+    if case == "bfloat16":
+        dtype = torch.bfloat16
+    weight, x = torch.randn(24, k, dtype=dtype), torch.randn(rows, k, dtype=dtype)
+    if case == "autograd":
+        weight.requires_grad_(True)
+    if case == "no kernels":
+        monkeypatch.setattr(native, "kernels", lambda: None)
+    called = []
+    monkeypatch.setattr(native, "f32_linear", lambda *args: called.append(args))
+    y = float_linear(x, weight)
+    assert not called
+    assert torch.equal(y, torch.nn.functional.linear(x, weight))
+    if case == "autograd":
+        y.sum().backward()
+        assert weight.grad is not None
 
 
 def test_dequantized_q4_weights_are_exactly_the_source() -> None:
