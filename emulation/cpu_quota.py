@@ -109,8 +109,17 @@ def limit_cpu(quota: float, name: str, pid: int | None = None,
     limit = CpuLimit(quota, "cgroup", pid, cgroup_dir, home_dir)
     if pid == os.getpid():
         atexit.register(limit.release)
+        _stop_worker_polling()
     logger.info("cpu quota %.3g for %s: pid %d in cgroup %s", quota, name, pid, cgroup_dir)
     return limit
+
+
+def _stop_worker_polling() -> None:
+    """Under a quota the kernels' idle workers must sleep at once: polling for the next call spends the quota the
+    process's own work needs (q4 decoding at 25 % of a core: 2.1 tokens/s polling, 4.0 sleeping; docs/lowbit.md)."""
+    from models.lowbit import native
+
+    native.set_worker_spin(0)
 
 
 def _enter_cgroup(cgroup_root: Path, cgroup_dir: Path, quota: float, pid: int) -> Path:

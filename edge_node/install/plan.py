@@ -194,6 +194,7 @@ WorkingDirectory={layout.state_dir}
 Environment=PYTHONPATH={layout.app_dir}
 Environment=EDGEFLEET_HOME={layout.state_dir}
 Environment=OMP_WAIT_POLICY=PASSIVE
+Environment=EDGEFLEET_KERNEL_SPIN_US=0
 Environment=HF_HUB_OFFLINE=1
 Environment=EDGEFLEET_KERNEL_DIR={layout.state_dir / "kernels"}
 ExecStart={exec_start}

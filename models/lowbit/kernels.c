@@ -8,7 +8,8 @@
  *   q8: w = d * q,     q in -127..127 (int8)
  * Activations stay float32. Each weight block is dequantized once into registers and used for
  * every row of x, so the weights are read once per call whatever M is. Rows of W are split over
- * OpenMP threads. Built by models/lowbit/native.py (gcc -O3 -march=native -fopenmp -ffp-contract=off).
+ * the worker pool of pool.c (dequantization, for prompts, over OpenMP threads). Built with pool.c by
+ * models/lowbit/native.py (gcc -O3 -march=native -fopenmp -ffp-contract=off -pthread).
  */
 #include <stdint.h>
 #include <string.h>
@@ -223,6 +224,36 @@ static void f32_rows(const float *x, int64_t rows, int64_t k, const float *w, fl
     else { F32_TILE_CASES(1) }
 }
 
+/* One call's operands, for the worker pool (pool.c): a part of the calls below computes output rows [begin, end). */
+typedef void (*pool_task)(const void *args, int64_t begin, int64_t end);
+void pool_run(pool_task task, const void *args, int64_t count, int threads);
+
+struct linear_call {
+    const float *x; int64_t chunk, k, out; float *y;
+    const void *weights; const uint16_t *d, *m;  /* float32 / q4 / q8 weights and their block parameters */
+    int step;  /* f32: weight rows per step */
+};
+
+static void f32_part(const void *p, int64_t begin, int64_t end) {
+    const struct linear_call *c = p;
+    const float *w = c->weights;
+    for (int64_t s = begin; s < end; s++) f32_rows(c->x, c->chunk, c->k, w + s * c->step * c->k, c->y, s * c->step, c->out, c->step);
+}
+
+static void q4_part(const void *p, int64_t begin, int64_t end) {
+    const struct linear_call *c = p;
+    const uint8_t *q = c->weights;
+    for (int64_t n = begin; n < end; n++)
+        q4_row(c->x, c->chunk, c->k, q + n * (c->k / 2), c->d + n * (c->k / BLOCK), c->m + n * (c->k / BLOCK), c->y, n, c->out);
+}
+
+static void q8_part(const void *p, int64_t begin, int64_t end) {
+    const struct linear_call *c = p;
+    const int8_t *q = c->weights;
+    for (int64_t n = begin; n < end; n++)
+        q8_row(c->x, c->chunk, c->k, q + n * c->k, c->d + n * (c->k / BLOCK), c->y, n, c->out);
+}
+
 /* x (M, K) float32, w (N, K) float32, K a multiple of 16 -> y (M, N) float32. Four weight rows a step
  * for one or two rows of x (four load streams), two beyond (the sums must stay in 32 registers). */
 void f32_linear(const float *x, int64_t rows, int64_t k, const float *w, int64_t out, float *y, int threads) {
@@ -230,9 +261,8 @@ void f32_linear(const float *x, int64_t rows, int64_t k, const float *w, int64_t
         int64_t chunk = rows - first < MAX_ROWS ? rows - first : MAX_ROWS;
         int step = chunk <= 2 ? 4 : 2;
         int64_t steps = out / step;
-        #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-        for (int64_t s = 0; s < steps; s++)
-            f32_rows(x + first * k, chunk, k, w + s * step * k, y + first * out, s * step, out, step);
+        struct linear_call call = {x + first * k, chunk, k, out, y + first * out, w, NULL, NULL, step};
+        pool_run(f32_part, &call, steps, threads);
         for (int64_t n = steps * step; n < out; n++)
             f32_rows(x + first * k, chunk, k, w + n * k, y + first * out, n, out, 1);
     }
@@ -243,10 +273,8 @@ void q4_linear(const float *x, int64_t rows, int64_t k, const uint8_t *q, const 
                int64_t out, float *y, int threads) {
     for (int64_t first = 0; first < rows; first += MAX_ROWS) {
         int64_t chunk = rows - first < MAX_ROWS ? rows - first : MAX_ROWS;
-        #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-        for (int64_t n = 0; n < out; n++)
-            q4_row(x + first * k, chunk, k, q + n * (k / 2), d + n * (k / BLOCK), m + n * (k / BLOCK),
-                   y + first * out, n, out);
+        struct linear_call call = {x + first * k, chunk, k, out, y + first * out, q, d, m, 1};
+        pool_run(q4_part, &call, out, threads);
     }
 }
 
@@ -255,9 +283,8 @@ void q8_linear(const float *x, int64_t rows, int64_t k, const int8_t *q, const u
                int64_t out, float *y, int threads) {
     for (int64_t first = 0; first < rows; first += MAX_ROWS) {
         int64_t chunk = rows - first < MAX_ROWS ? rows - first : MAX_ROWS;
-        #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-        for (int64_t n = 0; n < out; n++)
-            q8_row(x + first * k, chunk, k, q + n * k, d + n * (k / BLOCK), y + first * out, n, out);
+        struct linear_call call = {x + first * k, chunk, k, out, y + first * out, q, d, NULL, 1};
+        pool_run(q8_part, &call, out, threads);
     }
 }
 

@@ -25,8 +25,8 @@ from models.paths import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).resolve().parent / "kernels.c"
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC")
+SOURCES = tuple(Path(__file__).resolve().parent / name for name in ("kernels.c", "pool.c"))
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-pthread", "-shared", "-fPIC")
 KERNEL_DIR_ENV = "EDGEFLEET_KERNEL_DIR"
 BUILD_TIMEOUT_S = 120
 MAX_ROWS = 8  # rows of x per weight pass in kernels.c (larger batches loop over chunks of 8)
@@ -46,20 +46,21 @@ def _cpu_model() -> str:
 
 
 def library_path() -> Path:
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_model().encode()).hexdigest()[:16]
+    source = b"".join(path.read_bytes() for path in SOURCES)
+    key = hashlib.sha256(source + " ".join(FLAGS).encode() + _cpu_model().encode()).hexdigest()[:16]
     directory = Path(os.environ.get(KERNEL_DIR_ENV, REPO_ROOT / ".fleet" / "kernels"))
     return directory / f"lowbit-{key}.so"
 
 
 def build(path: Path) -> None:
-    """Compile kernels.c into `path` (atomically). Raises OSError or subprocess.CalledProcessError."""
+    """Compile the sources into `path` (atomically). Raises OSError or subprocess.CalledProcessError."""
     compiler = shutil.which("gcc") or shutil.which("cc")
     if compiler is None:
         raise OSError("no C compiler (gcc) on PATH")
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as staging:
         target = Path(staging) / path.name
-        subprocess.run([compiler, *FLAGS, "-o", str(target), str(SOURCE)], check=True, capture_output=True,
+        subprocess.run([compiler, *FLAGS, "-o", str(target), *map(str, SOURCES)], check=True, capture_output=True,
                        text=True, timeout=BUILD_TIMEOUT_S)
         target.rename(path)
     logger.info("built low-bit kernels %s", path)
@@ -71,6 +72,8 @@ _SIGNATURES = {
     "q4_linear": (_P, _I64, _I64, _P, _P, _P, _I64, _P, ctypes.c_int),
     "q8_linear": (_P, _I64, _I64, _P, _P, _I64, _P, ctypes.c_int),
     "f32_linear": (_P, _I64, _I64, _P, _I64, _P, ctypes.c_int),
+    "pool_set_spin_us": (_I64,),
+    "pool_spin_us": (),
     "q4_dequantize": (_P, _P, _P, _I64, _I64, _P, ctypes.c_int),
     "q8_dequantize": (_P, _P, _I64, _I64, _P, ctypes.c_int),
 }
@@ -91,7 +94,24 @@ def kernels() -> ctypes.CDLL | None:
     for name, argtypes in _SIGNATURES.items():
         function = getattr(library, name)
         function.argtypes, function.restype = argtypes, None
+    library.pool_spin_us.restype = _I64
     return library
+
+
+def set_worker_spin(microseconds: int) -> None:
+    """How long the kernels' idle workers poll for the next call before sleeping (pool.c); 0 = sleep at once.
+
+    A process under a CPU quota should not poll: polling spends the quota its own work needs.
+    """
+    library = kernels()
+    if library is not None:
+        library.pool_set_spin_us(max(0, int(microseconds)))
+
+
+def worker_spin() -> int | None:
+    """The idle workers' polling time in microseconds, None without the kernels."""
+    library = kernels()
+    return None if library is None else int(library.pool_spin_us())
 
 
 def threads_for(weights: int) -> int:

@@ -210,6 +210,24 @@ def test_cpu_quota_moves_a_child_process_into_its_cgroup_and_release_removes_it(
         child.wait()
 
 
+@pytest.mark.skipif(not cgroup_writable(), reason="needs root and a writable cgroup v1 cpu hierarchy")
+def test_a_process_that_puts_itself_under_a_quota_stops_its_kernel_workers_polling():
+    script = (
+        "import uuid\n"
+        "from emulation.cpu_quota import limit_cpu\n"
+        "from models.lowbit import native\n"
+        "before = native.worker_spin()\n"
+        "limit = limit_cpu(0.5, f'test-{uuid.uuid4().hex[:8]}')\n"
+        "print(before, native.worker_spin(), limit.mechanism)\n"
+        "limit.release()\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "EDGEFLEET_KERNEL_SPIN_US"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1000", "0", "cgroup"]
+
+
 def test_unwritable_cgroup_root_falls_back_to_layer_delays_with_a_warning(tmp_path, caplog):
     cgroup_root = tmp_path / "cpu"
     cgroup_root.mkdir()

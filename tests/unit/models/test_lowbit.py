@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,39 @@ def test_float_linear_gives_a_row_the_same_bits_alone_or_in_a_batch() -> None:
     for size in range(1, 8):  # every chunk shape the kernel tiles differently (4 or 2 weight rows a step)
         assert torch.equal(float_linear(batch[:size], weight), together[:size])
     assert all(torch.equal(float_linear(batch[i : i + 1], weight)[0], together[i]) for i in range(8))
+
+
+def test_kernel_calls_from_many_threads_at_once_each_get_their_own_result() -> None:
+    """One call at a time uses the worker pool; the others run on their own thread, none waits or mixes."""
+    generator = torch.Generator().manual_seed(11)
+    weight = torch.randn(2048, 576, generator=generator)  # large enough for every thread torch allows
+    inputs = [torch.randn(1, 576, generator=generator) for _ in range(6)]
+    expected = [float_linear(x, weight) for x in inputs]
+    with ThreadPoolExecutor(max_workers=6) as executor:
+        for _ in range(20):
+            results = list(executor.map(lambda x: float_linear(x, weight), inputs))
+            assert all(torch.equal(got, want) for got, want in zip(results, expected, strict=True))
+
+
+def _kernel_in_a_forked_child(queue: multiprocessing.Queue) -> None:
+    generator = torch.Generator().manual_seed(12)
+    weight, x = torch.randn(2048, 576, generator=generator), torch.randn(1, 576, generator=generator)
+    queue.put(float_linear(x, weight).tolist())
+
+
+def test_a_forked_child_starts_its_own_kernel_workers() -> None:
+    """Threads do not survive fork: a child of a process that used the pool must not wait for them."""
+    generator = torch.Generator().manual_seed(12)
+    weight, x = torch.randn(2048, 576, generator=generator), torch.randn(1, 576, generator=generator)
+    expected = float_linear(x, weight)  # the parent's workers exist now
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_kernel_in_a_forked_child, args=(queue,))
+    child.start()
+    result = torch.tensor(queue.get(timeout=60))
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert torch.equal(result, expected)
 
 
 @pytest.mark.parametrize("case", ["long input", "k not a multiple of 16", "bfloat16", "autograd", "no kernels"])
