@@ -1,4 +1,5 @@
-"""Build (once, cached under .fleet/kernels) and call the C kernels of kernels.c through ctypes.
+"""Build (once, cached under .fleet/kernels) and call the C kernels of kernels.c through ctypes (their
+worker threads: pool.c).
 
 The library is compiled with the machine's gcc for its own CPU (-march=native); the file name
 carries a hash of the source, the flags and the CPU model, so a change rebuilds it. Without a
@@ -115,7 +116,7 @@ def worker_spin() -> int | None:
 
 
 def threads_for(weights: int) -> int:
-    """OpenMP threads for a call over `weights` weights: torch's thread count, fewer for small matrices."""
+    """Threads for a call over `weights` weights: torch's thread count, fewer for small matrices."""
     return max(1, min(torch.get_num_threads(), weights // WEIGHTS_PER_THREAD))
 
 
