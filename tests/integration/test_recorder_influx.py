@@ -126,8 +126,9 @@ def test_a_store_that_never_answers_costs_callers_nothing() -> None:
             slowest_s = max(slowest_s, time.monotonic() - started)
             time.sleep(0.01)
         stats = recorder.stop()
-    # Waiting on the store would take its whole 2 s timeout; a busy machine may delay a call a little.
-    assert slowest_s < 0.5, f"record() blocked for {slowest_s:.3f} s on a store that hangs for 2 s"
+    # Waiting on the store would take its whole 2 s timeout; a busy machine may delay a call a little (0.53 s seen
+    # once in a full suite run), so the bound is half the timeout.
+    assert slowest_s < 1.0, f"record() blocked for {slowest_s:.3f} s on a store that hangs for 2 s"
     assert stats.write_errors >= 2 and stats.written == 0 and "Timeout" in stats.last_error
 
 
