@@ -13,6 +13,7 @@
  */
 #include <stdint.h>
 #include <string.h>
+#include "pool.h"
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -224,10 +225,7 @@ static void f32_rows(const float *x, int64_t rows, int64_t k, const float *w, fl
     else { F32_TILE_CASES(1) }
 }
 
-/* One call's operands, for the worker pool (pool.c): a part of the calls below computes output rows [begin, end). */
-typedef void (*pool_task)(const void *args, int64_t begin, int64_t end);
-void pool_run(pool_task task, const void *args, int64_t count, int threads);
-
+/* One call's operands, for the worker pool (pool.h): a part of the calls below computes output rows [begin, end). */
 struct linear_call {
     const float *x; int64_t chunk, k, out; float *y;
     const void *weights; const uint16_t *d, *m;  /* float32 / q4 / q8 weights and their block parameters */

@@ -27,6 +27,7 @@ from models.paths import REPO_ROOT
 logger = logging.getLogger(__name__)
 
 SOURCES = tuple(Path(__file__).resolve().parent / name for name in ("kernels.c", "pool.c"))
+HEADERS = (Path(__file__).resolve().parent / "pool.h",)  # part of the hash: a change rebuilds
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-pthread", "-shared", "-fPIC")
 KERNEL_DIR_ENV = "EDGEFLEET_KERNEL_DIR"
 BUILD_TIMEOUT_S = 120
@@ -47,7 +48,7 @@ def _cpu_model() -> str:
 
 
 def library_path() -> Path:
-    source = b"".join(path.read_bytes() for path in SOURCES)
+    source = b"".join(path.read_bytes() for path in (*SOURCES, *HEADERS))
     key = hashlib.sha256(source + " ".join(FLAGS).encode() + _cpu_model().encode()).hexdigest()[:16]
     directory = Path(os.environ.get(KERNEL_DIR_ENV, REPO_ROOT / ".fleet" / "kernels"))
     return directory / f"lowbit-{key}.so"

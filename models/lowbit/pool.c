@@ -24,9 +24,9 @@
 #define CPU_RELAX() __asm__ __volatile__("" ::: "memory")
 #endif
 
-#define MAX_THREADS 64
+#include "pool.h"
 
-typedef void (*pool_task)(const void *args, int64_t begin, int64_t end);
+#define MAX_THREADS 64
 
 static pthread_mutex_t call_lock = PTHREAD_MUTEX_INITIALIZER;  /* held by the one call using the pool */
 static pthread_mutex_t sleep_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -128,7 +128,6 @@ static int ensure_workers(int wanted) {
     return workers;
 }
 
-/* task(args, begin, end) over [0, count) split in `threads` parts, the caller doing part 0. */
 void pool_run(pool_task fn, const void *args, int64_t count, int threads) {
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     if (threads <= 1 || count < 2 || pthread_mutex_trylock(&call_lock) != 0) {
