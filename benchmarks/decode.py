@@ -264,7 +264,8 @@ def profile_token(model_id: str, threads: int, steps: int = 16) -> dict[str, Any
     from models.paths import default_store_root
     from models.store import ModelStore
 
-    for name in ("q4_linear", "q8_linear", "f32_linear"):  # make the ctypes kernels visible to the profiler
+    traced_kernels = ("q4_linear", "q8_linear", "f32_linear")
+    for name in traced_kernels:  # make the ctypes kernels visible to the profiler
         original = getattr(native, name)
 
         def traced(*args: Any, _original: Any = original, _name: str = name) -> Any:
@@ -287,12 +288,12 @@ def profile_token(model_id: str, threads: int, steps: int = 16) -> dict[str, Any
         for _ in range(steps):
             feed = [[decision.token_id for decision in row] for row in stepper.step(feed)]
         profiled_ms = (time.perf_counter() - started) * 1e3 / steps
+    lowbit_names = tuple(f"lowbit::{name}" for name in traced_kernels)
     kernel_names = ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul", "quantized::linear_dynamic",
-                    "lowbit::q4_linear", "lowbit::q8_linear", "lowbit::f32_linear")
+                    *lowbit_names)
     events = profiler.key_averages()
     kernel_us = sum(e.cpu_time_total for e in events if e.key in ("aten::linear", "quantized::linear_dynamic",
-                                                                    "lowbit::q4_linear", "lowbit::q8_linear",
-                                                                    "lowbit::f32_linear"))
+                                                                    *lowbit_names))
     top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
     return {"model_id": model_id, "threads": threads, "wall_ms_per_token": round(wall_ms, 2),
             "profiled_ms_per_token": round(profiled_ms, 2), "kernel_ms_per_token": round(kernel_us / 1e3 / steps, 2),

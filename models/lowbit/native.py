@@ -79,6 +79,7 @@ _SIGNATURES = {
     "q4_dequantize": (_P, _P, _P, _I64, _I64, _P, ctypes.c_int),
     "q8_dequantize": (_P, _P, _I64, _I64, _P, ctypes.c_int),
 }
+_RESULTS = {"pool_spin_us": _I64}  # every other function returns nothing
 
 
 @cache
@@ -95,8 +96,7 @@ def kernels() -> ctypes.CDLL | None:
         return None
     for name, argtypes in _SIGNATURES.items():
         function = getattr(library, name)
-        function.argtypes, function.restype = argtypes, None
-    library.pool_spin_us.restype = _I64
+        function.argtypes, function.restype = argtypes, _RESULTS.get(name)
     return library
 
 
