@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> dict:
             raw["profiles"][profile] = stage.edge("profile-worker", args, [
                 "--link-profile", profile, "--cpu-quota", str(args.cpu_quota), "--modes", args.modes,
                 "--speculative-options", args.speculative_options,
-                "--prompts-per-type", str(args.prompts_per_type), "--naive-prompts", str(args.naive_prompts),
+                "--prompts-per-type", str(args.prompts_per_type), "--prompt-split", args.prompt_split,
+                "--naive-prompts", str(args.naive_prompts),
                 "--int8-modes", "speculative,collaborative" if lan and not args.skip_int8 else "",
                 *(["--fallback"] if lan else [])])
         finally:
@@ -257,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompts-per-type", type=int, default=2, help="held-out prompts of each of the 5 task types")
+    parser.add_argument("--prompt-split", default="held_out", choices=("held_out", "calibration"),
+                        help="exit-corpus split the prompts come from: held_out (the goals) or calibration (tuning runs)")
     parser.add_argument("--profiles", default=",".join(PROFILES),
                         help='link profiles, comma-separated ("": only the cloud_batching section)')
     parser.add_argument("--naive-prompts", type=int, default=2,
@@ -298,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     result = run(args)
     result["new_tokens"] = args.new_tokens
+    result["prompt_split"] = args.prompt_split
     result["wall_s"] = round(time.time() - started, 1)
     result["host"] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
     result["speculative_options"] = args.speculative_options

@@ -155,7 +155,7 @@ def profile_worker(args: argparse.Namespace) -> None:
 
     model, (point, choice, budget_choice) = load_model_and_point(args.target_agreement, args.required_agreement)
     budget_target = agreement_budget_target(args.agreement_budget, budget_choice.target)
-    prompts = held_out_prompts(args.prompts_per_type)
+    prompts = split_prompts(args.prompt_split, args.prompts_per_type)
     limit = limit_cpu(args.cpu_quota, f"bench-collab-{os.getpid()}") if args.cpu_quota else None
     if limit is not None:
         limit.install_on_layers(model.model.model.layers)

@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None, help="override training epochs")
     train.add_argument("--recalibrate", action="store_true",
                        help="no training: fit the policy again for the heads already in --out")
+    train.add_argument("--add-draft-heads", type=int, nargs="+", default=None, metavar="LAYER",
+                       help="train only heads at these layers and add them to --out (speculative drafting; "
+                            "the exit policy stays)")
     prof = commands.add_parser("profile", help="measure every variant; write JSON + three PNG plots")
     prof.add_argument("--out", type=Path, default=REPO_ROOT / ".fleet" / "profiles", help="output directory")
     prof.add_argument("--models", nargs="*", default=None, help="model ids (default: whole catalog)")
@@ -63,8 +66,14 @@ def main(argv: list[str] | None = None) -> int:
             from models.exits.training import TrainingConfig, recalibrate, train_exits
 
             config = TrainingConfig() if args.epochs is None else TrainingConfig(epochs=args.epochs)
-            report = recalibrate(store, args.out, config) if args.recalibrate else train_exits(store, args.out, config)
-            print(json.dumps(report["summary"]))
+            if args.add_draft_heads:
+                from models.exits.training import add_draft_heads
+
+                report = add_draft_heads(store, args.out, tuple(args.add_draft_heads), config)
+                print(json.dumps(report["head_agreement_held_out"]))
+            else:
+                report = recalibrate(store, args.out, config) if args.recalibrate else train_exits(store, args.out, config)
+                print(json.dumps(report["summary"]))
         elif args.command == "profile":
             from models.profile import profile_catalog
 

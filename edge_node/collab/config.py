@@ -36,6 +36,9 @@ class CollabConfig:
     draft_continue_probability: float = 1.0  # unless the round's unsure drafts' head probabilities multiply
     # to at least this (1.0: always end there; lower: fewer round trips, more drafts wasted on a rejection)
     draft_ahead: bool = True  # keep drafting while a verification is in flight (rows held until its verdict)
+    # speculative mode: the edge drafts with layers [0, this) and the exit head there, when the model has one
+    # (a deeper draft is accepted more often and leaves the cloud fewer layers); 0 = split_layer
+    speculative_split_layer: int = 0
     temperature: float = 0.0  # speculative sampling: 0 = greedy (output identical to cloud_only)
     top_p: float = 1.0  # speculative sampling: nucleus of both the draft and the verifier
     seed: int = 0  # speculative sampling: the edge's draft draws and the cloud's acceptance draws
@@ -62,4 +65,12 @@ class CollabConfig:
         check(0.0 <= self.temperature <= 100.0, "temperature", "must be 0-100")
         check(0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]")
         check(1 <= self.draft_support_max <= 65536, "draft_support_max", "must be 1-65536")
+        check(self.speculative_split_layer >= 0, "speculative_split_layer", "must be >= 0 (0: split_layer)")
         check(0.0 <= self.draft_continue_probability <= 1.0, "draft_continue_probability", "must be 0-1")
+
+
+def drafting_split(config: CollabConfig, num_layers: int, head_layers: tuple[int, ...]) -> int:
+    """The layer a speculative edge drafts at: `speculative_split_layer` where the model has an exit head
+    there (inside the model), else `split_layer` (a draft from the final head applied early is seldom right)."""
+    layer = config.speculative_split_layer
+    return layer if 0 < layer < num_layers and layer in head_layers else config.split_layer

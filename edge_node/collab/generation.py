@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from edge_node.collab.agreement_budget import AgreementBudget
-from edge_node.collab.config import CollabConfig
+from edge_node.collab.config import CollabConfig, drafting_split
 from edge_node.collab.link import CloudSession, CloudUnavailableError, CollabClient, LinkCounters, LinkFaults
 from edge_node.collab.speculative import SpeculativeStepper
 from models.decode_loop import Decoded, DecodedToken, LocalStepper, TokenDecision, decode
@@ -149,6 +149,10 @@ class _Run:
         return self._result(decoded)
 
     def speculative(self) -> CollabGeneration:
+        heads = self.model.exit_heads.exit_layers if self.model.exit_heads is not None else ()
+        split = drafting_split(self.config, self.model.num_layers, heads)
+        if split != self.config.split_layer:
+            self.config = replace(self.config, split_layer=split)
         session = self._open_session()
         if session is None:  # no cloud at all: the whole answer standalone
             return replace(_as_fallback(self._standalone_run().standalone()), mode=self.config.mode)

@@ -230,26 +230,28 @@ class SpeculativeStepper:
         if result.abandoned:
             return None
         self.first = False
-        token, distribution = self._draft_token(result)
-        probability = result.head_probability if result.head_probability is not None else 1.0
+        token, distribution, probability = self._draft_token(result)
         return _Draft(token, distribution, result.exit is not None, probability)
 
-    def _draft_token(self, result: PassResult) -> tuple[int, torch.Tensor]:
+    def _draft_token(self, result: PassResult) -> tuple[int, torch.Tensor, float]:
+        """The draft, its distribution when sampling, and the split layer head's top probability (1.0 for a sure exit)."""
         if result.exit is not None:
-            return result.exit.token_id, torch.empty(0)
-        if not self.sampling and result.head_token is not None:
-            return result.head_token, torch.empty(0)  # the split layer's exit check already ran its head
+            return result.exit.token_id, torch.empty(0), 1.0
+        if not self.sampling and result.head_token is not None:  # the split layer's exit check already ran its head
+            return result.head_token, torch.empty(0), float(result.head_probability or 0.0)
         assert result.hidden_states is not None, "a pass without an exit reaches the split layer"
         logits = self.stack.logits(result.hidden_states[:, -1:])[0, -1]  # (V,)
-        if not self.sampling:
-            return int(logits.argmax()), torch.empty(0)
+        if not self.sampling:  # a split layer without an exit rule: its head drafts, its confidence decides the round
+            top = torch.softmax(logits, dim=-1).max()
+            return int(logits.argmax()), torch.empty(0), float(top)
         config = self.run.config
         distribution = nucleus_probabilities(logits, config.temperature, config.top_p)  # (V,)
         if int((distribution > 0).sum()) > config.draft_support_max:  # the wire carries at most this many
             top = distribution.topk(config.draft_support_max)
             distribution = torch.zeros_like(distribution).scatter(0, top.indices, top.values)
             distribution /= distribution.sum()
-        return int(torch.multinomial(distribution, 1, generator=self.generator)), distribution
+        token = int(torch.multinomial(distribution, 1, generator=self.generator))
+        return token, distribution, float(distribution[token])
 
     def _sampling(self, drafts: list[_Draft]) -> DraftSampling | None:
         if not self.sampling:

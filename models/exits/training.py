@@ -13,7 +13,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,13 +139,17 @@ def argmax_agreement(heads: ExitHeads, data: ExitData, norm_weight: torch.Tensor
 @torch.no_grad()
 def head_features(heads: ExitHeads, data: ExitData, loaded: LoadedModel,
                   chunk: int = 512) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
-    """Per exit layer: features (N, F) and correct (N,) = head argmax equals the full model's token."""
-    features: dict[int, list[np.ndarray]] = {layer: [] for layer in heads.exit_layers}
-    correct: dict[int, list[np.ndarray]] = {layer: [] for layer in heads.exit_layers}
+    """Per exit layer: features (N, F) and correct (N,) = head argmax equals the full model's token.
+
+    Exit layers are the heads' layers `data` recorded states for: drafting heads (`add_draft_heads`) take
+    no part in the exit policy."""
+    layers = tuple(layer for layer in heads.exit_layers if layer in data.hidden)
+    features: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
+    correct: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
     for start in range(0, len(data), chunk):
         previous_tokens, previous_top = None, None
         teacher = data.teacher_tokens[start:start + chunk]
-        for layer in heads.exit_layers:
+        for layer in layers:
             hidden_states = data.hidden[layer][start:start + chunk].float()[None]  # (1, n, C)
             # the exit check the edge runs (models/loaded.py: q8 LM head when exact)
             head = loaded.exit_head(layer, heads)
@@ -195,7 +199,64 @@ def train_exits(store: Any, out_dir: Path, config: TrainingConfig | None = None,
     started = time.perf_counter()
     loaded = store.load(model_id or BASE_MODEL_ID)
     prompts = prompts or {name: split(name) for name in ("train", "calibration", "held_out")}
-    cache_dir = Path(store.root) / ".exit-data"
+    datasets = training_data(loaded, prompts, config, Path(store.root) / ".exit-data")
+    data_seconds = time.perf_counter() - started
+    heads, history = distill_with_calibration(loaded, datasets, config)
+    train_seconds = time.perf_counter() - started - data_seconds
+    training = {"prompts": {**{name: len(prompts[name]) for name in datasets},
+                            "train_only": len(train_only()) if config.train_only_prompts else 0,
+                            "vocabulary": len(vocabulary_train_prompts(loaded, prompts, config))},
+                "positions": {name: len(data) for name, data in datasets.items()},
+                "generated_positions": {name: int(data.is_generated.sum()) for name, data in datasets.items()},
+                "seconds": {"data": round(data_seconds, 1), "training": round(train_seconds, 1)},
+                "history": history,
+                "best_epoch": max(history, key=lambda h: sum(h.get(f"calibration_agreement_{layer}", 0.0)
+                                                             for layer in config.exit_layers))["epoch"]}
+    return calibrate_and_write(loaded, heads, datasets["calibration"], datasets["held_out"], config, training, out_dir)
+
+
+def add_draft_heads(store: Any, out_dir: Path, layers: tuple[int, ...], config: TrainingConfig | None = None,
+                    model_id: str | None = None, prompts: dict[str, list[CorpusPrompt]] | None = None) -> dict[str, Any]:
+    """Train heads at `layers` the same way and add them to the heads in `out_dir`; the exit policy stays.
+
+    These heads are speculative decoding's drafting heads at a deeper split (edge_node/collab/config.py
+    `speculative_split_layer`): the policy's exits and the collaborative operating point do not change.
+    Writes the merged heads and `draft_heads_report.json` (per-epoch history, held-out argmax agreement).
+    """
+    from models.catalog import BASE_MODEL_ID
+
+    config = replace(config or TrainingConfig(), exit_layers=tuple(sorted(layers)))
+    torch.manual_seed(config.seed)
+    existing = ExitHeads.load(out_dir / EXIT_HEADS_NAME)
+    assert not set(layers) & set(existing.exit_layers), f"heads at {existing.exit_layers} exist already"
+    started = time.perf_counter()
+    loaded = store.load(model_id or BASE_MODEL_ID)
+    prompts = prompts or {name: split(name) for name in ("train", "calibration", "held_out")}
+    datasets = training_data(loaded, prompts, config, Path(store.root) / ".exit-data")
+    data_seconds = time.perf_counter() - started
+    new, history = distill_with_calibration(loaded, datasets, config)
+    norm = loaded.model.model.norm
+    held_out = datasets["held_out"].subset(datasets["held_out"].is_generated)
+    agreement = argmax_agreement(new, held_out, norm.weight.detach(), norm.variance_epsilon,
+                                 loaded.model.lm_head.weight.detach().to(torch.bfloat16))
+    merged = ExitHeads(existing.hidden_size, tuple(sorted({*existing.exit_layers, *new.exit_layers})))
+    with torch.no_grad():
+        for source in (existing, new):
+            for layer in source.exit_layers:
+                merged.adapter(layer).proj.weight.copy_(source.adapter(layer).proj.weight)
+    merged.save(out_dir / EXIT_HEADS_NAME)
+    report = {"layers": list(config.exit_layers), "history": history,
+              "seconds": {"data": round(data_seconds, 1), "training": round(time.perf_counter() - started - data_seconds, 1)},
+              "head_agreement_held_out": {str(layer): round(value, 4) for layer, value in agreement.items()}}
+    (out_dir / "draft_heads_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    logger.info("draft heads %s added to %s: held-out argmax agreement %s", list(layers), out_dir,
+                report["head_agreement_held_out"])
+    return report
+
+
+def training_data(loaded: LoadedModel, prompts: dict[str, list[CorpusPrompt]], config: TrainingConfig,
+                  cache_dir: Path) -> dict[str, ExitData]:
+    """Train (corpus train split + train-only + vocabulary prompts, prompt positions thinned), calibration, held-out."""
     datasets = {name: collect(loaded, prompts[name], config.exit_layers, config.max_new_tokens,
                               config.sampled_per_train_prompt if name == "train" else 0, config.seed, cache_dir)
                 for name in ("train", "calibration", "held_out")}
@@ -209,22 +270,16 @@ def train_exits(store: Any, out_dir: Path, config: TrainingConfig | None = None,
         datasets["train"] = ExitData.concat([datasets["train"], collect(
             loaded, vocabulary, config.exit_layers, config.max_new_tokens, 0, config.seed, cache_dir)])
     datasets["train"] = thin_prompt_positions(datasets["train"], config.prompt_position_share, config.seed)
-    data_seconds = time.perf_counter() - started
+    return datasets
+
+
+def distill_with_calibration(loaded: LoadedModel, datasets: dict[str, ExitData],
+                             config: TrainingConfig) -> tuple[ExitHeads, list[dict[str, float]]]:
+    """`distill_heads` on the train data, keeping the epoch best on the calibration split's generated positions."""
     norm = loaded.model.model.norm
     calibration_data = datasets["calibration"].subset(datasets["calibration"].is_generated)
-    heads, history = distill_heads(datasets["train"], norm.weight.detach(), norm.variance_epsilon,
-                                   loaded.model.lm_head.weight, config, validation=calibration_data)
-    train_seconds = time.perf_counter() - started - data_seconds
-    training = {"prompts": {**{name: len(prompts[name]) for name in datasets},
-                            "train_only": len(train_only()) if config.train_only_prompts else 0,
-                            "vocabulary": len(vocabulary)},
-                "positions": {name: len(data) for name, data in datasets.items()},
-                "generated_positions": {name: int(data.is_generated.sum()) for name, data in datasets.items()},
-                "seconds": {"data": round(data_seconds, 1), "training": round(train_seconds, 1)},
-                "history": history,
-                "best_epoch": max(history, key=lambda h: sum(h.get(f"calibration_agreement_{layer}", 0.0)
-                                                             for layer in config.exit_layers))["epoch"]}
-    return calibrate_and_write(loaded, heads, datasets["calibration"], datasets["held_out"], config, training, out_dir)
+    return distill_heads(datasets["train"], norm.weight.detach(), norm.variance_epsilon,
+                         loaded.model.lm_head.weight, config, validation=calibration_data)
 
 
 def vocabulary_train_prompts(loaded: LoadedModel, prompts: dict[str, list[CorpusPrompt]],

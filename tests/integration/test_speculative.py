@@ -206,3 +206,56 @@ def test_heartbeat_reports_cloud_cost_per_mode(cloud, client, model, prompt):
     assert figures["cost_cloud_only_layer_passes"] == NEW_TOKENS * model.num_layers
     assert 0 < figures["cost_speculative_layer_passes"] < figures["cost_cloud_only_layer_passes"]
     assert figures["cost_speculative_cpu_ms"] > 0 and figures["cost_cloud_only_cpu_ms"] > 0
+
+
+@pytest.fixture
+def deeper_model(model):
+    """The edge's model with one more head, at layer 5 (the tiny model has 6): a deeper drafting split."""
+    import dataclasses
+
+    import torch
+
+    from models.exits.heads import ExitHeads
+
+    heads = ExitHeads(model.hidden_size, (*model.exit_heads.exit_layers, 5))
+    with torch.no_grad():
+        for layer in model.exit_heads.exit_layers:
+            heads.adapter(layer).proj.weight.copy_(model.exit_heads.adapter(layer).proj.weight)
+        heads.adapter(5).proj.weight.normal_(0.0, 0.02)
+    return dataclasses.replace(model, exit_heads=heads.eval())
+
+
+def _opened_splits(client, monkeypatch) -> list[int]:
+    splits: list[int] = []
+    open_session = client.open_session
+
+    def recording(model_id, split_layer, *args, **kwargs):
+        splits.append(split_layer)
+        return open_session(model_id, split_layer, *args, **kwargs)
+
+    monkeypatch.setattr(client, "open_session", recording)
+    return splits
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_a_deeper_drafting_split_keeps_the_cloud_only_answer(cloud, client, model, deeper_model, prompt, monkeypatch,
+                                                             threshold):
+    splits = _opened_splits(client, monkeypatch)
+    deeper = run(deeper_model, prompt, client, config("speculative", threshold=threshold, speculative_split_layer=5))
+    assert deeper.token_ids == run(model, prompt, client, config("cloud_only")).token_ids
+    assert not deeper.fallback
+    assert splits == [5]  # the cloud ran only layer 5's successor: [5, 6)
+    # a model without a head there drafts at the collaborative split instead
+    run(model, prompt, client, config("speculative", threshold=threshold, speculative_split_layer=5))
+    assert splits == [5, 4]
+
+
+def test_an_unsure_draft_of_a_split_head_without_an_exit_rule_ends_the_round(cloud, client, deeper_model, prompt):
+    # exits never fire (threshold 1) and layer 5 has a head but no exit rule: its drafts are unsure,
+    # so each round ends at its first draft unless their probabilities allow going on
+    stopping = run(deeper_model, prompt, client, config("speculative", threshold=1.0, gamma=5,
+                                                        speculative_split_layer=5, draft_ahead=False))
+    going_on = run(deeper_model, prompt, client, config("speculative", threshold=1.0, gamma=5, speculative_split_layer=5,
+                                                        draft_ahead=False, draft_continue_probability=0.0))
+    assert set(stopping.gammas) == {1} and max(going_on.gammas) == 5
+    assert stopping.token_ids == going_on.token_ids

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 from models.exits.corpus import CorpusPrompt, split
 from models.exits.heads import EXIT_HEADS_NAME, ExitHeads
 from models.exits.policy import ExitPolicy
-from models.exits.training import TrainingConfig, recalibrate, train_exits
+from models.exits.training import TrainingConfig, add_draft_heads, recalibrate, train_exits
 from models.store import ModelStore
 from models.tiny import write_tiny_model
 
@@ -59,3 +60,27 @@ def test_recalibration_keeps_the_heads_and_the_training_figures(trained):
     after = ExitHeads.load(out / EXIT_HEADS_NAME).state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert ExitPolicy.from_json((out / "exit_policy.json").read_text()).exit_layers == (1, 2)
+
+
+def test_draft_heads_join_the_heads_and_leave_the_policy_and_the_other_heads(trained, tmp_path):
+    store, out, config, prompts, _ = trained
+    heads_dir = tmp_path / "heads"
+    shutil.copytree(out, heads_dir)
+    before = ExitHeads.load(heads_dir / EXIT_HEADS_NAME).state_dict()
+    policy_text = (heads_dir / "exit_policy.json").read_text()
+    report = add_draft_heads(store, heads_dir, (3,), config, model_id="tiny-train", prompts=prompts)
+    merged = ExitHeads.load(heads_dir / EXIT_HEADS_NAME)
+    assert merged.exit_layers == (1, 2, 3)
+    after = merged.state_dict()
+    assert all(torch.equal(before[key], after[key]) for key in before)  # the exit heads are untouched
+    assert after["adapters.3.proj.weight"].abs().sum() > 0  # the new head was trained (it starts at zero)
+    assert (heads_dir / "exit_policy.json").read_text() == policy_text
+    assert set(report["head_agreement_held_out"]) == {"3"} and 0.0 <= report["head_agreement_held_out"]["3"] <= 1.0
+    assert json.loads((heads_dir / "draft_heads_report.json").read_text())["layers"] == [3]
+    # recalibrating the exit policy afterwards ignores the drafting head and keeps it in the heads file
+    again = recalibrate(store, heads_dir, config, model_id="tiny-train", prompts=prompts)
+    assert ExitPolicy.from_json((heads_dir / "exit_policy.json").read_text()).exit_layers == (1, 2)
+    assert set(again["head_agreement_held_out"]) == {"1", "2"}
+    assert ExitHeads.load(heads_dir / EXIT_HEADS_NAME).exit_layers == (1, 2, 3)
+    with pytest.raises(AssertionError, match="exist already"):
+        add_draft_heads(store, heads_dir, (3,), config, model_id="tiny-train", prompts=prompts)
