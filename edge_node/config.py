@@ -43,6 +43,7 @@ class EdgeConfig:
     # () = all. The Pi installer sets them from the board's memory (docs/pi.md).
     model_variants: tuple[str, ...] = ()
     split_layer: int = 20  # collaborative mode: the edge runs layers [0, split), the cloud the rest
+    speculative_split_layer: int = 0  # speculative mode drafts at this layer where the model has a head; 0 = split_layer
     cloud_deadline_s: float = 5.0  # collaborative mode: cloud silent this long -> finish the answer locally
     # Collaborative mode: hold the expected share of tokens equal to the full model's at this level by moving
     # the exit thresholds as answers go (edge_node/collab/agreement_budget.py); 0 = keep them fixed.
@@ -72,6 +73,7 @@ class EdgeConfig:
         check(self.cache_wait_s >= 0, "cache_wait_s", "must be >= 0")
         check(self.results_kept >= 1, "results_kept", "must be >= 1")
         check(self.split_layer >= 1, "split_layer", "must be >= 1")
+        check(self.speculative_split_layer >= 0, "speculative_split_layer", "must be >= 0 (0: split_layer)")
         check(self.cloud_deadline_s > 0, "cloud_deadline_s", "must be > 0")
         check(self.collab_agreement_target == 0.0 or 0.5 <= self.collab_agreement_target < 1.0,
               "collab_agreement_target", "must be 0 (fixed thresholds) or within 0.5..1 (excluded)")

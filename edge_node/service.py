@@ -79,6 +79,7 @@ class EdgeService:
                                      state_dir=Path(config.state_dir), http_url="")
         self.executor.collab_client = CollabClient(self.presence.bus, config.node_id)
         self.executor.collab_config = CollabConfig(split_layer=config.split_layer,
+                                                   speculative_split_layer=config.speculative_split_layer,
                                                    exit_layers=tuple(x for x in (10, 15, 20) if x <= config.split_layer),
                                                    cloud_deadline_s=config.cloud_deadline_s)
         self.executor.budgets = BudgetBook(config.collab_agreement_target or None,

@@ -88,9 +88,7 @@ def committed_heads_for(num_layers: int) -> tuple[ExitHeads | None, ExitPolicy |
     heads = ExitHeads.load(COMMITTED_HEADS, only_layers=layers) if layers else None
     policy = None
     if COMMITTED_POLICY.is_file():
-        full_policy = ExitPolicy.from_json(COMMITTED_POLICY.read_text())
-        rules = tuple(rule for rule in full_policy.rules if rule.exit_layer < num_layers)
-        policy = ExitPolicy(rules) if rules else None
+        policy = ExitPolicy.from_json(COMMITTED_POLICY.read_text()).below(num_layers)
     return heads, policy
 
 

@@ -71,6 +71,8 @@ def exit_policy_for(model: LoadedModel, config: CollabConfig) -> ExitPolicy:
     if config.threshold is None:
         assert model.exit_policy is not None, f"{model.model_id} has no calibrated exit policy; set a threshold"
         rules = tuple(rule for rule in model.exit_policy.rules if rule.exit_layer in layers)
+        if config.mode == "speculative":  # drafting at a deeper split: the draft heads' rules on the way there
+            rules += tuple(rule for rule in model.exit_policy.draft_rules if rule.exit_layer <= config.split_layer)
         policy = ExitPolicy(rules)
         if config.exit_thresholds:
             policy = policy.with_thresholds(dict(zip(config.exit_layers, config.exit_thresholds, strict=True)))

@@ -62,11 +62,23 @@ class ExitRule:
 @dataclass(frozen=True, slots=True)
 class ExitPolicy:
     rules: tuple[ExitRule, ...]  # ascending exit layers
+    # Rules for drafting heads deeper than the exits (`train-exits --add-draft-heads`): only a speculative
+    # edge drafting at a deeper split consults them (`drafting()`); every other decision uses `rules` alone.
+    draft_rules: tuple[ExitRule, ...] = ()
 
     def __post_init__(self) -> None:
-        layers = [rule.exit_layer for rule in self.rules]
-        if layers != sorted(set(layers)):
-            raise ValueError(f"exit layers must be unique and ascending: {layers}")
+        for rules in (self.rules, self.draft_rules):
+            layers = [rule.exit_layer for rule in rules]
+            if layers != sorted(set(layers)):
+                raise ValueError(f"exit layers must be unique and ascending: {layers}")
+        if self.rules and self.draft_rules and self.draft_rules[0].exit_layer <= self.rules[-1].exit_layer:
+            raise ValueError(f"draft rules must lie deeper than the exits: {[r.exit_layer for r in self.draft_rules]}")
+
+    def below(self, num_layers: int) -> ExitPolicy | None:
+        """The rules (and draft rules) at layers < `num_layers` (a shallower variant's), or None if no exit is left."""
+        rules = tuple(rule for rule in self.rules if rule.exit_layer < num_layers)
+        drafts = tuple(rule for rule in self.draft_rules if rule.exit_layer < num_layers)
+        return ExitPolicy(rules, drafts) if rules else None
 
     @property
     def exit_layers(self) -> tuple[int, ...]:
@@ -92,10 +104,13 @@ class ExitPolicy:
     def with_thresholds(self, thresholds: dict[int, float]) -> ExitPolicy:
         return ExitPolicy(tuple(
             ExitRule(r.exit_layer, r.weights, r.bias, thresholds.get(r.exit_layer, r.threshold)) for r in self.rules
-        ))
+        ), self.draft_rules)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"features": list(ExitFeatures.names()), "rules": [asdict(rule) for rule in self.rules]}
+        data: dict[str, Any] = {"features": list(ExitFeatures.names()), "rules": [asdict(rule) for rule in self.rules]}
+        if self.draft_rules:
+            data["draft_rules"] = [asdict(rule) for rule in self.draft_rules]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
@@ -114,11 +129,14 @@ class ExitPolicy:
         if missing:
             logger.info("exit policy without features %s: weight 0 on them", current[len(names):])
         try:
-            rules = tuple(ExitRule(int(r["exit_layer"]), tuple(float(w) for w in r["weights"]) + missing,
-                                   float(r["bias"]), float(r["threshold"])) for r in data["rules"])
+            rules, drafts = (tuple(ExitRule(int(r["exit_layer"]), tuple(float(w) for w in r["weights"]) + missing,
+                                            float(r["bias"]), float(r["threshold"])) for r in data.get(key, ()))
+                             for key in ("rules", "draft_rules"))
+            if "rules" not in data:
+                raise KeyError("rules")
         except (KeyError, TypeError) as error:
             raise ValueError(f"malformed exit policy: {error}") from error
-        return cls(rules)
+        return cls(rules, drafts)
 
     @classmethod
     def from_json(cls, text: str) -> ExitPolicy:

@@ -28,6 +28,7 @@ from models.exits.corpus_train import train_only
 from models.exits.corpus_vocabulary import vocabulary_prompts, vocabulary_words, words_of
 from models.exits.data import ExitData, collect
 from models.exits.heads import EXIT_HEADS_NAME, ExitHeads, exit_features
+from models.exits.policy import ExitPolicy, ExitRule
 from models.loaded import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -215,13 +216,23 @@ def train_exits(store: Any, out_dir: Path, config: TrainingConfig | None = None,
     return calibrate_and_write(loaded, heads, datasets["calibration"], datasets["held_out"], config, training, out_dir)
 
 
+def kept_draft_rules(out_dir: Path, heads: ExitHeads) -> tuple[ExitRule, ...]:
+    """The draft rules of the policy in `out_dir` whose heads `heads` still has (a recalibration keeps them)."""
+    path = out_dir / "exit_policy.json"
+    if not path.is_file():
+        return ()
+    return tuple(rule for rule in ExitPolicy.from_json(path.read_text()).draft_rules if rule.exit_layer in heads.exit_layers)
+
+
 def add_draft_heads(store: Any, out_dir: Path, layers: tuple[int, ...], config: TrainingConfig | None = None,
                     model_id: str | None = None, prompts: dict[str, list[CorpusPrompt]] | None = None) -> dict[str, Any]:
-    """Train heads at `layers` the same way and add them to the heads in `out_dir`; the exit policy stays.
+    """Train heads at `layers` the same way and add them to the heads in `out_dir`; the exit rules stay.
 
     These heads are speculative decoding's drafting heads at a deeper split (edge_node/collab/config.py
-    `speculative_split_layer`): the policy's exits and the collaborative operating point do not change.
-    Writes the merged heads and `draft_heads_report.json` (per-epoch history, held-out argmax agreement).
+    `speculative_split_layer`): their rules are fitted as their own cascade on the calibration split and
+    kept apart (`ExitPolicy.draft_rules`), so the exits, standalone answers and the collaborative operating
+    point do not change. Writes the merged heads, the policy with its draft rules and
+    `draft_heads_report.json` (per-epoch history, held-out argmax agreement and draft-rule figures).
     """
     from models.catalog import BASE_MODEL_ID
 
@@ -244,8 +255,17 @@ def add_draft_heads(store: Any, out_dir: Path, layers: tuple[int, ...], config: 
         for source in (existing, new):
             for layer in source.exit_layers:
                 merged.adapter(layer).proj.weight.copy_(source.adapter(layer).proj.weight)
+    # Their own cascade's rules (a draft head's exit says "sure": the round goes on), fitted like the exits'
+    calibration_data = datasets["calibration"].subset(datasets["calibration"].is_generated)
+    calibration = head_features(new, calibration_data, loaded)
+    choice = cross_validated_target(*calibration, calibration_data.sequence_index.numpy(), config.required_agreement,
+                                    config.target_candidates)
+    drafts = calibrate(*calibration, target_agreement=choice.target_agreement, learned=True)
+    policy = ExitPolicy.from_json((out_dir / "exit_policy.json").read_text())
     merged.save(out_dir / EXIT_HEADS_NAME)
-    report = {"layers": list(config.exit_layers), "history": history,
+    (out_dir / "exit_policy.json").write_text(ExitPolicy(policy.rules, drafts.rules).to_json())
+    report = {"layers": list(config.exit_layers), "history": history, "draft_target_agreement": choice.target_agreement,
+              "draft_rules_held_out": point_to_dict(evaluate(drafts, *head_features(new, held_out, loaded))),
               "seconds": {"data": round(data_seconds, 1), "training": round(time.perf_counter() - started - data_seconds, 1)},
               "head_agreement_held_out": {str(layer): round(value, 4) for layer, value in agreement.items()}}
     (out_dir / "draft_heads_report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -343,7 +363,7 @@ def calibrate_and_write(loaded: LoadedModel, heads: ExitHeads, calibration_split
                          "training_s": training.get("seconds", {}).get("training")}
     out_dir.mkdir(parents=True, exist_ok=True)
     heads.save(out_dir / EXIT_HEADS_NAME)
-    (out_dir / "exit_policy.json").write_text(policy.to_json())
+    (out_dir / "exit_policy.json").write_text(ExitPolicy(policy.rules, kept_draft_rules(out_dir, heads)).to_json())
     (out_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
     from models.exits.report import write_report
 

@@ -11,3 +11,18 @@ def test_drafting_split_is_the_speculative_layer_only_where_a_head_drafts():
     assert drafting_split(deeper, 30, (10, 15, 20)) == 20  # no head at 26: the collaborative split
     assert drafting_split(deeper, 24, (10, 15, 20, 26)) == 20  # a shallower model
     assert drafting_split(CollabConfig(split_layer=20), 30, (10, 15, 20, 26)) == 20  # 0: the split layer
+
+
+def test_only_a_speculative_edge_consults_the_draft_rules_on_its_way_to_the_split():
+    from types import SimpleNamespace
+
+    from edge_node.collab.generation import exit_policy_for
+    from models.exits.policy import ExitPolicy
+
+    policy = ExitPolicy(ExitPolicy.top_probability({10: 0.9, 15: 0.9, 20: 0.8}).rules,
+                        ExitPolicy.top_probability({24: 0.7, 26: 0.7, 28: 0.6}).rules)
+    model = SimpleNamespace(exit_policy=policy, model_id="m")
+    speculative = CollabConfig(mode="speculative", split_layer=26)  # the drafting split, as generate() sets it
+    assert exit_policy_for(model, speculative).exit_layers == (10, 15, 20, 24, 26)
+    assert exit_policy_for(model, CollabConfig(mode="collaborative")).exit_layers == (10, 15, 20)
+    assert exit_policy_for(model, CollabConfig(mode="speculative")).exit_layers == (10, 15, 20)  # split 20

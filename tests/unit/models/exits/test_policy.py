@@ -76,3 +76,25 @@ def test_exit_score_is_the_rules_score_when_it_exits_and_none_otherwise():
     policy = ExitPolicy.top_probability({10: 0.8})
     assert policy.exit_score(10, CONFIDENT) == pytest.approx(CONFIDENT.top_prob)
     assert policy.exit_score(10, UNSURE) is None
+
+
+def _draft_policy() -> ExitPolicy:
+    exits = ExitPolicy.top_probability({10: 0.9, 20: 0.8})
+    drafts = ExitPolicy.top_probability({24: 0.7, 28: 0.6}).rules
+    return ExitPolicy(exits.rules, drafts)
+
+
+def test_draft_rules_travel_apart_from_the_exits() -> None:
+    policy = _draft_policy()
+    assert policy.exit_layers == (10, 20)  # every exit decision sees the exits alone
+    again = ExitPolicy.from_json(policy.to_json())
+    assert again == policy and [r.exit_layer for r in again.draft_rules] == [24, 28]
+    assert "draft_rules" not in ExitPolicy(policy.rules).to_dict()  # a policy without them keeps its old JSON
+    assert policy.with_thresholds({10: 0.5}).draft_rules == policy.draft_rules
+    assert policy.below(26) == ExitPolicy(policy.rules, policy.draft_rules[:1])  # a 26-layer variant's
+    assert policy.below(15) == ExitPolicy(policy.rules[:1])
+
+
+def test_draft_rules_must_lie_deeper_than_the_exits() -> None:
+    with pytest.raises(ValueError, match="deeper"):
+        ExitPolicy(ExitPolicy.top_probability({10: 0.9, 20: 0.8}).rules, ExitPolicy.top_probability({15: 0.5}).rules)

@@ -74,12 +74,16 @@ def test_draft_heads_join_the_heads_and_leave_the_policy_and_the_other_heads(tra
     after = merged.state_dict()
     assert all(torch.equal(before[key], after[key]) for key in before)  # the exit heads are untouched
     assert after["adapters.3.proj.weight"].abs().sum() > 0  # the new head was trained (it starts at zero)
-    assert (heads_dir / "exit_policy.json").read_text() == policy_text
+    policy = ExitPolicy.from_json((heads_dir / "exit_policy.json").read_text())
+    assert policy.rules == ExitPolicy.from_json(policy_text).rules  # the exits' rules are untouched
+    assert [rule.exit_layer for rule in policy.draft_rules] == [3]  # the new head's rule is kept apart
+    assert report["draft_target_agreement"] in config.target_candidates
     assert set(report["head_agreement_held_out"]) == {"3"} and 0.0 <= report["head_agreement_held_out"]["3"] <= 1.0
     assert json.loads((heads_dir / "draft_heads_report.json").read_text())["layers"] == [3]
     # recalibrating the exit policy afterwards ignores the drafting head and keeps it in the heads file
     again = recalibrate(store, heads_dir, config, model_id="tiny-train", prompts=prompts)
-    assert ExitPolicy.from_json((heads_dir / "exit_policy.json").read_text()).exit_layers == (1, 2)
+    recalibrated = ExitPolicy.from_json((heads_dir / "exit_policy.json").read_text())
+    assert recalibrated.exit_layers == (1, 2) and recalibrated.draft_rules == policy.draft_rules
     assert set(again["head_agreement_held_out"]) == {"1", "2"}
     assert ExitHeads.load(heads_dir / EXIT_HEADS_NAME).exit_layers == (1, 2, 3)
     with pytest.raises(AssertionError, match="exist already"):
