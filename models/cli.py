@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--recalibrate", action="store_true",
                        help="no training: fit the policy again for the heads already in --out")
     train.add_argument("--add-draft-heads", type=int, nargs="+", default=None, metavar="LAYER",
-                       help="train only heads at these layers and add them to --out (speculative drafting; "
-                            "the exit policy stays)")
+                       help="train only heads at these layers and add them to --out with their own rules "
+                            "(speculative drafting at a deeper split; the exits' heads and rules stay)")
     prof = commands.add_parser("profile", help="measure every variant; write JSON + three PNG plots")
     prof.add_argument("--out", type=Path, default=REPO_ROOT / ".fleet" / "profiles", help="output directory")
     prof.add_argument("--models", nargs="*", default=None, help="model ids (default: whole catalog)")

@@ -57,6 +57,16 @@ class ExitHeads(nn.Module):
         adapted = self.adapter(exit_layer)(hidden_states.to(self.adapter(exit_layer).proj.weight.dtype))
         return lm_head(norm(adapted.to(hidden_states.dtype))).float()
 
+    def merged(self, other: ExitHeads) -> ExitHeads:
+        """These heads and `other`'s (at layers these lack) in one ExitHeads."""
+        assert not set(self.exit_layers) & set(other.exit_layers), f"both have heads at {self.exit_layers}"
+        heads = ExitHeads(self.hidden_size, tuple(sorted({*self.exit_layers, *other.exit_layers})))
+        with torch.no_grad():
+            for source in (self, other):
+                for layer in source.exit_layers:
+                    heads.adapter(layer).proj.weight.copy_(source.adapter(layer).proj.weight)
+        return heads.eval()
+
     def save(self, path: Path) -> None:
         metadata = {"hidden_size": str(self.hidden_size), "exit_layers": json.dumps(list(self.exit_layers))}
         tensors = {f"exit.{layer}.weight": self.adapter(layer).proj.weight.detach().float().contiguous()

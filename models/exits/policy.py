@@ -63,7 +63,8 @@ class ExitRule:
 class ExitPolicy:
     rules: tuple[ExitRule, ...]  # ascending exit layers
     # Rules for drafting heads deeper than the exits (`train-exits --add-draft-heads`): only a speculative
-    # edge drafting at a deeper split consults them (`drafting()`); every other decision uses `rules` alone.
+    # edge drafting at a deeper split consults them (edge_node/collab/generation.py `exit_policy_for`); every
+    # other decision uses `rules` alone.
     draft_rules: tuple[ExitRule, ...] = ()
 
     def __post_init__(self) -> None:
@@ -128,12 +129,13 @@ class ExitPolicy:
         missing = (0.0,) * (len(current) - len(names))
         if missing:
             logger.info("exit policy without features %s: weight 0 on them", current[len(names):])
+
+        def parsed(items: list[dict[str, Any]]) -> tuple[ExitRule, ...]:
+            return tuple(ExitRule(int(r["exit_layer"]), tuple(float(w) for w in r["weights"]) + missing,
+                                  float(r["bias"]), float(r["threshold"])) for r in items)
+
         try:
-            rules, drafts = (tuple(ExitRule(int(r["exit_layer"]), tuple(float(w) for w in r["weights"]) + missing,
-                                            float(r["bias"]), float(r["threshold"])) for r in data.get(key, ()))
-                             for key in ("rules", "draft_rules"))
-            if "rules" not in data:
-                raise KeyError("rules")
+            rules, drafts = parsed(data["rules"]), parsed(data.get("draft_rules", []))
         except (KeyError, TypeError) as error:
             raise ValueError(f"malformed exit policy: {error}") from error
         return cls(rules, drafts)

@@ -195,21 +195,15 @@ def train_exits(store: Any, out_dir: Path, config: TrainingConfig | None = None,
     from models.catalog import BASE_MODEL_ID
 
     config = config or TrainingConfig()
-    torch.manual_seed(config.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    started = time.perf_counter()
-    loaded = store.load(model_id or BASE_MODEL_ID)
     prompts = prompts or {name: split(name) for name in ("train", "calibration", "held_out")}
-    datasets = training_data(loaded, prompts, config, Path(store.root) / ".exit-data")
-    data_seconds = time.perf_counter() - started
-    heads, history = distill_with_calibration(loaded, datasets, config)
-    train_seconds = time.perf_counter() - started - data_seconds
+    loaded, datasets, heads, history, seconds = distilled(store, model_id or BASE_MODEL_ID, prompts, config)
     training = {"prompts": {**{name: len(prompts[name]) for name in datasets},
                             "train_only": len(train_only()) if config.train_only_prompts else 0,
                             "vocabulary": len(vocabulary_train_prompts(loaded, prompts, config))},
                 "positions": {name: len(data) for name, data in datasets.items()},
                 "generated_positions": {name: int(data.is_generated.sum()) for name, data in datasets.items()},
-                "seconds": {"data": round(data_seconds, 1), "training": round(train_seconds, 1)},
+                "seconds": seconds,
                 "history": history,
                 "best_epoch": max(history, key=lambda h: sum(h.get(f"calibration_agreement_{layer}", 0.0)
                                                              for layer in config.exit_layers))["epoch"]}
@@ -237,41 +231,40 @@ def add_draft_heads(store: Any, out_dir: Path, layers: tuple[int, ...], config: 
     from models.catalog import BASE_MODEL_ID
 
     config = replace(config or TrainingConfig(), exit_layers=tuple(sorted(layers)))
-    torch.manual_seed(config.seed)
     existing = ExitHeads.load(out_dir / EXIT_HEADS_NAME)
     assert not set(layers) & set(existing.exit_layers), f"heads at {existing.exit_layers} exist already"
-    started = time.perf_counter()
-    loaded = store.load(model_id or BASE_MODEL_ID)
     prompts = prompts or {name: split(name) for name in ("train", "calibration", "held_out")}
-    datasets = training_data(loaded, prompts, config, Path(store.root) / ".exit-data")
-    data_seconds = time.perf_counter() - started
-    new, history = distill_with_calibration(loaded, datasets, config)
+    loaded, datasets, new, history, seconds = distilled(store, model_id or BASE_MODEL_ID, prompts, config)
+    # The draft heads' own cascade of rules (a sure draft head drafts on), fitted like the exits'
+    calibration_data, held_out = generated(datasets["calibration"]), generated(datasets["held_out"])
+    drafts, target, _ = fitted_policy(head_features(new, calibration_data, loaded), calibration_data, config)
     norm = loaded.model.model.norm
-    held_out = datasets["held_out"].subset(datasets["held_out"].is_generated)
     agreement = argmax_agreement(new, held_out, norm.weight.detach(), norm.variance_epsilon,
                                  loaded.model.lm_head.weight.detach().to(torch.bfloat16))
-    merged = ExitHeads(existing.hidden_size, tuple(sorted({*existing.exit_layers, *new.exit_layers})))
-    with torch.no_grad():
-        for source in (existing, new):
-            for layer in source.exit_layers:
-                merged.adapter(layer).proj.weight.copy_(source.adapter(layer).proj.weight)
-    # Their own cascade's rules (a draft head's exit says "sure": the round goes on), fitted like the exits'
-    calibration_data = datasets["calibration"].subset(datasets["calibration"].is_generated)
-    calibration = head_features(new, calibration_data, loaded)
-    choice = cross_validated_target(*calibration, calibration_data.sequence_index.numpy(), config.required_agreement,
-                                    config.target_candidates)
-    drafts = calibrate(*calibration, target_agreement=choice.target_agreement, learned=True)
     policy = ExitPolicy.from_json((out_dir / "exit_policy.json").read_text())
-    merged.save(out_dir / EXIT_HEADS_NAME)
+    existing.merged(new).save(out_dir / EXIT_HEADS_NAME)
     (out_dir / "exit_policy.json").write_text(ExitPolicy(policy.rules, drafts.rules).to_json())
-    report = {"layers": list(config.exit_layers), "history": history, "draft_target_agreement": choice.target_agreement,
+    report = {"layers": list(config.exit_layers), "history": history, "draft_target_agreement": target,
               "draft_rules_held_out": point_to_dict(evaluate(drafts, *head_features(new, held_out, loaded))),
-              "seconds": {"data": round(data_seconds, 1), "training": round(time.perf_counter() - started - data_seconds, 1)},
+              "seconds": seconds,
               "head_agreement_held_out": {str(layer): round(value, 4) for layer, value in agreement.items()}}
     (out_dir / "draft_heads_report.json").write_text(json.dumps(report, indent=2) + "\n")
     logger.info("draft heads %s added to %s: held-out argmax agreement %s", list(layers), out_dir,
                 report["head_agreement_held_out"])
     return report
+
+
+def distilled(store: Any, model_id: str, prompts: dict[str, list[CorpusPrompt]], config: TrainingConfig):
+    """Load the model, collect its data and distil heads at `config.exit_layers`:
+    (model, datasets, heads, per-epoch history, seconds of data collection and of training)."""
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    loaded = store.load(model_id)
+    datasets = training_data(loaded, prompts, config, Path(store.root) / ".exit-data")
+    data_seconds = time.perf_counter() - started
+    heads, history = distill_with_calibration(loaded, datasets, config)
+    seconds = {"data": round(data_seconds, 1), "training": round(time.perf_counter() - started - data_seconds, 1)}
+    return loaded, datasets, heads, history, seconds
 
 
 def training_data(loaded: LoadedModel, prompts: dict[str, list[CorpusPrompt]], config: TrainingConfig,
@@ -297,9 +290,8 @@ def distill_with_calibration(loaded: LoadedModel, datasets: dict[str, ExitData],
                              config: TrainingConfig) -> tuple[ExitHeads, list[dict[str, float]]]:
     """`distill_heads` on the train data, keeping the epoch best on the calibration split's generated positions."""
     norm = loaded.model.model.norm
-    calibration_data = datasets["calibration"].subset(datasets["calibration"].is_generated)
     return distill_heads(datasets["train"], norm.weight.detach(), norm.variance_epsilon,
-                         loaded.model.lm_head.weight, config, validation=calibration_data)
+                         loaded.model.lm_head.weight, config, validation=generated(datasets["calibration"]))
 
 
 def vocabulary_train_prompts(loaded: LoadedModel, prompts: dict[str, list[CorpusPrompt]],
@@ -333,19 +325,30 @@ def recalibrate(store: Any, out_dir: Path, config: TrainingConfig | None = None,
     return calibrate_and_write(loaded, heads, data["calibration"], data["held_out"], config, training, out_dir)
 
 
-def calibrate_and_write(loaded: LoadedModel, heads: ExitHeads, calibration_split: ExitData, held_out_split: ExitData,
-                        config: TrainingConfig, training: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """Policy from the calibration split, figures from held-out; heads, policy and report written to `out_dir`."""
-    calibration_data = calibration_split.subset(calibration_split.is_generated)
-    calibration = head_features(heads, calibration_data, loaded)
-    held_out = head_features(heads, held_out_split.subset(held_out_split.is_generated), loaded)
+def generated(data: ExitData) -> ExitData:
+    """The positions that predict a generated token (exits are judged there, not on the prompt)."""
+    return data.subset(data.is_generated)
+
+
+def fitted_policy(calibration: tuple[dict, dict], calibration_data: ExitData, config: TrainingConfig):
+    """(policy, its target agreement, the cross-validated choice or None): rules fitted on the calibration
+    split's head features at `config.target_agreement`, or at the target cross-validation picks."""
     choice = None
     target = config.target_agreement
     if target is None:
         choice = cross_validated_target(*calibration, calibration_data.sequence_index.numpy(),
                                         config.required_agreement, config.target_candidates)
         target = choice.target_agreement
-    policy = calibrate(*calibration, target_agreement=target, learned=True)
+    return calibrate(*calibration, target_agreement=target, learned=True), target, choice
+
+
+def calibrate_and_write(loaded: LoadedModel, heads: ExitHeads, calibration_split: ExitData, held_out_split: ExitData,
+                        config: TrainingConfig, training: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Policy from the calibration split, figures from held-out; heads, policy and report written to `out_dir`."""
+    calibration_data = generated(calibration_split)
+    calibration = head_features(heads, calibration_data, loaded)
+    held_out = head_features(heads, generated(held_out_split), loaded)
+    policy, target, choice = fitted_policy(calibration, calibration_data, config)
     report = {
         "config": asdict(config),
         **training,

@@ -217,12 +217,10 @@ def deeper_model(model):
 
     from models.exits.heads import ExitHeads
 
-    heads = ExitHeads(model.hidden_size, (*model.exit_heads.exit_layers, 5))
+    extra = ExitHeads(model.hidden_size, (5,))
     with torch.no_grad():
-        for layer in model.exit_heads.exit_layers:
-            heads.adapter(layer).proj.weight.copy_(model.exit_heads.adapter(layer).proj.weight)
-        heads.adapter(5).proj.weight.normal_(0.0, 0.02)
-    return dataclasses.replace(model, exit_heads=heads.eval())
+        extra.adapter(5).proj.weight.normal_(0.0, 0.02)
+    return dataclasses.replace(model, exit_heads=model.exit_heads.merged(extra))
 
 
 def _opened_splits(client, monkeypatch) -> list[int]:

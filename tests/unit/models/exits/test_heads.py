@@ -110,3 +110,18 @@ def test_rms_norm_matches_llama_norm(tiny_model: LoadedModel) -> None:
     torch.nn.init.normal_(norm.weight)
     x = torch.randn(4, tiny_model.hidden_size)
     assert torch.allclose(rms_norm(x, norm.weight, norm.variance_epsilon), norm(x), atol=1e-5)
+
+
+def test_merged_heads_keep_every_adapter_and_refuse_a_layer_twice():
+    import pytest
+
+    first, second = ExitHeads(8, (1, 2)), ExitHeads(8, (3,))
+    with torch.no_grad():
+        for heads in (first, second):
+            for layer in heads.exit_layers:
+                heads.adapter(layer).proj.weight.fill_(float(layer))
+    merged = first.merged(second)
+    assert merged.exit_layers == (1, 2, 3)
+    assert all(float(merged.adapter(layer).proj.weight[0, 0].detach()) == layer for layer in (1, 2, 3))
+    with pytest.raises(AssertionError, match="both have heads"):
+        first.merged(ExitHeads(8, (2,)))
