@@ -77,8 +77,10 @@ def test_catalog_variant_loads_and_generates(real_store: ModelStore, model_id: s
 
 
 def test_committed_exit_heads_ship_with_the_base_model(real_model: LoadedModel) -> None:
-    assert real_model.exit_heads is not None and real_model.exit_heads.exit_layers == (10, 15, 20)
+    # exits at 10/15/20 and speculative decoding's draft heads at 24/26/28, whose rules stay apart
+    assert real_model.exit_heads is not None and real_model.exit_heads.exit_layers == (10, 15, 20, 24, 26, 28)
     assert real_model.exit_policy is not None and real_model.exit_policy.exit_layers == (10, 15, 20)
+    assert [rule.exit_layer for rule in real_model.exit_policy.draft_rules] == [24, 26, 28]
     hidden_states = real_model.decoder_slice(0, 10)(real_model.embedding_slice()(torch.tensor([[1, 9690, 198]])))
     probabilities = real_model.exit_probabilities(10, hidden_states)
     assert torch.allclose(probabilities.sum(-1), torch.ones(1, 3), atol=1e-4)
