@@ -70,18 +70,18 @@ def collaborative_point(store, model, target_agreement: float | None, required_a
     )
     from models.exits.corpus import split
     from models.exits.data import collect
-    from models.exits.training import TrainingConfig, head_features
+    from models.exits.training import TrainingConfig, generated, head_features
 
     config = TrainingConfig()
     data = collect(model, split("calibration"), config.exit_layers, config.max_new_tokens, 0, config.seed,
                    Path(store.root) / ".exit-data")
-    generated = data.subset(data.is_generated)
-    features, correct = head_features(model.exit_heads, generated, model)
+    positions = generated(data)
+    features, correct = head_features(model.exit_heads, positions, model)
     if target_agreement is not None:
         point, choice = choose_collab_point(model.exit_policy, features, correct, target_agreement), None
     else:
         point, choice = cross_validated_collab_point(model.exit_policy, features, correct,
-                                                     generated.sequence_index.numpy(), required_agreement)
+                                                     positions.sequence_index.numpy(), required_agreement)
     return point, choice, choose_budget_target(point.policy, features, correct, required_agreement)
 
 

@@ -22,7 +22,7 @@ from models.exits.calibration import evaluate
 from models.exits.corpus import split
 from models.exits.data import collect
 from models.exits.policy import ExitPolicy, first_exit
-from models.exits.training import head_features
+from models.exits.training import generated, head_features
 from models.paths import EXIT_HEADS_DIR, default_store_root
 from models.store import ModelStore
 
@@ -55,9 +55,9 @@ def main() -> None:
     prepare(store)
     loaded = store.load(BASE_MODEL_ID)
     assert loaded.exit_heads is not None and loaded.exit_policy is not None, "run python -m models train-exits"
-    exit_layers = loaded.exit_heads.exit_layers
+    exit_layers = loaded.exit_policy.exit_layers  # the exits; the heads also hold speculative drafting's
     data = collect(loaded, split("held_out"), exit_layers, MAX_NEW_TOKENS, 0, 0, store.root / ".exit-data")
-    features, correct = head_features(loaded.exit_heads, data.subset(data.is_generated), loaded)
+    features, correct = head_features(loaded.exit_heads, generated(data), loaded)
     result = {"policy": loaded.exit_policy.to_dict(), **per_position(loaded.exit_policy, features, correct)}
     report = json.loads((EXIT_HEADS_DIR / "training_report.json").read_text())
     result["curve"] = []

@@ -77,4 +77,3 @@ def test_a_round_ends_at_an_unsure_draft_unless_the_unsure_drafts_are_likely_tog
     assert _round_ends([draft(True), draft(False, 0.9)], 1.0)
     assert not _round_ends([draft(False, 0.9), draft(True), draft(False, 0.8)], 0.7)
     assert _round_ends([draft(False, 0.9), draft(True), draft(False, 0.7)], 0.7)
-
