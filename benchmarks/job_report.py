@@ -8,10 +8,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.job_spec import Cell, JobSpec
 from fleet_center.workload import TASK_TYPE_NAMES
 from routing.leaderboard import Entry, pareto_front, rank
-from routing.operating_point import quality_ratio
+from routing.operating_point import quality_ratio, random_expectation
 from routing.stats import paired_bootstrap
 
 logger = logging.getLogger(__name__)
@@ -92,7 +94,9 @@ def operating_point(spec: JobSpec, lines: Mapping[str, Mapping],
     expected = None
     if edge is not None:
         edge_scores = scores_of(edge)
-        expected = against({t: (1 - share) * edge_scores[t] + share * cloud_scores[t] for t in tasks}, share)
+        expectation = random_expectation(np.array([edge_scores[t] for t in tasks]),
+                                         np.array([cloud_scores[t] for t in tasks]), share)
+        expected = against(dict(zip(tasks, expectation.tolist(), strict=True)), share)
     reference = expected or draw
     if reference is not None:
         point.update({"random_quality_ratio": reference["quality_ratio"],

@@ -15,6 +15,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from routing.stats import paired_bootstrap
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -50,6 +52,42 @@ def cheapest_reaching(candidates: Sequence[T], share: Callable[[T], float], rati
     if reaching:
         return min(reaching, key=lambda c: (share(c), -ratio(c))), True
     return max(affordable, key=lambda c: (ratio(c), -share(c))), False
+
+
+def random_expectation(edge_scores: np.ndarray, cloud_scores: np.ndarray, cloud_share: float) -> np.ndarray:
+    """(N,) random routing's expected quality per query at `cloud_share`: (1 - p) x edge + p x cloud.
+
+    Exact for greedy answers (each draw scores as the edge's or the cloud's answer), and without the
+    coin's own variance, which one drawn random run would add to a paired comparison.
+    """
+    return (1.0 - cloud_share) * np.asarray(edge_scores, dtype=float) + cloud_share * np.asarray(cloud_scores, dtype=float)
+
+
+@dataclass(frozen=True, slots=True)
+class VersusRandom:
+    quality_ratio: float  # the routing's quality / cloud-only quality
+    random_quality_ratio: float  # random routing's at the same cloud share (its expectation)
+    difference: float  # quality_ratio - random_quality_ratio, in cloud-only units
+    ci95_halfwidth: float  # paired bootstrap over queries
+    cloud_query_ratio: float
+
+
+def versus_random(to_cloud: Sequence[bool], edge_scores: Sequence[float], cloud_scores: Sequence[float], *,
+                  resamples: int = 5000, seed: int = 0) -> VersusRandom:
+    """A routing against random routing at its own cloud share, paired over the same queries.
+
+    Raises ValueError for empty or unequal inputs.
+    """
+    routed = np.asarray(to_cloud, dtype=bool)
+    edge, cloud = np.asarray(edge_scores, dtype=float), np.asarray(cloud_scores, dtype=float)
+    if not len(routed) or not len(routed) == len(edge) == len(cloud):
+        raise ValueError("need equally many routes, edge scores and cloud scores, at least one")
+    share = float(routed.mean())
+    cloud_mean = float(cloud.mean()) or 1.0  # a cloud that scores 0 everywhere: compare in raw units
+    quality, random = routed_quality(routed, edge, cloud), random_expectation(edge, cloud, share)
+    difference, halfwidth = paired_bootstrap(quality / cloud_mean, random / cloud_mean, resamples=resamples, seed=seed)
+    return VersusRandom(quality_ratio(float(quality.mean()), float(cloud.mean())),
+                        quality_ratio(float(random.mean()), float(cloud.mean())), difference, halfwidth, share)
 
 
 def choose_operating_point(probability_hard: Sequence[float], edge_scores: Sequence[float],

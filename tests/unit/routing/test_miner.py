@@ -5,7 +5,7 @@ import pytest
 
 from routing.features import SCALAR_COLUMNS, QueryFeatures
 from routing.miner import MinerFileError, MinerModel
-from routing.operating_point import choose_operating_point
+from routing.operating_point import choose_operating_point, random_expectation, versus_random
 from routing.training import TrainingConfig, hard_labels, train_miner
 
 
@@ -53,6 +53,28 @@ def test_operating_point_takes_the_lowest_cloud_share_that_keeps_the_quality():
 def test_operating_point_falls_back_to_the_best_quality_within_budget():
     point = choose_operating_point([0.9, 0.8, 0.7, 0.6], [0.0] * 4, [1.0] * 4, max_cloud_ratio=0.5)
     assert point.cloud_query_ratio == 0.5 and not point.reached_target
+
+
+def test_random_expectation_mixes_edge_and_cloud_scores_by_the_share():
+    assert random_expectation(np.array([0.0, 1.0]), np.array([1.0, 1.0]), 0.25).tolist() == [0.25, 1.0]
+
+
+def test_routing_the_queries_the_cloud_answers_better_beats_random():
+    edge, cloud = [0.0] * 20 + [1.0] * 20, [1.0] * 40
+    versus = versus_random([True] * 20 + [False] * 20, edge, cloud)
+    assert versus.cloud_query_ratio == 0.5 and versus.quality_ratio == 1.0
+    assert versus.random_quality_ratio == 0.75 and versus.difference == pytest.approx(0.25)
+    assert 0.0 < versus.ci95_halfwidth < versus.difference
+
+
+def test_routing_the_wrong_queries_loses_to_random():
+    edge, cloud = [0.0] * 20 + [1.0] * 20, [1.0] * 40
+    assert versus_random([False] * 20 + [True] * 20, edge, cloud).difference == pytest.approx(-0.25)
+
+
+def test_versus_random_refuses_unequal_inputs():
+    with pytest.raises(ValueError):
+        versus_random([True], [0.0, 1.0], [1.0, 1.0])
 
 
 def test_miner_file_round_trips(tmp_path):
