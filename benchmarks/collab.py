@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 BASE_MODEL = "smollm2-135m"
@@ -143,6 +144,7 @@ def mode_figures(rows: list[dict], cloud_only_rows: list[dict]) -> dict:
         "cloud_request_ratio": round(sum(r["cloud_requests"] for r in rows) / tokens, 4),
         "fallbacks": sum(int(r["fallback"]) for r in rows),
         "agreement_by_source": agreement_by_source(rows),
+        **({"draft_splits": dict(Counter(str(r["draft_split"]) for r in rows))} if drafted else {}),
     }
 
 

@@ -142,6 +142,7 @@ def summarize(model, prompt_ids: list[int], generation, cloud_cpu: float) -> dic
         "cloud_requests": generation.cloud_requests, "fallback": generation.fallback, "cloud_cpu_s": cloud_cpu,
         "drafted": generation.drafted, "accepted_drafts": generation.accepted_drafts, "gammas": list(generation.gammas),
         "decided_by": [t.decided_by for t in generation.tokens], "layers": [t.layer for t in generation.tokens],
+        "draft_split": generation.draft_split,
     }
 
 
@@ -151,6 +152,7 @@ def profile_worker(args: argparse.Namespace) -> None:
     from edge_node.collab.agreement_budget import BudgetBook
     from edge_node.collab.config import CollabConfig
     from edge_node.collab.generation import generate
+    from edge_node.collab.split_choice import SplitBook
     from emulation.cpu_quota import limit_cpu
 
     model, (point, choice, budget_choice) = load_model_and_point(args.target_agreement, args.required_agreement)
@@ -165,6 +167,7 @@ def profile_worker(args: argparse.Namespace) -> None:
     runs += [(mode, "int8") for mode in args.int8_modes.split(",") if mode]
     # Each run is its own edge: its budget learns over that run's answers only.
     budgets = {run: BudgetBook(budget_target) for run in runs}
+    splits = {run: SplitBook() for run in runs}  # speculative_split_auto: a chooser learning over the run's answers
     responses = []
     for index, prompt in enumerate(tqdm(prompts, desc=f"{args.link_profile}: prompts (all modes each)", unit="prompt",
                                         file=sys.stderr)):
@@ -177,7 +180,7 @@ def profile_worker(args: argparse.Namespace) -> None:
             cpu_before = cloud_cpu_s(args.cloud_pid)
             budget = budgets[(mode, dtype)].for_answer(model.model_id, mode, config.threshold)
             generation = generate(model, prompt_ids, args.new_tokens, config, client, stop_at_eos=args.stop_at_eos,
-                                  budget=budget)
+                                  budget=budget, splits=splits[(mode, dtype)].for_answer(config, model))
             summary = summarize(model, prompt_ids, generation, cloud_cpu_s(args.cloud_pid) - cpu_before)
             row["modes" if dtype == "fp16" else "int8"][mode] = summary
             log(f"{args.link_profile} {prompt.task_type:20s} {mode:13s} {dtype} {len(generation.token_ids):3d} tok "

@@ -44,6 +44,9 @@ class EdgeConfig:
     model_variants: tuple[str, ...] = ()
     split_layer: int = 20  # collaborative mode: the edge runs layers [0, split), the cloud the rest
     speculative_split_layer: int = 0  # speculative mode drafts at this layer where the model has a head; 0 = split_layer
+    # Speculative mode: choose the drafting split per answer (split_layer or a deeper head) from what earlier
+    # answers measured: a slow edge drafts shallow, a fast one deep (docs/collaboration.md)
+    speculative_split_auto: bool = False
     cloud_deadline_s: float = 5.0  # collaborative mode: cloud silent this long -> finish the answer locally
     # Collaborative mode: hold the expected share of tokens equal to the full model's at this level by moving
     # the exit thresholds as answers go (edge_node/collab/agreement_budget.py); 0 = keep them fixed.

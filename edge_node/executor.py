@@ -14,6 +14,7 @@ from edge_node.collab.config import CollabConfig
 from edge_node.collab.generation import CollabGeneration
 from edge_node.collab.generation import generate as collab_generate
 from edge_node.collab.link import CollabClient
+from edge_node.collab.split_choice import SplitBook
 from edge_node.metrics_csv import MetricsCsvWriter, TaskMetricsRow
 from edge_node.model_cache import CacheError, ModelCache
 from edge_node.query_routing import QueryRouting, RoutedOutcome
@@ -46,6 +47,7 @@ class TaskExecutor:
     collab_config: CollabConfig = field(default_factory=CollabConfig)
     routing: QueryRouting | None = None  # set: tasks with route "cloud" / "auto" are routed (docs/routing.md)
     budgets: BudgetBook = field(default_factory=BudgetBook)  # collaborative agreement targets, per model
+    splits: SplitBook = field(default_factory=SplitBook)  # speculative drafting splits, per model
 
     def expired(self, task: TaskSpec, queue_wait_s: float) -> TaskResult:
         result = self._failure(task, "expired", f"deadline passed after {queue_wait_s:.1f} s in the queue", queue_wait_s)
@@ -97,7 +99,8 @@ class TaskExecutor:
         config = _fit(dataclasses.replace(self.collab_config, mode=task.mode), model)
         generation = collab_generate(model, encode_prompt(model, prompt), min(task.max_new_tokens, prompt.max_new_tokens),
                                      config, self.collab_client,
-                                     budget=self.budgets.for_answer(model.model_id, config.mode, config.threshold))
+                                     budget=self.budgets.for_answer(model.model_id, config.mode, config.threshold),
+                                     splits=self.splits.for_answer(config, model))
         answer = model.decode(list(generation.token_ids)).strip()
         return CollabOutcome(answer, as_dict(parse_answer(task.task_type, answer, text=task.prompt)), generation)
 

@@ -80,6 +80,7 @@ class EdgeService:
         self.executor.collab_client = CollabClient(self.presence.bus, config.node_id)
         self.executor.collab_config = CollabConfig(split_layer=config.split_layer,
                                                    speculative_split_layer=config.speculative_split_layer,
+                                                   speculative_split_auto=config.speculative_split_auto,
                                                    exit_layers=tuple(x for x in (10, 15, 20) if x <= config.split_layer),
                                                    cloud_deadline_s=config.cloud_deadline_s)
         self.executor.budgets = BudgetBook(config.collab_agreement_target or None,

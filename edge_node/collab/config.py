@@ -39,6 +39,9 @@ class CollabConfig:
     # speculative mode: the edge drafts with layers [0, this) and the exit head there, when the model has one
     # (a deeper draft is accepted more often and leaves the cloud fewer layers); 0 = split_layer
     speculative_split_layer: int = 0
+    # speculative mode: choose the drafting split per answer among split_layer and the model's deeper heads,
+    # from what earlier answers measured (edge_node/collab/split_choice.py); speculative_split_layer is then unused
+    speculative_split_auto: bool = False
     temperature: float = 0.0  # speculative sampling: 0 = greedy (output identical to cloud_only)
     top_p: float = 1.0  # speculative sampling: nucleus of both the draft and the verifier
     seed: int = 0  # speculative sampling: the edge's draft draws and the cloud's acceptance draws
@@ -74,3 +77,8 @@ def drafting_split(config: CollabConfig, num_layers: int, head_layers: tuple[int
     there (inside the model), else `split_layer` (a draft from the final head applied early is seldom right)."""
     layer = config.speculative_split_layer
     return layer if 0 < layer < num_layers and layer in head_layers else config.split_layer
+
+
+def drafting_candidates(config: CollabConfig, num_layers: int, head_layers: tuple[int, ...]) -> tuple[int, ...]:
+    """The splits a speculative edge may draft at: `split_layer` and every exit head deeper inside the model."""
+    return (config.split_layer, *(layer for layer in head_layers if config.split_layer < layer < num_layers))

@@ -32,6 +32,7 @@ from edge_node.collab.agreement_budget import AgreementBudget
 from edge_node.collab.config import CollabConfig, drafting_split
 from edge_node.collab.link import CloudSession, CloudUnavailableError, CollabClient, LinkCounters, LinkFaults
 from edge_node.collab.speculative import SpeculativeStepper
+from edge_node.collab.split_choice import SplitChooser
 from models.decode_loop import Decoded, DecodedToken, LocalStepper, TokenDecision, decode
 from models.decoding import LayerStack, PassResult
 from models.exits.policy import ExitPolicy
@@ -63,6 +64,7 @@ class CollabGeneration:
     accepted_drafts: int = 0  # speculative: of those, accepted by the cloud
     gammas: tuple[int, ...] = ()  # speculative: drafts per verification round
     drafts_ahead: int = 0  # speculative: drafts made while a verification was in flight (kept or rolled back)
+    draft_split: int = 0  # speculative: the layer the edge drafted at (its session's split)
 
 
 def exit_policy_for(model: LoadedModel, config: CollabConfig) -> ExitPolicy:
@@ -94,18 +96,20 @@ def generate(
     on_token: Callable[[DecodedToken], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
     budget: AgreementBudget | None = None,
+    splits: SplitChooser | None = None,
 ) -> CollabGeneration:
     """Generate greedily in `config.mode`. Modes other than standalone need `client`.
 
     Never raises for cloud trouble: an unreachable or silent cloud ends in a local finish, recorded as
     a fallback. `on_token` is called after every token (progress, tests). `budget` (collaborative mode)
-    moves the exit thresholds to hold its agreement target and learns from this answer's tokens.
+    moves the exit thresholds to hold its agreement target and learns from this answer's tokens. `splits`
+    (speculative mode) chooses the drafting split and learns from this answer's rounds.
     """
     assert prompt_ids, "prompt must not be empty"
     assert max_new_tokens >= 1, "max_new_tokens must be >= 1"
     assert config.mode == "standalone" or client is not None, f"mode {config.mode} needs a CollabClient"
     run = _Run(model, prompt_ids, max_new_tokens, config, client, stop_at_eos, faults or LinkFaults(), on_token, clock,
-               budget)
+               budget, splits)
     match config.mode:
         case "cloud_only":
             return run.cloud_only()
@@ -125,10 +129,10 @@ class _Run:
     def __init__(self, model: LoadedModel, prompt_ids: list[int], max_new_tokens: int, config: CollabConfig,
                  client: CollabClient | None, stop_at_eos: bool, faults: LinkFaults,
                  on_token: Callable[[DecodedToken], None] | None, clock: Callable[[], float],
-                 budget: AgreementBudget | None = None) -> None:
+                 budget: AgreementBudget | None = None, splits: SplitChooser | None = None) -> None:
         self.model, self.prompt_ids, self.max_new_tokens = model, prompt_ids, max_new_tokens
         self.config, self.client, self.stop_at_eos, self.faults = config, client, stop_at_eos, faults
-        self.on_token, self.clock, self.budget = on_token, clock, budget
+        self.on_token, self.clock, self.budget, self.splits = on_token, clock, budget, splits
         self.counters = LinkCounters()
         self.start = clock()
         self.cloud_requests = 0
@@ -152,7 +156,8 @@ class _Run:
 
     def speculative(self) -> CollabGeneration:
         heads = self.model.exit_heads.exit_layers if self.model.exit_heads is not None else ()
-        split = drafting_split(self.config, self.model.num_layers, heads)
+        split = (self.splits.choose() if self.splits is not None
+                 else drafting_split(self.config, self.model.num_layers, heads))
         if split != self.config.split_layer:
             self.config = replace(self.config, split_layer=split)
         session = self._open_session()
@@ -165,8 +170,10 @@ class _Run:
             stepper.close()
         if stepper.session is not None:
             self._absorb(stepper.session, notify=self.config.session_close)
+        if self.splits is not None:
+            self.splits.observe(stepper.figures())
         return replace(self._result(decoded), drafted=stepper.drafted, accepted_drafts=stepper.accepted,
-                       gammas=tuple(stepper.gammas), drafts_ahead=stepper.drafts_ahead)
+                       gammas=tuple(stepper.gammas), drafts_ahead=stepper.drafts_ahead, draft_split=split)
 
     def naive_split(self) -> CollabGeneration:
         return self._result(self._decode(_NaiveSplitStepper(self)))

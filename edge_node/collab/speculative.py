@@ -28,6 +28,7 @@ import torch
 from broker.messages.inference import DraftVerdict
 from edge_node.collab.gamma import GammaTracker
 from edge_node.collab.link import CloudSession, DraftSampling
+from edge_node.collab.split_choice import AnswerFigures
 from models.decode_loop import TokenDecision
 from models.decoding import LayerStack, PassResult
 from models.exits.policy import ExitPolicy
@@ -94,6 +95,15 @@ class SpeculativeStepper:
         self.gammas: list[int] = []  # drafts of every verified round
         self.drafts_ahead = 0  # drafts made while a verification was in flight (kept or rolled back)
         self._passes = 0
+        # For the split chooser: rounds after the first (whose drafting includes the prompt), their tokens,
+        # drafting passes and times, and every round's wait and cloud time.
+        self._later = _RoundSums()
+
+    def figures(self) -> AnswerFigures:
+        """This answer's rounds after the first, as means per round and pass (the split chooser's input)."""
+        later, rounds = self._later, max(1, self._later.rounds)
+        return AnswerFigures(self.run.config.split_layer, later.rounds, later.tokens, later.passes,
+                             later.drafting_ms / max(1, later.passes), later.wait_ms / rounds, later.cloud_ms / rounds)
 
     def close(self) -> None:
         if self.verifier is not None:
@@ -139,6 +149,9 @@ class SpeculativeStepper:
                 session.release()
             self._count(drafts, accepted, verdict.compute_ms, (drafted_at - drafting_started) * 1e3,
                         (verdict_at - drafted_at) * 1e3)
+        if verdict is not None and self.rounds > 1:
+            self._later.add(len(decided), self._passes, (drafted_at - drafting_started) * 1e3,
+                            (verdict_at - drafted_at) * 1e3 - verdict.compute_ms, verdict.compute_ms)
         self.emitted += len(decided)
         return [[TokenDecision(token, by, layer, known_at,  # type: ignore[arg-type]
                                (up_after - up_before) if index == 0 else 0,
@@ -281,6 +294,26 @@ class SpeculativeStepper:
     def _upload(self, first_position: int, hidden_states: torch.Tensor) -> None:
         if self.session is not None:
             self.session.add_rows(first_position, hidden_states[0].to(torch.float16).numpy())  # (n, C) fp16
+
+
+@dataclass(slots=True)
+class _RoundSums:
+    """Running totals over verification rounds."""
+
+    rounds: int = 0
+    tokens: int = 0
+    passes: int = 0
+    drafting_ms: float = 0.0
+    wait_ms: float = 0.0  # request to verdict, the cloud's compute excluded
+    cloud_ms: float = 0.0
+
+    def add(self, tokens: int, passes: int, drafting_ms: float, wait_ms: float, cloud_ms: float) -> None:
+        self.rounds += 1
+        self.tokens += tokens
+        self.passes += passes
+        self.drafting_ms += drafting_ms
+        self.wait_ms += max(0.0, wait_ms)
+        self.cloud_ms += cloud_ms
 
 
 def _counts(session: CloudSession | None) -> tuple[int, int]:

@@ -257,3 +257,26 @@ def test_an_unsure_draft_of_a_split_head_without_an_exit_rule_ends_the_round(clo
                                                         draft_ahead=False, draft_continue_probability=0.0))
     assert set(stopping.gammas) == {1} and max(going_on.gammas) == 5
     assert stopping.token_ids == going_on.token_ids
+
+
+def test_a_chosen_drafting_split_is_tried_then_learned_from_its_rounds(cloud, client, model, deeper_model, prompt,
+                                                                       monkeypatch):
+    from edge_node.collab.split_choice import SplitBook
+
+    splits = _opened_splits(client, monkeypatch)
+    book = SplitBook()
+    auto = config("speculative", threshold=1.0, gamma=2, speculative_split_auto=True)
+    chooser = book.for_answer(auto, deeper_model)
+    assert chooser is not None and chooser.candidates == (4, 5)
+    answers = [run(deeper_model, prompt, client, auto, splits=chooser) for _ in range(3)]
+    cloud_only = run(model, prompt, client, config("cloud_only")).token_ids
+    assert all(answer.token_ids == cloud_only and not answer.fallback for answer in answers)
+    assert splits[:2] == [4, 5] and [a.draft_split for a in answers] == splits  # each split once, then the best
+    assert set(chooser.records) == {4, 5}
+    for split, record in chooser.records.items():
+        # gamma 2 and every draft unsure (threshold 1): rounds of one or two tokens, at most two drafting
+        # passes (fewer when drafts were made during the previous round's wait), each pass timed
+        assert 0.0 < record.passes_per_round <= 2.0 and 1.0 <= record.tokens_per_round <= 3.0, split
+        assert record.pass_ms > 0.0
+    assert chooser.rtt_ms is not None and chooser.cloud_layer_ms is not None
+    assert splits[2] == max((4, 5), key=chooser.rate)
