@@ -176,7 +176,8 @@ def profile_worker(args: argparse.Namespace) -> None:
         for mode, dtype in runs:
             if mode == "naive_split" and index >= args.naive_prompts:
                 continue  # the slowest mode by far (the whole context every token): its first prompts only
-            config = mode_config(base, mode, args.speculative_options, state_dtype=dtype)
+            # the main runs send rows the mode's own way (fp16 collaborative, fp32 speculative); "fp16" names them
+            config = mode_config(base, mode, args.speculative_options, **({"state_dtype": "int8"} if dtype == "int8" else {}))
             cpu_before = cloud_cpu_s(args.cloud_pid)
             budget = budgets[(mode, dtype)].for_answer(model.model_id, mode, config.threshold)
             generation = generate(model, prompt_ids, args.new_tokens, config, client, stop_at_eos=args.stop_at_eos,

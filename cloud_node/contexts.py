@@ -1,6 +1,6 @@
 """Session contexts on the cloud: uploaded layer-k hidden states and the KV cache of layers [k, L) per session.
 
-States arrive in chunks (any order, duplicates allowed) and are kept as fp16 rows by position. The
+States arrive in chunks (any order, duplicates allowed) and are kept as float32 rows by position. The
 KV cache is brought up to date lazily: only when a token is asked for does the worker run layers
 [k, L) over the positions it has not processed yet. Sessions expire after a TTL and the least
 recently used are evicted above a memory cap (decisions in `eviction.py`).
@@ -94,7 +94,11 @@ def forward_together(work: list[tuple[SessionContext, Forward]]) -> list[torch.T
 
 
 class SessionContext:
-    """One session: fp16 states of positions [0, n) (with holes until chunks arrive) and layers [k, L)."""
+    """One session: states of positions [0, n) (with holes until chunks arrive) and layers [k, L).
+
+    States are kept in float32, so rows sent as fp32 reach the layers exactly as the edge computed them
+    (fp16 rows widen exactly; int8 rows arrive dequantized).
+    """
 
     def __init__(self, session_id: str, edge_id: str, model: LoadedModel, split_layer: int, now_s: float) -> None:
         assert 0 < split_layer < model.num_layers, f"split layer {split_layer} outside 1..{model.num_layers - 1}"
@@ -104,7 +108,7 @@ class SessionContext:
         self.split_layer = split_layer
         self.hidden_size = model.hidden_size
         self.stack = LayerStack(model, split_layer, model.num_layers)  # layers [k, L) and their KV cache
-        self.states = torch.zeros(64, self.hidden_size, dtype=torch.float16)  # (capacity, C), grows by doubling
+        self.states = torch.zeros(64, self.hidden_size, dtype=torch.float32)  # (capacity, C), grows by doubling
         self.known = torch.zeros(64, dtype=torch.bool)  # (capacity,)
         self.contiguous = 0  # positions [0, contiguous) are all known
         self.last_used_s = now_s
@@ -122,7 +126,7 @@ class SessionContext:
         new_rows = int(fresh.sum())
         self.duplicate_rows += count - new_rows
         if new_rows:
-            values = torch.from_numpy(rows.astype(np.float16))  # a copy: the chunk buffer is read-only
+            values = torch.from_numpy(rows.astype(np.float32))  # a copy: the chunk buffer is read-only
             self.states[span][fresh] = values[fresh]
             self.known[span] |= fresh
         while self.contiguous < self.known.shape[0] and self.known[self.contiguous]:
@@ -199,7 +203,7 @@ class SessionContext:
             return
         while capacity < length:
             capacity *= 2
-        states = torch.zeros(capacity, self.hidden_size, dtype=torch.float16)
+        states = torch.zeros(capacity, self.hidden_size, dtype=torch.float32)
         known = torch.zeros(capacity, dtype=torch.bool)
         states[: self.states.shape[0]] = self.states
         known[: self.known.shape[0]] = self.known

@@ -9,7 +9,8 @@ from runtime.settings import check
 
 CollabMode = Literal["standalone", "collaborative", "cloud_only", "naive_split", "speculative"]
 MODES: tuple[CollabMode, ...] = ("standalone", "collaborative", "cloud_only", "naive_split", "speculative")
-StateDtype = Literal["fp16", "int8"]
+StateDtype = Literal["fp16", "int8", "fp32"]
+STATE_DTYPES: tuple[StateDtype, ...] = ("fp16", "int8", "fp32")
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,10 @@ class CollabConfig:
     upload_min_positions: int = 8  # rows wait until this many are pending or a request needs them (fewer headers)
     max_reopens: int = 3  # per answer: session unknown at the cloud -> open again and re-upload
     session_close: bool = True  # tell the worker to drop the context when the answer is done
-    state_dtype: StateDtype = "fp16"  # how layer-k rows travel: fp16, or int8 with one scale per position
+    # How layer-k rows travel: fp16; int8 with one scale per position; fp32 (as computed). None: the mode's own,
+    # fp32 for speculative (its answer must be the cloud's exactly: fp16 rounding flips near-ties of ~1e-4
+    # logits) and fp16 for collaborative (its answers are approximate anyway; half the bytes)
+    state_dtype: StateDtype | None = None
     # speculative mode: the edge drafts gamma tokens with [0, k) and its exits, the cloud verifies them
     gamma: int = 0  # drafts per verification; 0 = adaptive per session (edge_node/collab/gamma.py)
     gamma_initial: int = 4  # adaptive: the first round's drafts
@@ -61,7 +65,8 @@ class CollabConfig:
         check(1 <= self.upload_chunk_positions <= 8192, "upload_chunk_positions", "must be 1-8192")
         check(1 <= self.upload_min_positions <= 8192, "upload_min_positions", "must be 1-8192")
         check(self.max_reopens >= 0, "max_reopens", "must be >= 0")
-        check(self.state_dtype in ("fp16", "int8"), "state_dtype", f"{self.state_dtype!r} is not fp16 or int8")
+        check(self.state_dtype is None or self.state_dtype in STATE_DTYPES, "state_dtype",
+              f"{self.state_dtype!r} is not one of {STATE_DTYPES}")
         check(0 <= self.gamma <= 64, "gamma", "must be 0 (adaptive) to 64")
         check(1 <= self.gamma_max <= 64, "gamma_max", "must be 1-64")
         check(1 <= self.gamma_initial <= self.gamma_max, "gamma_initial", "must be 1..gamma_max")
@@ -70,6 +75,13 @@ class CollabConfig:
         check(1 <= self.draft_support_max <= 65536, "draft_support_max", "must be 1-65536")
         check(self.speculative_split_layer >= 0, "speculative_split_layer", "must be >= 0 (0: split_layer)")
         check(0.0 <= self.draft_continue_probability <= 1.0, "draft_continue_probability", "must be 0-1")
+
+
+    def wire_dtype(self) -> StateDtype:
+        """How this answer's layer-k rows travel (`state_dtype`, or the mode's own when it is None)."""
+        if self.state_dtype is not None:
+            return self.state_dtype
+        return "fp32" if self.mode == "speculative" else "fp16"
 
 
 def drafting_split(config: CollabConfig, num_layers: int, head_layers: tuple[int, ...]) -> int:

@@ -222,7 +222,7 @@ class _Run:
             session = self.client.open_session(
                 self.model.model_id, self.config.split_layer, self.model.hidden_size,
                 timeout_s=self.config.open_timeout_s, chunk_positions=self.config.upload_chunk_positions,
-                faults=self.faults, state_dtype=self.config.state_dtype, min_positions=self.config.upload_min_positions,
+                faults=self.faults, state_dtype=self.config.wire_dtype(), min_positions=self.config.upload_min_positions,
             )
         except CloudUnavailableError as error:
             logger.warning("no cloud session (%s): answering standalone", error)
@@ -297,7 +297,7 @@ class _CollaborativeStepper:
 
     def _upload(self, first_position: int, hidden_states: torch.Tensor) -> None:
         if self.session is not None:
-            self.session.add_rows(first_position, hidden_states[0].to(torch.float16).numpy())  # (n, C) fp16
+            self.session.add_rows(first_position, hidden_states[0].float().numpy())  # (n, C), kept in the wire's dtype
 
 
 class _NaiveSplitStepper:

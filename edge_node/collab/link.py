@@ -2,7 +2,8 @@
 
 `CollabClient` is one per edge (it owns the subscription to the edge's `down` topics); it opens a
 `CloudSession` per answer. A session keeps every layer-k row it was given (fp16, 1,152 B a position
-at hidden size 576) so it can re-send after a gap or re-upload after the worker lost the session.
+at hidden size 576; fp32 when rows travel as fp32) so it can re-send after a gap or re-upload after the
+worker lost the session.
 One uploader thread publishes everything on the session's `up` topic in order: chunks, then the
 token request that needs them, so MQTT's per-topic ordering delivers the request after its context
 (a token request or a greedy verification rides in the last of those chunks when there are any).
@@ -191,7 +192,9 @@ class CloudSession:
         self.faults = faults
         self.worker_id = ""
         self.counters = LinkCounters()
-        self._rows = np.zeros((256, hidden_size), dtype="<f2")  # (capacity, C) every layer-k row so far
+        # (capacity, C) every layer-k row so far: fp32 rows as computed, else fp16 (int8 is encoded from these)
+        self._row_dtype = np.dtype("<f4" if state_dtype == "fp32" else "<f2")
+        self._rows = np.zeros((256, hidden_size), dtype=self._row_dtype)
         self._known = 0  # rows [0, _known) are here
         self._held_from: int | None = None  # rows from here on wait for release() (drafted past a verification)
         self._sent = 0  # rows [0, _sent) handed to the uploader
@@ -199,7 +202,7 @@ class CloudSession:
         self._request_ids = itertools.count()
         self._lock = threading.Lock()
         self._pending: dict[int, Future[Message]] = {}
-        self.state_dtype: HiddenDtype = state_dtype  # how rows travel: fp16, or int8 with a scale per position
+        self.state_dtype: HiddenDtype = state_dtype  # how rows travel: fp16, fp32, or int8 with a scale per position
         self._outbox: queue.Queue[tuple[str, int, Callable[[int], Message] | None] | None] = queue.Queue()
         self._closed = False
         self._uploader = threading.Thread(target=self._upload_loop, name=f"collab-upload-{session_id}", daemon=True)
@@ -233,7 +236,8 @@ class CloudSession:
         assert rows.shape[1] == self.hidden_size, f"rows {rows.shape} not (n, {self.hidden_size})"
         with self._lock:
             if self._known + count > self._rows.shape[0]:
-                grown = np.zeros((max(2 * self._rows.shape[0], self._known + count), self.hidden_size), dtype="<f2")
+                grown = np.zeros((max(2 * self._rows.shape[0], self._known + count), self.hidden_size),
+                                 dtype=self._row_dtype)
                 grown[: self._known] = self._rows[: self._known]
                 self._rows = grown
             self._rows[first_position : first_position + count] = rows

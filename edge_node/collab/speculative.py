@@ -293,7 +293,7 @@ class SpeculativeStepper:
 
     def _upload(self, first_position: int, hidden_states: torch.Tensor) -> None:
         if self.session is not None:
-            self.session.add_rows(first_position, hidden_states[0].to(torch.float16).numpy())  # (n, C) fp16
+            self.session.add_rows(first_position, hidden_states[0].float().numpy())  # (n, C), kept in the wire's dtype
 
 
 @dataclass(slots=True)

@@ -58,7 +58,7 @@ def test_greedy_verifications_ride_in_the_chunk_with_their_rows(cloud, client, m
 
 def test_int8_states_keep_speculative_output_and_save_a_byte_per_value(cloud, client, model, prompt, monkeypatch):
     sent = record_uploads(client, monkeypatch)
-    fp16 = run(model, prompt, client, config("speculative", threshold=1.0, gamma=3))
+    fp16 = run(model, prompt, client, config("speculative", threshold=1.0, gamma=3, state_dtype="fp16"))
     fp16_chunks, sent[:] = [m for m in sent if isinstance(m, ContextChunk)], []
     int8 = run(model, prompt, client, config("speculative", threshold=1.0, gamma=3, state_dtype="int8"))
     int8_chunks = [m for m in sent if isinstance(m, ContextChunk)]
@@ -71,6 +71,18 @@ def test_int8_states_keep_speculative_output_and_save_a_byte_per_value(cloud, cl
         assert sum(len(c.data) for c in chunks) == per_row[dtype] * sum(c.count for c in chunks)
     assert sum(c.count for c in int8_chunks) >= len(prompt) + NEW_TOKENS - 1  # every row but the last token's went up
     assert int8.bytes_up < fp16.bytes_up
+
+
+def test_speculative_rows_travel_as_computed_unless_told_otherwise(cloud, client, model, prompt, monkeypatch):
+    sent = record_uploads(client, monkeypatch)
+    exact = run(model, prompt, client, config("speculative", threshold=1.0, gamma=3))
+    chunks = [m for m in sent if isinstance(m, ContextChunk)]
+    assert {c.dtype for c in chunks} == {"fp32"}
+    assert sum(len(c.data) for c in chunks) == 4 * model.hidden_size * sum(c.count for c in chunks)
+    assert exact.token_ids == run(model, prompt, client, config("cloud_only")).token_ids
+    sent[:] = []
+    run(model, prompt, client, config("collaborative", threshold=1.0))  # collaborative keeps fp16
+    assert {m.dtype for m in sent if isinstance(m, ContextChunk)} == {"fp16"}
 
 
 def test_a_sure_exit_drafts_on_and_an_unsure_draft_ends_the_round(cloud, client, model, prompt):
