@@ -184,7 +184,7 @@ def profile_worker(args: argparse.Namespace) -> None:
                                   budget=budget, splits=splits[(mode, dtype)].for_answer(config, model))
             summary = summarize(model, prompt_ids, generation, cloud_cpu_s(args.cloud_pid) - cpu_before)
             row["modes" if dtype == "fp16" else "int8"][mode] = summary
-            log(f"{args.link_profile} {prompt.task_type:20s} {mode:13s} {dtype} {len(generation.token_ids):3d} tok "
+            log(f"{args.link_profile} {prompt.task_type:20s} {mode:13s} {config.wire_dtype()} {len(generation.token_ids):3d} tok "
                 f"{generation.total_s:6.2f} s up {generation.bytes_up:>9d} B cloud {generation.cloud_requests:3d} "
                 f"cpu {summary['cloud_cpu_s']:.2f} s")
         responses.append(row)

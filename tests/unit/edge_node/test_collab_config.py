@@ -26,3 +26,17 @@ def test_only_a_speculative_edge_consults_the_draft_rules_on_its_way_to_the_spli
     assert exit_policy_for(model, speculative).exit_layers == (10, 15, 20, 24, 26)
     assert exit_policy_for(model, CollabConfig(mode="collaborative")).exit_layers == (10, 15, 20)
     assert exit_policy_for(model, CollabConfig(mode="speculative")).exit_layers == (10, 15, 20)  # split 20
+
+
+def test_rows_travel_exact_for_speculative_and_half_for_collaborative_unless_set():
+    assert CollabConfig(mode="speculative").wire_dtype() == "fp32"
+    assert CollabConfig(mode="collaborative").wire_dtype() == "fp16"
+    assert CollabConfig(mode="speculative", state_dtype="int8").wire_dtype() == "int8"
+    assert CollabConfig(mode="collaborative", state_dtype="fp32").wire_dtype() == "fp32"
+
+
+def test_an_unknown_state_dtype_is_refused_by_name():
+    import pytest
+
+    with pytest.raises(ValueError, match="state_dtype"):
+        CollabConfig(state_dtype="bf16")  # type: ignore[arg-type]
