@@ -76,7 +76,6 @@ class CollabConfig:
         check(self.speculative_split_layer >= 0, "speculative_split_layer", "must be >= 0 (0: split_layer)")
         check(0.0 <= self.draft_continue_probability <= 1.0, "draft_continue_probability", "must be 0-1")
 
-
     def wire_dtype(self) -> StateDtype:
         """How this answer's layer-k rows travel (`state_dtype`, or the mode's own when it is None)."""
         if self.state_dtype is not None:

@@ -95,9 +95,7 @@ class SpeculativeStepper:
         self.gammas: list[int] = []  # drafts of every verified round
         self.drafts_ahead = 0  # drafts made while a verification was in flight (kept or rolled back)
         self._passes = 0
-        # For the split chooser: rounds after the first (whose drafting includes the prompt), their tokens,
-        # drafting passes and times, and every round's wait and cloud time.
-        self._later = _RoundSums()
+        self._later = _RoundSums()  # the split chooser's figures: every round after the first
 
     def figures(self) -> AnswerFigures:
         """This answer's rounds after the first, as means per round and pass (the split chooser's input)."""
@@ -147,11 +145,11 @@ class SpeculativeStepper:
                 session.rollback(keep)
             if session is not None:
                 session.release()
-            self._count(drafts, accepted, verdict.compute_ms, (drafted_at - drafting_started) * 1e3,
-                        (verdict_at - drafted_at) * 1e3)
-        if verdict is not None and self.rounds > 1:
-            self._later.add(len(decided), self._passes, (drafted_at - drafting_started) * 1e3,
-                            (verdict_at - drafted_at) * 1e3 - verdict.compute_ms, verdict.compute_ms)
+            drafting_ms, wait_ms = (drafted_at - drafting_started) * 1e3, (verdict_at - drafted_at) * 1e3
+            self._count(drafts, accepted, verdict.compute_ms, drafting_ms, wait_ms)
+            if self.rounds > 1:  # the first round's drafting includes the prompt
+                self._later.add(len(decided), self._passes, drafting_ms, wait_ms - verdict.compute_ms,
+                                verdict.compute_ms)
         self.emitted += len(decided)
         return [[TokenDecision(token, by, layer, known_at,  # type: ignore[arg-type]
                                (up_after - up_before) if index == 0 else 0,
