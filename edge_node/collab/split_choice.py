@@ -8,7 +8,7 @@ shared by all splits, the network round trip and the cloud's time per layer. A s
 
     rate(k) = T_k / (P_k * pass_ms(k) + rtt_ms + cloud_layer_ms * (L - k))
 
-tokens per second (drafting while a verification is in flight is left out: it favours no split). Splits
+tokens per second (passes made while a verification is in flight overlap its wait: P_k leaves them out). Splits
 not measured yet are tried first, shallowest first; after that the best rate is chosen. When a
 split's pass time moves (a CPU quota, a busy core), the other splits' pass times move by the same
 factor, so the choice follows the edge's speed without trying every split again. Pure: no torch, no I/O.
