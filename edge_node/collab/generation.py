@@ -171,7 +171,7 @@ class _Run:
         if stepper.session is not None:
             self._absorb(stepper.session, notify=self.config.session_close)
         if self.splits is not None:
-            self.splits.observe(stepper.figures())
+            self.splits.observe(stepper.figures)
         return replace(self._result(decoded), drafted=stepper.drafted, accepted_drafts=stepper.accepted,
                        gammas=tuple(stepper.gammas), drafts_ahead=stepper.drafts_ahead, draft_split=split)
 

@@ -95,13 +95,7 @@ class SpeculativeStepper:
         self.gammas: list[int] = []  # drafts of every verified round
         self.drafts_ahead = 0  # drafts made while a verification was in flight (kept or rolled back)
         self._passes = 0
-        self._later = _RoundSums()  # the split chooser's figures: every round after the first
-
-    def figures(self) -> AnswerFigures:
-        """This answer's rounds after the first, as means per round and pass (the split chooser's input)."""
-        later, rounds = self._later, max(1, self._later.rounds)
-        return AnswerFigures(self.run.config.split_layer, later.rounds, later.tokens, later.passes,
-                             later.drafting_ms / max(1, later.passes), later.wait_ms / rounds, later.cloud_ms / rounds)
+        self.figures = AnswerFigures(config.split_layer)  # the split chooser's input: every round after the first
 
     def close(self) -> None:
         if self.verifier is not None:
@@ -148,7 +142,7 @@ class SpeculativeStepper:
             drafting_ms, wait_ms = (drafted_at - drafting_started) * 1e3, (verdict_at - drafted_at) * 1e3
             self._count(drafts, accepted, verdict.compute_ms, drafting_ms, wait_ms)
             if self.rounds > 1:  # the first round's drafting includes the prompt
-                self._later.add(len(decided), self._passes, drafting_ms, wait_ms - verdict.compute_ms,
+                self.figures.add(len(decided), self._passes, drafting_ms, wait_ms - verdict.compute_ms,
                                 verdict.compute_ms)
         self.emitted += len(decided)
         return [[TokenDecision(token, by, layer, known_at,  # type: ignore[arg-type]
@@ -292,26 +286,6 @@ class SpeculativeStepper:
     def _upload(self, first_position: int, hidden_states: torch.Tensor) -> None:
         if self.session is not None:
             self.session.add_rows(first_position, hidden_states[0].float().numpy())  # (n, C), kept in the wire's dtype
-
-
-@dataclass(slots=True)
-class _RoundSums:
-    """Running totals over verification rounds."""
-
-    rounds: int = 0
-    tokens: int = 0
-    passes: int = 0
-    drafting_ms: float = 0.0
-    wait_ms: float = 0.0  # request to verdict, the cloud's compute excluded
-    cloud_ms: float = 0.0
-
-    def add(self, tokens: int, passes: int, drafting_ms: float, wait_ms: float, cloud_ms: float) -> None:
-        self.rounds += 1
-        self.tokens += tokens
-        self.passes += passes
-        self.drafting_ms += drafting_ms
-        self.wait_ms += max(0.0, wait_ms)
-        self.cloud_ms += cloud_ms
 
 
 def _counts(session: CloudSession | None) -> tuple[int, int]:

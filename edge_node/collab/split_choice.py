@@ -29,17 +29,26 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AnswerFigures:
-    """What one speculative answer measured at its split."""
+    """What one speculative answer measured at its split: totals over its verification rounds (the stepper
+    adds every round after the first, whose drafting includes the prompt)."""
 
     split: int
-    rounds: int  # verification rounds
-    tokens: int  # tokens those rounds decided
-    passes: int  # edge draft passes
-    pass_ms: float  # mean time of one draft pass
-    rtt_ms: float  # mean round trip of a verification, the cloud's compute excluded
-    cloud_ms: float  # mean cloud compute of a verification
+    rounds: int = 0
+    tokens: int = 0  # tokens those rounds decided
+    passes: int = 0  # edge draft passes made before each verification was sent
+    drafting_ms: float = 0.0
+    wait_ms: float = 0.0  # request to verdict, the cloud's compute excluded
+    cloud_ms: float = 0.0  # the cloud's compute
+
+    def add(self, tokens: int, passes: int, drafting_ms: float, wait_ms: float, cloud_ms: float) -> None:
+        self.rounds += 1
+        self.tokens += tokens
+        self.passes += passes
+        self.drafting_ms += drafting_ms
+        self.wait_ms += max(0.0, wait_ms)
+        self.cloud_ms += cloud_ms
 
 
 @dataclass(slots=True)
@@ -79,11 +88,12 @@ class SplitChooser:
         if figures.rounds < 1 or figures.split not in self.candidates or figures.passes < 1:
             return
         tokens, passes = figures.tokens / figures.rounds, figures.passes / figures.rounds
+        answer_pass_ms = figures.drafting_ms / figures.passes
         record = self.records.get(figures.split)
         if record is None:
-            self.records[figures.split] = _SplitRecord(tokens, passes, figures.pass_ms)
+            self.records[figures.split] = _SplitRecord(tokens, passes, answer_pass_ms)
         else:
-            pass_ms = self._mean(record.pass_ms, figures.pass_ms)
+            pass_ms = self._mean(record.pass_ms, answer_pass_ms)
             drift = pass_ms / record.pass_ms if record.pass_ms > 0 else 1.0
             for other, kept in self.records.items():  # the edge as a whole got slower or faster
                 if other != figures.split:
@@ -91,10 +101,11 @@ class SplitChooser:
             record.tokens_per_round = self._mean(record.tokens_per_round, tokens)
             record.passes_per_round = self._mean(record.passes_per_round, passes)
             record.pass_ms = pass_ms
-        self.rtt_ms = self._mean(self.rtt_ms, figures.rtt_ms)
-        self.cloud_layer_ms = self._mean(self.cloud_layer_ms, figures.cloud_ms / (self.num_layers - figures.split))
+        self.rtt_ms = self._mean(self.rtt_ms, figures.wait_ms / figures.rounds)
+        self.cloud_layer_ms = self._mean(self.cloud_layer_ms,
+                                         figures.cloud_ms / figures.rounds / (self.num_layers - figures.split))
         logger.debug("split %d: %.2f tokens / round, %.2f passes of %.0f ms; rates %s", figures.split, tokens, passes,
-                     figures.pass_ms, {s: round(self.rate(s), 2) for s in self.records})
+                     answer_pass_ms, {s: round(self.rate(s), 2) for s in self.records})
 
     def _mean(self, current: float | None, value: float) -> float:
         return value if current is None else (1 - self.smoothing) * current + self.smoothing * value

@@ -13,8 +13,9 @@ SHALLOW, DEEP = 20, 28
 
 
 def figures(split: int, pass_ms: float, tokens_per_round: float, rounds: int = 20) -> AnswerFigures:
-    return AnswerFigures(split, rounds, round(tokens_per_round * rounds), round(1.4 * rounds), pass_ms, 100.0,
-                         3.0 * (30 - split))
+    passes = round(1.4 * rounds)
+    return AnswerFigures(split, rounds, round(tokens_per_round * rounds), passes, pass_ms * passes, 100.0 * rounds,
+                         3.0 * (30 - split) * rounds)
 
 
 def measured(chooser: SplitChooser, shallow_ms: float, deep_ms: float) -> SplitChooser:
@@ -51,7 +52,7 @@ def test_an_edge_slowing_down_moves_the_splits_it_no_longer_measures():
 
 def test_answers_without_rounds_or_at_other_splits_teach_nothing():
     chooser = SplitChooser((SHALLOW, DEEP), 30)
-    chooser.observe(AnswerFigures(SHALLOW, 0, 0, 0, 0.0, 0.0, 0.0))
+    chooser.observe(AnswerFigures(SHALLOW))
     chooser.observe(figures(26, 10.0, 1.3))
     assert chooser.records == {} and chooser.choose() == SHALLOW
 
