@@ -28,6 +28,11 @@ class GammaInputs:
     upload_position_ms: float = 0.0  # link time of one position's row (bytes / rate)
 
 
+def smoothed(current: float | None, value: float, weight: float) -> float:
+    """An exponentially weighted mean with `weight` on the newest value (the value itself when there is none yet)."""
+    return value if current is None else (1 - weight) * current + weight * value
+
+
 def expected_tokens(acceptance: float, gamma: int) -> float:
     """Tokens one round of `gamma` drafts yields: sum_{i<gamma} a^i = (1 - a^gamma) / (1 - a)."""
     assert gamma >= 1, "gamma must be >= 1"
@@ -110,4 +115,4 @@ class GammaTracker:
         return GammaInputs(self.acceptance, self.edge_step_ms or 0.0, self.rtt_ms or 0.0, self.cloud_ms or 0.0)
 
     def _mean(self, current: float | None, value: float) -> float:
-        return value if current is None else (1 - self.smoothing) * current + self.smoothing * value
+        return smoothed(current, value, self.smoothing)

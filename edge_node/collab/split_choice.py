@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edge_node.collab.config import CollabConfig, drafting_candidates
+from edge_node.collab.gamma import smoothed
 
 if TYPE_CHECKING:
     from models.loaded import LoadedModel
@@ -108,7 +109,7 @@ class SplitChooser:
                      answer_pass_ms, {s: round(self.rate(s), 2) for s in self.records})
 
     def _mean(self, current: float | None, value: float) -> float:
-        return value if current is None else (1 - self.smoothing) * current + self.smoothing * value
+        return smoothed(current, value, self.smoothing)
 
 
 class SplitBook:
