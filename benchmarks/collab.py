@@ -10,6 +10,9 @@ heads' calibration split (never on these prompts). On `lan`, one speculative ans
 parent kills the cloud process mid-answer: the edge must finish it locally. Then `cloud_batching`:
 1, 4 and 8 concurrent sessions (separate edge ids and connections, no quota) against one cloud
 worker, `cloud_only` and `speculative`. The last stdout line is one JSON object.
+
+The profiles run `--model` (default the lossless q4 encoding, the variant a Pi holds) on the edge and
+the cloud alike; the batching section runs `--batching-model` (default the base fp32 model).
 """
 
 from __future__ import annotations
@@ -26,7 +29,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-BASE_MODEL = "smollm2-135m"
+# The profiles' edge runs the lossless 4-bit encoding of SmolLM2-135M (its fp32 weights were dequantized from
+# it): the variant a Pi holds (docs/pi.md); every mode, the cloud included, runs that model id. The batching
+# section measures the cloud worker on the base model it serves by default, as it always has.
+MODEL = "smollm2-135m-q4"
+BATCHING_MODEL = "smollm2-135m"
 MODES = ("cloud_only", "naive_split", "standalone", "collaborative", "speculative")
 PROFILES = ("lan", "wan")
 HIDDEN_BYTES_FP16 = 576 * 2
@@ -44,9 +51,10 @@ def log(line: str) -> None:
 class Stage:
     """A broker and one cloud worker process for one part of the run; `stop()` ends both."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, model: str) -> None:
         from broker.launcher import BrokerConfig, LocalBroker, free_port
 
+        self.model = model
         self.tmp = Path(tempfile.mkdtemp(prefix=f"collab-bench-{name}-"))
         self.broker = LocalBroker(BrokerConfig(port=free_port(), state_dir=str(self.tmp / "broker"),
                                                secrets_dir=str(self.tmp / "secrets"), cloud_users=("cloud-1",),
@@ -57,7 +65,7 @@ class Stage:
         self.cloud = subprocess.Popen(
             [sys.executable, "-m", "cloud_node", "--node-id", "cloud-1", "--broker", f"127.0.0.1:{self.broker.config.port}",
              "--set", f"bus.password_file={self.password_file}", "--set", f"state_dir={self.tmp / 'state'}",
-             "--set", f"preload_model={BASE_MODEL}", "--set", "torch_threads=1"],
+             "--set", f"preload_model={model}", "--set", "torch_threads=1"],
             env=self.env, stdout=subprocess.DEVNULL, stderr=self.cloud_log,
         )
 
@@ -67,6 +75,7 @@ class Stage:
         edge = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.collab", f"--{worker}", "--port", str(self.broker.config.port),
              "--password-file", self.password_file, "--out", str(out), "--new-tokens", str(args.new_tokens),
+             "--model", self.model,
              *(["--target-agreement", str(args.target_agreement)] if args.target_agreement is not None else []),
              "--required-agreement", str(args.required_agreement), "--deadline-s", str(args.deadline_s),
              "--agreement-budget", args.agreement_budget,
@@ -100,7 +109,7 @@ class Stage:
 def run(args: argparse.Namespace) -> dict:
     raw: dict = {"profiles": {}}
     for profile in [name for name in args.profiles.split(",") if name]:  # --profiles "": batching only
-        stage = Stage(profile)
+        stage = Stage(profile, args.model)
         try:
             lan = profile == "lan"
             raw["profiles"][profile] = stage.edge("profile-worker", args, [
@@ -113,15 +122,16 @@ def run(args: argparse.Namespace) -> dict:
         finally:
             stage.stop()
     if args.batching_sessions:
-        stage = Stage("batching")
+        stage = Stage("batching", args.batching_model)
         try:
+            raw["cloud_batching_model"] = args.batching_model
             raw["cloud_batching"] = stage.edge("batching-worker", args, [
                 "--modes", "cloud_only,speculative", "--sessions", args.batching_sessions,
                 "--speculative-options", args.speculative_options,
                 "--new-tokens", str(args.batching_new_tokens)])
         finally:
             stage.stop()
-    return report(raw)
+    return report(raw, args.model)
 
 
 def mode_figures(rows: list[dict], cloud_only_rows: list[dict]) -> dict:
@@ -177,12 +187,12 @@ def profile_report(raw: dict) -> dict:
     return result
 
 
-def report(raw: dict) -> dict:
+def report(raw: dict, model: str = MODEL) -> dict:
     profiles = {name: profile_report(data) for name, data in raw["profiles"].items()}
     first = profiles.get("lan") or next(iter(profiles.values()), {})  # none: a batching-only run
     fallback = next((data["fallback"] for data in raw["profiles"].values() if data["fallback"]), None)
     result = {
-        "model": BASE_MODEL, "new_tokens": None, "profiles": profiles,
+        "model": model, "new_tokens": None, "profiles": profiles,
         "prompts_per_profile": {name: p["prompts"] for name, p in profiles.items()},
         "hidden_floor_bytes": first.get("hidden_floor_bytes"),
         "fallback_completed": bool(fallback and fallback["completed"]), "fallback": fallback,
@@ -192,6 +202,7 @@ def report(raw: dict) -> dict:
         result["int8_states"] = first["int8_states"]
     if "cloud_batching" in raw:
         result["cloud_batching"] = raw["cloud_batching"]
+        result["cloud_batching_model"] = raw["cloud_batching_model"]
     result["goals"] = goals(result)
     return result
 
@@ -259,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.collab", description=__doc__)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--model", default=MODEL, help="model id every mode runs (edge and cloud)")
     parser.add_argument("--prompts-per-type", type=int, default=2, help="held-out prompts of each of the 5 task types")
     parser.add_argument("--prompt-split", default="held_out", choices=("held_out", "calibration"),
                         help="exit-corpus split the prompts come from: held_out (the goals) or calibration (tuning runs)")
@@ -285,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speculative-options", default="",
                         help="CollabConfig fields for speculative mode, e.g. gamma=4,draft_stop_unsure=false")
     parser.add_argument("--batching-sessions", default="1,4,8", help="concurrent sessions; empty = no batching section")
+    parser.add_argument("--batching-model", default=BATCHING_MODEL, help="model id of the batching section")
     parser.add_argument("--batching-new-tokens", type=int, default=32, help="new tokens per batching session")
     parser.add_argument("--profile-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batching-worker", action="store_true", help=argparse.SUPPRESS)

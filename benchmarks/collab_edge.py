@@ -19,8 +19,6 @@ import threading
 import time
 from pathlib import Path
 
-BASE_MODEL = "smollm2-135m"
-
 
 def cloud_cpu_s(pid: int) -> float:
     """User + system CPU seconds of process `pid` so far (all its threads)."""
@@ -32,7 +30,7 @@ def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def load_model_and_point(target_agreement: float | None, required_agreement: float):
+def load_model_and_point(model_id: str, target_agreement: float | None, required_agreement: float):
     import torch
 
     torch.set_num_threads(1)
@@ -40,7 +38,7 @@ def load_model_and_point(target_agreement: float | None, required_agreement: flo
     from models.store import ModelStore
 
     store = ModelStore(default_store_root())
-    model = with_committed_exits(store.load(BASE_MODEL))
+    model = with_committed_exits(store.load(model_id))
     return model, collaborative_point(store, model, target_agreement, required_agreement)
 
 
@@ -155,7 +153,7 @@ def profile_worker(args: argparse.Namespace) -> None:
     from edge_node.collab.split_choice import SplitBook
     from emulation.cpu_quota import limit_cpu
 
-    model, (point, choice, budget_choice) = load_model_and_point(args.target_agreement, args.required_agreement)
+    model, (point, choice, budget_choice) = load_model_and_point(args.model, args.target_agreement, args.required_agreement)
     budget_target = agreement_budget_target(args.agreement_budget, budget_choice.target)
     prompts = split_prompts(args.prompt_split, args.prompts_per_type)
     limit = limit_cpu(args.cpu_quota, f"bench-collab-{os.getpid()}") if args.cpu_quota else None
@@ -276,7 +274,7 @@ def batching_worker(args: argparse.Namespace) -> None:
     wait for it to end."""
     from edge_node.collab.config import CollabConfig
 
-    model, (point, _, _) = load_model_and_point(args.target_agreement, args.required_agreement)
+    model, (point, _, _) = load_model_and_point(args.model, args.target_agreement, args.required_agreement)
     prompts = held_out_prompts(2, offset=0)
     sizes = [int(n) for n in args.sessions.split(",")]
     connections = [connect(args, f"pi-{index + 1:02d}") for index in range(max(sizes))]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from broker.config import BusConfig
 from broker.messages.membership import valid_node_id
-from edge_node.collab.config import MODES
+from edge_node.collab.config import DRAFT_SOURCES, MODES
 from emulation.cpu_quota import check_quota
 from routing.escalation import EscalationRule
 from runtime.settings import FLEET_DIR, check
@@ -47,6 +47,9 @@ class EdgeConfig:
     # Speculative mode: choose the drafting split per answer (split_layer or a deeper head) from what earlier
     # answers measured: a slow edge drafts shallow, a fast one deep (docs/collaboration.md)
     speculative_split_auto: bool = False
+    # Speculative mode's drafter: "model" (the whole model drafts, its layer-k rows go to the cloud) or "exits"
+    # (layers [0, split) and the exit heads, for an edge that cannot afford the layers past the split)
+    speculative_draft: str = "model"
     cloud_deadline_s: float = 5.0  # collaborative mode: cloud silent this long -> finish the answer locally
     # Collaborative mode: hold the expected share of tokens equal to the full model's at this level by moving
     # the exit thresholds as answers go (edge_node/collab/agreement_budget.py); 0 = keep them fixed.
@@ -77,6 +80,7 @@ class EdgeConfig:
         check(self.results_kept >= 1, "results_kept", "must be >= 1")
         check(self.split_layer >= 1, "split_layer", "must be >= 1")
         check(self.speculative_split_layer >= 0, "speculative_split_layer", "must be >= 0 (0: split_layer)")
+        check(self.speculative_draft in DRAFT_SOURCES, "speculative_draft", f"must be one of {DRAFT_SOURCES}")
         check(self.cloud_deadline_s > 0, "cloud_deadline_s", "must be > 0")
         check(self.collab_agreement_target == 0.0 or 0.5 <= self.collab_agreement_target < 1.0,
               "collab_agreement_target", "must be 0 (fixed thresholds) or within 0.5..1 (excluded)")

@@ -81,6 +81,7 @@ class EdgeService:
         self.executor.collab_config = CollabConfig(split_layer=config.split_layer,
                                                    speculative_split_layer=config.speculative_split_layer,
                                                    speculative_split_auto=config.speculative_split_auto,
+                                                   speculative_draft=config.speculative_draft,  # type: ignore[arg-type]
                                                    exit_layers=tuple(x for x in (10, 15, 20) if x <= config.split_layer),
                                                    cloud_deadline_s=config.cloud_deadline_s)
         self.executor.budgets = BudgetBook(config.collab_agreement_target or None,

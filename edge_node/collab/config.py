@@ -11,6 +11,8 @@ CollabMode = Literal["standalone", "collaborative", "cloud_only", "naive_split",
 MODES: tuple[CollabMode, ...] = ("standalone", "collaborative", "cloud_only", "naive_split", "speculative")
 StateDtype = Literal["fp16", "int8", "fp32"]
 STATE_DTYPES: tuple[StateDtype, ...] = ("fp16", "int8", "fp32")
+DraftSource = Literal["model", "exits"]
+DRAFT_SOURCES: tuple[DraftSource, ...] = ("model", "exits")
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,15 @@ class CollabConfig:
     # fp32 for speculative (its answer must be the cloud's exactly: fp16 rounding flips near-ties of ~1e-4
     # logits) and fp16 for collaborative (its answers are approximate anyway; half the bytes)
     state_dtype: StateDtype | None = None
-    # speculative mode: the edge drafts gamma tokens with [0, k) and its exits, the cloud verifies them
+    # speculative mode: what drafts. "model": the edge's whole model (every layer and the final head), its
+    # layer-k rows streaming to the cloud as before; "exits": layers [0, k) and the exit heads, for an edge that
+    # cannot afford the layers past k. Either way the cloud verifies with [k, L) (docs/collaboration.md).
+    speculative_draft: DraftSource = "model"
+    # speculative mode: the edge drafts gamma tokens, the cloud verifies them
     gamma: int = 0  # drafts per verification; 0 = adaptive per session (edge_node/collab/gamma.py)
     gamma_initial: int = 4  # adaptive: the first round's drafts
     gamma_max: int = 12  # adaptive: most drafts per verification
-    draft_stop_unsure: bool = True  # end a round at the first draft no exit head was sure of (greedy only),
+    draft_stop_unsure: bool = True  # exits drafting: end a round at the first draft no exit head was sure of (greedy),
     draft_continue_probability: float = 1.0  # unless the round's unsure drafts' head probabilities multiply
     # to at least this (1.0: always end there; lower: fewer round trips, more drafts wasted on a rejection)
     draft_ahead: bool = True  # keep drafting while a verification is in flight (rows held until its verdict)
@@ -65,6 +71,8 @@ class CollabConfig:
         check(1 <= self.upload_chunk_positions <= 8192, "upload_chunk_positions", "must be 1-8192")
         check(1 <= self.upload_min_positions <= 8192, "upload_min_positions", "must be 1-8192")
         check(self.max_reopens >= 0, "max_reopens", "must be >= 0")
+        check(self.speculative_draft in DRAFT_SOURCES, "speculative_draft",
+              f"{self.speculative_draft!r} is not one of {DRAFT_SOURCES}")
         check(self.state_dtype is None or self.state_dtype in STATE_DTYPES, "state_dtype",
               f"{self.state_dtype!r} is not one of {STATE_DTYPES}")
         check(0 <= self.gamma <= 64, "gamma", "must be 0 (adaptive) to 64")
@@ -81,6 +89,11 @@ class CollabConfig:
         if self.state_dtype is not None:
             return self.state_dtype
         return "fp32" if self.mode == "speculative" else "fp16"
+
+
+def drafts_with_whole_model(config: CollabConfig, num_layers: int) -> bool:
+    """Does a speculative edge draft with its whole model? Asked to, and the model goes past the split."""
+    return config.speculative_draft == "model" and config.split_layer < num_layers
 
 
 def drafting_split(config: CollabConfig, num_layers: int, head_layers: tuple[int, ...]) -> int:

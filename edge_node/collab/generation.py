@@ -12,9 +12,9 @@ one decode loop (`models/decode_loop.py`):
 - `cloud_only`: the cloud generates the whole answer from the prompt.
 - `naive_split`: the edge runs [0, k); every step sends the whole context's fp32 layer-k states to a
   stateless cloud worker.
-- `speculative`: the edge drafts gamma tokens with [0, k) and its exits, the cloud verifies them in one
-  forward and returns the accepted prefix and its correction (`edge_node/collab/speculative.py`);
-  greedy output equals `cloud_only`.
+- `speculative`: the edge drafts gamma tokens (with its whole model, or with [0, k) and its exits),
+  streaming the layer-k rows; the cloud verifies them with [k, L) in one forward and returns the
+  accepted prefix and its correction (`edge_node/collab/speculative.py`); greedy output equals `cloud_only`.
 Every mode returns the same `CollabGeneration` with one `DecodedToken` per token.
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from edge_node.collab.agreement_budget import AgreementBudget
-from edge_node.collab.config import CollabConfig, drafting_split
+from edge_node.collab.config import CollabConfig, drafting_split, drafts_with_whole_model
 from edge_node.collab.link import CloudSession, CloudUnavailableError, CollabClient, LinkCounters, LinkFaults
 from edge_node.collab.speculative import SpeculativeStepper
 from edge_node.collab.split_choice import SplitChooser
@@ -163,7 +163,8 @@ class _Run:
         session = self._open_session()
         if session is None:  # no cloud at all: the whole answer standalone
             return replace(_as_fallback(self._standalone_run().standalone()), mode=self.config.mode)
-        stepper = SpeculativeStepper(self, session, exit_policy_for(self.model, self.config))
+        whole_model = drafts_with_whole_model(self.config, self.model.num_layers)  # no exits needed then
+        stepper = SpeculativeStepper(self, session, None if whole_model else exit_policy_for(self.model, self.config))
         try:
             decoded = self._decode(stepper)
         finally:

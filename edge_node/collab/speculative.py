@@ -1,20 +1,25 @@
-"""Speculative decoding on the edge: draft gamma tokens with layers [0, k) and the exits, the cloud verifies.
+"""Speculative decoding on the edge: the edge drafts gamma tokens, the cloud verifies them with [k, L).
 
 One round (one `step` of the decode loop): feed the last decided token, then each draft in turn,
-through the edge's `LayerStack(0, k)`; a sure exit head drafts early (its deeper rows catch up in the
-next pass, deferred completion), else the split layer's head drafts, and (`draft_stop_unsure`) that
-unsure draft ends the round: drafting on top of it would mostly be wasted edge work. Gamma caps
-the round's drafts. Every fed position's layer-k
-row goes to the session through the sink; `flush()` pushes the last deferred rows before the
-`DraftVerify`. The cloud runs [k, L) over the rows it lacks in one forward and answers with the
-accepted prefix and its own correction; edge stack and session rows roll back past the last
-position fed with an accepted token. With temperature > 0 the drafts are sampled from the split
-layer's head (no exits) and the cloud applies the speculative-sampling rule.
+through the edge's stack; every fed position's layer-k row goes to the session through a sink at k.
+Two drafters (`CollabConfig.speculative_draft`):
+- "model" (default): the stack is the edge's whole model [0, L) and its final head drafts. Its drafts
+  are the full model's own tokens (the verifier disagrees only where rounding moves a near-tie), so
+  rounds run to gamma and a verification is rarely wasted; the layers past k cost the edge less than the
+  rejected drafts and round trips they save (docs/collaboration.md, "Drafting with the whole model").
+- "exits": the stack is [0, k) with the exit heads; a sure exit head drafts early (its deeper rows
+  catch up in the next pass, deferred completion), else the split layer's head drafts, and
+  (`draft_stop_unsure`) that unsure draft ends the round: drafting on top of it would mostly be
+  wasted edge work. For edges that cannot afford the layers past k.
+Gamma caps the round's drafts; `flush()` pushes the last deferred rows before the `DraftVerify`. The
+cloud runs [k, L) over the rows it lacks in one forward and answers with the accepted prefix and its
+own correction; edge stack and session rows roll back past the last position fed with an accepted
+token. With temperature > 0 the drafts are sampled from the drafting head (no exits) and the cloud
+applies the speculative-sampling rule.
 
 The cloud silent past the deadline: the round's drafts stand as `fallback` tokens (they are the
 edge's own choices), and the rest of the answer is drafted the same way with nobody to verify.
 """
-
 from __future__ import annotations
 
 import logging
@@ -26,6 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from broker.messages.inference import DraftVerdict
+from edge_node.collab.config import drafts_with_whole_model
 from edge_node.collab.gamma import GammaTracker
 from edge_node.collab.link import CloudSession, DraftSampling
 from edge_node.collab.split_choice import AnswerFigures
@@ -70,20 +76,28 @@ class SpeculativeStepper:
     drafts ahead open the next round at once, else they are rolled back with the rejected ones.
     """
 
-    def __init__(self, run: _Run, session: CloudSession, policy: ExitPolicy) -> None:
+    def __init__(self, run: _Run, session: CloudSession, policy: ExitPolicy | None) -> None:
         self.run = run
         self.session: CloudSession | None = session
         config = run.config
         self.sampling = config.temperature > 0.0
-        self.stop_unsure = config.draft_stop_unsure and not self.sampling  # sampling drafts have no exits
+        # The whole model drafts (its final head; the rows at k still stream) unless told to draft with the
+        # exits, or the model ends at the split. Its drafts are the full model's own: never unsure, no exits.
+        self.whole_model = drafts_with_whole_model(config, run.model.num_layers)
+        self.stop_unsure = config.draft_stop_unsure and not self.sampling and not self.whole_model
         self.continue_min = config.draft_continue_probability
-        self.stack = LayerStack(run.model, 0, config.split_layer, exit_policy=None if self.sampling else policy,
-                                sinks={config.split_layer: self._upload}, clock=run.clock,
-                                checkpoints=tuple(range(_CHECKPOINT_LAYERS, config.split_layer, _CHECKPOINT_LAYERS)))
+        if self.whole_model:  # a pass can't be abandoned once it fed the sink inside the range: no checkpoints
+            self.stack = LayerStack(run.model, 0, run.model.num_layers, sinks={config.split_layer: self._upload},
+                                    clock=run.clock)
+        else:
+            self.stack = LayerStack(run.model, 0, config.split_layer, exit_policy=None if self.sampling else policy,
+                                    sinks={config.split_layer: self._upload}, clock=run.clock,
+                                    checkpoints=tuple(range(_CHECKPOINT_LAYERS, config.split_layer, _CHECKPOINT_LAYERS)))
         # Ending rounds at unsure drafts, gamma bounds runs of sure (exit) drafts: the calibrated exits'
         # own agreement (>= 0.9) is the prior of their acceptance, not a generic 0.7 that caps gamma at 1.
+        # The whole model's drafts are the verifier's own tokens but for rounding: 0.9 there too.
         self.tracker = GammaTracker(config.gamma_max, gamma_initial=config.gamma or config.gamma_initial,
-                                    prior_acceptance=0.9 if self.stop_unsure else 0.7)
+                                    prior_acceptance=0.9 if self.stop_unsure or self.whole_model else 0.7)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.verifier = ThreadPoolExecutor(1, thread_name_prefix="speculative-verify") if config.draft_ahead else None
         self.ahead: list[_Draft] = []  # drafted past the last verification, already fed (all but the last)
@@ -236,16 +250,19 @@ class SpeculativeStepper:
             return None
         self.first = False
         token, distribution, probability = self._draft_token(result)
-        return _Draft(token, distribution, result.exit is not None, probability)
+        return _Draft(token, distribution, result.exit is not None or self.whole_model, probability)
 
     def _draft_token(self, result: PassResult) -> tuple[int, torch.Tensor, float]:
-        """The draft, its distribution when sampling, and the split layer head's top probability (1.0 for a sure exit)."""
+        """The draft, its distribution when sampling, and the split layer head's top probability (1.0 for a sure
+        exit or the whole model's greedy draft)."""
         if result.exit is not None:
             return result.exit.token_id, torch.empty(0), 1.0
         if not self.sampling and result.head_token is not None:  # the split layer's exit check already ran its head
             return result.head_token, torch.empty(0), float(result.head_probability or 0.0)
         assert result.hidden_states is not None, "a pass without an exit reaches the split layer"
         logits = self.stack.logits(result.hidden_states[:, -1:])[0, -1]  # (V,)
+        if self.whole_model and not self.sampling:  # the model's own greedy token: no confidence to weigh
+            return int(logits.argmax()), torch.empty(0), 1.0
         if not self.sampling:  # a split layer without an exit rule: its head drafts, its confidence decides the round
             top = torch.softmax(logits, dim=-1).max()
             return int(logits.argmax()), torch.empty(0), float(top)

@@ -74,7 +74,7 @@ def client(mosquitto):
 
 
 def config(mode="collaborative", threshold=0.5, **changes):
-    settings = {"cloud_deadline_s": 5.0, **changes}
+    settings = {"cloud_deadline_s": 5.0, "speculative_draft": "exits", **changes}  # the tiny heads draft: rollbacks run
     return CollabConfig(mode=mode, split_layer=SPLIT, exit_layers=EXITS, threshold=threshold, **settings)
 
 

@@ -292,3 +292,60 @@ def test_a_chosen_drafting_split_is_tried_then_learned_from_its_rounds(cloud, cl
         assert record.pass_ms > 0.0
     assert chooser.rtt_ms is not None and chooser.cloud_layer_ms is not None
     assert splits[2] == max((4, 5), key=chooser.rate)
+
+
+def whole_model(**changes):
+    """Speculative mode drafting with the whole model (layers [0, 6) and the final head), rows at layer 4."""
+    return config("speculative", speculative_draft="model", **changes)
+
+
+def test_whole_model_drafts_are_the_cloud_only_answer_in_few_rounds(cloud, client, model, prompt, monkeypatch):
+    sent = record_uploads(client, monkeypatch)
+    drafted = run(model, prompt, client, whole_model(gamma=4))
+    cloud_only = run(model, prompt, client, config("cloud_only"))
+    assert drafted.token_ids == cloud_only.token_ids
+    assert {t.decided_by for t in drafted.tokens} == {"draft_accepted"}  # the verifier agreed with every draft
+    assert drafted.accepted_drafts == drafted.drafted == NEW_TOKENS
+    assert drafted.cloud_requests == NEW_TOKENS // 4 and set(drafted.gammas) == {4}
+    chunks = [m for m in sent if isinstance(m, ContextChunk)]
+    # the rows still stream from the split layer: every position but the last token's, once each
+    assert sum(c.count for c in chunks) == len(prompt) + NEW_TOKENS - 1
+    assert {c.dtype for c in chunks} == {"fp32"}
+
+
+def test_whole_model_drafting_grows_gamma_and_keeps_the_answer_over_a_slow_link(cloud, mosquitto, model, prompt):
+    import dataclasses
+
+    from broker.client import BusClient
+    from edge_node.collab.link import CollabClient
+
+    wan = dataclasses.replace(mosquitto.bus_config("pi-02"), link_profile="wan")
+    bus = BusClient("pi-02", wan).connect()
+    try:
+        collab_client = CollabClient(bus, "pi-02")
+        adaptive = run(model, prompt, collab_client, whole_model())
+        exits = run(model, prompt, collab_client, config("speculative", threshold=0.5))
+        cloud_only = run(model, prompt, collab_client, config("cloud_only"))
+    finally:
+        bus.close()
+    assert adaptive.token_ids == exits.token_ids == cloud_only.token_ids
+    assert adaptive.gammas[0] == 4 and max(adaptive.gammas) > 4  # every draft accepted: longer rounds
+    assert adaptive.cloud_requests < exits.cloud_requests
+
+
+def test_whole_model_fallback_keeps_the_full_models_answer(mosquitto, store, tmp_path, client, model, prompt):
+    service = start_cloud(mosquitto, store, tmp_path)
+    cloud_only = run(model, prompt, client, config("cloud_only"))
+
+    def kill_after_second(token):
+        if token.position == len(prompt) + 1 and service.inference is not None:
+            service.inference.stop()
+            service.presence.crash()
+
+    drafted = run(model, prompt, client, whole_model(gamma=2, cloud_deadline_s=0.5), on_token=kill_after_second)
+    by = [t.decided_by for t in drafted.tokens]
+    assert drafted.fallback and drafted.fallback_position == len(prompt) + 2
+    assert set(by[:2]) == {"draft_accepted"} and set(by[2:]) == {"fallback"}
+    assert drafted.token_ids == cloud_only.token_ids  # the edge's whole model finishes as the cloud would have
+    assert {t.layer for t in drafted.tokens[2:]} == {model.num_layers}
+

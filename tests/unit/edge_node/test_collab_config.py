@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from edge_node.collab.config import CollabConfig, drafting_split
+import pytest
+
+from edge_node.collab.config import CollabConfig, drafting_split, drafts_with_whole_model
+from runtime.settings import ConfigError
 
 
 def test_drafting_split_is_the_speculative_layer_only_where_a_head_drafts():
@@ -40,3 +43,11 @@ def test_an_unknown_state_dtype_is_refused_by_name():
 
     with pytest.raises(ValueError, match="state_dtype"):
         CollabConfig(state_dtype="bf16")  # type: ignore[arg-type]
+
+
+def test_the_whole_model_drafts_by_default_where_it_goes_past_the_split():
+    assert drafts_with_whole_model(CollabConfig(mode="speculative"), 30)
+    assert not drafts_with_whole_model(CollabConfig(mode="speculative", speculative_draft="exits"), 30)
+    assert not drafts_with_whole_model(CollabConfig(mode="speculative", split_layer=20), 20)  # nothing past the split
+    with pytest.raises(ConfigError, match="speculative_draft"):
+        CollabConfig(speculative_draft="layers")  # type: ignore[arg-type]
