@@ -56,7 +56,7 @@ def acceptance(logits: torch.Tensor, request: DraftVerify) -> tuple[int, int]:
     if outside:
         raise ValueError(f"token id {outside[0]} outside the vocabulary (0-{vocab_size - 1})")
     if request.temperature == 0.0:
-        return greedy_accept(logits, request.draft_ids)
+        return greedy_accept(logits, request.draft_ids, request.tie_tolerance)
     target = nucleus_probabilities(logits, request.temperature, request.top_p)  # (g, V)
     draft, offset = [], 0
     for size in request.support_sizes:

@@ -38,13 +38,18 @@ def nucleus_probabilities(logits: torch.Tensor, temperature: float, top_p: float
     return kept / kept.sum(dim=-1, keepdim=True)
 
 
-def greedy_accept(logits: torch.Tensor, draft_ids: Sequence[int]) -> tuple[int, int]:
-    """(g, V) verifier logits at the g drafting positions -> (accepted drafts, correction or -1)."""
+def greedy_accept(logits: torch.Tensor, draft_ids: Sequence[int], tie_tolerance: float = 0.0) -> tuple[int, int]:
+    """(g, V) verifier logits at the g drafting positions -> (accepted drafts, correction or -1).
+
+    A draft stands where it is the verifier's argmax, or (`tie_tolerance` > 0) within that many logits of
+    it: the verifier saw rows too coarse to tell such a near-tie apart (int8 states), and the edge's draft
+    came from exact rows."""
     assert logits.dim() == 2 and logits.shape[0] == len(draft_ids), \
         f"logits {tuple(logits.shape)} must be (g, V) for {len(draft_ids)} drafts"
-    choices = logits.argmax(dim=-1).tolist()
-    for index, (draft, choice) in enumerate(zip(draft_ids, choices, strict=True)):
-        if draft != choice:
+    best, choices = logits.max(dim=-1)
+    drafted = logits.gather(1, torch.tensor(list(draft_ids)).unsqueeze(1)).squeeze(1)
+    for index, (draft, choice) in enumerate(zip(draft_ids, choices.tolist(), strict=True)):
+        if draft != choice and not drafted[index] >= best[index] - tie_tolerance:
             return index, int(choice)
     return len(draft_ids), -1
 

@@ -30,6 +30,7 @@ DTYPE_BYTES = {"fp16": 2, "fp32": 4, "int8": 1}
 INT8_SCALE_BYTES = 4
 INT8_OUTLIERS = 4
 MAX_DRAFT_TOKENS = 64  # most draft tokens one verification may carry
+MAX_TIE_TOLERANCE = 10.0  # logits; a verifier that tolerates more is not verifying
 _DTYPE_BYTES = DTYPE_BYTES  # older name
 MAX_HIDDEN_BYTES = 16 * 1024 * 1024  # one chunk or naive step; a 2k-token fp32 context at 576 is 4.7 MB
 
@@ -204,9 +205,11 @@ class ContextChunk(EdgeUpMessage):
     ask_request_id: int | None = None
     ask_position: int | None = None
     ask_drafts: tuple[int, ...] | None = None
+    ask_tie_tolerance: float = 0.0  # the riding verification's `tie_tolerance`
 
     def __post_init__(self) -> None:
         require(0 < len(self.session_id) <= 64, "session_id must be 1-64 chars")
+        _check_tie_tolerance(self.ask_tie_tolerance)
         require(self.seq >= 0, "seq must be >= 0")
         require(self.first_position >= 0, "first_position must be >= 0")
         require(1 <= self.count <= 65536, "count must be 1-65536")
@@ -276,9 +279,13 @@ class DraftVerify(EdgeUpMessage):
     support_sizes: tuple[int, ...] = ()
     draft_support: tuple[int, ...] = ()
     draft_support_probabilities: tuple[float, ...] = ()
+    # greedy: a draft within this many logits of the worker's argmax stands (int8 rows blur near-ties; the
+    # edge drafted from exact ones); 0 = the argmax only
+    tie_tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         _check_id(self.session_id, "session_id")
+        _check_tie_tolerance(self.tie_tolerance)
         _check_id(self.worker_id, "worker_id")
         require(self.request_id >= 0, "request_id must be >= 0")
         require(self.first_position >= 0, "first_position must be >= 0")
@@ -307,6 +314,10 @@ class SessionClose(EdgeUpMessage):
         _check_id(self.worker_id, "worker_id")
 
 
+def _check_tie_tolerance(value: float) -> None:
+    require(math.isfinite(value) and 0.0 <= value <= MAX_TIE_TOLERANCE, f"tie_tolerance must be 0-{MAX_TIE_TOLERANCE}")
+
+
 def riding_fields(request: Message, rows_end: int) -> dict[str, object] | None:
     """The `ContextChunk` fields that carry `request` in a chunk whose rows end at `rows_end`, or None if it
     must go alone: another kind, a row it needs comes later, or a sampled verification (its draft
@@ -316,7 +327,7 @@ def riding_fields(request: Message, rows_end: int) -> dict[str, object] | None:
             return {"ask_request_id": request.request_id, "ask_position": request.position}
         case DraftVerify() if request.temperature == 0.0 and request.first_position + len(request.draft_ids) <= rows_end:
             return {"ask_request_id": request.request_id, "ask_position": request.first_position,
-                    "ask_drafts": request.draft_ids}
+                    "ask_drafts": request.draft_ids, "ask_tie_tolerance": request.tie_tolerance}
     return None
 
 
@@ -327,7 +338,7 @@ def riding_request(chunk: ContextChunk) -> TokenRequest | DraftVerify | None:
     if chunk.ask_drafts is None:
         return TokenRequest(chunk.session_id, chunk.worker_id, chunk.ask_request_id, chunk.ask_position, chunk.seq + 1)
     return DraftVerify(chunk.session_id, chunk.worker_id, chunk.ask_request_id, chunk.ask_position, chunk.ask_drafts,
-                       chunk.seq + 1)
+                       chunk.seq + 1, tie_tolerance=chunk.ask_tie_tolerance)
 
 
 # ---- infer/{edge}/{session}/down -----------------------------------------------------------------

@@ -46,6 +46,10 @@ class CollabConfig:
     draft_continue_probability: float = 1.0  # unless the round's unsure drafts' head probabilities multiply
     # to at least this (1.0: always end there; lower: fewer round trips, more drafts wasted on a rejection)
     draft_ahead: bool = True  # keep drafting while a verification is in flight (rows held until its verdict)
+    # int8 rows and whole-model drafts: a draft within this many logits of the cloud's argmax stands. The codec
+    # moves logits by up to ~0.22 (docs/collaboration.md), enough to flip near-ties the edge's exact rows
+    # decided; past this the cloud's token wins. 0 = the cloud's argmax only
+    int8_tie_tolerance: float = 0.25
     # speculative mode: the edge drafts with layers [0, this) and the exit head there, when the model has one
     # (a deeper draft is accepted more often and leaves the cloud fewer layers); 0 = split_layer
     speculative_split_layer: int = 0
@@ -83,6 +87,7 @@ class CollabConfig:
         check(1 <= self.draft_support_max <= 65536, "draft_support_max", "must be 1-65536")
         check(self.speculative_split_layer >= 0, "speculative_split_layer", "must be >= 0 (0: split_layer)")
         check(0.0 <= self.draft_continue_probability <= 1.0, "draft_continue_probability", "must be 0-1")
+        check(0.0 <= self.int8_tie_tolerance <= 10.0, "int8_tie_tolerance", "must be 0-10 logits")
 
     def wire_dtype(self) -> StateDtype:
         """How this answer's layer-k rows travel (`state_dtype`, or the mode's own when it is None)."""

@@ -259,10 +259,10 @@ class CloudSession:
         return CloudAnswer(reply.token_id, reply.probability, reply.compute_ms) if isinstance(reply, TokenReply) else None
 
     def verify(self, first_position: int, draft_ids: tuple[int, ...], deadline_s: float, max_reopens: int,
-               sampling: DraftSampling | None = None) -> DraftVerdict | None:
+               sampling: DraftSampling | None = None, tie_tolerance: float = 0.0) -> DraftVerdict | None:
         """The cloud's verdict on drafts for positions first + 1 ...; rows [first, first + g) must be added.
 
-        None if no verdict came before the deadline (handled as in `ask`).
+        None if no verdict came before the deadline (handled as in `ask`). `tie_tolerance`: see `DraftVerify`.
         """
         assert first_position + len(draft_ids) <= self._known, \
             f"rows up to {first_position + len(draft_ids)} not computed yet ({self._known} rows)"
@@ -272,7 +272,7 @@ class CloudSession:
             return DraftVerify(self.session_id, self.worker_id, request_id, first_position, draft_ids,
                                self.counters.chunks, sampling.temperature, sampling.top_p, sampling.seed,
                                sampling.draft_probabilities, sampling.support_sizes, sampling.draft_support,
-                               sampling.draft_support_probabilities)
+                               sampling.draft_support_probabilities, tie_tolerance)
 
         reply = self._exchange(request, f"verdict on {len(draft_ids)} drafts after {first_position}", deadline_s,
                                max_reopens)

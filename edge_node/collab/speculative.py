@@ -86,6 +86,9 @@ class SpeculativeStepper:
         self.whole_model = drafts_with_whole_model(config, run.model.num_layers)
         self.stop_unsure = config.draft_stop_unsure and not self.sampling and not self.whole_model
         self.continue_min = config.draft_continue_probability
+        # Greedy whole-model drafts come from exact rows; int8 rows may blur their near-ties at the cloud
+        self.tie_tolerance = (config.int8_tie_tolerance if self.whole_model and not self.sampling
+                              and config.wire_dtype() == "int8" else 0.0)
         if self.whole_model:  # a pass can't be abandoned once it fed the sink inside the range: no checkpoints
             self.stack = LayerStack(run.model, 0, run.model.num_layers, sinks={config.split_layer: self._upload},
                                     clock=run.clock)
@@ -172,7 +175,7 @@ class SpeculativeStepper:
 
         def verify() -> tuple[DraftVerdict | None, float]:
             verdict = session.verify(first_position, ids, config.cloud_deadline_s, config.max_reopens,
-                                     self._sampling(drafts))
+                                     self._sampling(drafts), self.tie_tolerance)
             return verdict, self.run.clock()
 
         if self.verifier is None:

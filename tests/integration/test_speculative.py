@@ -349,3 +349,19 @@ def test_whole_model_fallback_keeps_the_full_models_answer(mosquitto, store, tmp
     assert drafted.token_ids == cloud_only.token_ids  # the edge's whole model finishes as the cloud would have
     assert {t.layer for t in drafted.tokens[2:]} == {model.num_layers}
 
+
+
+def test_int8_rows_let_whole_model_drafts_stand_within_the_tie_tolerance(cloud, client, model, prompt, monkeypatch):
+    sent = record_uploads(client, monkeypatch)
+
+    def tolerances() -> set[float]:
+        riding = {m.ask_tie_tolerance for m in sent if isinstance(m, ContextChunk) and m.ask_drafts is not None}
+        return riding | {m.tie_tolerance for m in sent if isinstance(m, DraftVerify)}
+
+    int8 = run(model, prompt, client, whole_model(gamma=4, state_dtype="int8", int8_tie_tolerance=0.3))
+    assert tolerances() == {0.3}
+    assert int8.token_ids == run(model, prompt, client, config("cloud_only")).token_ids
+    sent[:] = []
+    run(model, prompt, client, whole_model(gamma=4))  # exact rows: the cloud's argmax decides
+    run(model, prompt, client, config("speculative", threshold=1.0, gamma=3, state_dtype="int8"))  # exits drafting
+    assert tolerances() == {0.0}

@@ -99,3 +99,18 @@ def test_a_chunk_carries_a_greedy_verification_of_drafts_whose_rows_it_completes
         ContextChunk("s", 4, 10, 3, 8, rows, "fp16", 0, "w", ask_drafts=(5,))
     with pytest.raises(ValueError, match="ask_drafts must hold"):
         ContextChunk("s", 4, 10, 3, 8, rows, "fp16", 0, "w", ask_request_id=7, ask_position=10, ask_drafts=())
+
+
+def test_a_verification_keeps_its_tie_tolerance_alone_and_riding_and_refuses_a_bad_one():
+    from broker.messages.inference import riding_fields, riding_request
+
+    rows = bytes(2 * 8 * 2)
+    verify = DraftVerify("s", "w", 7, 10, (5, 6), chunks_sent=5, tie_tolerance=0.25)
+    assert decode(verify.to_bytes()) == verify
+    chunk = ContextChunk("s", 4, 10, 2, 8, rows, "fp16", 0, "w", **riding_fields(verify, 12))
+    assert riding_request(decode(chunk.to_bytes())) == verify
+    for bad in (-0.1, float("nan"), 11.0):
+        with pytest.raises(ValueError, match="tie_tolerance"):
+            DraftVerify("s", "w", 7, 10, (5,), tie_tolerance=bad)
+        with pytest.raises(ValueError, match="tie_tolerance"):
+            ContextChunk("s", 4, 10, 2, 8, rows, "fp16", 0, "w", ask_tie_tolerance=bad)

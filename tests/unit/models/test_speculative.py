@@ -29,6 +29,14 @@ def test_greedy_rejecting_the_first_draft_corrects_it():
     assert greedy_accept(one_hot_logits([4]), [0]) == (0, 4)
 
 
+def test_a_tie_tolerance_keeps_drafts_near_the_verifiers_best_and_corrects_the_rest():
+    logits = torch.tensor([[0.0, 3.0, 2.9, 0.0], [0.0, 0.0, 3.0, 2.5]])  # best 1 (2 is 0.1 below), best 2 (3 is 0.5 below)
+    assert greedy_accept(logits, [2, 3]) == (0, 1)  # no tolerance: the argmax only
+    assert greedy_accept(logits, [2, 3], tie_tolerance=0.25) == (1, 2)  # 0.1 below stands, 0.5 below is corrected
+    assert greedy_accept(logits, [2, 3], tie_tolerance=0.5) == (2, -1)
+    assert greedy_accept(logits, [1, 2], tie_tolerance=0.25) == (2, -1)  # the argmax itself always stands
+
+
 def test_speculative_sampling_emits_tokens_distributed_as_the_verifier():
     target = torch.tensor([0.1, 0.4, 0.2, 0.3, 0.0])  # the verifier's p
     draft = torch.tensor([0.5, 0.1, 0.1, 0.1, 0.2])  # a poor draft q
