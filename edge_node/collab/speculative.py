@@ -20,6 +20,7 @@ applies the speculative-sampling rule.
 The cloud silent past the deadline: the round's drafts stand as `fallback` tokens (they are the
 edge's own choices), and the rest of the answer is drafted the same way with nobody to verify.
 """
+
 from __future__ import annotations
 
 import logging
@@ -89,13 +90,11 @@ class SpeculativeStepper:
         # Greedy whole-model drafts come from exact rows; int8 rows may blur their near-ties at the cloud
         self.tie_tolerance = (config.int8_tie_tolerance if self.whole_model and not self.sampling
                               and config.wire_dtype() == "int8" else 0.0)
-        if self.whole_model:  # a pass can't be abandoned once it fed the sink inside the range: no checkpoints
-            self.stack = LayerStack(run.model, 0, run.model.num_layers, sinks={config.split_layer: self._upload},
-                                    clock=run.clock)
-        else:
-            self.stack = LayerStack(run.model, 0, config.split_layer, exit_policy=None if self.sampling else policy,
-                                    sinks={config.split_layer: self._upload}, clock=run.clock,
-                                    checkpoints=tuple(range(_CHECKPOINT_LAYERS, config.split_layer, _CHECKPOINT_LAYERS)))
+        end = run.model.num_layers if self.whole_model else config.split_layer
+        # A whole-model pass can't be abandoned once it fed the sink inside its range: no checkpoints there
+        checkpoints = () if self.whole_model else tuple(range(_CHECKPOINT_LAYERS, end, _CHECKPOINT_LAYERS))
+        self.stack = LayerStack(run.model, 0, end, exit_policy=None if self.sampling or self.whole_model else policy,
+                                sinks={config.split_layer: self._upload}, clock=run.clock, checkpoints=checkpoints)
         # Ending rounds at unsure drafts, gamma bounds runs of sure (exit) drafts: the calibrated exits'
         # own agreement (>= 0.9) is the prior of their acceptance, not a generic 0.7 that caps gamma at 1.
         # The whole model's drafts are the verifier's own tokens but for rounding: 0.9 there too.
