@@ -107,7 +107,7 @@ class Stage:
 
 
 def run(args: argparse.Namespace) -> dict:
-    raw: dict = {"profiles": {}}
+    raw: dict = {"profiles": {}, "model": args.model}
     for profile in [name for name in args.profiles.split(",") if name]:  # --profiles "": batching only
         stage = Stage(profile, args.model)
         try:
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> dict:
                 "--new-tokens", str(args.batching_new_tokens)])
         finally:
             stage.stop()
-    return report(raw, args.model)
+    return report(raw)
 
 
 def mode_figures(rows: list[dict], cloud_only_rows: list[dict]) -> dict:
@@ -187,12 +187,12 @@ def profile_report(raw: dict) -> dict:
     return result
 
 
-def report(raw: dict, model: str = MODEL) -> dict:
+def report(raw: dict) -> dict:
     profiles = {name: profile_report(data) for name, data in raw["profiles"].items()}
     first = profiles.get("lan") or next(iter(profiles.values()), {})  # none: a batching-only run
     fallback = next((data["fallback"] for data in raw["profiles"].values() if data["fallback"]), None)
     result = {
-        "model": model, "new_tokens": None, "profiles": profiles,
+        "model": raw["model"], "new_tokens": None, "profiles": profiles,
         "prompts_per_profile": {name: p["prompts"] for name, p in profiles.items()},
         "hidden_floor_bytes": first.get("hidden_floor_bytes"),
         "fallback_completed": bool(fallback and fallback["completed"]), "fallback": fallback,

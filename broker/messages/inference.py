@@ -285,8 +285,8 @@ class DraftVerify(EdgeUpMessage):
 
     def __post_init__(self) -> None:
         _check_id(self.session_id, "session_id")
-        _check_tie_tolerance(self.tie_tolerance)
         _check_id(self.worker_id, "worker_id")
+        _check_tie_tolerance(self.tie_tolerance)
         require(self.request_id >= 0, "request_id must be >= 0")
         require(self.first_position >= 0, "first_position must be >= 0")
         require(1 <= len(self.draft_ids) <= MAX_DRAFT_TOKENS, f"draft_ids must hold 1-{MAX_DRAFT_TOKENS} tokens")

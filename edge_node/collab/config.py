@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from broker.messages.inference import MAX_TIE_TOLERANCE
 from runtime.settings import check
 
 CollabMode = Literal["standalone", "collaborative", "cloud_only", "naive_split", "speculative"]
@@ -87,7 +88,8 @@ class CollabConfig:
         check(1 <= self.draft_support_max <= 65536, "draft_support_max", "must be 1-65536")
         check(self.speculative_split_layer >= 0, "speculative_split_layer", "must be >= 0 (0: split_layer)")
         check(0.0 <= self.draft_continue_probability <= 1.0, "draft_continue_probability", "must be 0-1")
-        check(0.0 <= self.int8_tie_tolerance <= 10.0, "int8_tie_tolerance", "must be 0-10 logits")
+        check(0.0 <= self.int8_tie_tolerance <= MAX_TIE_TOLERANCE, "int8_tie_tolerance",
+              f"must be 0-{MAX_TIE_TOLERANCE} logits")
 
     def wire_dtype(self) -> StateDtype:
         """How this answer's layer-k rows travel (`state_dtype`, or the mode's own when it is None)."""
