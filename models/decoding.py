@@ -126,23 +126,27 @@ class LayerStack:
 
     @torch.no_grad()
     def run_tokens(self, token_ids: list[list[int]], *, complete: bool = True,
-                   stop: Callable[[], bool] | None = None) -> PassResult:
+                   stop: Callable[[], bool] | None = None, pause_after: int | None = None) -> PassResult:
         """Feed token ids of B rows (a prompt, or the last generated tokens) through the range."""
         if len(token_ids) == 1:  # rollbacks keep the copy index in step with the positions
             self._copies.extend(token_ids[0])
-        return self.run(self.embed(token_ids), complete=complete, stop=stop)
+        return self.run(self.embed(token_ids), complete=complete, stop=stop, pause_after=pause_after)
 
     @torch.no_grad()
     def run(self, hidden_states: torch.Tensor, *, complete: bool = True, position: int | None = None,
-            stop: Callable[[], bool] | None = None) -> PassResult:
+            stop: Callable[[], bool] | None = None, pause_after: int | None = None) -> PassResult:
         """Feed (B, T, C) states of the next T positions; `position` below `length` rolls back first.
 
         With an exit policy (batch 1), a sure exit head decides the token and, unless `complete`, the
         deeper segments wait for the next pass (see the module docstring). `stop` is asked at each
         segment boundary; True abandons the pass (`PassResult.abandoned`, every cache as before it).
         A pass carrying rows an earlier pass deferred, or in a range with a sink before `end`, runs through.
+        `pause_after` (a boundary inside the range) stops the pass there: its rows wait deeper like deferred
+        ones, for the next pass or `flush()` (a speculative edge asks the cloud meanwhile).
         """
         assert hidden_states.dim() == 3, f"hidden_states must be (B, T, C), got {tuple(hidden_states.shape)}"
+        assert pause_after is None or (pause_after in self.boundaries and pause_after < self.end), \
+            f"cannot pause after layer {pause_after}: not a boundary inside [{self.start}, {self.end})"
         if position is not None and position != self.length:
             assert position < self.length, f"position {position} skips ahead of {self.length} fed positions"
             self.rollback(position)
@@ -177,6 +181,10 @@ class LayerStack:
                     head_token, head_probability = int(candidates[0]), float(top[0])
                 previous_tokens, previous_top = candidates, top
             last = index + 1 == len(self.segments)
+            if layer == pause_after:
+                deeper = self._waiting[index + 1]  # rows an earlier pass deferred come first (lower positions)
+                self._waiting[index + 1] = carry if deeper is None else torch.cat([deeper, carry], dim=1)
+                return PassResult(exit_decision, None, self.completed, self.clock())
             if exit_decision is None or complete or last:
                 continue
             if self._deferred_from(index + 1):

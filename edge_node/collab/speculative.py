@@ -118,6 +118,8 @@ class SpeculativeStepper:
             self.verifier.shutdown(wait=True)
 
     def step(self, feed: list[list[int]]) -> list[list[TokenDecision]]:
+        if self.first and self.whole_model and not self.sampling and self.session is not None:
+            return self._first_from_cloud(feed[0])
         run, config = self.run, self.run.config
         # Only the last decided token is new: accepted drafts are in the cache already; after drafting
         # ahead the last decided token (the last draft) is in it too.
@@ -165,6 +167,37 @@ class SpeculativeStepper:
                                (up_after - up_before) if index == 0 else 0,
                                (down_after - down_before) if index == 0 else 0)
                  for index, (token, by, layer) in enumerate(decided)]]
+
+    def _first_from_cloud(self, prompt: list[int]) -> list[list[TokenDecision]]:
+        """The whole model's first token is the cloud's: the prompt runs to layer k, its rows go up with a token
+        request, and the prompt's deeper layers (the drafter's, not the cloud's) run while the cloud answers.
+        The first token then comes a round trip after [0, k), as a collaborative answer's does, not after
+        [0, L) and a round of drafts."""
+        run, config = self.run, self.run.config
+        session = self.session
+        assert session is not None
+        up_before, down_before = _counts(session)
+        self.stack.run_tokens([prompt], pause_after=config.split_layer)  # the sink at k fed the session
+        self.first = False
+        run.cloud_requests += 1
+        position = self.stack.length - 1
+        if self.verifier is None:
+            answer = session.ask(position, config.cloud_deadline_s, config.max_reopens)
+            last_row = self.stack.flush()
+        else:
+            pending = self.verifier.submit(session.ask, position, config.cloud_deadline_s, config.max_reopens)
+            last_row = self.stack.flush()
+            answer = pending.result()
+        up_after, down_after = _counts(session)
+        if answer is None:  # the cloud fell silent: the whole model's own token, then local drafting
+            assert last_row is not None, "the prompt's rows arrive at the last layer when flushed"
+            self._fall_back(position)
+            token, by = int(self.stack.logits(last_row[:, -1:])[0, -1].argmax()), "fallback"
+        else:
+            token, by = answer.token_id, "cloud"
+        self.emitted += 1
+        return [[TokenDecision(token, by, run.model.num_layers, run.clock(), up_after - up_before,  # type: ignore[arg-type]
+                               down_after - down_before)]]
 
     def _verify(self, session: CloudSession, first_position: int, drafts: list[_Draft],
                 gamma: int) -> tuple[DraftVerdict | None, float]:

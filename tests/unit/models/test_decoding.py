@@ -99,6 +99,22 @@ def test_deferred_completion_leaves_the_caches_of_a_full_pass(plain_model, thres
     torch.testing.assert_close(torch.cat([rows for _, rows in arrived]), states, atol=1e-5, rtol=1e-4)
 
 
+def test_a_pass_paused_at_a_sink_feeds_it_and_finishes_later_as_one_full_pass(plain_model):
+    arrived = []
+    stack = LayerStack(plain_model, 0, 4, sinks={2: lambda first, rows: arrived.append((first, rows.shape[1]))})
+    paused = stack.run_tokens([[1, 42, 4242, 17]], pause_after=2)
+    assert paused.hidden_states is None and arrived == [(0, 4)]  # the rows reached the sink at once
+    assert stack.completed == 0 and stack.length == 4
+    flushed = stack.flush()  # the deeper layers later (a speculative edge: while the cloud answers)
+    then = stack.run_tokens([[99]]).hidden_states
+    reference = LayerStack(plain_model, 0, 4)
+    whole = reference.run_tokens([[1, 42, 4242, 17, 99]]).hidden_states
+    assert flushed is not None
+    torch.testing.assert_close(torch.cat([flushed, then], dim=1), whole, atol=1e-5, rtol=1e-4)
+    with pytest.raises(AssertionError, match="cannot pause"):
+        stack.run_tokens([[5]], pause_after=3)  # not a boundary
+
+
 def test_an_exit_defers_the_deeper_layers_by_at_most_one_token(plain_model):
     model = plain_model
     stack = LayerStack(model, 0, 4, exit_policy=ExitPolicy.top_probability({1: 0.0, 2: 0.0, 4: 0.0}))
