@@ -18,6 +18,7 @@ batch dimension carries several sequences (left-padded at their first pass) or s
 A pass given a `stop` callable checks it at every segment boundary (`checkpoints` add boundaries)
 and, when it answers True, is abandoned as if never run: a speculative edge drafting ahead drops a
 pass the moment a verdict says the draft it builds on was rejected, not a whole pass later.
+`pause_after` stops a pass at a boundary, its rows waiting deeper like deferred ones until `flush()`.
 """
 
 from __future__ import annotations

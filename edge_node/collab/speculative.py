@@ -7,6 +7,7 @@ Two drafters (`CollabConfig.speculative_draft`):
   are the full model's own tokens (the verifier disagrees only where rounding moves a near-tie), so
   rounds run to gamma and a verification is rarely wasted; the layers past k cost the edge less than the
   rejected drafts and round trips they save (docs/collaboration.md, "Drafting with the whole model").
+  Its first token is the cloud's, asked on the prompt's layer-k rows while the deeper layers run.
 - "exits": the stack is [0, k) with the exit heads; a sure exit head drafts early (its deeper rows
   catch up in the next pass, deferred completion), else the split layer's head drafts, and
   (`draft_stop_unsure`) that unsure draft ends the round: drafting on top of it would mostly be
@@ -27,6 +28,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -181,13 +183,10 @@ class SpeculativeStepper:
         self.first = False
         run.cloud_requests += 1
         position = self.stack.length - 1
-        if self.verifier is None:
-            answer = session.ask(position, config.cloud_deadline_s, config.max_reopens)
-            last_row = self.stack.flush()
-        else:
-            pending = self.verifier.submit(session.ask, position, config.cloud_deadline_s, config.max_reopens)
-            last_row = self.stack.flush()
-            answer = pending.result()
+        ask = partial(session.ask, position, config.cloud_deadline_s, config.max_reopens)
+        pending = self.verifier.submit(ask) if self.verifier is not None else None  # asked while flushing
+        last_row = self.stack.flush()
+        answer = pending.result() if pending is not None else ask()
         up_after, down_after = _counts(session)
         if answer is None:  # the cloud fell silent: the whole model's own token, then local drafting
             assert last_row is not None, "the prompt's rows arrive at the last layer when flushed"

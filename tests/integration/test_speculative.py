@@ -299,9 +299,10 @@ def whole_model(**changes):
     return config("speculative", speculative_draft="model", **changes)
 
 
-def test_whole_model_drafts_are_the_cloud_only_answer_in_few_rounds(cloud, client, model, prompt, monkeypatch):
+@pytest.mark.parametrize("ahead", [True, False])
+def test_whole_model_drafts_are_the_cloud_only_answer_in_few_rounds(cloud, client, model, prompt, monkeypatch, ahead):
     sent = record_uploads(client, monkeypatch)
-    drafted = run(model, prompt, client, whole_model(gamma=4))
+    drafted = run(model, prompt, client, whole_model(gamma=4, draft_ahead=ahead))
     cloud_only = run(model, prompt, client, config("cloud_only"))
     assert drafted.token_ids == cloud_only.token_ids
     # the first token is the cloud's (asked while the prompt's deeper layers ran), then the verifier agreed with every draft
