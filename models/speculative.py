@@ -49,7 +49,8 @@ def greedy_accept(logits: torch.Tensor, draft_ids: Sequence[int], tie_tolerance:
     best, choices = logits.max(dim=-1)
     drafted = logits.gather(1, torch.tensor(list(draft_ids)).unsqueeze(1)).squeeze(1)
     for index, (draft, choice) in enumerate(zip(draft_ids, choices.tolist(), strict=True)):
-        if draft != choice and not drafted[index] >= best[index] - tie_tolerance:
+        near = tie_tolerance > 0 and bool(drafted[index] >= best[index] - tie_tolerance)
+        if draft != choice and not near:  # without a tolerance an exact tie goes to the argmax, as cloud-only's
             return index, int(choice)
     return len(draft_ids), -1
 

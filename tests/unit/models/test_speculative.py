@@ -35,6 +35,8 @@ def test_a_tie_tolerance_keeps_drafts_near_the_verifiers_best_and_corrects_the_r
     assert greedy_accept(logits, [2, 3], tie_tolerance=0.25) == (1, 2)  # 0.1 below stands, 0.5 below is corrected
     assert greedy_accept(logits, [2, 3], tie_tolerance=0.5) == (2, -1)
     assert greedy_accept(logits, [1, 2], tie_tolerance=0.25) == (2, -1)  # the argmax itself always stands
+    tie = torch.tensor([[0.0, 3.0, 3.0, 0.0]])
+    assert greedy_accept(tie, [2]) == (0, 1)  # an exact tie without a tolerance: the argmax, as cloud-only picks
 
 
 def test_speculative_sampling_emits_tokens_distributed_as_the_verifier():
