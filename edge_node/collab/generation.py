@@ -30,7 +30,15 @@ import torch
 
 from edge_node.collab.agreement_budget import AgreementBudget
 from edge_node.collab.config import CollabConfig, drafting_split, drafts_with_whole_model
-from edge_node.collab.link import CloudSession, CloudUnavailableError, CollabClient, LinkCounters, LinkFaults
+from edge_node.collab.link import (
+    CloudSession,
+    CloudUnavailableError,
+    CollabClient,
+    LinkCounters,
+    LinkFaults,
+    session_traffic,
+    upload_rows,
+)
 from edge_node.collab.speculative import SpeculativeStepper
 from edge_node.collab.split_choice import SplitChooser
 from models.decode_loop import Decoded, DecodedToken, LocalStepper, TokenDecision, decode
@@ -267,7 +275,7 @@ class _CollaborativeStepper:
 
     def step(self, feed: list[list[int]]) -> list[list[TokenDecision]]:
         session, run = self.session, self.run
-        up_before, down_before = _counts(session)
+        up_before, down_before = session_traffic(session)
         if run.budget is not None:
             self.stack.exit_policy = run.budget.policy(self.policy)
         # The prompt pass completes every layer so its upload starts before the first cloud request.
@@ -289,7 +297,7 @@ class _CollaborativeStepper:
                 token, by, layer, known_at = run._local_token(self.stack, result), "fallback", self.stack.end, run.clock()
         if run.budget is not None and by != "fallback":  # a fallback token has no calibrated score
             run.budget.record(result.exit.score if result.exit is not None else None)
-        up_after, down_after = _counts(session)
+        up_after, down_after = session_traffic(session)
         if by == "fallback" and self.session is not None:
             run._absorb(self.session, notify=False)
             self.session = None
@@ -297,8 +305,7 @@ class _CollaborativeStepper:
         return [[TokenDecision(token, by, layer, known_at, up_after - up_before, down_after - down_before)]]  # type: ignore[arg-type]
 
     def _upload(self, first_position: int, hidden_states: torch.Tensor) -> None:
-        if self.session is not None:
-            self.session.add_rows(first_position, hidden_states[0].float().numpy())  # (n, C), kept in the wire's dtype
+        upload_rows(self.session, first_position, hidden_states)
 
 
 class _NaiveSplitStepper:
@@ -334,9 +341,6 @@ class _NaiveSplitStepper:
         return [[TokenDecision(token, by, layer, run.clock(), run.counters.bytes_up - up_before,  # type: ignore[arg-type]
                                run.counters.bytes_down - down_before)]]
 
-
-def _counts(session: CloudSession | None) -> tuple[int, int]:
-    return (session.counters.bytes_up, session.counters.bytes_down) if session else (0, 0)
 
 
 def _as_fallback(generation: CollabGeneration) -> CollabGeneration:

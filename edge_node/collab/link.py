@@ -22,8 +22,12 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 from broker import topics
 from broker.client import BusClient, Envelope
@@ -435,3 +439,14 @@ class CloudSession:
 
 __all__ = ["CloudAnswer", "CloudSession", "CloudUnavailableError", "CollabClient", "DraftSampling", "LinkCounters",
            "LinkFaults"]
+
+
+def session_traffic(session: CloudSession | None) -> tuple[int, int]:
+    """(bytes up, bytes down) of a session so far; (0, 0) without one (the steppers diff these per token)."""
+    return (session.counters.bytes_up, session.counters.bytes_down) if session else (0, 0)
+
+
+def upload_rows(session: CloudSession | None, first_position: int, hidden_states: torch.Tensor) -> None:
+    """A layer-k sink's (1, n, C) rows into the session, kept in the wire's dtype; nothing once it is gone."""
+    if session is not None:
+        session.add_rows(first_position, hidden_states[0].float().numpy())

@@ -36,7 +36,7 @@ import torch
 from broker.messages.inference import DraftVerdict
 from edge_node.collab.config import drafts_with_whole_model
 from edge_node.collab.gamma import GammaTracker
-from edge_node.collab.link import CloudSession, DraftSampling
+from edge_node.collab.link import CloudSession, DraftSampling, session_traffic, upload_rows
 from edge_node.collab.split_choice import AnswerFigures
 from models.decode_loop import TokenDecision
 from models.decoding import LayerStack, PassResult
@@ -132,7 +132,7 @@ class SpeculativeStepper:
             first_position = self.stack.length + len(tokens) - 1
         gamma = max(1, min(config.gamma or self.tracker.gamma, run.max_new_tokens - self.emitted))
         session = self.session
-        up_before, down_before = _counts(session)
+        up_before, down_before = session_traffic(session)
         drafting_started = run.clock()
         drafts = self._draft(tokens, gamma)
         drafted_at = run.clock()
@@ -143,7 +143,7 @@ class SpeculativeStepper:
             if verdict is None:
                 self._fall_back(first_position)
         known_at = run.clock()
-        up_after, down_after = _counts(session)
+        up_after, down_after = session_traffic(session)
         if verdict is None:
             decided = [(draft.token, "fallback", self.stack.end) for draft in drafts]
         else:
@@ -178,7 +178,7 @@ class SpeculativeStepper:
         run, config = self.run, self.run.config
         session = self.session
         assert session is not None
-        up_before, down_before = _counts(session)
+        up_before, down_before = session_traffic(session)
         self.stack.run_tokens([prompt], pause_after=config.split_layer)  # the sink at k fed the session
         self.first = False
         run.cloud_requests += 1
@@ -187,7 +187,7 @@ class SpeculativeStepper:
         pending = self.verifier.submit(ask) if self.verifier is not None else None  # asked while flushing
         last_row = self.stack.flush()
         answer = pending.result() if pending is not None else ask()
-        up_after, down_after = _counts(session)
+        up_after, down_after = session_traffic(session)
         if answer is None:  # the cloud fell silent: the whole model's own token, then local drafting
             assert last_row is not None, "the prompt's rows arrive at the last layer when flushed"
             self._fall_back(position)
@@ -335,9 +335,5 @@ class SpeculativeStepper:
         self.stack.sinks.clear()  # nobody to upload to any more
 
     def _upload(self, first_position: int, hidden_states: torch.Tensor) -> None:
-        if self.session is not None:
-            self.session.add_rows(first_position, hidden_states[0].float().numpy())  # (n, C), kept in the wire's dtype
+        upload_rows(self.session, first_position, hidden_states)
 
-
-def _counts(session: CloudSession | None) -> tuple[int, int]:
-    return (session.counters.bytes_up, session.counters.bytes_down) if session else (0, 0)
