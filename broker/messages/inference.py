@@ -24,11 +24,12 @@ from broker.messages.codec import Message, require
 
 HiddenDtype = Literal["fp16", "fp32", "int8"]
 SessionMode = Literal["collaborative", "naive_split", "speculative"]
-# int8: one byte a value, plus per position (row) one float32 scale and its INT8_OUTLIERS largest
-# values kept apart as (uint16 channel, fp16 value): layout in broker/messages/hidden_rows.py
+# int8: one byte a value, plus per position (row) one fp16 scale per INT8_GROUP values and its INT8_OUTLIERS
+# largest values kept apart as (uint16 channel, fp16 value): layout in broker/messages/hidden_rows.py
 DTYPE_BYTES = {"fp16": 2, "fp32": 4, "int8": 1}
-INT8_SCALE_BYTES = 4
-INT8_OUTLIERS = 4
+INT8_SCALE_BYTES = 2
+INT8_GROUP = 64
+INT8_OUTLIERS = 6
 MAX_DRAFT_TOKENS = 64  # most draft tokens one verification may carry
 MAX_TIE_TOLERANCE = 10.0  # logits; a verifier that tolerates more is not verifying
 _DTYPE_BYTES = DTYPE_BYTES  # older name
@@ -63,12 +64,17 @@ def _check_id(value: str, name: str) -> None:
     require(0 < len(value) <= 64, f"{name} must be 1-64 chars")
 
 
+def int8_groups(hidden_size: int) -> int:
+    """Scales per int8 row: one per INT8_GROUP values, the last group possibly short."""
+    return -(-hidden_size // INT8_GROUP)
+
+
 def hidden_bytes(count: int, hidden_size: int, dtype: HiddenDtype, outliers: int = INT8_OUTLIERS) -> int:
-    """Payload bytes of `count` rows of `hidden_size` values in `dtype` (int8 rows carry a scale and outliers).
+    """Payload bytes of `count` rows of `hidden_size` values in `dtype` (int8 rows carry scales and outliers).
 
     `outliers` other than INT8_OUTLIERS is for codec studies (benchmarks.int8_near_ties): the wire uses the constant.
     """
-    extra = count * (INT8_SCALE_BYTES + 4 * outliers) if dtype == "int8" else 0
+    extra = count * (INT8_SCALE_BYTES * int8_groups(hidden_size) + 4 * outliers) if dtype == "int8" else 0
     return count * hidden_size * DTYPE_BYTES[dtype] + extra
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.messages.inference import INT8_OUTLIERS, INT8_SCALE_BYTES, ContextChunk, DraftVerify
+from broker.messages.inference import ContextChunk, DraftVerify, hidden_bytes
 from edge_node.collab.generation import generate
 from tests.integration import test_collab
 from tests.integration.test_collab import NEW_TOKENS, config, record_uploads, run, start_cloud
@@ -63,9 +63,9 @@ def test_int8_states_keep_speculative_output_and_save_a_byte_per_value(cloud, cl
     int8 = run(model, prompt, client, config("speculative", threshold=1.0, gamma=3, state_dtype="int8"))
     int8_chunks = [m for m in sent if isinstance(m, ContextChunk)]
     assert int8.token_ids == fp16.token_ids
-    # 2 B -> 1 B a value, plus the row's scale and outliers; how many rows and requests go up is timing
+    # 2 B -> 1 B a value, plus the row's scales and outliers; how many rows and requests go up is timing
     # (drafts made ahead of a verdict), so the saving is counted per row sent
-    per_row = {"fp16": 2 * model.hidden_size, "int8": model.hidden_size + INT8_SCALE_BYTES + 4 * INT8_OUTLIERS}
+    per_row = {"fp16": 2 * model.hidden_size, "int8": hidden_bytes(1, model.hidden_size, "int8")}
     for chunks, dtype in ((fp16_chunks, "fp16"), (int8_chunks, "int8")):
         assert {c.dtype for c in chunks} == {dtype}
         assert sum(len(c.data) for c in chunks) == per_row[dtype] * sum(c.count for c in chunks)
