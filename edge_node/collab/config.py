@@ -48,7 +48,7 @@ class CollabConfig:
     # to at least this (1.0: always end there; lower: fewer round trips, more drafts wasted on a rejection)
     draft_ahead: bool = True  # keep drafting while a verification is in flight (rows held until its verdict)
     # int8 rows and whole-model drafts: a draft within this many logits of the cloud's argmax stands. The codec
-    # moves logits by up to ~0.22 (docs/collaboration.md), enough to flip near-ties the edge's exact rows
+    # moves logits by up to ~0.24 (docs/collaboration.md), enough to flip near-ties the edge's exact rows
     # decided; past this the cloud's token wins. 0 = the cloud's argmax only
     int8_tie_tolerance: float = 0.25
     # speculative mode: the edge drafts with layers [0, this) and the exit head there, when the model has one
