@@ -18,7 +18,8 @@ batch dimension carries several sequences (left-padded at their first pass) or s
 A pass given a `stop` callable checks it at every segment boundary (`checkpoints` add boundaries)
 and, when it answers True, is abandoned as if never run: a speculative edge drafting ahead drops a
 pass the moment a verdict says the draft it builds on was rejected, not a whole pass later.
-`pause_after` stops a pass at a boundary, its rows waiting deeper like deferred ones until `flush()`.
+`pause_after` stops a pass at a boundary, its rows waiting deeper like deferred ones until `flush()`,
+which may itself stop at a boundary when its `stop` says so.
 """
 
 from __future__ import annotations
@@ -196,13 +197,20 @@ class LayerStack:
         return PassResult(exit_decision, carry, self.completed - carry.shape[1], self.clock(), head_token, head_probability)
 
     @torch.no_grad()
-    def flush(self) -> torch.Tensor | None:
-        """Run every deferred row on to layer `end`; returns the (B, n, C) rows that arrived there, if any."""
+    def flush(self, stop: Callable[[], bool] | None = None) -> torch.Tensor | None:
+        """Run every deferred row on to layer `end`; returns the (B, n, C) rows that arrived there, if any.
+
+        `stop` is asked before each segment that has rows to run; True leaves them waiting at that boundary
+        for the next pass or flush (a speculative edge stops once the cloud's first token is in), and
+        returns None.
+        """
         arrived = None
         for index, segment in enumerate(self.segments):
-            waiting, self._waiting[index] = self._waiting[index], None
-            if waiting is None:
+            if self._waiting[index] is None:
                 continue
+            if stop is not None and stop():
+                return None
+            waiting, self._waiting[index] = self._waiting[index], None
             carry = segment(waiting, pad_lengths=self._pad_lengths)
             self._feed_sink(self.boundaries[index + 1], carry, segment.length)
             if index + 1 == len(self.segments):

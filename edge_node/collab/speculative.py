@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_LAYERS = 4  # a pass drafted ahead checks for a rejecting verdict every this many layers
+# the whole model's prompt flush checks for the cloud's first token every this many layers past k (a boundary
+# costs a one-token pass nothing measurable: 17-18 ms on q4 with 0 to 9 of them, one thread)
+_FLUSH_CHECKPOINT_LAYERS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +96,10 @@ class SpeculativeStepper:
         self.tie_tolerance = (config.int8_tie_tolerance if self.whole_model and not self.sampling
                               and config.wire_dtype() == "int8" else 0.0)
         end = run.model.num_layers if self.whole_model else config.split_layer
-        # A whole-model pass can't be abandoned once it fed the sink inside its range: no checkpoints there
-        checkpoints = () if self.whole_model else tuple(range(_CHECKPOINT_LAYERS, end, _CHECKPOINT_LAYERS))
+        if self.whole_model:  # a pass can't be abandoned once it fed the sink at k; the prompt's flush can stop
+            checkpoints = tuple(range(config.split_layer + _FLUSH_CHECKPOINT_LAYERS, end, _FLUSH_CHECKPOINT_LAYERS))
+        else:
+            checkpoints = tuple(range(_CHECKPOINT_LAYERS, end, _CHECKPOINT_LAYERS))
         self.stack = LayerStack(run.model, 0, end, exit_policy=None if self.sampling or self.whole_model else policy,
                                 sinks={config.split_layer: self._upload}, clock=run.clock, checkpoints=checkpoints)
         # Ending rounds at unsure drafts, gamma bounds runs of sure (exit) drafts: the calibrated exits'
@@ -174,7 +179,8 @@ class SpeculativeStepper:
         """The whole model's first token is the cloud's: the prompt runs to layer k, its rows go up with a token
         request, and the prompt's deeper layers (the drafter's, not the cloud's) run while the cloud answers.
         The first token then comes a round trip after [0, k), as a collaborative answer's does, not after
-        [0, L) and a round of drafts."""
+        [0, L) and a round of drafts. Once the answer is in the flush stops at the next checkpoint; the rows
+        still on their way to L ride with the first drafting pass."""
         run, config = self.run, self.run.config
         session = self.session
         assert session is not None
@@ -185,10 +191,11 @@ class SpeculativeStepper:
         position = self.stack.length - 1
         ask = partial(session.ask, position, config.cloud_deadline_s, config.max_reopens)
         pending = self.verifier.submit(ask) if self.verifier is not None else None  # asked while flushing
-        last_row = self.stack.flush()
+        last_row = self.stack.flush(stop=pending.done if pending is not None else None)
         answer = pending.result() if pending is not None else ask()
         up_after, down_after = session_traffic(session)
         if answer is None:  # the cloud fell silent: the whole model's own token, then local drafting
+            last_row = self.stack.flush() if last_row is None else last_row  # a stopped flush left rows deeper
             assert last_row is not None, "the prompt's rows arrive at the last layer when flushed"
             self._fall_back(position)
             token, by = int(self.stack.logits(last_row[:, -1:])[0, -1].argmax()), "fallback"

@@ -315,6 +315,32 @@ def test_whole_model_drafts_are_the_cloud_only_answer_in_few_rounds(cloud, clien
     assert {c.dtype for c in chunks} == {"fp32"}
 
 
+def test_a_first_token_in_before_the_prompt_flush_leaves_its_deeper_rows_to_the_first_draft(cloud, client, model, prompt,
+                                                                                          monkeypatch):
+    import time
+
+    from models.decoding import LayerStack
+
+    flushed = LayerStack.flush
+    stopped = []
+
+    def flush_after_the_answer(stack, stop=None):  # as on a slow edge: the cloud's token is in before the flush runs
+        deadline = time.monotonic() + 30.0
+        while stop is not None and not stop() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        arrived = flushed(stack, stop=stop)
+        stopped.append(stop is not None and arrived is None)
+        return arrived
+
+    monkeypatch.setattr(LayerStack, "flush", flush_after_the_answer)
+    drafted = run(model, prompt, client, whole_model(gamma=4))
+    monkeypatch.undo()
+    assert stopped[0], "the prompt's flush stopped with its rows still short of the last layer"
+    assert drafted.tokens[0].decided_by == "cloud"
+    assert drafted.token_ids == run(model, prompt, client, config("cloud_only")).token_ids
+    assert drafted.accepted_drafts == drafted.drafted == NEW_TOKENS - 1  # the drafts saw the prompt's exact rows
+
+
 def test_whole_model_drafting_grows_gamma_and_keeps_the_answer_over_a_slow_link(cloud, mosquitto, model, prompt):
     import dataclasses
 

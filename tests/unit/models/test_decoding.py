@@ -115,6 +115,25 @@ def test_a_pass_paused_at_a_sink_feeds_it_and_finishes_later_as_one_full_pass(pl
         stack.run_tokens([[5]], pause_after=3)  # not a boundary
 
 
+def test_a_stopped_flush_leaves_rows_at_its_checkpoint_for_the_next_pass_to_finish_exactly(plain_model):
+    stack = LayerStack(plain_model, 0, 4, sinks={1: lambda first, rows: None}, checkpoints=(2, 3))
+    stack.run_tokens([[1, 42, 4242, 17]], pause_after=1)
+    asked = []
+
+    def stop() -> bool:  # the cloud's answer comes in while [1, 2) runs
+        asked.append(True)
+        return len(asked) > 1
+
+    assert stack.flush(stop=stop) is None and len(asked) == 2  # asked before [1, 2), then before [2, 3): stopped
+    assert stack.completed == 0 and stack.length == 4
+    then = stack.run_tokens([[99]]).hidden_states  # the prompt's rows ride from layer 2, ahead of the new one
+    whole = LayerStack(plain_model, 0, 4).run_tokens([[1, 42, 4242, 17, 99]]).hidden_states
+    assert then is not None and then.shape[1] == 5 and stack.completed == 5
+    torch.testing.assert_close(then, whole, atol=1e-5, rtol=1e-4)
+    asked.clear()
+    assert stack.flush(stop=stop) is None and not asked  # nothing waits: stop is not even asked
+
+
 def test_an_exit_defers_the_deeper_layers_by_at_most_one_token(plain_model):
     model = plain_model
     stack = LayerStack(model, 0, 4, exit_policy=ExitPolicy.top_probability({1: 0.0, 2: 0.0, 4: 0.0}))
