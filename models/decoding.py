@@ -184,8 +184,7 @@ class LayerStack:
                 previous_tokens, previous_top = candidates, top
             last = index + 1 == len(self.segments)
             if layer == pause_after:
-                deeper = self._waiting[index + 1]  # rows an earlier pass deferred come first (lower positions)
-                self._waiting[index + 1] = carry if deeper is None else torch.cat([deeper, carry], dim=1)
+                self._wait_at(index + 1, carry)
                 return PassResult(exit_decision, None, self.completed, self.clock())
             if exit_decision is None or complete or last:
                 continue
@@ -216,8 +215,7 @@ class LayerStack:
             if index + 1 == len(self.segments):
                 arrived = carry
             else:
-                following = self._waiting[index + 1]  # older deferred rows come first (lower positions)
-                self._waiting[index + 1] = carry if following is None else torch.cat([following, carry], dim=1)
+                self._wait_at(index + 1, carry)
         return arrived
 
     def rollback(self, length: int) -> None:
@@ -295,6 +293,11 @@ class LayerStack:
 
     def cache_bytes(self) -> int:
         return sum(segment.cache.nbytes() for segment in self.segments)
+
+    def _wait_at(self, index: int, rows: torch.Tensor) -> None:
+        """Queue (B, n, C) rows at segment `index`'s input, behind rows already waiting there (lower positions)."""
+        waiting = self._waiting[index]
+        self._waiting[index] = rows if waiting is None else torch.cat([waiting, rows], dim=1)
 
     def _deferred_from(self, index: int) -> bool:
         return any(waiting is not None for waiting in self._waiting[index:])
