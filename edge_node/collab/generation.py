@@ -342,6 +342,5 @@ class _NaiveSplitStepper:
                                run.counters.bytes_down - down_before)]]
 
 
-
 def _as_fallback(generation: CollabGeneration) -> CollabGeneration:
     return replace(generation, fallback=True, fallback_position=generation.prompt_tokens)

@@ -437,10 +437,6 @@ class CloudSession:
                 return True
 
 
-__all__ = ["CloudAnswer", "CloudSession", "CloudUnavailableError", "CollabClient", "DraftSampling", "LinkCounters",
-           "LinkFaults"]
-
-
 def session_traffic(session: CloudSession | None) -> tuple[int, int]:
     """(bytes up, bytes down) of a session so far; (0, 0) without one (the steppers diff these per token)."""
     return (session.counters.bytes_up, session.counters.bytes_down) if session else (0, 0)
@@ -450,3 +446,7 @@ def upload_rows(session: CloudSession | None, first_position: int, hidden_states
     """A layer-k sink's (1, n, C) rows into the session, kept in the wire's dtype; nothing once it is gone."""
     if session is not None:
         session.add_rows(first_position, hidden_states[0].float().numpy())
+
+
+__all__ = ["CloudAnswer", "CloudSession", "CloudUnavailableError", "CollabClient", "DraftSampling", "LinkCounters",
+           "LinkFaults", "session_traffic", "upload_rows"]

@@ -343,4 +343,3 @@ class SpeculativeStepper:
 
     def _upload(self, first_position: int, hidden_states: torch.Tensor) -> None:
         upload_rows(self.session, first_position, hidden_states)
-
